@@ -1,0 +1,81 @@
+"""Image head: an image embedding projected into a text backbone's pretrained MLM head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from lightning_mlsr.backbones import (
+    DEFAULT_IMAGE_BACKBONE,
+    DEFAULT_TEXT_BACKBONE,
+    load_masked_lm,
+    load_tokenizer,
+)
+from lightning_mlsr.heads.base import (
+    SparseEncoder,
+    build_image_backbone,
+    log_saturation,
+    split_masked_lm,
+)
+
+__all__ = ["ImageMLMHead"]
+
+
+class ImageMLMHead(SparseEncoder):
+    """Image -> vocabulary: ``log(1 + relu(MLMHead(Linear(image_embedding))))``.
+
+    Only the text backbone's MLM head is kept (transform: dense + activation + LayerNorm,
+    then the decoder to ``V``, all initialised from the pretrained model, the decoder from
+    the word embeddings it was tied to); the transformer layers are dropped. The projection
+    ``Linear(D, H)`` is new.
+
+    The encoder has no text transformer: ``text_backbone_name`` is None, ``text_model`` is
+    None, and assigning a module to ``text_model`` raises ``AttributeError`` (sharing a
+    transformer into it would have no effect). ``mlm_backbone_name`` names the backbone
+    whose head and vocabulary it uses.
+
+    Args:
+        text_backbone: backbone whose MLM head (and vocabulary) is used.
+        image_backbone: ``timm`` model name.
+        image_pretrained: load ImageNet weights for the image backbone.
+        image_size: override the image backbone's input resolution.
+        freeze_image_backbone: no gradients into the image backbone (features may then be
+            precomputed and passed as ``image_features``).
+
+    Shape:
+        ``image_features`` ``(B, D)`` or ``pixel_values`` ``(B, 3, H, W)`` -> ``(B, V)``.
+    """
+
+    def __init__(
+        self,
+        text_backbone: str = DEFAULT_TEXT_BACKBONE,
+        image_backbone: str = DEFAULT_IMAGE_BACKBONE,
+        image_pretrained: bool = True,
+        image_size: int | None = None,
+        freeze_image_backbone: bool = True,
+    ) -> None:
+        tokenizer = load_tokenizer(text_backbone)
+        encoder, mlm_head = split_masked_lm(load_masked_lm(text_backbone))
+        super().__init__(int(encoder.config.vocab_size), tokenizer.all_special_ids)
+        self.modalities = frozenset({"image"})
+        self.text_backbone_name = None
+        self.mlm_backbone_name = text_backbone
+        self.freeze_image_backbone = freeze_image_backbone
+        self.image_backbone = build_image_backbone(
+            image_backbone, image_pretrained, image_size, freeze_image_backbone
+        )
+        self.image_projection = nn.Linear(
+            self.image_backbone.num_features, int(encoder.config.hidden_size)
+        )
+        self.mlm_head = mlm_head  # the encoder is dropped here; its tied decoder weight stays
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Term weights of the images. Shape: ``(B, D)`` -> ``(B, V)``."""
+        features = self._image_features(
+            inputs, self.image_backbone, self.image_projection.weight.dtype
+        )  # (B, D)
+        hidden = self.image_projection(features)  # (B, H)
+        logits = self.mlm_head(hidden)  # (B, V)
+        return self._mask_special_terms(log_saturation(logits))  # (B, V)

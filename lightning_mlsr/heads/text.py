@@ -1,0 +1,82 @@
+"""Text heads: MLP (no expansion) and MLM (SPLADE, expands to the whole vocabulary)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from lightning_mlsr.backbones import DEFAULT_TEXT_BACKBONE, load_masked_lm, load_text_encoder
+from lightning_mlsr.heads.base import (
+    Pooling,
+    TextTransformerEncoder,
+    _check_pooling,
+    split_masked_lm,
+)
+
+__all__ = ["MLMHead", "MLPHead"]
+
+
+class MLPHead(TextTransformerEncoder):
+    """Scores only the input tokens: ``log(1 + relu(Linear(h_l)))`` placed at each token id.
+
+    Padding and special tokens get no weight; a token id that occurs several times gets the
+    sum (typical for queries) or the max (typical for documents) of its occurrences.
+
+    Args:
+        backbone: text transformer name (see :mod:`lightning_mlsr.backbones`).
+        pooling: how repeated tokens are combined, ``"sum"`` or ``"max"``.
+
+    Shape:
+        ``input_ids``/``attention_mask`` ``(B, L)`` -> ``(B, V)``.
+    """
+
+    def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, pooling: Pooling = "sum") -> None:
+        _check_pooling(pooling, type(self).__name__)
+        super().__init__(backbone, load_text_encoder(backbone))
+        self.modalities = frozenset({"text"})
+        self.image_backbone = None
+        self.freeze_image_backbone = False
+        self.pooling = pooling
+        self.term_scorer = nn.Linear(self.hidden_size, 1)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Term weights of the input tokens. Shape: ``(B, L)`` -> ``(B, V)``."""
+        input_ids, attention_mask = self._text_inputs(inputs)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._input_term_weights(
+            self.term_scorer, hidden, input_ids, attention_mask, self.pooling
+        )  # (B, V)
+
+
+class MLMHead(TextTransformerEncoder):
+    """SPLADE: MLM logits over the vocabulary, ``log(1 + relu(.))``, pooled over tokens.
+
+    Positions of padding and special tokens (``[CLS]``, ``[SEP]``, ...) are left out of the
+    pooling, and the special tokens' own vocabulary terms are zeroed.
+
+    Args:
+        backbone: name of a text backbone with a masked-LM head (its pretrained MLM head is
+            used; a backbone without one gets an untrained head tied to the embeddings).
+        pooling: ``"max"`` (SPLADE) or ``"sum"`` over token positions.
+
+    Shape:
+        ``input_ids``/``attention_mask`` ``(B, L)`` -> ``(B, V)``.
+    """
+
+    def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, pooling: Pooling = "max") -> None:
+        _check_pooling(pooling, type(self).__name__)
+        encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
+        super().__init__(backbone, encoder, mlm_head)
+        self.modalities = frozenset({"text"})
+        self.image_backbone = None
+        self.freeze_image_backbone = False
+        self.pooling = pooling
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Expanded term weights. Shape: ``(B, L)`` -> ``(B, V)``."""
+        input_ids, attention_mask = self._text_inputs(inputs)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        keep = self._token_mask(input_ids, attention_mask)  # (B, L)
+        return self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
