@@ -1,0 +1,79 @@
+"""Sparsity regularizers on ``(B, V)`` term weights, with a quadratic warm-up.
+
+The weight at optimizer step ``t`` is ``lambda_t = lambda * min(1, t / T) ** 2`` — a pure
+function of the step the caller passes (the LightningModule passes
+``trainer.global_step``, which counts optimizer steps and is restored on resume), never an
+internal counter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["FLOPS", "L1", "REGULARIZERS", "Regularizer"]
+
+
+class Regularizer(nn.Module):
+    """Base class: ``forward(w, step) -> (weight_at(step) * penalty(w), weight_at(step))``.
+
+    Args:
+        weight: the full weight ``lambda`` reached after warm-up.
+        warmup_steps: ``T``; 0 means the full weight from step 0.
+
+    Shape:
+        ``w`` ``(B, V)`` -> scalar.
+    """
+
+    def __init__(self, weight: float = 0.0, warmup_steps: int = 0) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"{type(self).__name__}: weight must be >= 0, got {weight}")
+        if warmup_steps < 0:
+            raise ValueError(
+                f"{type(self).__name__}: warmup_steps must be >= 0, got {warmup_steps}"
+            )
+        self.weight = float(weight)
+        self.warmup_steps = int(warmup_steps)
+
+    def weight_at(self, step: int) -> float:
+        """``weight * min(1, step / warmup_steps) ** 2`` (full weight when no warm-up)."""
+        if self.warmup_steps == 0:
+            return self.weight
+        progress = min(1.0, max(0, step) / self.warmup_steps)
+        return self.weight * progress**2
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """The unweighted penalty, computed in fp32. Shape: ``(B, V)`` -> scalar."""
+        raise NotImplementedError
+
+    def forward(self, w: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+        """Weighted penalty and the weight used. Shape: ``(B, V)`` -> scalar."""
+        lam = self.weight_at(step)
+        return lam * self.penalty(w), lam
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, warmup_steps={self.warmup_steps}"
+
+
+class FLOPS(Regularizer):
+    """FLOPS (Paria et al., 2020): ``sum_j (mean_i |w_ij|) ** 2``.
+
+    Approximates the expected number of multiplications of a sparse dot product, and
+    pushes towards terms that are rarely active across the batch.
+    """
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """Shape: ``(B, V)`` -> scalar."""
+        return (w.float().abs().mean(dim=0) ** 2).sum()  # (V,) -> ()
+
+
+class L1(Regularizer):
+    """L1: ``mean_i sum_j |w_ij|``, the average total weight of a vector."""
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """Shape: ``(B, V)`` -> scalar."""
+        return w.float().abs().sum(dim=1).mean()  # (B,) -> ()
+
+
+REGULARIZERS: dict[str, type[Regularizer]] = {"flops": FLOPS, "l1": L1}
