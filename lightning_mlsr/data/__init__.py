@@ -1,0 +1,19 @@
+"""Collections for image suggestion: images with captions, text queries, TREC qrels."""
+
+from lightning_mlsr.data.collection import (
+    Collection,
+    ImageTable,
+    TextTable,
+    bundled_collections,
+    load_collection,
+)
+from lightning_mlsr.data.errors import DataError
+
+__all__ = [
+    "Collection",
+    "DataError",
+    "ImageTable",
+    "TextTable",
+    "bundled_collections",
+    "load_collection",
+]
