@@ -313,7 +313,7 @@ def _find_layout(root: Path) -> _Layout:
         missing = [f"{d}/" for d, p in atomic.items() if not p.is_dir()]
         if missing:
             raise DataError(
-                f"{root} looks like an AToMiC-layout collection but has no {', '.join(missing)} "
+                f"{root} looks like an AToMiC-layout collection but has no {' or '.join(missing)} "
                 f"folder; it needs images/*.parquet, texts/*.parquet and qrels/*.trec|*.parquet"
             )
         images = sorted(atomic["images"].glob("*.parquet"))
@@ -330,17 +330,19 @@ def _find_layout(root: Path) -> _Layout:
             _nonempty(qrels, atomic["qrels"], "*.trec or *.parquet"),
         )
     if any(hf_dirs.values()):
+        missing = [f"AToMiC-{kind}-*" for kind, dirs in hf_dirs.items() if not dirs]
+        if missing:
+            raise DataError(
+                f"{root} looks like a Hugging Face AToMiC download but has no "
+                f"{' or '.join(missing)} folder; it needs AToMiC-Images-*, AToMiC-Texts-* and "
+                f"AToMiC-Qrels-* folders holding parquet files"
+            )
         found = {}
         for kind, dirs in hf_dirs.items():
-            if not dirs:
-                raise DataError(
-                    f"{root} looks like a Hugging Face AToMiC download but has no "
-                    f"AToMiC-{kind}-* folder; it needs AToMiC-Images-*, AToMiC-Texts-* and "
-                    f"AToMiC-Qrels-* folders holding parquet files"
-                )
             if len(dirs) > 1:
+                names = ", ".join(d.name for d in dirs)
                 raise DataError(
-                    f"{root} holds several AToMiC-{kind}-* folders ({', '.join(d.name for d in dirs)}); "
+                    f"{root} holds several AToMiC-{kind}-* folders ({names}); "
                     f"keep one version per collection root"
                 )
             found[kind] = _nonempty(_visible_parquet(dirs[0]), dirs[0], "*.parquet")
