@@ -306,7 +306,11 @@ def test_hugging_face_layout(tmp_path: Path) -> None:
     }.items():
         t, i, r = zip(*rows)
         table = pa.table({"text_id": t, "Q0": ["Q0"] * len(t), "image_id": i, "rel": r})
-        pq.write_table(table, qrels_dir / f"{split}-00000-of-00001-abc123.parquet")
+        if split == "test":  # the Hub's parquet-converter layout: <split>/0000.parquet
+            (qrels_dir / "test").mkdir()
+            pq.write_table(table, qrels_dir / "test" / "0000.parquet")
+        else:
+            pq.write_table(table, qrels_dir / f"{split}-00000-of-00001-abc123.parquet")
     (root / "AToMiC-Qrels-v0.2/.cache").mkdir()
     (root / "AToMiC-Qrels-v0.2/.cache/junk.parquet").write_bytes(b"not parquet")  # hidden: ignored
 

@@ -14,7 +14,9 @@ Two on-disk layouts are recognised under a root directory:
   ``AToMiC-Texts-v0.2.1/data/*.parquet`` and ``AToMiC-Qrels-v0.2/data/*.parquet``.
 
 The split of a qrels file comes from a ``split`` column if there is one, else from the
-file name up to the first ``-`` or ``.`` (``train.trec``, ``validation-00000-of-00001.parquet``).
+file name up to the first ``-`` or ``.`` (``train.trec``, ``validation-00000-of-00001.parquet``),
+or from the folder when the file name is a bare shard number (``test/0000.parquet``, as on
+the Hub's parquet-converter branch).
 
 Extra columns are ignored. The ``image`` column may be a struct ``{bytes, path}`` (as
 Hugging Face ``datasets`` writes it) or plain binary. Caption columns are lists aligned
@@ -610,9 +612,10 @@ def _read_texts(
 
 
 def _split_from_name(path: Path) -> str:
+    """``train.trec``, ``train-00000-of-00001.parquet`` -> train; ``test/0000.parquet`` -> test."""
     match = re.match(r"[^-.]+", path.name)
-    assert match is not None
-    return match.group(0)
+    prefix = match.group(0) if match else path.name
+    return path.parent.name if prefix.isdigit() else prefix
 
 
 def _read_trec(path: Path) -> list[tuple[str, str, str, int]]:
