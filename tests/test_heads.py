@@ -1,0 +1,391 @@
+"""Every sparse head: the shared contract (timm-style, over the registry), then per-head
+behaviour checked against hand examples and naive references."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from lightning_mlsr.backbones import load_tokenizer
+from lightning_mlsr.heads import (
+    HEADS,
+    FusedImageTextHead,
+    ImageMLMHead,
+    LateFusionHead,
+    MissingInputError,
+    MLMHead,
+    MLPHead,
+    SparseEncoder,
+)
+from lightning_mlsr.heads.base import pool_vocab_logits, scatter_token_weights
+
+V = 30522
+TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
+IMAGE_DIM = 256  # test_efficientnet's pooled features
+CAPTIONS = ["a cat sitting on a red sofa", "two dogs, two dogs and a ball on the grass"]
+
+#: one builder per configuration; every registry name must appear (checked below)
+BUILDERS: dict[str, tuple[str, Callable[[], SparseEncoder]]] = {
+    "mlp": ("mlp", lambda: MLPHead()),
+    "mlp-max": ("mlp", lambda: MLPHead(pooling="max")),
+    "mlm": ("mlm", lambda: MLMHead()),
+    "image_mlm": ("image_mlm", lambda: ImageMLMHead(**TINY_IMAGE)),
+    "fused-mlp": ("fused", lambda: FusedImageTextHead(**TINY_IMAGE)),
+    "fused-mlm": ("fused", lambda: FusedImageTextHead(head="mlm", **TINY_IMAGE)),
+    "late_fusion": ("late_fusion", lambda: LateFusionHead(MLPHead(), ImageMLMHead(**TINY_IMAGE))),
+}
+TEXT_CONFIGS = [k for k in BUILDERS if k != "image_mlm"]
+IMAGE_CONFIGS = ["image_mlm", "fused-mlp", "fused-mlm", "late_fusion"]
+
+
+@functools.cache
+def build(config: str) -> SparseEncoder:
+    """A shared instance per configuration (tests that mutate heads build their own)."""
+    torch.manual_seed(0)
+    return BUILDERS[config][1]()
+
+
+@functools.cache
+def tokenizer():
+    return load_tokenizer("splade-tiny")
+
+
+def batch(texts: list[str] = CAPTIONS, seed: int = 0) -> dict[str, torch.Tensor]:
+    tokens = tokenizer()(texts, return_tensors="pt", padding=True)
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "input_ids": tokens["input_ids"],
+        "attention_mask": tokens["attention_mask"],
+        "image_features": torch.rand(len(texts), IMAGE_DIM, generator=generator) * 2,
+    }
+
+
+def token_id(word: str) -> int:
+    return int(tokenizer().convert_tokens_to_ids(word))
+
+
+def test_every_registered_head_is_tested() -> None:
+    assert {name for name, _ in BUILDERS.values()} == set(HEADS)
+    assert all(issubclass(cls, SparseEncoder) for cls in HEADS.values())
+
+
+# --------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("config", list(BUILDERS))
+def test_head_contract_forward_backward(config: str) -> None:
+    head = build(config)
+    head.train()
+    head.zero_grad()
+    inputs = batch()
+    weights = head(inputs)
+    assert weights.shape == (2, V) and weights.dtype == torch.float32
+    assert head.vocab_size == V
+    assert torch.isfinite(weights).all() and (weights >= 0).all()
+    assert (weights > 0).any(dim=1).all(), "every example should activate some term"
+    assert (weights[:, head.special_token_ids] == 0).all(), "special tokens are never terms"
+    assert head.modalities <= {"text", "image"} and head.modalities
+    assert (head.text_backbone_name is not None) == ("text" in head.modalities)
+    assert (head.image_backbone is not None) == ("image" in head.modalities)
+
+    torch.manual_seed(1)
+    (weights * torch.rand_like(weights)).sum().backward()
+    trainable = {n: p for n, p in head.named_parameters() if p.requires_grad}
+    assert trainable
+    for name, param in trainable.items():
+        assert param.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
+    # the newly added parameters (scorers, projections) learn
+    new = [p for n, p in trainable.items() if "term_scorer" in n or "image_projection" in n]
+    assert all(p.grad.abs().sum() > 0 for p in new)
+    if head.image_backbone is not None:
+        assert head.freeze_image_backbone
+        assert not any(p.requires_grad for p in head.image_backbone.parameters())
+        assert not head.image_backbone.training, "a frozen backbone stays in eval mode"
+    head.zero_grad()
+
+
+@pytest.mark.parametrize("config", TEXT_CONFIGS)
+def test_padding_does_not_change_the_output(config: str) -> None:
+    head = build(config).eval()
+    inputs = batch(CAPTIONS[:1])
+    padded = dict(inputs)
+    pad = torch.full((1, 5), tokenizer().pad_token_id)
+    padded["input_ids"] = torch.cat([inputs["input_ids"], pad], dim=1)
+    padded["attention_mask"] = torch.cat([inputs["attention_mask"], torch.zeros_like(pad)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(head(padded), head(inputs), atol=1e-5, rtol=1e-5)
+        # and inside a padded batch: row 0 of a 2-caption batch == the caption alone
+        together = head(batch(CAPTIONS))
+        torch.testing.assert_close(together[:1], head(inputs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", TEXT_CONFIGS)
+def test_missing_text_key_names_key_and_head(config: str) -> None:
+    head = build(config)
+    inputs = batch()
+    del inputs["attention_mask"]
+    with pytest.raises(MissingInputError, match=r"\w+Head needs the batch key 'attention_mask'"):
+        head(inputs)
+    assert issubclass(MissingInputError, KeyError)
+
+
+@pytest.mark.parametrize("config", IMAGE_CONFIGS)
+def test_missing_image_key_is_reported(config: str) -> None:
+    inputs = batch()
+    del inputs["image_features"]
+    with pytest.raises(MissingInputError, match="image_features' or 'pixel_values"):
+        build(config)(inputs)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def test_scatter_token_weights_sum_and_max_by_hand() -> None:
+    weights = torch.tensor([[1.0, 2.0, 3.0, 0.0], [0.5, 0.0, 0.0, 0.0]])
+    ids = torch.tensor([[5, 7, 5, 5], [2, 5, 0, 0]])
+    summed = scatter_token_weights(weights, ids, 8, "sum")
+    maxed = scatter_token_weights(weights, ids, 8, "max")
+    expected_sum = torch.zeros(2, 8)
+    expected_sum[0, 5], expected_sum[0, 7], expected_sum[1, 2] = 4.0, 2.0, 0.5
+    expected_max = expected_sum.clone()
+    expected_max[0, 5] = 3.0
+    torch.testing.assert_close(summed, expected_sum)
+    torch.testing.assert_close(maxed, expected_max)
+
+
+def test_pool_vocab_logits_matches_activation_then_pooling() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11)
+    keep = torch.rand(3, 5) > 0.3
+    keep[2] = False  # an example with no kept token gives all zeros
+    activated = torch.log1p(torch.relu(logits)) * keep.unsqueeze(-1)  # (B, L, V)
+    torch.testing.assert_close(pool_vocab_logits(logits.clone(), keep, "sum"), activated.sum(1))
+    torch.testing.assert_close(
+        pool_vocab_logits(logits.clone(), keep, "max"), activated.amax(1), atol=0, rtol=0
+    )
+    assert (pool_vocab_logits(logits.clone(), keep, "max")[2] == 0).all()
+
+
+def test_mlp_head_against_a_naive_loop_for_sum_and_max() -> None:
+    torch.manual_seed(0)
+    summing = MLPHead(pooling="sum").eval()
+    maxing = MLPHead(pooling="max").eval()
+    maxing.load_state_dict(summing.state_dict())
+    with torch.no_grad():
+        nn_init = summing.term_scorer
+        nn_init.weight.normal_(0, 0.2)
+        nn_init.bias.fill_(0.5)  # most tokens active, so repeats are really combined
+        maxing.load_state_dict(summing.state_dict())
+    inputs = batch(["dog dog cat dog", "cat"])
+    with torch.no_grad():
+        hidden = summing.encoder(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
+        per_token = torch.log1p(torch.relu(summing.term_scorer(hidden).squeeze(-1)))  # (B, L)
+        got_sum, got_max = summing(inputs), maxing(inputs)
+    special = set(tokenizer().all_special_ids)
+    expected_sum, expected_max = torch.zeros(2, V), torch.zeros(2, V)
+    for b in range(2):
+        for pos in range(inputs["input_ids"].shape[1]):
+            tid = int(inputs["input_ids"][b, pos])
+            if inputs["attention_mask"][b, pos] == 0 or tid in special:
+                continue
+            expected_sum[b, tid] += per_token[b, pos]
+            expected_max[b, tid] = max(expected_max[b, tid], per_token[b, pos])
+    torch.testing.assert_close(got_sum, expected_sum)
+    torch.testing.assert_close(got_max, expected_max)
+    dog = token_id("dog")
+    assert got_sum[0, dog] > got_max[0, dog] > 0, "three 'dog's: sum exceeds max"
+
+
+# --------------------------------------------------------------------------- text heads
+
+
+@pytest.mark.parametrize("config", ["mlp", "mlp-max", "fused-mlp"])
+def test_mlp_weights_only_on_input_tokens(config: str) -> None:
+    head = build(config).eval()
+    inputs = batch()
+    with torch.no_grad():
+        weights = head(inputs)
+    special = set(tokenizer().all_special_ids)
+    for row, ids in zip(weights, inputs["input_ids"]):
+        allowed = {int(i) for i in ids} - special
+        active = {int(i) for i in row.nonzero().flatten()}
+        assert active <= allowed
+    for name in ("[CLS]", "[SEP]", "[PAD]"):
+        assert (weights[:, token_id(name)] == 0).all()
+
+
+def test_mlm_expands_beyond_the_input() -> None:
+    head = build("mlm").eval()
+    inputs = batch(CAPTIONS[:1])
+    with torch.no_grad():
+        weights = head(inputs)[0]
+    for word in ("cat", "red", "sofa"):
+        assert weights[token_id(word)] > 0
+    inputs_ids = {int(i) for i in inputs["input_ids"][0]}
+    for word in ("couch", "cats"):
+        assert token_id(word) not in inputs_ids
+        assert weights[token_id(word)] > 0, f"SPLADE-tiny should expand to {word!r}"
+    assert (weights > 0).sum() > len(inputs_ids)
+
+
+def test_sharing_the_text_model_between_encoders() -> None:
+    query, doc = MLPHead(), MLMHead().eval()
+    with torch.no_grad():
+        before = doc(batch())
+    doc.text_model = query.text_model
+    assert doc.text_model is query.text_model and doc.encoder is query.encoder
+    assert "text_model" not in doc._modules  # routed through the property setter
+    decoder = doc.mlm_head.predictions.decoder
+    assert decoder.weight is query.encoder.get_input_embeddings().weight, "decoder re-tied"
+    with torch.no_grad():  # same pretrained weights, so the same output
+        torch.testing.assert_close(doc(batch()), before)
+    shared = {id(p) for p in query.parameters()}
+    assert sum(id(p) in shared for p in doc.parameters()) == sum(
+        1 for _ in query.encoder.parameters()
+    )
+
+
+def test_sharing_reaches_fused_and_late_fusion_heads() -> None:
+    query = MLPHead()
+    fused = FusedImageTextHead(head="mlm", **TINY_IMAGE)
+    late = LateFusionHead(MLPHead(), ImageMLMHead(**TINY_IMAGE), combine="max")
+    fused.text_model = query.text_model
+    late.text_model = query.text_model
+    assert fused.encoder is query.encoder and late.text_head.text_model is query.encoder
+    assert fused.mlm_head.predictions.decoder.weight is query.encoder.get_input_embeddings().weight
+    with pytest.raises(AttributeError, match="no text transformer"):
+        late.image_head.text_model = query.text_model
+    assert late.image_head.text_model is None and late.image_head.text_backbone_name is None
+
+
+# --------------------------------------------------------------------------- image heads
+
+
+@pytest.mark.parametrize("config", IMAGE_CONFIGS)
+def test_features_and_pixels_give_the_same_output(config: str) -> None:
+    head = build(config).eval()
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    inputs = batch()
+    del inputs["image_features"]
+    with torch.no_grad():
+        features = head.image_backbone(pixels)
+        from_pixels = head({**inputs, "pixel_values": pixels})
+        from_features = head({**inputs, "image_features": features})
+        # precomputed features win when both are present
+        both = head({**inputs, "image_features": features, "pixel_values": pixels * 0})
+    torch.testing.assert_close(from_pixels, from_features)
+    torch.testing.assert_close(both, from_features)
+
+
+def test_image_features_of_the_wrong_backbone_are_rejected() -> None:
+    with pytest.raises(ValueError, match="feature cache"):
+        build("image_mlm")({"image_features": torch.rand(2, IMAGE_DIM + 1)})
+
+
+def test_image_mlm_head_keeps_the_pretrained_mlm_head() -> None:
+    image, text = build("image_mlm"), build("mlm")
+    assert not hasattr(image, "encoder"), "the transformer layers are dropped"
+    for (name, got), (_, want) in zip(
+        image.mlm_head.state_dict().items(), text.mlm_head.state_dict().items()
+    ):
+        torch.testing.assert_close(got, want, msg=name)
+    assert image.modalities == {"image"} and image.text_model is None
+
+
+@pytest.mark.parametrize("config", ["fused-mlp", "fused-mlm"])
+def test_fused_output_depends_on_the_image(config: str) -> None:
+    head = build(config).eval()
+    inputs = batch()
+    with torch.no_grad():
+        first = head(inputs)
+        second = head({**inputs, "image_features": inputs["image_features"].flip(0)})
+    assert not torch.allclose(first, second)
+    if config == "fused-mlp":  # the image changes weights, never which terms can fire
+        assert ((first > 0) <= (inputs_mask := _input_terms(inputs))).all()
+        assert ((second > 0) <= inputs_mask).all()
+
+
+@pytest.mark.parametrize("config", ["fused-mlp", "fused-mlm"])
+def test_fused_head_against_a_naive_reference(config: str) -> None:
+    """The image token sits right after [CLS]; MLP scores caption tokens, MLM all kept ones."""
+    head = build(config).eval()
+    inputs = batch()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    special = set(tokenizer().all_special_ids)
+    with torch.no_grad():
+        image = head.image_projection(inputs["image_features"])  # (B, H)
+        words = head.encoder.get_input_embeddings()
+        rows, masks = [], []
+        for b in range(ids.shape[0]):
+            tokens = [words(ids[b, p]) for p in range(ids.shape[1])]
+            rows.append(torch.stack([tokens[0], image[b], *tokens[1:]]))
+            masks.append(torch.tensor([int(mask[b, 0]), 1, *mask[b, 1:].tolist()]))
+        hidden = head.encoder(
+            inputs_embeds=torch.stack(rows), attention_mask=torch.stack(masks)
+        ).last_hidden_state  # (B, L+1, H)
+        expected = torch.zeros(ids.shape[0], V)
+        for b in range(ids.shape[0]):
+            kept = [p for p in range(ids.shape[1]) if mask[b, p] and int(ids[b, p]) not in special]
+            if config == "fused-mlp":
+                for p in kept:
+                    at = 0 if p == 0 else p + 1
+                    score = torch.log1p(torch.relu(head.term_scorer(hidden[b, at])))[0]
+                    expected[b, ids[b, p]] += score
+            else:
+                positions = [1] + [0 if p == 0 else p + 1 for p in kept]
+                logits = head.mlm_head(hidden[b, positions])  # (P, V)
+                expected[b] = torch.log1p(torch.relu(logits)).amax(0)
+                expected[b, sorted(special)] = 0
+        got = head(inputs)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def _input_terms(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    mask = torch.zeros(inputs["input_ids"].shape[0], V, dtype=torch.bool)
+    return mask.scatter(1, inputs["input_ids"], True)
+
+
+def test_fused_head_rejects_too_long_captions() -> None:
+    head = build("fused-mlp")
+    inputs = batch()
+    inputs["input_ids"] = torch.full((2, 512), token_id("cat"))
+    inputs["attention_mask"] = torch.ones(2, 512, dtype=torch.long)
+    with pytest.raises(ValueError, match="max_length <= 511"):
+        head(inputs)
+
+
+@pytest.mark.parametrize("combine", ["sum", "max"])
+def test_late_fusion_combines_its_sub_heads_elementwise(combine: str) -> None:
+    # two caption heads, so that their active terms overlap and sum != max
+    first, second = build("mlp").eval(), build("mlm").eval()
+    late = LateFusionHead(first, second, combine=combine).eval()
+    inputs = batch()
+    with torch.no_grad():
+        got, a, b = late(inputs), first(inputs), second(inputs)
+    assert ((a > 0) & (b > 0)).any(), "the example must exercise overlapping terms"
+    expected = a + b if combine == "sum" else torch.maximum(a, b)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_late_fusion_of_caption_and_image_exposes_both_sides() -> None:
+    text, image = build("mlp"), build("image_mlm")
+    late = LateFusionHead(text, image)
+    assert late.modalities == {"text", "image"}
+    assert late.image_backbone is image.image_backbone and late.freeze_image_backbone
+    assert late.text_backbone_name == "splade-tiny" and late.text_model is text.encoder
+    assert "image_backbone" not in late._modules, "no duplicate state-dict entries"
+
+
+def test_bad_options_are_rejected_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="pooling"):
+        MLPHead(pooling="mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="head must be"):
+        FusedImageTextHead(head="cnn", **TINY_IMAGE)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="combine"):
+        LateFusionHead(build("mlp"), build("image_mlm"), combine="mean")  # type: ignore[arg-type]
