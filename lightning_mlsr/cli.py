@@ -1,0 +1,112 @@
+"""``python -m lightning_mlsr fit|validate|test|predict --config experiments/<name>.yaml``.
+
+A LightningCLI over :class:`~lightning_mlsr.module.SparseBiEncoder` and
+:class:`~lightning_mlsr.data.datamodule.RetrievalDataModule`. The shared defaults in
+``lightning_mlsr/configs/base.yaml`` are always loaded first, so an experiment file states
+only what differs. W&B logs offline unless ``WANDB_MODE`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
+
+__all__ = ["BASE_CONFIG", "MLSRCLI", "RunConfigCallback", "main"]
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """A directory that belongs to this run only (versioned), for config and run files.
+
+    CSV/TensorBoard loggers have a versioned ``log_dir``; for others (W&B) the
+    ``save_dir/name/version`` layout that ModelCheckpoint also uses. ``trainer.log_dir``
+    would be W&B's shared ``save_dir``, where two runs clash.
+    """
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    if isinstance(logger, CSVLogger | TensorBoardLogger):
+        return Path(logger.log_dir)
+    save_dir = logger.save_dir or trainer.default_root_dir
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(save_dir) / str(logger.name) / version
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the resolved config into the run's own directory and into the logger.
+
+    Lightning's default writes ``config.yaml`` to ``trainer.log_dir``, which W&B shares
+    between runs — the second run in the same directory then refuses to start.
+    """
+
+    def __init__(self, parser: LightningArgumentParser, config: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(parser, config, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.logger is None or trainer.fast_dev_run:
+            return
+        path = run_dir(trainer) / self.config_filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True)
+        if isinstance(trainer.logger, Logger):
+            config = self.parser.dump(self.config, skip_none=False, format="json")
+            trainer.logger.log_hyperparams({"config": config})
+        if hasattr(trainer.logger, "experiment") and hasattr(trainer.logger.experiment, "save"):
+            try:  # W&B: keep the YAML itself with the run's files
+                trainer.logger.experiment.save(str(path), base_path=str(path.parent), policy="now")
+            except Exception:  # pragma: no cover - best effort, the file is on disk already
+                pass
+
+
+class MLSRCLI(LightningCLI):
+    """LightningCLI with the project's base config loaded first."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        defaults = {"default_config_files": [str(BASE_CONFIG)]}
+        kwargs.setdefault(
+            "parser_kwargs",
+            {cmd: dict(defaults) for cmd in ("fit", "validate", "test", "predict")},
+        )
+        kwargs.setdefault("save_config_callback", RunConfigCallback)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after `fit`, run `test` on the best checkpoint (writes the TREC run file)",
+        )
+
+    def after_fit(self) -> None:
+        config = self.config.get(self.subcommand, self.config)
+        if not config.get("test_after_fit", True) or self.trainer.fast_dev_run:
+            return
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> MLSRCLI:
+    """Entry point of ``python -m lightning_mlsr``."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from lightning_mlsr.data.datamodule import RetrievalDataModule
+    from lightning_mlsr.module import SparseBiEncoder
+
+    return MLSRCLI(
+        SparseBiEncoder,
+        RetrievalDataModule,
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+    )

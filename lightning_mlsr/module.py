@@ -1,0 +1,195 @@
+"""The sparse bi-encoder system: encode, InfoNCE, FLOPS/L1 penalties, logging.
+
+Everything interchangeable is injected (query/document encoders, loss, regularizers,
+optimizer) and chosen in YAML with ``class_path``/``init_args``. Index building and
+retrieval metrics live in :mod:`lightning_mlsr.callbacks`; precision and device placement
+belong to the Trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+from lightning_mlsr.heads.base import SparseEncoder
+from lightning_mlsr.losses import InfoNCE
+from lightning_mlsr.regularizers import Regularizer
+
+__all__ = ["SparseBiEncoder"]
+
+_MODULE_ARGS = ["query_encoder", "doc_encoder", "loss", "query_regularizer", "doc_regularizer"]
+
+
+class SparseBiEncoder(L.LightningModule):
+    """Query and document encoders trained with in-batch InfoNCE plus sparsity penalties.
+
+    Args:
+        query_encoder: a text sparse head (queries are texts).
+        doc_encoder: any sparse head (caption, image, or both).
+        loss: ranking loss over in-batch negatives (default ``InfoNCE()``).
+        query_regularizer / doc_regularizer: FLOPS or L1 penalty on each side (weights
+            ramped from ``trainer.global_step``).
+        share_text_backbone: use the query encoder's transformer for documents too
+            (both must name the same text backbone).
+        optimizer: e.g. ``torch.optim.AdamW`` with its ``lr`` in YAML.
+        warmup_ratio: fraction of all optimizer steps spent warming the learning rate up.
+        lr_decay: ``linear`` to zero after warm-up, or ``constant``.
+    """
+
+    def __init__(
+        self,
+        query_encoder: SparseEncoder,
+        doc_encoder: SparseEncoder,
+        loss: InfoNCE | None = None,
+        query_regularizer: Regularizer | None = None,
+        doc_regularizer: Regularizer | None = None,
+        share_text_backbone: bool = False,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_ratio: float = 0.1,
+        lr_decay: Literal["linear", "constant"] = "linear",
+    ) -> None:
+        super().__init__()
+        if _given_hyperparameters.get() is not None:
+            # built by LightningCLI: hparams hold the class_path config, so
+            # load_from_checkpoint rebuilds any configuration
+            self.save_hyperparameters()
+        else:  # built in Python: pass the modules again to load_from_checkpoint
+            self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer"])
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        self.query_encoder = query_encoder
+        self.doc_encoder = doc_encoder
+        self.loss = loss if loss is not None else InfoNCE()
+        self.query_regularizer = query_regularizer
+        self.doc_regularizer = doc_regularizer
+        self.optimizer_factory = optimizer
+        self.warmup_ratio = warmup_ratio
+        self.lr_decay = lr_decay
+        if query_encoder.vocab_size != doc_encoder.vocab_size:
+            raise ValueError(
+                f"query and document encoders score different vocabularies "
+                f"({query_encoder.vocab_size} vs {doc_encoder.vocab_size} terms)"
+            )
+        if share_text_backbone:
+            self._tie_text_backbones()
+
+    def _tie_text_backbones(self) -> None:
+        q, d = self.query_encoder, self.doc_encoder
+        if q.text_model is None or d.text_model is None:
+            raise ValueError(
+                "share_text_backbone=true needs a text transformer on both sides; "
+                f"{type(q).__name__ if q.text_model is None else type(d).__name__} has none"
+            )
+        if q.text_backbone_name != d.text_backbone_name:
+            raise ValueError(
+                "share_text_backbone=true needs the same text backbone on both sides, got "
+                f"{q.text_backbone_name!r} and {d.text_backbone_name!r}"
+            )
+        d.text_model = q.text_model
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, queries: dict[str, torch.Tensor], docs: dict[str, torch.Tensor]):
+        """Encode both sides. Shape: ``(B, V)`` and ``(B', V)``."""
+        return self.query_encoder(queries), self.doc_encoder(docs)
+
+    def encode_queries(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Shape: ``(B, V)`` non-negative term weights."""
+        return self.query_encoder(inputs)
+
+    def encode_docs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Shape: ``(B, V)`` non-negative term weights."""
+        return self.doc_encoder(inputs)
+
+    def _false_negatives(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
+        mask = batch.get("false_negatives")
+        if not (self.loss.gather_across_ranks and self.trainer.world_size > 1):
+            return mask
+        # documents from every rank become negatives: recompute the mask for all of them
+        doc_idx = self.all_gather(batch["doc_idx"]).reshape(-1)  # (W * B,)
+        offset = self.global_rank * batch["doc_idx"].shape[0]
+        mask = self.trainer.datamodule.false_negative_mask(
+            split, batch["query_idx"].cpu(), doc_idx.cpu(), offset=offset
+        )
+        return mask.to(self.device)
+
+    def _shared_step(self, batch: dict[str, Any], split: str) -> dict[str, torch.Tensor]:
+        q, d = self(batch["query"], batch["doc"])  # (B, V), (B, V)
+        rank_loss = self.loss(q, d, self._false_negatives(batch, split))
+        out = {"rank_loss": rank_loss, "q_nnz": _nnz(q), "d_nnz": _nnz(d)}
+        total = rank_loss
+        step = self.global_step
+        for side, reg, w in (("q", self.query_regularizer, q), ("d", self.doc_regularizer, d)):
+            if reg is None:
+                continue
+            penalty, lam = reg(w, step)
+            total = total + penalty
+            out[f"{side}_reg"] = penalty
+            out[f"{side}_lambda"] = torch.tensor(lam)
+        out["loss"] = total
+        return out
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self._shared_step(batch, "train")
+        batch_size = batch["query_idx"].shape[0]
+        self.log_dict(
+            {f"train/{k}": v.detach().float() for k, v in out.items() if k != "loss"},
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch_size,
+        )
+        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch_size)
+        return out["loss"]
+
+    # ------------------------------------------------------------------ validation / test
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "validation", "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test", "test")
+
+    def _eval_step(self, batch: dict[str, Any], split: str, prefix: str) -> None:
+        out = self._shared_step(batch, split)
+        self.log_dict(
+            {f"{prefix}/{k}": out[k].float() for k in ("loss", "rank_loss")},
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=batch["query_idx"].shape[0],
+        )
+
+    # ------------------------------------------------------------------ predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Sparse vectors of a corpus or query batch, with their row indices."""
+        if "doc" in batch:
+            return {"rows": batch["doc_idx"], "weights": self.encode_docs(batch["doc"]).float()}
+        return {"rows": batch["query_idx"], "weights": self.encode_queries(batch["query"]).float()}
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.warmup_ratio * total)
+        decay = self.lr_decay
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if decay == "constant":
+                return 1.0
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
+
+
+def _nnz(w: torch.Tensor) -> torch.Tensor:
+    """Mean non-zeros per row. Shape: ``(B, V)`` -> scalar."""
+    return (w.detach() > 0).sum(dim=1).float().mean()
+
