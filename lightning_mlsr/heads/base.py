@@ -93,7 +93,7 @@ def pool_vocab_logits(logits: torch.Tensor, mask: torch.Tensor, pooling: Pooling
     return log_saturation(logits).sum(dim=1)  # (B, V)
 
 
-def split_masked_lm(mlm: nn.Module) -> tuple[nn.Module, nn.Module]:
+def split_masked_lm(mlm: Any) -> tuple[nn.Module, nn.Module]:
     """Split a ``*ForMaskedLM`` model into its transformer and its MLM head.
 
     The head maps hidden states ``(..., H)`` to vocabulary logits ``(..., V)`` and keeps
@@ -283,12 +283,15 @@ class TextTransformerEncoder(SparseEncoder):
     ) -> None:
         tokenizer = load_tokenizer(backbone)
         # the model's embedding matrix is authoritative (a tokenizer may be shorter)
-        vocab_size = int(getattr(encoder.config, "vocab_size", len(tokenizer)))
+        config: Any = getattr(encoder, "config", None)
+        if config is None:
+            raise ValueError(f"text backbone {backbone!r} is not a transformers model (no config)")
+        vocab_size = int(getattr(config, "vocab_size", len(tokenizer)))
         super().__init__(vocab_size, tokenizer.all_special_ids)
         self.text_backbone_name: str | None = backbone
         self.encoder = encoder
         self.mlm_head = mlm_head
-        self.hidden_size = int(encoder.config.hidden_size)
+        self.hidden_size = int(config.hidden_size)
 
     @property
     def text_model(self) -> nn.Module | None:
@@ -302,6 +305,11 @@ class TextTransformerEncoder(SparseEncoder):
         if self.mlm_head is not None:
             _retie_decoder(self.mlm_head, self.encoder, model)
         self.encoder = model
+
+    def _word_embeddings(self) -> nn.Module:
+        """The transformer's input (word) embedding layer."""
+        embeddings: Any = self.encoder
+        return embeddings.get_input_embeddings()
 
     def _text_inputs(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self._require(inputs, "input_ids"), self._require(inputs, "attention_mask")

@@ -89,11 +89,13 @@ class FusedImageTextHead(TextTransformerEncoder):
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Term weights of image + caption. Shape: ``(B, L)``, ``(B, D)`` -> ``(B, V)``."""
         input_ids, attention_mask = self._text_inputs(inputs)
-        word_embeddings = self.encoder.get_input_embeddings()
+        word_embeddings = self._word_embeddings()
         features = self._image_features(
             inputs, self.image_backbone, self.image_projection.weight.dtype
         )  # (B, D)
-        max_positions = getattr(self.encoder.config, "max_position_embeddings", None)
+        max_positions = getattr(
+            getattr(self.encoder, "config", None), "max_position_embeddings", None
+        )
         if max_positions is not None and input_ids.shape[1] + 1 > max_positions:
             raise ValueError(
                 f"FusedImageTextHead: captions of {input_ids.shape[1]} tokens plus the image "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,8 @@ class ImageMLMHead(SparseEncoder):
     ) -> None:
         tokenizer = load_tokenizer(text_backbone)
         encoder, mlm_head = split_masked_lm(load_masked_lm(text_backbone))
-        super().__init__(int(encoder.config.vocab_size), tokenizer.all_special_ids)
+        config: Any = encoder.config
+        super().__init__(int(config.vocab_size), tokenizer.all_special_ids)
         self.modalities = frozenset({"image"})
         self.text_backbone_name = None
         self.mlm_backbone_name = text_backbone
@@ -66,9 +68,7 @@ class ImageMLMHead(SparseEncoder):
         self.image_backbone = build_image_backbone(
             image_backbone, image_pretrained, image_size, freeze_image_backbone
         )
-        self.image_projection = nn.Linear(
-            self.image_backbone.num_features, int(encoder.config.hidden_size)
-        )
+        self.image_projection = nn.Linear(self.image_backbone.num_features, int(config.hidden_size))
         self.mlm_head = mlm_head  # the encoder is dropped here; its tied decoder weight stays
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
