@@ -35,7 +35,8 @@ class SparseBiEncoder(L.LightningModule):
             ramped from ``trainer.global_step``).
         share_text_backbone: use the query encoder's transformer for documents too
             (both must name the same text backbone).
-        optimizer: e.g. ``torch.optim.AdamW`` with its ``lr`` in YAML.
+        optimizer: e.g. ``torch.optim.AdamW`` with its ``lr`` in YAML (default: AdamW,
+            lr 1e-4, weight decay 0.01).
         warmup_ratio: fraction of all optimizer steps spent warming the learning rate up.
         lr_decay: ``linear`` to zero after warm-up, or ``constant``.
     """
@@ -48,7 +49,7 @@ class SparseBiEncoder(L.LightningModule):
         query_regularizer: Regularizer | None = None,
         doc_regularizer: Regularizer | None = None,
         share_text_backbone: bool = False,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         warmup_ratio: float = 0.1,
         lr_decay: Literal["linear", "constant"] = "linear",
     ) -> None:
@@ -66,7 +67,7 @@ class SparseBiEncoder(L.LightningModule):
         self.loss = loss if loss is not None else InfoNCE()
         self.query_regularizer = query_regularizer
         self.doc_regularizer = doc_regularizer
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = optimizer or _default_optimizer
         self.warmup_ratio = warmup_ratio
         self.lr_decay = lr_decay
         if query_encoder.vocab_size != doc_encoder.vocab_size:
@@ -76,6 +77,9 @@ class SparseBiEncoder(L.LightningModule):
             )
         if share_text_backbone:
             self._tie_text_backbones()
+        # from_pretrained returns modules in eval mode (dropout off); Lightning keeps the mode
+        # a module had before fit, so start in train mode (frozen image backbones stay eval)
+        self.train()
 
     def _tie_text_backbones(self) -> None:
         q, d = self.query_encoder, self.doc_encoder
@@ -143,6 +147,9 @@ class SparseBiEncoder(L.LightningModule):
             batch_size=batch_size,
         )
         self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch_size)
+        if self._trainer is not None and self.trainer.optimizers:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log("train/lr", float(lr), on_step=True, on_epoch=False, batch_size=batch_size)
         return out["loss"]
 
     # ------------------------------------------------------------------ validation / test
@@ -187,6 +194,10 @@ class SparseBiEncoder(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
         }
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
 
 
 def _nnz(w: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,252 @@
+"""Retrieval evaluation as a Callback: encode the corpus, build the inverted index, score.
+
+At the end of every validation epoch (and in ``validate`` / ``test``) the whole corpus and
+the split's judged queries are encoded — sharded across DDP ranks and gathered back as
+fixed-shape padded rows, so every rank holds the same matrices — an exact
+:class:`~lightning_mlsr.index.InvertedIndex` is built, the top ``k`` images are retrieved
+per query and scored with trec_eval semantics (:func:`lightning_mlsr.metrics.evaluate`).
+Every rank logs the same values, so ``ModelCheckpoint(monitor="val/nDCG@10")`` works
+under DDP. ``test`` also writes a TREC run file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import scipy.sparse as sp
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lightning_mlsr.index import InvertedIndex, run_from_topk, write_trec_run
+from lightning_mlsr.metrics import evaluate
+
+log = logging.getLogger("lightning_mlsr")
+
+__all__ = ["EncodedSplit", "RetrievalEvaluator", "encode_loader", "encode_split"]
+
+DEFAULT_MEASURES = ("nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000")
+
+
+def encode_loader(
+    pl_module: L.LightningModule,
+    loader: Any,
+    side: str,
+    trainer: L.Trainer | None = None,
+) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Encode every batch of ``loader`` on this process.
+
+    Returns the row indices (into the collection's image or text table) and a CSR matrix
+    of their term weights. ``side`` is ``"doc"`` or ``"query"``.
+    """
+    encode: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    encode = pl_module.encode_docs if side == "doc" else pl_module.encode_queries
+    context = (
+        trainer.precision_plugin.forward_context()
+        if trainer is not None
+        else torch.autocast("cpu", enabled=False)
+    )
+    rows: list[np.ndarray] = []
+    blocks: list[sp.csr_matrix] = []
+    was_training = pl_module.training
+    pl_module.eval()
+    try:
+        with torch.no_grad(), context:
+            for batch in loader:
+                inputs = {k: v.to(pl_module.device) for k, v in batch[side].items()}
+                weights = encode(inputs).float()  # (b, V)
+                rows.append(batch[f"{side}_idx"].numpy())
+                blocks.append(_to_csr(weights))
+    finally:
+        pl_module.train(was_training)
+    vocab = getattr(pl_module, "vocab_size", None) or (blocks[0].shape[1] if blocks else 0)
+    if not blocks:
+        return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, vocab), dtype=np.float32)
+    return np.concatenate(rows), sp.vstack(blocks, format="csr")
+
+
+def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
+    """Dense ``(b, V)`` tensor -> CSR on the CPU, keeping only positive entries."""
+    w = weights.detach()
+    nz = (w > 0).nonzero(as_tuple=False).cpu().numpy()  # (nnz, 2), row-major order
+    values = w[w > 0].cpu().numpy().astype(np.float32)
+    return sp.csr_matrix((values, (nz[:, 0], nz[:, 1])), shape=tuple(w.shape))
+
+
+def _gather_rows(
+    pl_module: L.LightningModule, rows: np.ndarray, matrix: sp.csr_matrix
+) -> tuple[np.ndarray, sp.csr_matrix]:
+    """All-gather a sparse shard from every rank as fixed-shape padded tensors.
+
+    Each rank pads its rows to the largest shard and every row to the largest row nnz
+    (both agreed on with an all-reduce), gathers, and strips the padding — exact, no
+    truncation, and identical on every rank.
+    """
+    world = pl_module.trainer.world_size if pl_module._trainer is not None else 1
+    if world == 1:
+        return rows, matrix
+    device = pl_module.device
+    n_local = torch.tensor(matrix.shape[0], device=device)
+    max_nnz_local = torch.tensor(int(np.diff(matrix.indptr).max(initial=0)), device=device)
+    n_max = int(pl_module.all_gather(n_local).max())
+    width = max(1, int(pl_module.all_gather(max_nnz_local).max()))
+    idx = np.full((n_max, width), -1, dtype=np.int64)
+    val = np.zeros((n_max, width), dtype=np.float32)
+    for r in range(matrix.shape[0]):
+        start, stop = matrix.indptr[r], matrix.indptr[r + 1]
+        idx[r, : stop - start] = matrix.indices[start:stop]
+        val[r, : stop - start] = matrix.data[start:stop]
+    row_ids = np.full(n_max, -1, dtype=np.int64)
+    row_ids[: len(rows)] = rows
+    g_rows = pl_module.all_gather(torch.from_numpy(row_ids).to(device)).cpu().numpy().reshape(-1)
+    g_idx = pl_module.all_gather(torch.from_numpy(idx).to(device)).cpu().numpy().reshape(-1, width)
+    g_val = pl_module.all_gather(torch.from_numpy(val).to(device)).cpu().numpy().reshape(-1, width)
+    keep = g_rows >= 0
+    g_rows, g_idx, g_val = g_rows[keep], g_idx[keep], g_val[keep]
+    present = g_idx >= 0
+    r_of = np.repeat(np.arange(len(g_rows)), present.sum(axis=1))
+    gathered = sp.csr_matrix(
+        (g_val[present], (r_of, g_idx[present])), shape=(len(g_rows), matrix.shape[1])
+    )
+    return g_rows, gathered
+
+
+class EncodedSplit:
+    """Encoded corpus and queries of one split, rows in the collection's table order."""
+
+    def __init__(
+        self,
+        doc_ids: list[str],
+        docs: sp.csr_matrix,
+        query_ids: list[str],
+        queries: sp.csr_matrix,
+    ) -> None:
+        self.doc_ids = doc_ids
+        self.docs = docs
+        self.query_ids = query_ids
+        self.queries = queries
+
+
+def encode_split(
+    pl_module: L.LightningModule, datamodule: Any, split: str, trainer: L.Trainer | None = None
+) -> EncodedSplit:
+    """Encode the whole corpus and a split's judged queries (sharded under DDP)."""
+    rank = trainer.global_rank if trainer is not None else 0
+    world = trainer.world_size if trainer is not None else 1
+    d_rows, docs = encode_loader(pl_module, datamodule.corpus_dataloader(rank, world), "doc", trainer)
+    q_rows, queries = encode_loader(
+        pl_module, datamodule.query_dataloader(split, rank, world), "query", trainer
+    )
+    if world > 1:
+        d_rows, docs = _gather_rows(pl_module, d_rows, docs)
+        q_rows, queries = _gather_rows(pl_module, q_rows, queries)
+    d_order, q_order = np.argsort(d_rows, kind="stable"), np.argsort(q_rows, kind="stable")
+    images, texts = datamodule.collection.images, datamodule.collection.texts
+    return EncodedSplit(
+        doc_ids=[images.ids[i] for i in d_rows[d_order]],
+        docs=docs[d_order],
+        query_ids=[texts.ids[i] for i in q_rows[q_order]],
+        queries=queries[q_order],
+    )
+
+
+class RetrievalEvaluator(Callback):
+    """Exact inverted-index retrieval metrics at validation and test time.
+
+    Args:
+        k: documents retrieved per query (trec_eval's usual 1000).
+        measures: ir_measures-style names passed to :func:`lightning_mlsr.metrics.evaluate`.
+        every_n_epochs: evaluate on every n-th validation epoch during ``fit``.
+        run_dir: where ``test`` writes TREC run files (default: the logger's directory).
+        run_tag: the run file's tag column (default: the experiment/logger name).
+    """
+
+    def __init__(
+        self,
+        k: int = 1000,
+        measures: Sequence[str] = DEFAULT_MEASURES,
+        every_n_epochs: int = 1,
+        run_dir: str | None = None,
+        run_tag: str | None = None,
+    ) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
+        self.measures = tuple(measures)
+        self.every_n_epochs = every_n_epochs
+        self.run_dir = run_dir
+        self.run_tag = run_tag
+        self.last_results: dict[str, float] = {}
+        self.last_run: dict[str, dict[str, float]] = {}
+        self.last_run_path: Path | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self.evaluate(trainer, pl_module, split="validation", prefix="val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, split="test", prefix="test", write_run=True)
+
+    # ------------------------------------------------------------------ work
+    def evaluate(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        split: str,
+        prefix: str,
+        write_run: bool = False,
+    ) -> dict[str, float]:
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "corpus_dataloader"):
+            raise RuntimeError("RetrievalEvaluator needs a RetrievalDataModule attached to the Trainer")
+        start = time.perf_counter()
+        encoded = encode_split(pl_module, datamodule, split, trainer)
+        index = InvertedIndex.from_matrix(encoded.docs, encoded.doc_ids)
+        scores, indices = index.search(encoded.queries, self.k)
+        run = run_from_topk(scores, indices, encoded.query_ids, encoded.doc_ids)
+        qrels = datamodule.qrels(split)
+        results = {name: float(v) for name, v in evaluate(run, qrels, self.measures).items()}
+        q_nnz = np.diff(encoded.queries.indptr)
+        d_nnz = np.diff(encoded.docs.indptr)
+        results.update(
+            {
+                "q_nnz": float(q_nnz.mean()) if len(q_nnz) else 0.0,
+                "d_nnz": float(d_nnz.mean()) if len(d_nnz) else 0.0,
+                "index_postings": float(index.nnz),
+                "index_mb": float(index.size_bytes) / 2**20,
+                "flops_per_query": float(np.mean(index.expected_flops(encoded.queries)))
+                if len(q_nnz)
+                else 0.0,
+                "eval_seconds": time.perf_counter() - start,
+            }
+        )
+        # every rank holds identical matrices, so every rank logs identical values
+        for name, value in results.items():
+            pl_module.log(f"{prefix}/{name}", value, sync_dist=False, batch_size=1)
+        self.last_results = results
+        self.last_run = run
+        self.last_encoded = encoded
+        if write_run:
+            self.last_run_path = self._write_run(trainer, run, split)
+        return results
+
+    def _write_run(self, trainer: L.Trainer, run: dict[str, dict[str, float]], split: str) -> Path:
+        base = Path(self.run_dir) if self.run_dir else Path(trainer.log_dir or trainer.default_root_dir)
+        tag = self.run_tag or (trainer.logger.name if trainer.logger is not None else "lightning_mlsr")
+        path = base / "runs" / f"{split}.trec"
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_trec_run(path, run, tag=str(tag).replace(" ", "_"))
+            log.info("wrote %s run file %s", split, path)
+        trainer.strategy.barrier()
+        return path

@@ -1,0 +1,87 @@
+"""Every experiment config trains through the CLI (fast_dev_run), as a user would run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_mlsr.cli import main
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+
+
+def _reads_images(config: Path) -> bool:
+    text = config.read_text()
+    return any(name in text for name in ("ImageMLMHead", "FusedImageTextHead"))
+
+
+def fast_args(config: Path, tmp_path: Path) -> list[str]:
+    """CLI overrides that keep a smoke run small without changing what is trained."""
+    args = [
+        "--config",
+        str(config),
+        "--trainer.fast_dev_run=1",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--data.batch_size=8",
+    ]
+    if _reads_images(config):
+        # 64 px instead of 224: the frozen-feature cache fills in seconds, not minutes
+        args.append("--model.doc_encoder.init_args.image_size=64")
+    return args
+
+
+def test_every_experiment_is_found() -> None:
+    names = {p.stem for p in EXPERIMENTS}
+    assert {
+        "m1_mlm_mlm_image",
+        "m2_mlp_mlm_caption",
+        "m3_mlp_mlp_caption",
+        "m4_mlp_mlp_image_caption",
+        "mlp_mlm_image",
+    } <= names
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_experiment_fast_dev_run(config: Path, tmp_path: Path) -> None:
+    cli = main(["fit", *fast_args(config, tmp_path)])
+    trainer = cli.trainer
+    assert trainer.state.finished
+    assert trainer.global_step == 1
+    metrics = trainer.callback_metrics
+    for name in ("train/loss", "train/rank_loss", "val/nDCG@10", "val/R@1000", "val/q_nnz"):
+        assert name in metrics, f"{name} not logged by {config.name}"
+    assert torch_isfinite(metrics["train/loss"])
+    assert 0.0 <= float(metrics["val/nDCG@10"]) <= 1.0
+
+
+def torch_isfinite(value) -> bool:
+    import torch
+
+    return bool(torch.isfinite(torch.as_tensor(value)).all())
+
+
+def test_print_config_composes_base_and_experiment(capsys: pytest.CaptureFixture[str]) -> None:
+    config = Path(__file__).resolve().parents[1] / "experiments" / "m2_mlp_mlm_caption.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    # from base.yaml
+    assert printed["data"]["collection"] == "emoji"
+    assert printed["model"]["doc_regularizer"]["class_path"].endswith("FLOPS")
+    # from the experiment file
+    assert printed["model"]["query_encoder"]["class_path"].endswith("MLPHead")
+    assert printed["model"]["doc_encoder"]["class_path"].endswith("MLMHead")
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  query_encoder:\n    class_path: lightning_mlsr.heads.MLPHead\n"
+                   "    init_args:\n      poolling: sum\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(bad)])
+    assert exit_info.value.code != 0
+    assert "poolling" in capsys.readouterr().err
