@@ -214,7 +214,8 @@ def _to_csr(matrix: Any, what: str, row_offset: int = 0) -> sp.csr_matrix:
     ``row_offset`` is added to row numbers in error messages (for batches of a larger matrix).
     """
     if sp.issparse(matrix):
-        csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        with np.errstate(over="ignore"):  # values too large for float32 are reported below
+            csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
     else:
         dense = np.asarray(matrix)
         if dense.ndim != 2:
@@ -223,7 +224,8 @@ def _to_csr(matrix: Any, what: str, row_offset: int = 0) -> sp.csr_matrix:
             )
         if dense.dtype.kind not in "biuf":
             raise ValueError(f"{what} must hold real numbers, got dtype {dense.dtype}")
-        csr = sp.csr_matrix(dense.astype(np.float32, copy=False))
+        with np.errstate(over="ignore"):
+            csr = sp.csr_matrix(dense.astype(np.float32, copy=False))
     csr.sum_duplicates()  # also sorts the indices of each row
     _check_weights(csr, what, row_offset)
     csr.eliminate_zeros()
@@ -655,7 +657,7 @@ class SeismicIndex:
                 continue
             results = self._index.batch_search(
                 np.array([str(r) for r in rows], dtype=string_dtype),
-                [q.indices[q.indptr[r] : q.indptr[r + 1]].astype(str) for r in rows],
+                [q.indices[q.indptr[r] : q.indptr[r + 1]].astype(string_dtype) for r in rows],
                 [q.data[q.indptr[r] : q.indptr[r + 1]] for r in rows],
                 k=k,
                 query_cut=query_cut,

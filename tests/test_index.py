@@ -1,0 +1,385 @@
+"""InvertedIndex against brute-force dense scoring, the scipy reference path, and by hand."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lightning_mlsr.index import (
+    FORMAT_VERSION,
+    InvertedIndex,
+    SeismicIndex,
+    read_trec_run,
+    run_from_topk,
+    write_trec_run,
+)
+
+
+def brute_force_topk(docs: np.ndarray, queries: np.ndarray, k: int):
+    """Dense float64 scores; best first, ties by ascending doc index, score 0 never returned."""
+    scores = queries.astype(np.float64) @ docs.astype(np.float64).T  # (n_q, n_docs)
+    out_s = np.full((len(queries), k), -np.inf)
+    out_i = np.full((len(queries), k), -1, dtype=np.int64)
+    for q, row in enumerate(scores):
+        hits = np.flatnonzero(row > 0)
+        order = hits[np.lexsort((hits, -row[hits]))][:k]
+        out_s[q, : len(order)] = row[order]
+        out_i[q, : len(order)] = order
+    return out_s, out_i
+
+
+def dyadic_sparse(rng: np.random.Generator, n: int, v: int, density: float) -> np.ndarray:
+    """Weights in {1/8, ..., 2}: every dot product here is exact in float32, so ties are exact."""
+    mask = rng.random((n, v)) < density
+    return np.where(mask, rng.integers(1, 17, size=(n, v)) / 8.0, 0.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exact_data():
+    rng = np.random.default_rng(0)
+    docs = dyadic_sparse(rng, 400, 60, 0.08)
+    docs[10] = docs[3]  # exact duplicates: equal scores for every query
+    docs[250] = docs[3]
+    docs[7] = 0  # an empty document
+    docs[:, 59] = 0  # a term no document has
+    docs[:, 58] = 0
+    docs[[5, 99, 300], 58] = [1.0, 2.0, 1.0]  # a rare term: fewer matches than k, and a tie
+    queries = dyadic_sparse(rng, 40, 60, 0.1)
+    queries[0] = 0  # an empty query
+    queries[1] = 0
+    queries[1, 59] = 1.0  # only the term no document has
+    queries[2] = 0
+    queries[2, 58] = 0.5  # only the rare term
+    return docs, queries
+
+
+@pytest.fixture(scope="module")
+def exact_index(exact_data):
+    return InvertedIndex.from_matrix(sp.csr_matrix(exact_data[0]))
+
+
+@pytest.mark.parametrize("method", ["numba", "scipy"])
+@pytest.mark.parametrize("k", [1, 10, 500])
+def test_search_equals_brute_force_exactly(exact_data, exact_index, method, k):
+    docs, queries = exact_data
+    scores, indices = exact_index.search(sp.csr_matrix(queries), k, method=method)
+    ref_s, ref_i = brute_force_topk(docs, queries, k)
+    assert scores.dtype == np.float32 and indices.dtype == np.int64
+    assert scores.shape == indices.shape == (len(queries), k)
+    np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_array_equal(scores, ref_s.astype(np.float32))
+    # the cases the fixture was built for
+    assert np.all(indices[:2] == -1) and np.all(scores[:2] == -np.inf)
+    assert indices[2, :3].tolist() == [99, 5, 300][:k]
+    assert scores[2, :3].tolist() == [1.0, 0.5, 0.5][:k]
+    assert np.all(indices[2, 3:] == -1) and np.all(scores[2, 3:] == -np.inf)
+
+
+def test_ties_are_broken_by_ascending_document_index(exact_data, exact_index):
+    docs, _ = exact_data
+    query = np.zeros((1, docs.shape[1]), np.float32)
+    query[0, np.flatnonzero(docs[3])] = 1.0
+    for method in ("numba", "scipy"):
+        scores, indices = exact_index.search(query, 3, method=method)
+        # documents 3, 10 and 250 are identical, so they share the best score
+        assert indices[0].tolist() == [3, 10, 250], method
+        assert scores[0, 0] == scores[0, 1] == scores[0, 2]
+
+
+def test_ties_when_documents_are_met_out_of_order():
+    """Term at a time meets doc 5 (term 0) before doc 2 (term 1); the tie must go to doc 2."""
+    docs = np.zeros((20, 3), np.float32)
+    docs[5, 0] = 1.0
+    docs[2, 1] = 1.0
+    docs[9, 2] = 0.5
+    index = InvertedIndex.from_matrix(docs)
+    query = np.array([[1.0, 1.0, 1.0]], np.float32)
+    assert 4 * index.expected_flops(query)[0] < len(index)  # the sparse ('touched') path
+    for method in ("numba", "scipy"):
+        assert index.search(query, 1, method=method)[1].tolist() == [[2]], method
+        assert index.search(query, 2, method=method)[1].tolist() == [[2, 5]], method
+
+
+def test_numba_equals_scipy_on_random_floats():
+    rng = np.random.default_rng(1)
+    docs = sp.random(3000, 800, density=0.02, random_state=rng, dtype=np.float32, format="csr")
+    queries = sp.random(200, 800, density=0.01, random_state=rng, dtype=np.float32)
+    index = InvertedIndex.from_matrix(docs)
+    fast = index.search(queries, 20)
+    reference = index.search(queries, 20, method="scipy", batch_size=37)
+    # the same float32 additions in the same (term) order: bit-identical
+    np.testing.assert_array_equal(fast[0], reference[0])
+    np.testing.assert_array_equal(fast[1], reference[1])
+    ref_s, _ = brute_force_topk(docs.toarray(), queries.toarray(), 20)
+    np.testing.assert_allclose(fast[0], ref_s, rtol=1e-5)
+
+
+def test_dense_and_sparse_mode_of_the_kernel_agree():
+    """A query touching few documents takes the 'touched list' path, a heavy one the dense scan."""
+    rng = np.random.default_rng(2)
+    docs = dyadic_sparse(rng, 2000, 50, 0.05)
+    docs[:, 0] = 0.5  # term 0 is in every document: queries using it take the dense path
+    queries = dyadic_sparse(rng, 30, 50, 0.04)
+    queries[:15, 0] = 0
+    queries[15:, 0] = 1.0
+    index = InvertedIndex.from_matrix(docs)
+    flops = index.expected_flops(queries)
+    assert (4 * flops[:15] < len(index)).any() and (4 * flops[15:] >= len(index)).all()
+    scores, indices = index.search(queries, 25)
+    ref_s, ref_i = brute_force_topk(docs, queries, 25)
+    np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_array_equal(scores, ref_s.astype(np.float32))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 1000])
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_batching_and_threads_do_not_change_results(
+    exact_data, exact_index, batch_size, num_threads
+):
+    _, queries = exact_data
+    expected = exact_index.search(queries, 10)
+    got = exact_index.search(queries, 10, batch_size=batch_size, num_threads=num_threads)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("fmt", ["coo", "csc", "csr", "dok", "lil"])
+def test_any_scipy_format_and_dense_input(exact_data, exact_index, fmt):
+    docs, queries = exact_data
+    expected = exact_index.search(queries, 5)  # dense numpy queries
+    index = InvertedIndex.from_matrix(sp.csr_matrix(docs).asformat(fmt))
+    got = index.search(sp.csr_matrix(queries).asformat(fmt), 5)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])
+    got = InvertedIndex.from_matrix(docs.astype(np.float64)).search(sp.csr_array(queries), 5)
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_explicit_zeros_and_duplicate_entries():
+    # duplicates are summed (scipy semantics), explicit zeros are not postings
+    docs = sp.coo_matrix(
+        (np.array([1.0, 2.0, 0.0, 4.0]), (np.array([0, 0, 1, 2]), np.array([1, 1, 0, 3]))),
+        shape=(3, 4),
+    )
+    index = InvertedIndex.from_matrix(docs)
+    assert index.nnz == 2
+    assert index.posting_lengths.tolist() == [0, 1, 0, 1]
+    scores, indices = index.search(np.array([[1.0, 1.0, 1.0, 0.0]]), 3)
+    assert indices.tolist() == [[0, -1, -1]]
+    assert scores[0, 0] == 3.0
+
+
+def test_properties_and_expected_flops_by_hand():
+    docs = np.array(
+        [
+            [1, 0, 2, 0],  # doc 0
+            [0, 3, 1, 0],  # doc 1
+            [1, 1, 1, 0],  # doc 2
+        ],
+        dtype=np.float32,
+    )
+    index = InvertedIndex.from_matrix(docs, doc_ids=["a", "b", "c"])
+    assert len(index) == 3 and index.num_terms == 4 and index.nnz == 7
+    assert index.posting_lengths.tolist() == [2, 2, 3, 0]
+    assert index.doc_ids.tolist() == ["a", "b", "c"]
+    assert index.size_bytes >= 7 * (4 + 4)
+    queries = np.array(
+        [
+            [1, 0, 0, 0],  # term 0: 2 postings
+            [0.5, 2, 1, 0],  # terms 0, 1, 2: 2 + 2 + 3
+            [0, 0, 0, 9],  # term 3: no postings
+            [0, 0, 0, 0],  # nothing
+        ],
+        dtype=np.float32,
+    )
+    assert index.expected_flops(queries).tolist() == [2, 7, 0, 0]
+    assert index.expected_flops(sp.csr_matrix(queries)).dtype == np.int64
+    # query 1 by hand: doc0 0.5 + 2 = 2.5, doc1 6 + 1 = 7, doc2 0.5 + 2 + 1 = 3.5
+    scores, indices = index.search(queries, 4)
+    assert indices[1].tolist() == [1, 2, 0, -1]
+    assert scores[1].tolist() == [7.0, 3.5, 2.5, -np.inf]
+    assert indices[2].tolist() == indices[3].tolist() == [-1, -1, -1, -1]
+
+
+def test_empty_collection_and_no_queries():
+    index = InvertedIndex.from_matrix(sp.csr_matrix((0, 5), dtype=np.float32))
+    scores, indices = index.search(np.ones((2, 5)), 3)
+    assert np.all(indices == -1) and np.all(scores == -np.inf)
+    scores, indices = index.search(sp.csr_matrix((0, 5)), 3)
+    assert scores.shape == indices.shape == (0, 3)
+
+
+@pytest.mark.parametrize("suffix", ["index.npz", "saved_dir"])
+def test_save_load_round_trip(tmp_path, exact_data, suffix):
+    docs, queries = exact_data
+    ids = np.array([f"img_{i:04d}" for i in range(len(docs))])
+    index = InvertedIndex.from_matrix(docs, doc_ids=ids)
+    written = index.save(tmp_path / suffix)
+    assert written.is_file()
+    loaded = InvertedIndex.load(tmp_path / suffix)
+    assert loaded.doc_ids.tolist() == ids.tolist()
+    assert (loaded.postings != index.postings).nnz == 0
+    assert loaded.postings.dtype == np.float32
+    np.testing.assert_array_equal(loaded.postings.indptr, index.postings.indptr)
+    np.testing.assert_array_equal(loaded.postings.indices, index.postings.indices)
+    np.testing.assert_array_equal(loaded.postings.data, index.postings.data)
+    for a, b in zip(loaded.search(queries, 10), index.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_errors(tmp_path, exact_index):
+    with pytest.raises(FileNotFoundError, match="no saved index"):
+        InvertedIndex.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable index"):
+        InvertedIndex.load(tmp_path / "junk.npz")
+    path = exact_index.save(tmp_path / "old.npz")
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["meta"] = np.array(str(arrays["meta"]).replace(f": {FORMAT_VERSION}", ": 999"))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="format version 999"):
+        InvertedIndex.load(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (-0.5, "negative"),
+        (np.nan, "NaN or infinite"),
+        (np.inf, "NaN or infinite"),
+        (1e39, "float32"),
+    ],
+)
+def test_bad_document_weights_name_the_row(value, problem):
+    docs = np.ones((5, 3))
+    docs[3, 1] = value
+    with pytest.raises(ValueError, match=rf"docs row 3 has .*{problem}"):
+        InvertedIndex.from_matrix(sp.csr_matrix(docs))
+
+
+def test_bad_doc_ids():
+    docs = np.eye(3)
+    with pytest.raises(ValueError, match="2 entries but the document matrix has 3 rows"):
+        InvertedIndex.from_matrix(docs, doc_ids=["a", "b"])
+    with pytest.raises(ValueError, match="unique.*'a'"):
+        InvertedIndex.from_matrix(docs, doc_ids=["a", "b", "a"])
+    assert InvertedIndex.from_matrix(docs, doc_ids=[7, 8, 9]).doc_ids.tolist() == [7, 8, 9]
+
+
+def test_bad_queries_and_arguments(exact_index):
+    v = exact_index.num_terms
+    good = np.ones((5, v), np.float32)
+    bad = good.copy()
+    bad[4, 2] = -1.0
+    with pytest.raises(ValueError, match="queries row 4 has a negative weight"):
+        exact_index.search(bad, 3, batch_size=2)  # row numbers count across batches
+    with pytest.raises(ValueError, match="queries row 4 has a negative weight"):
+        exact_index.expected_flops(bad)
+    with pytest.raises(ValueError, match=f"index has {v}"):
+        exact_index.search(np.ones((2, v + 1)), 3)
+    with pytest.raises(ValueError, match="2-D"):
+        exact_index.search(np.ones(v), 3)
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            exact_index.search(good, k)
+    with pytest.raises(ValueError, match="method"):
+        exact_index.search(good, 3, method="faiss")
+    with pytest.raises(ValueError, match="batch_size"):
+        exact_index.search(good, 3, batch_size=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        exact_index.search(good, 3, num_threads=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs and TREC files
+# --------------------------------------------------------------------------------------------
+
+
+def test_run_from_topk_skips_padding():
+    scores = np.array([[3.0, 2.0, -np.inf], [-np.inf, -np.inf, -np.inf]], np.float32)
+    indices = np.array([[2, 0, -1], [-1, -1, -1]])
+    run = run_from_topk(scores, indices, query_ids=[10, "q2"], doc_ids=["d0", "d1", "d2"])
+    assert run == {"10": {"d2": 3.0, "d0": 2.0}, "q2": {}}
+    with pytest.raises(ValueError, match="query_ids"):
+        run_from_topk(scores, indices, ["only one"], ["d0", "d1", "d2"])
+    with pytest.raises(ValueError, match="out of range"):
+        run_from_topk(scores, indices, ["a", "b"], ["d0"])
+    with pytest.raises(ValueError, match="more than once"):
+        run_from_topk(scores, indices, ["a", "a"], ["d0", "d1", "d2"])
+
+
+def test_trec_run_round_trip_and_order(tmp_path):
+    run = {
+        "q1": {"d1": 0.5, "d3": 2.25, "d2": 0.5, "d9": float(np.float32(0.1))},
+        "q2": {"x": -1.0},
+        "q3": {},
+    }
+    path = tmp_path / "run.trec"
+    write_trec_run(path, run, tag="m2")
+    lines = path.read_text().splitlines()
+    # score descending; the 0.5 tie in trec_eval's order (docid descending)
+    assert lines[:4] == [
+        "q1 Q0 d3 1 2.25 m2",
+        "q1 Q0 d2 2 0.5 m2",
+        "q1 Q0 d1 3 0.5 m2",
+        "q1 Q0 d9 4 0.10000000149011612 m2",
+    ]
+    assert lines[4] == "q2 Q0 x 1 -1.0 m2" and len(lines) == 5
+    assert read_trec_run(path) == {q: d for q, d in run.items() if d}
+    with pytest.raises(ValueError, match="tag"):
+        write_trec_run(path, run, tag="two words")
+    with pytest.raises(ValueError, match="document id"):
+        write_trec_run(path, {"q": {"a b": 1.0}})
+
+
+def test_read_trec_run_errors(tmp_path):
+    path = tmp_path / "bad.trec"
+    path.write_text("q1 Q0 d1 1 1.0 tag\nq1 Q0 d1 2 0.5 tag\n")
+    with pytest.raises(ValueError, match=r"bad.trec:2: document 'd1' repeated"):
+        read_trec_run(path)
+    path.write_text("q1 Q0 d1 1 1.0\n")
+    with pytest.raises(ValueError, match=r":1: expected"):
+        read_trec_run(path)
+    path.write_text("q1 Q0 d1 1 high tag\n")
+    with pytest.raises(ValueError, match="not a number"):
+        read_trec_run(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Seismic (optional)
+# --------------------------------------------------------------------------------------------
+
+
+def test_seismic_missing_package_message(monkeypatch, exact_data):
+    monkeypatch.setitem(sys.modules, "seismic", None)  # makes `import seismic` fail
+    with pytest.raises(ImportError, match="pip install 'pyseismic-lsr"):
+        SeismicIndex.from_matrix(exact_data[0])
+
+
+def test_seismic_matches_exact_search_on_a_small_collection(exact_data):
+    pytest.importorskip("seismic")
+    rng = np.random.default_rng(3)
+    docs = sp.random(2000, 300, density=0.05, random_state=rng, dtype=np.float32, format="csr")
+    queries = sp.random(50, 300, density=0.05, random_state=rng, dtype=np.float32).toarray()
+    queries[7] = 0  # an empty query
+    queries = sp.csr_matrix(queries)
+    exact = InvertedIndex.from_matrix(docs).search(queries, 10)
+    # keep every posting, so the approximation is small
+    approx = SeismicIndex.from_matrix(docs, n_postings=2000).search(
+        queries, 10, query_cut=300, heap_factor=1.0
+    )
+    assert approx[0].shape == approx[1].shape == (50, 10)
+    assert np.all(approx[1][7] == -1)
+    hits = sum(len(set(a) & set(e)) for a, e in zip(approx[1].tolist(), exact[1].tolist()))
+    assert hits / (49 * 10) >= 0.95
+    # Seismic's scores are dot products of the same vectors, with quantised weights
+    found = approx[1] >= 0
+    np.testing.assert_allclose(
+        approx[0][found],
+        (queries @ docs.T).toarray()[np.nonzero(found)[0], approx[1][found]],
+        rtol=1e-2,
+    )
