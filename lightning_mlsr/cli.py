@@ -14,7 +14,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 
@@ -88,11 +88,27 @@ class MLSRCLI(LightningCLI):
 
     def after_fit(self) -> None:
         config = self.config.get(self.subcommand, self.config)
-        if not config.get("test_after_fit", True) or self.trainer.fast_dev_run:
-            return
-        callback = self.trainer.checkpoint_callback
-        best = getattr(callback, "best_model_path", "") if callback is not None else ""
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        if config.get("test_after_fit", True) and not self.trainer.fast_dev_run:
+            callback = self.trainer.checkpoint_callback
+            best = getattr(callback, "best_model_path", "") if callback is not None else ""
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self._finish_logger_run()
+
+    def after_validate(self) -> None:
+        self._finish_logger_run()
+
+    def after_test(self) -> None:
+        self._finish_logger_run()
+
+    def after_predict(self) -> None:
+        self._finish_logger_run()
+
+    def _finish_logger_run(self) -> None:
+        """Close the W&B run, so a second CLI call in the same process (tests, notebooks)
+        starts a new run instead of silently appending to this one."""
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
 
 
 def main(args: list[str] | None = None, run: bool = True) -> MLSRCLI:

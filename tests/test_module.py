@@ -1,0 +1,203 @@
+"""The LightningModule through a real Trainer: checkpoint rebuild, resume, precision, W&B runs."""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_mlsr.cli import main
+from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.heads import MLMHead, MLPHead
+from lightning_mlsr.losses import InfoNCE
+from lightning_mlsr.module import SparseBiEncoder
+from lightning_mlsr.regularizers import FLOPS, L1
+
+REPO = Path(__file__).resolve().parents[1]
+
+NON_DEFAULT = """
+model:
+  query_encoder:
+    class_path: lightning_mlsr.heads.MLMHead
+    init_args:
+      pooling: sum
+  doc_encoder:
+    class_path: lightning_mlsr.heads.MLPHead
+    init_args:
+      pooling: max
+  loss:
+    class_path: lightning_mlsr.losses.InfoNCE
+    init_args:
+      temperature: 0.5
+  query_regularizer: null
+  doc_regularizer:
+    class_path: lightning_mlsr.regularizers.L1
+    init_args:
+      weight: 0.05
+      warmup_steps: 3
+  share_text_backbone: true
+"""
+
+
+def _fit_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=false",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        "--data.batch_size=8",
+        "--test_after_fit=false",
+        *extra,
+    ]
+
+
+def test_load_from_checkpoint_rebuilds_a_non_default_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text(NON_DEFAULT)
+    cli = main(["fit", "--config", str(config), *_fit_args(tmp_path)])
+    ckpt = tmp_path / "model.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+
+    restored = SparseBiEncoder.load_from_checkpoint(ckpt, map_location="cpu")
+    assert isinstance(restored.query_encoder, MLMHead)
+    assert restored.query_encoder.pooling == "sum"
+    assert isinstance(restored.doc_encoder, MLPHead)
+    assert restored.doc_encoder.pooling == "max"
+    assert isinstance(restored.doc_regularizer, L1)
+    assert restored.doc_regularizer.weight == pytest.approx(0.05)
+    assert restored.doc_regularizer.warmup_steps == 3
+    assert restored.query_regularizer is None
+    assert restored.loss.temperature == pytest.approx(0.5)
+    # the shared backbone is shared again after the rebuild
+    assert restored.doc_encoder.text_model is restored.query_encoder.text_model
+
+    trained = cli.model.eval()
+    restored.eval()
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(tensor, restored.state_dict()[name]), name
+    batch = cli.datamodule.collator.query_batch([0, 1, 2])
+    with torch.no_grad():
+        expected = trained.encode_queries(batch["query"])
+        got = restored.encode_queries(batch["query"])
+    torch.testing.assert_close(got, expected)
+
+
+class _LambdaRecorder(L.Callback):
+    """Records (global_step, logged doc lambda) after every training micro-batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float]] = []
+        self.optimizer_state_at_start: dict | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.optimizer_state_at_start = copy.deepcopy(trainer.optimizers[0].state_dict())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen.append((self._step, float(trainer.callback_metrics["train/d_lambda"])))
+
+
+def _small_model() -> SparseBiEncoder:
+    torch.manual_seed(0)
+    return SparseBiEncoder(
+        MLPHead(pooling="sum"),
+        MLPHead(pooling="max"),
+        loss=InfoNCE(),
+        doc_regularizer=FLOPS(weight=2.0, warmup_steps=4),
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+    )
+
+
+def _trainer(max_steps: int, recorder: _LambdaRecorder, root: Path) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps,
+        accumulate_grad_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        default_root_dir=root,
+    )
+
+
+def test_lambda_follows_optimizer_steps_and_survives_resume(tmp_path: Path) -> None:
+    first = _LambdaRecorder()
+    trainer = _trainer(3, first, tmp_path)
+    trainer.fit(_small_model(), RetrievalDataModule(batch_size=4))
+    ckpt = tmp_path / "step3.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    # gradient accumulation: two micro-batches per optimizer step share one lambda,
+    # lambda = 2.0 * min(1, step / 4) ** 2
+    expected = [(s, 2.0 * min(1.0, s / 4) ** 2) for s in (0, 0, 1, 1, 2, 2)]
+    assert [s for s, _ in first.seen] == [s for s, _ in expected]
+    assert [lam for _, lam in first.seen] == pytest.approx([lam for _, lam in expected])
+
+    resumed = _LambdaRecorder()
+    trainer2 = _trainer(5, resumed, tmp_path)
+    trainer2.fit(_small_model(), RetrievalDataModule(batch_size=4), ckpt_path=str(ckpt))
+    assert trainer2.global_step == 5
+    assert [s for s, _ in resumed.seen] == [3, 3, 4, 4]
+    assert [lam for _, lam in resumed.seen] == pytest.approx([2.0 * 9 / 16] * 2 + [2.0] * 2)
+
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["optimizer_states"][0]
+    restored = resumed.optimizer_state_at_start
+    assert restored is not None
+    assert saved["state"].keys() == restored["state"].keys()
+    for key, state in saved["state"].items():
+        assert int(state["step"]) == int(restored["state"][key]["step"]) == 3
+        torch.testing.assert_close(state["exp_avg"], restored["state"][key]["exp_avg"])
+
+
+def test_bf16_mixed_fit_on_cpu(tmp_path: Path) -> None:
+    config = REPO / "experiments" / "m2_mlp_mlm_caption.yaml"
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--trainer.precision=bf16-mixed",
+            "--trainer.fast_dev_run=1",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--data.batch_size=8",
+        ]
+    )
+    metrics = cli.trainer.callback_metrics
+    assert cli.trainer.precision == "bf16-mixed"
+    assert torch.isfinite(metrics["train/loss"])
+    assert 0.0 <= float(metrics["val/nDCG@10"]) <= 1.0
+    # parameters stay fp32 (mixed precision), only the compute is bf16
+    assert next(cli.model.parameters()).dtype == torch.float32
+
+
+def test_two_wandb_runs_in_one_directory_do_not_collide(tmp_path: Path) -> None:
+    config = REPO / "experiments" / "m3_mlp_mlp_caption.yaml"
+    args = [
+        "fit",
+        "--config",
+        str(config),
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        "--data.batch_size=8",
+        "--test_after_fit=false",
+    ]
+    first = main(args)
+    second = main(args)
+    configs = sorted((tmp_path / "lightning_mlsr").glob("*/config.yaml"))
+    assert len(configs) == 2, configs
+    assert first.trainer.logger.version != second.trainer.logger.version
+    for path in configs:
+        assert "MLPHead" in path.read_text()
