@@ -170,10 +170,13 @@ class SparseBiEncoder(L.LightningModule):
 
     # ------------------------------------------------------------------ predict
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Sparse vectors of a corpus or query batch, with their row indices."""
+        """Sparse vectors (a COO tensor, so a large corpus fits in memory) of a corpus or
+        query batch, with their row indices into the collection's table."""
         if "doc" in batch:
-            return {"rows": batch["doc_idx"], "weights": self.encode_docs(batch["doc"]).float()}
-        return {"rows": batch["query_idx"], "weights": self.encode_queries(batch["query"]).float()}
+            rows, weights = batch["doc_idx"], self.encode_docs(batch["doc"])
+        else:
+            rows, weights = batch["query_idx"], self.encode_queries(batch["query"])
+        return {"rows": rows.cpu(), "weights": weights.float().to_sparse().cpu()}
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> Any:

@@ -1,0 +1,139 @@
+"""Export encoded sparse vectors for other engines (Anserini/Pyserini, PISA, Seismic).
+
+``python -m lightning_mlsr predict --config experiments/<name>.yaml --ckpt_path X.ckpt``
+encodes the corpus (or ``--data.predict_target=queries:test``) and this callback writes:
+
+- ``<target>.npz`` — a scipy CSR matrix, one row per item, columns = vocabulary ids;
+- ``<target>.ids.txt`` — the row ids, one per line, in matrix order;
+- ``<target>.jsonl`` — the Anserini "JSON vector" format, one object per line:
+  ``{"id": ..., "contents": "", "vector": {"term": int_weight, ...}}`` with weights
+  quantized as ``round(weight * scale)`` (entries that round to 0 are dropped).
+
+Under DDP every rank writes its own shard (``<target>.rank<r>.*``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import scipy.sparse as sp
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from lightning_mlsr.backbones import DEFAULT_TEXT_BACKBONE, load_tokenizer
+
+log = logging.getLogger("lightning_mlsr")
+
+__all__ = ["SparseVectorWriter", "write_json_vectors"]
+
+
+def write_json_vectors(
+    path: str | Path,
+    ids: Sequence[str],
+    matrix: sp.csr_matrix,
+    vocab: Sequence[str],
+    scale: float = 100.0,
+) -> int:
+    """Write rows as Anserini JSON vectors; returns the number of lines written."""
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if len(ids) != matrix.shape[0]:
+        raise ValueError(f"{len(ids)} ids for {matrix.shape[0]} rows")
+    matrix = sp.csr_matrix(matrix)
+    with Path(path).open("w", encoding="utf-8") as f:
+        for r, item_id in enumerate(ids):
+            start, stop = matrix.indptr[r], matrix.indptr[r + 1]
+            terms = matrix.indices[start:stop]
+            weights = np.rint(matrix.data[start:stop] * scale).astype(np.int64)
+            vector = {vocab[t]: int(w) for t, w in zip(terms, weights) if w > 0}
+            f.write(json.dumps({"id": item_id, "contents": "", "vector": vector}) + "\n")
+    return len(ids)
+
+
+class SparseVectorWriter(BasePredictionWriter):
+    """Writes ``predict`` outputs as scipy ``.npz`` + ids and Anserini JSONL.
+
+    Args:
+        output_dir: where files go (default: ``<default_root_dir>/vectors``).
+        formats: any of ``npz`` and ``jsonl``.
+        scale: quantization factor of the JSONL integer weights.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        formats: Sequence[str] = ("npz", "jsonl"),
+        scale: float = 100.0,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        unknown = set(formats) - {"npz", "jsonl"}
+        if unknown:
+            raise ValueError(f"unknown export formats {sorted(unknown)}; use npz and/or jsonl")
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.output_dir = output_dir
+        self.formats = tuple(formats)
+        self.scale = scale
+        self._rows: list[np.ndarray] = []
+        self._blocks: list[sp.csr_matrix] = []
+        self.written: list[Path] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows, self._blocks, self.written = [], [], []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        coo = prediction["weights"].coalesce()  # (b, V) sparse
+        rows, cols = coo.indices().numpy()
+        self._rows.append(prediction["rows"].numpy())
+        self._blocks.append(
+            sp.csr_matrix((coo.values().numpy(), (rows, cols)), shape=tuple(coo.shape))
+        )
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        target = str(getattr(datamodule.hparams, "predict_target", "corpus"))
+        side = "doc" if target == "corpus" else "query"
+        table = datamodule.collection.images if side == "doc" else datamodule.collection.texts
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
+        matrix = (
+            sp.vstack(self._blocks, format="csr")
+            if self._blocks
+            else sp.csr_matrix((0, pl_module.query_encoder.vocab_size), dtype=np.float32)
+        )
+        ids = [table.ids[r] for r in rows]
+        out = Path(self.output_dir or Path(trainer.default_root_dir) / "vectors")
+        out.mkdir(parents=True, exist_ok=True)
+        stem = target.replace(":", "_")
+        if trainer.world_size > 1:
+            stem += f".rank{trainer.global_rank}"
+        if "npz" in self.formats:
+            sp.save_npz(out / f"{stem}.npz", matrix)
+            (out / f"{stem}.ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+            self.written += [out / f"{stem}.npz", out / f"{stem}.ids.txt"]
+        if "jsonl" in self.formats:
+            encoder = pl_module.doc_encoder if side == "doc" else pl_module.query_encoder
+            backbone = (
+                getattr(encoder, "text_backbone_name", None)
+                or getattr(encoder, "mlm_backbone_name", None)
+                or DEFAULT_TEXT_BACKBONE
+            )
+            tokenizer = load_tokenizer(backbone)
+            vocab = tokenizer.convert_ids_to_tokens(list(range(matrix.shape[1])))
+            write_json_vectors(out / f"{stem}.jsonl", ids, matrix, vocab, self.scale)
+            self.written.append(out / f"{stem}.jsonl")
+        log.info("wrote %d %s vectors to %s", len(ids), side, out)
+        self._rows, self._blocks = [], []
