@@ -164,6 +164,10 @@ class RetrievalEvaluator(Callback):
         every_n_epochs: evaluate on every n-th validation epoch during ``fit``.
         run_dir: where ``test`` writes TREC run files (default: the logger's directory).
         run_tag: the run file's tag column (default: the experiment/logger name).
+        log_samples: images shown with their top terms in a W&B table at each evaluation
+            (0 disables; histograms of non-zeros per query and per document are logged
+            alongside). Only with a ``WandbLogger``.
+        sample_terms: top terms listed per sample image.
     """
 
     def __init__(
@@ -173,6 +177,8 @@ class RetrievalEvaluator(Callback):
         every_n_epochs: int = 1,
         run_dir: str | None = None,
         run_tag: str | None = None,
+        log_samples: int = 16,
+        sample_terms: int = 10,
     ) -> None:
         super().__init__()
         if k < 1:
@@ -182,6 +188,8 @@ class RetrievalEvaluator(Callback):
         self.every_n_epochs = every_n_epochs
         self.run_dir = run_dir
         self.run_tag = run_tag
+        self.log_samples = log_samples
+        self.sample_terms = sample_terms
         self.last_results: dict[str, float] = {}
         self.last_run: dict[str, dict[str, float]] = {}
         self.last_run_path: Path | None = None
@@ -238,7 +246,52 @@ class RetrievalEvaluator(Callback):
         self.last_encoded = encoded
         if write_run:
             self.last_run_path = self._write_run(trainer, run, split)
+        if trainer.is_global_zero:
+            self._log_wandb_panels(trainer, pl_module, encoded, prefix)
         return results
+
+    def _log_wandb_panels(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, encoded: EncodedSplit, prefix: str
+    ) -> None:
+        """W&B: sample images with their top terms, histograms of non-zeros per row."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or self.log_samples <= 0:
+            return
+        import wandb
+
+        from lightning_mlsr.analysis import top_terms
+        from lightning_mlsr.backbones import DEFAULT_TEXT_BACKBONE, load_tokenizer
+
+        encoder = pl_module.doc_encoder
+        backbone = (
+            getattr(encoder, "text_backbone_name", None)
+            or getattr(encoder, "mlm_backbone_name", None)
+            or DEFAULT_TEXT_BACKBONE
+        )
+        vocab = load_tokenizer(backbone).convert_ids_to_tokens(list(range(encoded.docs.shape[1])))
+        images = trainer.datamodule.collection.images
+        n = min(self.log_samples, len(encoded.doc_ids))
+        rows = np.linspace(0, len(encoded.doc_ids) - 1, n).astype(int)  # spread over the corpus
+        terms = top_terms(encoded.docs[rows], vocab, k=self.sample_terms)
+        table = wandb.Table(columns=["image_id", "image", "caption", "nnz", "top_terms"])
+        for row, row_terms in zip(rows, terms):
+            i = images.index(encoded.doc_ids[row])
+            table.add_data(
+                encoded.doc_ids[row],
+                wandb.Image(images.load_image(i)),
+                images.caption(i),
+                int(encoded.docs[row].nnz),
+                ", ".join(f"{t} {w:.2f}" for t, w in row_terms),
+            )
+        panels = {
+            f"{prefix}/sample_terms": table,
+            f"{prefix}/q_nnz_hist": wandb.Histogram(np.diff(encoded.queries.indptr)),
+            f"{prefix}/d_nnz_hist": wandb.Histogram(np.diff(encoded.docs.indptr)),
+        }
+        for logger in loggers:
+            logger.experiment.log({**panels, "trainer/global_step": trainer.global_step})
 
     def _write_run(self, trainer: L.Trainer, run: dict[str, dict[str, float]], split: str) -> Path:
         base = Path(self.run_dir) if self.run_dir else Path(trainer.log_dir or trainer.default_root_dir)

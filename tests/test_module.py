@@ -201,3 +201,28 @@ def test_two_wandb_runs_in_one_directory_do_not_collide(tmp_path: Path) -> None:
     assert first.trainer.logger.version != second.trainer.logger.version
     for path in configs:
         assert "MLPHead" in path.read_text()
+
+
+def test_wandb_run_gets_sample_terms_table_and_nnz_histograms(tmp_path: Path) -> None:
+    config = REPO / "experiments" / "m2_mlp_mlm_caption.yaml"
+    cli = main(
+        [
+            "validate",
+            "--config",
+            str(config),
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    tables = list(run_dir.rglob("val/sample_terms*.table.json"))
+    assert tables, sorted(p.name for p in run_dir.rglob("*"))
+    import json
+
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["image_id", "image", "caption", "nnz", "top_terms"]
+    assert len(table["data"]) == 16
+    assert all(row[4] for row in table["data"])  # every sample image shows some terms
+    assert cli.trainer.callback_metrics["val/d_nnz"] > 0
