@@ -294,12 +294,15 @@ class RetrievalEvaluator(Callback):
             logger.experiment.log({**panels, "trainer/global_step": trainer.global_step})
 
     def _write_run(self, trainer: L.Trainer, run: dict[str, dict[str, float]], split: str) -> Path:
-        base = Path(self.run_dir) if self.run_dir else Path(trainer.log_dir or trainer.default_root_dir)
-        tag = self.run_tag or (trainer.logger.name if trainer.logger is not None else "lightning_mlsr")
+        from lightning_mlsr.cli import run_dir
+
+        base = Path(self.run_dir) if self.run_dir else run_dir(trainer)
+        name = trainer.logger.name if trainer.logger is not None else None
+        tag = "".join((self.run_tag or name or "lightning_mlsr").split()) or "lightning_mlsr"
         path = base / "runs" / f"{split}.trec"
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_trec_run(path, run, tag=str(tag).replace(" ", "_"))
+            write_trec_run(path, run, tag=tag)
             log.info("wrote %s run file %s", split, path)
         trainer.strategy.barrier()
         return path
