@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -209,7 +209,7 @@ class ImageBackbone(nn.Module):
         self.name = name
         self.pretrained = pretrained or checkpoint_path is not None
         self.model = self._create(name, pretrained, checkpoint_path)
-        self.num_features: int = int(self.model.num_features)
+        self.num_features: int = int(cast(Any, self.model).num_features)
         self.data_config = self._data_config(image_size)
 
     @staticmethod
@@ -221,7 +221,9 @@ class ImageBackbone(nn.Module):
             if not path.is_file():
                 raise BackboneNotFoundError(f"image checkpoint {str(path)!r} does not exist")
             model = timm.create_model(name, pretrained=False)
-            _load_state_dict_by_order(model, torch.load(path, map_location="cpu", weights_only=True))
+            _load_state_dict_by_order(
+                model, torch.load(path, map_location="cpu", weights_only=True)
+            )
             return model
         if not pretrained:
             return timm.create_model(name, pretrained=False)
@@ -271,8 +273,9 @@ class ImageBackbone(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pooled features. Shape: ``(B, 3, H, W)`` -> ``(B, D)``."""
-        features = self.model.forward_features(pixels)
-        return self.model.forward_head(features, pre_logits=True)
+        model = cast(Any, self.model)
+        features = model.forward_features(pixels)
+        return model.forward_head(features, pre_logits=True)
 
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (when the model has its classifier). Shape: ``(B, classes)``."""

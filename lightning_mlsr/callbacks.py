@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -44,8 +44,9 @@ def encode_loader(
     Returns the row indices (into the collection's image or text table) and a CSR matrix
     of their term weights. ``side`` is ``"doc"`` or ``"query"``.
     """
+    model = cast(Any, pl_module)
     encode: Callable[[dict[str, torch.Tensor]], torch.Tensor]
-    encode = pl_module.encode_docs if side == "doc" else pl_module.encode_queries
+    encode = model.encode_docs if side == "doc" else model.encode_queries
     context = (
         trainer.precision_plugin.forward_context()
         if trainer is not None
@@ -78,6 +79,11 @@ def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
     return sp.csr_matrix((values, (nz[:, 0], nz[:, 1])), shape=tuple(w.shape))
 
 
+def _gather(pl_module: L.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
+    """``all_gather`` across ranks. Shape: ``(...)`` -> ``(world, ...)``."""
+    return cast(torch.Tensor, pl_module.all_gather(tensor))
+
+
 def _gather_rows(
     pl_module: L.LightningModule, rows: np.ndarray, matrix: sp.csr_matrix
 ) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -93,8 +99,8 @@ def _gather_rows(
     device = pl_module.device
     n_local = torch.tensor(matrix.shape[0], device=device)
     max_nnz_local = torch.tensor(int(np.diff(matrix.indptr).max(initial=0)), device=device)
-    n_max = int(pl_module.all_gather(n_local).max())
-    width = max(1, int(pl_module.all_gather(max_nnz_local).max()))
+    n_max = int(_gather(pl_module, n_local).max())
+    width = max(1, int(_gather(pl_module, max_nnz_local).max()))
     idx = np.full((n_max, width), -1, dtype=np.int64)
     val = np.zeros((n_max, width), dtype=np.float32)
     for r in range(matrix.shape[0]):
@@ -103,9 +109,9 @@ def _gather_rows(
         val[r, : stop - start] = matrix.data[start:stop]
     row_ids = np.full(n_max, -1, dtype=np.int64)
     row_ids[: len(rows)] = rows
-    g_rows = pl_module.all_gather(torch.from_numpy(row_ids).to(device)).cpu().numpy().reshape(-1)
-    g_idx = pl_module.all_gather(torch.from_numpy(idx).to(device)).cpu().numpy().reshape(-1, width)
-    g_val = pl_module.all_gather(torch.from_numpy(val).to(device)).cpu().numpy().reshape(-1, width)
+    g_rows = _gather(pl_module, torch.from_numpy(row_ids).to(device)).cpu().numpy().reshape(-1)
+    g_idx = _gather(pl_module, torch.from_numpy(idx).to(device)).cpu().numpy().reshape(-1, width)
+    g_val = _gather(pl_module, torch.from_numpy(val).to(device)).cpu().numpy().reshape(-1, width)
     keep = g_rows >= 0
     g_rows, g_idx, g_val = g_rows[keep], g_idx[keep], g_val[keep]
     present = g_idx >= 0
@@ -138,7 +144,9 @@ def encode_split(
     """Encode the whole corpus and a split's judged queries (sharded under DDP)."""
     rank = trainer.global_rank if trainer is not None else 0
     world = trainer.world_size if trainer is not None else 1
-    d_rows, docs = encode_loader(pl_module, datamodule.corpus_dataloader(rank, world), "doc", trainer)
+    d_rows, docs = encode_loader(
+        pl_module, datamodule.corpus_dataloader(rank, world), "doc", trainer
+    )
     q_rows, queries = encode_loader(
         pl_module, datamodule.query_dataloader(split, rank, world), "query", trainer
     )
@@ -214,16 +222,19 @@ class RetrievalEvaluator(Callback):
         prefix: str,
         write_run: bool = False,
     ) -> dict[str, float]:
-        datamodule = trainer.datamodule
+        datamodule = cast(Any, trainer).datamodule
         if datamodule is None or not hasattr(datamodule, "corpus_dataloader"):
-            raise RuntimeError("RetrievalEvaluator needs a RetrievalDataModule attached to the Trainer")
+            raise RuntimeError(
+                "RetrievalEvaluator needs a RetrievalDataModule attached to the Trainer"
+            )
         start = time.perf_counter()
         encoded = encode_split(pl_module, datamodule, split, trainer)
         index = InvertedIndex.from_matrix(encoded.docs, encoded.doc_ids)
         scores, indices = index.search(encoded.queries, self.k)
         run = run_from_topk(scores, indices, encoded.query_ids, encoded.doc_ids)
         qrels = datamodule.qrels(split)
-        results = {name: float(v) for name, v in evaluate(run, qrels, self.measures).items()}
+        means = cast(dict[str, float], evaluate(run, qrels, self.measures))
+        results = {name: float(v) for name, v in means.items()}
         q_nnz = np.diff(encoded.queries.indptr)
         d_nnz = np.diff(encoded.docs.indptr)
         results.update(
@@ -271,7 +282,7 @@ class RetrievalEvaluator(Callback):
             or DEFAULT_TEXT_BACKBONE
         )
         vocab = load_tokenizer(backbone).convert_ids_to_tokens(list(range(encoded.docs.shape[1])))
-        images = trainer.datamodule.collection.images
+        images = cast(Any, trainer).datamodule.collection.images
         n = min(self.log_samples, len(encoded.doc_ids))
         rows = np.linspace(0, len(encoded.doc_ids) - 1, n).astype(int)  # spread over the corpus
         terms = top_terms(encoded.docs[rows], vocab, k=self.sample_terms)

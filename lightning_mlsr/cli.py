@@ -8,9 +8,10 @@ only what differs. W&B logs offline unless ``WANDB_MODE`` says otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -50,7 +51,7 @@ class RunConfigCallback(SaveConfigCallback):
         super().__init__(parser, config, **kwargs)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.logger is None or trainer.fast_dev_run:
+        if trainer.logger is None or cast(Any, trainer).fast_dev_run:
             return
         path = run_dir(trainer) / self.config_filename
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,10 +60,9 @@ class RunConfigCallback(SaveConfigCallback):
             config = self.parser.dump(self.config, skip_none=False, format="json")
             trainer.logger.log_hyperparams({"config": config})
         if hasattr(trainer.logger, "experiment") and hasattr(trainer.logger.experiment, "save"):
-            try:  # W&B: keep the YAML itself with the run's files
+            # W&B: keep the YAML itself with the run's files (best effort: it is on disk)
+            with contextlib.suppress(Exception):
                 trainer.logger.experiment.save(str(path), base_path=str(path.parent), policy="now")
-            except Exception:  # pragma: no cover - best effort, the file is on disk already
-                pass
 
 
 class MLSRCLI(LightningCLI):
@@ -88,7 +88,7 @@ class MLSRCLI(LightningCLI):
 
     def after_fit(self) -> None:
         config = self.config.get(self.subcommand, self.config)
-        if config.get("test_after_fit", True) and not self.trainer.fast_dev_run:
+        if config.get("test_after_fit", True) and not cast(Any, self.trainer).fast_dev_run:
             callback = self.trainer.checkpoint_callback
             best = getattr(callback, "best_model_path", "") if callback is not None else ""
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)

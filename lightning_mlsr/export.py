@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -104,7 +104,7 @@ class SparseVectorWriter(BasePredictionWriter):
         )
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
+        datamodule = cast(Any, trainer).datamodule
         target = str(getattr(datamodule.hparams, "predict_target", "corpus"))
         side = "doc" if target == "corpus" else "query"
         table = datamodule.collection.images if side == "doc" else datamodule.collection.texts
@@ -112,7 +112,7 @@ class SparseVectorWriter(BasePredictionWriter):
         matrix = (
             sp.vstack(self._blocks, format="csr")
             if self._blocks
-            else sp.csr_matrix((0, pl_module.query_encoder.vocab_size), dtype=np.float32)
+            else sp.csr_matrix((0, cast(Any, pl_module).query_encoder.vocab_size), dtype=np.float32)
         )
         ids = [table.ids[r] for r in rows]
         out = Path(self.output_dir or Path(trainer.default_root_dir) / "vectors")

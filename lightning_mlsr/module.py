@@ -8,7 +8,7 @@ belong to the Trainer.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -113,9 +113,9 @@ class SparseBiEncoder(L.LightningModule):
         if not (self.loss.gather_across_ranks and self.trainer.world_size > 1):
             return mask
         # documents from every rank become negatives: recompute the mask for all of them
-        doc_idx = self.all_gather(batch["doc_idx"]).reshape(-1)  # (W * B,)
+        doc_idx = cast(torch.Tensor, self.all_gather(batch["doc_idx"])).reshape(-1)  # (W * B,)
         offset = self.global_rank * batch["doc_idx"].shape[0]
-        mask = self.trainer.datamodule.false_negative_mask(
+        mask = cast(Any, self.trainer).datamodule.false_negative_mask(
             split, batch["query_idx"].cpu(), doc_idx.cpu(), offset=offset
         )
         return mask.to(self.device)
@@ -206,4 +206,3 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
 def _nnz(w: torch.Tensor) -> torch.Tensor:
     """Mean non-zeros per row. Shape: ``(B, V)`` -> scalar."""
     return (w.detach() > 0).sum(dim=1).float().mean()
-

@@ -142,7 +142,9 @@ def findings(results: dict[str, dict[str, Any]], coact: dict[str, dict[str, Any]
         a, b = coact["M1"], coact["MLP-q image"]
         less = b["coactivation"] < a["coactivation"]
         more = b["caption_overlap@10"] > a["caption_overlap@10"]
-        verdict = "holds" if less and more else ("partly holds" if less or more else "does not hold")
+        verdict = (
+            "holds" if less and more else ("partly holds" if less or more else "does not hold")
+        )
         out.append(
             f"3. **An MLP query head makes image representations more interpretable and less "
             f"co-activated than an MLM query head** — {verdict}: co-activation (mean pairwise "

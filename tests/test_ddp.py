@@ -75,7 +75,12 @@ def test_ddp_fit_and_validation_equal_single_process(tmp_path: Path) -> None:
     # the same checkpoint validated by 1 and by 2 processes gives identical metrics
     _cli("validate", *common, *_csv_logger(tmp_path / "one"), f"--ckpt_path={ckpt}", cwd=tmp_path)
     _cli(
-        "validate", *common, *ddp, *_csv_logger(tmp_path / "two"), f"--ckpt_path={ckpt}", cwd=tmp_path
+        "validate",
+        *common,
+        *ddp,
+        *_csv_logger(tmp_path / "two"),
+        f"--ckpt_path={ckpt}",
+        cwd=tmp_path,
     )
     one, two = _last_metrics(tmp_path / "one"), _last_metrics(tmp_path / "two")
     for name in (*RETRIEVAL, "val/q_nnz", "val/d_nnz", "val/index_postings"):

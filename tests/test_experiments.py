@@ -79,8 +79,10 @@ def test_print_config_composes_base_and_experiment(capsys: pytest.CaptureFixture
 
 def test_unknown_config_key_is_a_clear_error(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  query_encoder:\n    class_path: lightning_mlsr.heads.MLPHead\n"
-                   "    init_args:\n      poolling: sum\n")
+    bad.write_text(
+        "model:\n  query_encoder:\n    class_path: lightning_mlsr.heads.MLPHead\n"
+        "    init_args:\n      poolling: sum\n"
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(bad)])
     assert exit_info.value.code != 0

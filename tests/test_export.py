@@ -50,11 +50,7 @@ def test_predict_exports_npz_ids_and_jsonl(tmp_path: Path, target: str) -> None:
     matrix = sp.load_npz(out / f"{stem}.npz")
     ids = (out / f"{stem}.ids.txt").read_text().splitlines()
     dm = cli.datamodule
-    expected_ids = (
-        dm.collection.images.ids
-        if target == "corpus"
-        else sorted(dm.qrels("test"))
-    )
+    expected_ids = dm.collection.images.ids if target == "corpus" else sorted(dm.qrels("test"))
     assert ids == list(expected_ids)
     assert matrix.shape == (len(ids), 30522)
 
@@ -79,6 +75,8 @@ def test_predict_exports_npz_ids_and_jsonl(tmp_path: Path, target: str) -> None:
     vocab = dm.collator.query.tokenizer.convert_ids_to_tokens(list(range(30522)))
     row = matrix[0]
     expected = {
-        vocab[t]: int(np.rint(w * 100)) for t, w in zip(row.indices, row.data) if np.rint(w * 100) > 0
+        vocab[t]: int(np.rint(w * 100))
+        for t, w in zip(row.indices, row.data)
+        if np.rint(w * 100) > 0
     }
     assert first["vector"] == expected

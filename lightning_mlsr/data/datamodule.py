@@ -41,7 +41,7 @@ Batch = dict[str, Any]
 class _IndexDataset(Dataset):
     """Items are integers (row indices, or indices into a pair list)."""
 
-    def __init__(self, indices: Sequence[int]) -> None:
+    def __init__(self, indices: Sequence[int] | np.ndarray) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -191,11 +191,16 @@ class RetrievalDataModule(L.LightningDataModule):
         self._relevant: dict[str, dict[int, set[int]]] = {}
         self._encoders: tuple[SparseEncoder, SparseEncoder] | None = None
 
+    @property
+    def _hp(self) -> Any:
+        """The init arguments (saved by ``save_hyperparameters``), attribute access."""
+        return self.hparams
+
     # ------------------------------------------------------------------ collection
     @property
     def collection(self) -> Collection:
         if self._collection is None:
-            hp = self.hparams
+            hp = self._hp
             self._collection = load_collection(
                 hp.collection,
                 caption_fields=hp.caption_fields,
@@ -273,6 +278,10 @@ class RetrievalDataModule(L.LightningDataModule):
         image = "image" in encoder.modalities
         spec = _SideSpec(text=text, image=image, max_length=max_length)
         if text:
+            if encoder.text_backbone_name is None:
+                raise RuntimeError(
+                    f"{type(encoder).__name__} reads text but names no text backbone"
+                )
             spec.tokenizer = load_tokenizer(encoder.text_backbone_name)
         if image:
             backbone = encoder.image_backbone
@@ -284,8 +293,8 @@ class RetrievalDataModule(L.LightningDataModule):
                 spec.features = load_or_compute_features(
                     backbone,
                     self.collection.images,
-                    cache_dir=self.hparams.feature_cache_dir,
-                    batch_size=self.hparams.feature_batch_size,
+                    cache_dir=self._hp.feature_cache_dir,
+                    batch_size=self._hp.feature_batch_size,
                     compute=compute,
                 )
             else:
@@ -309,8 +318,8 @@ class RetrievalDataModule(L.LightningDataModule):
             raise DataError(f"query encoder {type(query_encoder).__name__} reads no text")
         self._collator = _Collator(
             self.collection,
-            query=self._side(query_encoder, self.hparams.query_max_length, compute=True),
-            doc=self._side(doc_encoder, self.hparams.doc_max_length, compute=True),
+            query=self._side(query_encoder, self._hp.query_max_length, compute=True),
+            doc=self._side(doc_encoder, self._hp.doc_max_length, compute=True),
         )
 
     @property
@@ -335,27 +344,27 @@ class RetrievalDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=shuffle and len(pairs) >= batch_size,  # full batches: fixed negatives
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=self._hp.num_workers,
+            persistent_workers=self._hp.num_workers > 0,
             collate_fn=collator.pair_batch,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._pair_loader("train", shuffle=True, batch_size=self.hparams.batch_size)
+        return self._pair_loader("train", shuffle=True, batch_size=self._hp.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._pair_loader("validation", shuffle=False, batch_size=self.hparams.batch_size)
+        return self._pair_loader("validation", shuffle=False, batch_size=self._hp.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._pair_loader("test", shuffle=False, batch_size=self.hparams.batch_size)
+        return self._pair_loader("test", shuffle=False, batch_size=self._hp.batch_size)
 
     def corpus_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
         """This rank's shard of the whole image corpus (rows ``rank::world_size``)."""
         rows = shard_indices(len(self.collection.images), rank, world_size)
         return DataLoader(
             _IndexDataset(rows),
-            batch_size=self.hparams.eval_batch_size,
-            num_workers=self.hparams.num_workers,
+            batch_size=self._hp.eval_batch_size,
+            num_workers=self._hp.num_workers,
             collate_fn=self.collator.doc_batch,
         )
 
@@ -369,13 +378,13 @@ class RetrievalDataModule(L.LightningDataModule):
         rows = self.query_rows(split)
         return DataLoader(
             _IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
-            batch_size=self.hparams.eval_batch_size,
-            num_workers=self.hparams.num_workers,
+            batch_size=self._hp.eval_batch_size,
+            num_workers=self._hp.num_workers,
             collate_fn=self.collator.query_batch,
         )
 
     def predict_dataloader(self) -> DataLoader:
-        target = self.hparams.predict_target
+        target = self._hp.predict_target
         if target == "corpus":
             return self.corpus_dataloader()
         if target.startswith("queries:"):
