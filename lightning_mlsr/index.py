@@ -407,6 +407,12 @@ class InvertedIndex:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        n_workers = numba.get_num_threads() if num_threads is None else num_threads
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int):
+            raise ValueError(f"num_threads must be an integer, got {num_threads!r}")
+        if not 1 <= n_workers <= max_threads:
+            raise ValueError(f"num_threads must be in [1, {max_threads}], got {num_threads!r}")
         n_queries = self._num_rows(queries)
         if sp.issparse(queries) and queries.format != "csr":
             queries = queries.tocsr()  # COO and friends cannot be sliced into batches
@@ -416,12 +422,6 @@ class InvertedIndex:
             return scores, indices
 
         if method == "numba":
-            n_workers = numba.get_num_threads() if num_threads is None else int(num_threads)
-            if not 1 <= n_workers <= numba.config.NUMBA_NUM_THREADS:
-                raise ValueError(
-                    f"num_threads must be in [1, {numba.config.NUMBA_NUM_THREADS}], "
-                    f"got {num_threads!r}"
-                )
             n_workers = min(n_workers, n_queries)
             acc = np.zeros((n_workers, len(self)), dtype=np.float32)
             touched = np.empty((n_workers, len(self)), dtype=np.int32)

@@ -1,0 +1,362 @@
+"""Benchmark exact top-k search of ``lightning_mlsr.index`` on synthetic SPLADE-like vectors.
+
+Compares, on the same seeded collection and queries:
+
+- ours: ``InvertedIndex.search`` (numba term-at-a-time, parallel over queries);
+- naive: ``(Q_batch @ D.T).toarray()`` + ``np.argpartition`` per query batch (scipy only);
+- seismic: ``pyseismic-lsr`` approximate search, if installed (recall@10 against ours).
+
+Usage::
+
+    python bench/bench_index.py [--docs 100000 1000000] [--queries 1000] [--threads 2]
+
+Memory is the peak resident set size (VmHWM, reset through ``/proc/self/clear_refs``) above
+the resident size just before the step, so it counts numpy, numba and Rust allocations alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VOCAB = 30522  # BERT-uncased wordpieces
+
+
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--doc-draws", type=int, default=130, help="term draws per document")
+    parser.add_argument("--query-draws", type=int, default=21, help="term draws per query")
+    parser.add_argument("--zipf-a", type=float, default=1.0, help="p(rank r) ~ 1/(r+1+s)^a")
+    parser.add_argument("--zipf-s", type=float, default=10.0)
+    parser.add_argument("--naive-batch", type=int, default=64, help="queries per Q @ D.T block")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the fast methods")
+    parser.add_argument("--no-seismic", action="store_true")
+    parser.add_argument("--seismic-n-postings", type=int, default=4000)
+    parser.add_argument("--seismic-heap-factor", type=float, default=0.9)
+    return parser.parse_args(argv)
+
+
+ARGS = _parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    # Thread pools read these once, when the libraries start.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(ARGS.threads))
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(ARGS.threads))
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lightning_mlsr.index import InvertedIndex  # noqa: E402
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data
+# --------------------------------------------------------------------------------------------
+
+
+def zipf_term_probs(rng: np.random.Generator, a: float, s: float) -> np.ndarray:
+    """Term probabilities ~ 1/(rank + 1 + s)^a, ranks assigned to term ids at random."""
+    p = 1.0 / (np.arange(VOCAB) + 1.0 + s) ** a
+    p /= p.sum()
+    return p[rng.permutation(VOCAB)]
+
+
+def synthetic_sparse(
+    n_rows: int, draws: int, probs: np.ndarray, rng: np.random.Generator, chunk: int = 100_000
+) -> sp.csr_matrix:
+    """Rows of ``draws`` terms sampled from ``probs`` (duplicates merged), SPLADE-like weights.
+
+    Weights are ``log1p`` of a Gamma(2, 1) draw: positive, mostly below 3, like
+    ``log(1 + relu(logits))``.
+    """
+    cdf = np.cumsum(probs)
+    cdf /= cdf[-1]
+    indptr = [np.zeros(1, dtype=np.int64)]
+    indices, data = [], []
+    offset = 0
+    for start in range(0, n_rows, chunk):
+        n = min(chunk, n_rows - start)
+        # Sorted uniforms give sorted term ids per row, so duplicates are neighbours.
+        cols = np.searchsorted(cdf, np.sort(rng.random((n, draws)), axis=1), side="right")
+        cols = np.minimum(cols, VOCAB - 1)
+        keep = np.ones(cols.shape, dtype=bool)
+        keep[:, 1:] = cols[:, 1:] != cols[:, :-1]
+        terms = cols[keep]
+        indptr.append(offset + np.cumsum(keep.sum(axis=1)))
+        offset += len(terms)
+        indices.append(terms.astype(np.int32))
+        data.append(np.log1p(rng.gamma(2.0, 1.0, size=len(terms))).astype(np.float32))
+    return sp.csr_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
+        shape=(n_rows, VOCAB),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _rss_kib(field_name: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+@dataclass
+class Peak:
+    mib: float = float("nan")
+
+
+@contextlib.contextmanager
+def peak_rss() -> Iterator[Peak]:
+    """Peak RSS during the block, above the RSS at its start (MiB; NaN without /proc)."""
+    result = Peak()
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so the baseline is honest
+    try:
+        base = _rss_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        base = None
+    yield result
+    if base is not None:
+        result.mib = (_rss_kib("VmHWM") - base) / 1024
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence fd 1 (Seismic's Rust code prints progress with println!)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Best wall time of ``repeats`` calls, and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+
+
+def naive_topk(docs_t: sp.csr_matrix, queries: sp.csr_matrix, k: int, batch: int):
+    """What one writes first: dense score blocks from ``Q @ D.T`` and ``argpartition``."""
+    n_q = queries.shape[0]
+    scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+    indices = np.full((n_q, k), -1, dtype=np.int64)
+    for start in range(0, n_q, batch):
+        block = (queries[start : start + batch] @ docs_t).toarray()  # (batch, n_docs)
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        top_s = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_s, axis=1, kind="stable")
+        top, top_s = np.take_along_axis(top, order, 1), np.take_along_axis(top_s, order, 1)
+        hit = top_s > 0
+        scores[start : start + batch] = np.where(hit, top_s, -np.inf)
+        indices[start : start + batch] = np.where(hit, top, -1)
+    return scores, indices
+
+
+def same_up_to_ties(s_a, i_a, s_b, i_b) -> tuple[int, bool]:
+    """(#queries with identical ids, whether all other differences are among equal scores)."""
+    identical = np.all(i_a == i_b, axis=1)
+    ok = np.array_equal(s_a, s_b)
+    for q in np.flatnonzero(~identical):
+        for s in np.unique(s_a[q][i_a[q] != i_b[q]]):
+            # ids at positions holding score s must be the same set, except at the cut-off
+            at_a, at_b = set(i_a[q][s_a[q] == s]), set(i_b[q][s_b[q] == s])
+            if at_a != at_b and s != s_a[q][-1]:
+                ok = False
+    return int(identical.sum()), ok
+
+
+def recall_at_k(exact_i: np.ndarray, approx_i: np.ndarray) -> float:
+    hits, total = 0, 0
+    for e, a in zip(exact_i, approx_i):
+        e = set(e[e >= 0].tolist())
+        hits += len(e & set(a[a >= 0].tolist()))
+        total += len(e)
+    return hits / max(total, 1)
+
+
+@dataclass
+class Row:
+    method: str
+    build_s: float = float("nan")
+    build_mib: float = float("nan")
+    qps: float = float("nan")
+    search_mib: float = float("nan")
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def bench_collection(n_docs: int, args: argparse.Namespace) -> tuple[dict, list[Row]]:
+    rng = np.random.default_rng(args.seed)
+    probs = zipf_term_probs(rng, args.zipf_a, args.zipf_s)
+    t0 = time.perf_counter()
+    docs = synthetic_sparse(n_docs, args.doc_draws, probs, rng)
+    queries = synthetic_sparse(args.queries, args.query_draws, probs, rng)
+    gen_s = time.perf_counter() - t0
+    rows: list[Row] = []
+
+    # ours ------------------------------------------------------------------------------
+    ours = Row(f"ours (numba TAAT, {args.threads} threads)")
+    with peak_rss() as mem:
+        t0 = time.perf_counter()
+        index = InvertedIndex.from_matrix(docs)
+        ours.build_s = time.perf_counter() - t0
+    ours.build_mib = mem.mib
+    flops = index.expected_flops(queries)
+    info = {
+        "docs": n_docs,
+        "nnz/doc": docs.nnz / n_docs,
+        "nnz/query": queries.nnz / args.queries,
+        "flops/query": float(flops.mean()),
+        "index MiB": index.size_bytes / 2**20,
+        "generate s": gen_s,
+    }
+    index.search(queries[:2], args.k, num_threads=args.threads)  # load the compiled kernel
+    with peak_rss() as mem:
+        secs, (s_ours, i_ours) = timed(
+            lambda: index.search(queries, args.k, num_threads=args.threads), args.repeats
+        )
+    ours.qps, ours.search_mib = args.queries / secs, mem.mib
+    rows.append(ours)
+
+    one = Row("ours (numba TAAT, 1 thread)")
+    secs, _ = timed(lambda: index.search(queries, args.k, num_threads=1), args.repeats)
+    one.qps = args.queries / secs
+    rows.append(one)
+
+    # naive scipy -----------------------------------------------------------------------
+    naive = Row(f"naive scipy Q @ D.T + argpartition (1 thread, batch {args.naive_batch})")
+    with peak_rss() as mem:
+        t0 = time.perf_counter()
+        docs_t = docs.T.tocsr()  # (V, n_docs): the "index" of the naive way
+        naive.build_s = time.perf_counter() - t0
+    naive.build_mib = mem.mib
+    with peak_rss() as mem:
+        t0 = time.perf_counter()
+        s_naive, i_naive = naive_topk(docs_t, queries, args.k, args.naive_batch)
+        secs = time.perf_counter() - t0
+    naive.qps, naive.search_mib = args.queries / secs, mem.mib
+    docs_t = None  # free it before the next method
+    n_same, ok = same_up_to_ties(s_ours, i_ours, s_naive, i_naive)
+    info["top-k identical to naive"] = f"{n_same}/{args.queries} queries, rest tie-only: {ok}"
+    if not ok:
+        raise SystemExit(f"ours and naive disagree beyond ties at {n_docs} docs")
+    rows.append(naive)
+
+    # seismic ---------------------------------------------------------------------------
+    if not args.no_seismic:
+        try:
+            from lightning_mlsr.index import SeismicIndex
+
+            SeismicIndex._seismic()
+        except ImportError as err:
+            print(f"skipping seismic: {err}", file=sys.stderr)
+        else:
+            seis = Row(
+                f"seismic (n_postings={args.seismic_n_postings}, "
+                f"heap_factor={args.seismic_heap_factor}, {args.threads} threads)"
+            )
+            with peak_rss() as mem, quiet_stdout():
+                t0 = time.perf_counter()
+                sindex = SeismicIndex.from_matrix(
+                    docs, n_postings=args.seismic_n_postings, num_threads=args.threads
+                )
+                seis.build_s = time.perf_counter() - t0
+            seis.build_mib = mem.mib
+            with peak_rss() as mem, quiet_stdout():
+                secs, (_, i_seis) = timed(
+                    lambda: sindex.search(
+                        queries,
+                        args.k,
+                        query_cut=args.query_draws,
+                        heap_factor=args.seismic_heap_factor,
+                        num_threads=args.threads,
+                    ),
+                    args.repeats,
+                )
+            seis.qps, seis.search_mib = args.queries / secs, mem.mib
+            seis.extra["recall@10"] = f"{recall_at_k(i_ours, i_seis):.4f}"
+            rows.append(seis)
+            del sindex
+    return info, rows
+
+
+def markdown(info: dict, rows: list[Row]) -> str:
+    ours = rows[0]
+    head = ", ".join(
+        f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
+    )
+    lines = [
+        f"**{info['docs']:,} documents** — {head}",
+        "",
+        "| method | build s | build peak MiB | queries/s | search peak MiB | ours q/s ÷ this | recall@10 vs exact |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = [
+            r.method,
+            _fmt(r.build_s, ".2f"),
+            _fmt(r.build_mib, ".0f"),
+            _fmt(r.qps, ",.0f"),
+            _fmt(r.search_mib, ".0f"),
+            _fmt(ours.qps / r.qps, ".2f"),
+            r.extra.get("recall@10", "1 (exact)"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "–" if np.isnan(value) else format(value, spec)
+
+
+def main(args: argparse.Namespace) -> None:
+    import numba
+
+    numba.set_num_threads(args.threads)
+    print(
+        f"# bench_index — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, numba {numba.__version__}, threads {args.threads}, "
+        f"{args.queries} queries, k={args.k}, seed {args.seed}\n"
+    )
+    for n_docs in args.docs:
+        info, rows = bench_collection(n_docs, args)
+        print(markdown(info, rows), end="\n\n", flush=True)
+
+
+if __name__ == "__main__":
+    main(ARGS)
