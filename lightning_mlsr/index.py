@@ -41,6 +41,7 @@ __all__ = [
 FORMAT_VERSION = 1
 _INDEX_FILE = "index.npz"  # file name used when saving into a directory
 _METHODS = ("numba", "scipy")
+_SCIPY_BLOCK = 2**25  # entries of the (queries x documents) score block of method="scipy"
 
 Run = dict[str, dict[str, float]]
 
@@ -380,7 +381,7 @@ class InvertedIndex:
         self,
         queries: Any,
         k: int,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         method: str = "numba",
         num_threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -389,8 +390,9 @@ class InvertedIndex:
         Args:
             queries: ``(n_queries, num_terms)`` scipy sparse matrix or dense array, weights >= 0.
             k: results per query.
-            batch_size: queries converted and scored at a time. ``method="scipy"`` holds a
-                ``(batch_size, n_docs)`` sparse score block, so keep it small there.
+            batch_size: queries converted and scored at a time. Default: 1024 for numba; for
+                scipy, which holds a ``(batch_size, n_docs)`` sparse score block, as many as
+                keep that block under 2**25 entries (32 queries at 1M documents).
             method: ``"numba"`` (compiled, parallel over queries) or ``"scipy"`` (reference,
                 ``Q @ D.T`` per batch and a partial sort).
             num_threads: numba threads (default: ``numba.get_num_threads()``).
@@ -405,6 +407,8 @@ class InvertedIndex:
         k = _check_k(k)
         if method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        if batch_size is None:
+            batch_size = 1024 if method == "numba" else max(1, _SCIPY_BLOCK // max(len(self), 1))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
