@@ -1,0 +1,144 @@
+"""RetrievalDataModule: batches, false negatives, sharding, the frozen-feature cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lightning_mlsr.data.features as features
+from lightning_mlsr.data import DataError
+from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
+from lightning_mlsr.heads import ImageMLMHead, MLPHead
+from tests.test_collection import write_atomic
+
+# T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other
+# image relevant to the same query must not be used as a negative.
+QRELS = {
+    "train.trec": "T1 Q0 I1 1\nT1 Q0 I2 1\nT2 Q0 I2 1\n",
+    "validation.trec": "T2 Q0 I3 1\n",
+    "test.trec": "T3 Q0 I4 1\n",
+}
+
+
+@pytest.fixture
+def collection_dir(tmp_path: Path) -> Path:
+    return write_atomic(tmp_path / "atomic", qrels=QRELS, qrels_parquet={})
+
+
+@pytest.fixture(scope="module")
+def text_heads() -> tuple[MLPHead, MLPHead]:
+    return MLPHead(pooling="sum"), MLPHead(pooling="max")
+
+
+def test_training_batch_and_false_negatives(collection_dir: Path, text_heads) -> None:
+    dm = RetrievalDataModule(str(collection_dir), batch_size=3, query_max_length=8)
+    dm.attach_encoders(*text_heads)
+    dm.setup("fit")
+    pairs = dm._split_pairs("train")
+    # pairs in a fixed order: (T1, I1), (T1, I2), (T2, I2) as table rows
+    texts, images = dm.collection.texts, dm.collection.images
+    assert [(texts.ids[t], images.ids[i]) for t, i in pairs] == [
+        ("T1", "I1"),
+        ("T1", "I2"),
+        ("T2", "I2"),
+    ]
+    batch = dm.train_dataloader().collate_fn([0, 1, 2])
+    assert set(batch) == {"query", "doc", "false_negatives", "query_idx", "doc_idx"}
+    assert batch["query"]["input_ids"].shape[0] == 3
+    assert batch["query"]["input_ids"].shape[1] <= 8
+    assert "image_features" not in batch["doc"]  # caption-only model: no images loaded
+    expected = torch.tensor(
+        [
+            [False, True, True],  # T1: I2 (cols 1, 2) is relevant too
+            [True, False, True],  # T1: I1 (col 0) relevant; col 2 is its positive I2 again
+            [False, True, False],  # T2: col 1 holds I2 as well
+        ]
+    )
+    assert torch.equal(batch["false_negatives"], expected)
+    # gathered across ranks: the positive of query i sits at column offset + i
+    gathered = dm.false_negative_mask(
+        "train", batch["query_idx"], torch.cat([batch["doc_idx"], batch["doc_idx"]]), offset=3
+    )
+    assert gathered[:, 3:].equal(expected)
+    assert gathered[:, :3].equal(
+        torch.tensor([[True, True, True], [True, True, True], [False, True, True]])
+    )
+
+
+def test_eval_loaders_cover_corpus_and_split_queries(collection_dir: Path, text_heads) -> None:
+    dm = RetrievalDataModule(str(collection_dir), batch_size=2, eval_batch_size=3)
+    dm.attach_encoders(*text_heads)
+    rows = [r for b in dm.corpus_dataloader() for r in b["doc_idx"].tolist()]
+    assert sorted(rows) == list(range(len(dm.collection.images)))
+    shards = [
+        [r for b in dm.corpus_dataloader(rank, 2) for r in b["doc_idx"].tolist()] for rank in (0, 1)
+    ]
+    assert sorted(shards[0] + shards[1]) == rows and not set(shards[0]) & set(shards[1])
+    queries = [r for b in dm.query_dataloader("validation") for r in b["query_idx"].tolist()]
+    assert [dm.collection.texts.ids[r] for r in queries] == ["T2"]
+
+
+def test_shard_indices_are_disjoint_and_cover() -> None:
+    parts = [shard_indices(10, r, 3) for r in range(3)]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(10))
+    assert [len(p) for p in parts] == [4, 3, 3]
+
+
+def test_image_queries_are_refused(collection_dir: Path, text_heads) -> None:
+    image_head = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False)
+    dm = RetrievalDataModule(str(collection_dir))
+    dm.attach_encoders(image_head, text_heads[1])
+    with pytest.raises(DataError, match="query encoder must be a text head"):
+        dm.setup("fit")
+
+
+def test_frozen_features_are_cached_by_backbone_and_image_content(
+    collection_dir: Path, text_heads, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False, image_size=32)
+    cache = tmp_path / "cache"
+
+    def build() -> RetrievalDataModule:
+        dm = RetrievalDataModule(str(collection_dir), batch_size=2, feature_cache_dir=str(cache))
+        dm.attach_encoders(text_heads[0], head)
+        dm.prepare_data()
+        dm.setup("fit")
+        return dm
+
+    dm = build()
+    files = list(cache.rglob("*.npy"))
+    assert len(files) == 1 and "test_efficientnet-random-32x32" in str(files[0])
+    batch = dm.train_dataloader().collate_fn([0, 1])
+    assert batch["doc"]["image_features"].shape == (2, head.image_backbone.num_features)
+    # the cached features are the backbone's own output on the preprocessed image
+    backbone = head.image_backbone.eval()
+    row = int(batch["doc_idx"][0])
+    pixels = backbone.transform()(dm.collection.images.load_image(row))[None]
+    with torch.no_grad():
+        direct = backbone(pixels)[0]
+    torch.testing.assert_close(batch["doc"]["image_features"][0], direct, rtol=1e-4, atol=1e-5)
+
+    # a second run reads the cache and computes nothing
+    def refuse(*args, **kwargs):
+        raise AssertionError("features recomputed although cached")
+
+    monkeypatch.setattr(features, "compute_image_features", refuse)
+    build()
+
+    # different image content -> a different cache entry (here: recomputation is demanded)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = collection_dir / "images" / "part-1.parquet"
+    table = pq.read_table(part)
+    from tests.test_collection import png
+
+    table = table.set_column(
+        table.schema.get_field_index("image"), "image", pa.array([png((1, 2, 3, 255))])
+    )
+    pq.write_table(table, part)
+    with pytest.raises(AssertionError, match="recomputed"):
+        build()
