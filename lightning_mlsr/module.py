@@ -123,7 +123,9 @@ class SparseBiEncoder(L.LightningModule):
     def _shared_step(self, batch: dict[str, Any], split: str) -> dict[str, torch.Tensor]:
         q, d = self(batch["query"], batch["doc"])  # (B, V), (B, V)
         rank_loss = self.loss(q, d, self._false_negatives(batch, split))
-        out = {"rank_loss": rank_loss, "q_nnz": _nnz(q), "d_nnz": _nnz(d)}
+        out = {"rank_loss": rank_loss}
+        if split == "train" and self._logs_this_step():  # full (B, V) passes: only when logged
+            out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
         total = rank_loss
         step = self.global_step
         for side, reg, w in (("q", self.query_regularizer, q), ("d", self.doc_regularizer, d)):
@@ -135,6 +137,13 @@ class SparseBiEncoder(L.LightningModule):
             out[f"{side}_lambda"] = torch.tensor(lam)
         out["loss"] = total
         return out
+
+    def _logs_this_step(self) -> bool:
+        """Whether this step's on-step metrics reach the logger (Lightning's rule)."""
+        if self._trainer is None:
+            return True
+        n = self.trainer.log_every_n_steps
+        return n > 0 and ((self.global_step + 1) % n == 0 or self.trainer.should_stop)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
