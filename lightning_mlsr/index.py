@@ -218,11 +218,19 @@ def _unsigned(indices: np.ndarray) -> np.ndarray:
 def _to_csr(matrix: Any, what: str, row_offset: int = 0) -> sp.csr_matrix:
     """Coerce a scipy sparse matrix or dense 2-D array to canonical float32 CSR, validated.
 
-    ``row_offset`` is added to row numbers in error messages (for batches of a larger matrix).
+    A float32 CSR input that is already canonical (sorted, no duplicates, no stored zeros) is
+    returned as it is, without a copy; anything else is converted into new arrays, so the
+    caller's matrix is never modified. ``row_offset`` is added to row numbers in error
+    messages (for batches of a larger matrix).
     """
     if sp.issparse(matrix):
         with np.errstate(over="ignore"):  # values too large for float32 are reported below
-            csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+            csr = sp.csr_matrix(matrix, dtype=np.float32)
+        shared = any(
+            np.shares_memory(getattr(csr, name), getattr(matrix, name))
+            for name in ("data", "indices", "indptr")
+            if hasattr(matrix, name)
+        )
     else:
         dense = np.asarray(matrix)
         if dense.ndim != 2:
@@ -233,9 +241,15 @@ def _to_csr(matrix: Any, what: str, row_offset: int = 0) -> sp.csr_matrix:
             raise ValueError(f"{what} must hold real numbers, got dtype {dense.dtype}")
         with np.errstate(over="ignore"):
             csr = sp.csr_matrix(dense.astype(np.float32, copy=False))
-    csr.sum_duplicates()  # also sorts the indices of each row
-    _check_weights(csr, what, row_offset)
-    csr.eliminate_zeros()
+        shared = False
+    if not csr.has_canonical_format or not csr.data.all():
+        if shared:
+            csr = csr.copy()
+        csr.sum_duplicates()  # also sorts the indices of each row
+        _check_weights(csr, what, row_offset)
+        csr.eliminate_zeros()
+    else:
+        _check_weights(csr, what, row_offset)
     return csr
 
 

@@ -172,6 +172,21 @@ def test_explicit_zeros_and_duplicate_entries():
     assert scores[0, 0] == 3.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_callers_matrix_is_never_modified(dtype):
+    # unsorted indices, a duplicate and a stored zero in row 0
+    data = np.array([2.0, 1.0, 0.5, 0.0, 3.0], dtype=dtype)
+    indices = np.array([3, 1, 3, 2, 0], dtype=np.int32)
+    indptr = np.array([0, 4, 5], dtype=np.int32)
+    docs = sp.csr_matrix((data, indices, indptr), shape=(2, 4))
+    before = [docs.data.copy(), docs.indices.copy(), docs.indptr.copy()]
+    index = InvertedIndex.from_matrix(docs)
+    for array, saved in zip((docs.data, docs.indices, docs.indptr), before):
+        np.testing.assert_array_equal(array, saved)
+    assert index.nnz == 3  # 1.0 at term 1, 2.5 at term 3, 3.0 at term 0
+    np.testing.assert_array_equal(index.postings.toarray(), [[0, 1, 0, 2.5], [3, 0, 0, 0]])
+
+
 def test_properties_and_expected_flops_by_hand():
     docs = np.array(
         [
