@@ -571,9 +571,17 @@ class InvertedIndex:
                 f"{source} has index format version {version}; this code reads version "
                 f"{FORMAT_VERSION}. Rebuild the index with this version of lightning_mlsr."
             )
-        shape = tuple(meta["shape"])
-        csc = sp.csc_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
-        return cls(csc, arrays["doc_ids"])
+        try:
+            csc = sp.csc_matrix(
+                (arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(meta["shape"])
+            )
+            csc.check_format(full_check=True)  # out-of-range postings would crash the kernel
+            if csc.dtype != np.float32:
+                raise ValueError(f"weights are {csc.dtype}, expected float32")
+            doc_ids = _normalise_doc_ids(arrays["doc_ids"], csc.shape[0])
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{source} holds a corrupt index: {err}") from err
+        return cls(csc, doc_ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -671,6 +679,8 @@ class SeismicIndex:
             raise ValueError(
                 f"queries must have shape (n_queries, {self._num_terms}), got {queries.shape}"
             )
+        if sp.issparse(queries) and queries.format != "csr":
+            queries = queries.tocsr()  # COO and friends cannot be sliced into batches
         n_queries = queries.shape[0]
         scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
         indices = np.full((n_queries, k), -1, dtype=np.int64)

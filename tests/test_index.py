@@ -258,6 +258,18 @@ def test_load_errors(tmp_path, exact_index):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="format version 999"):
         InvertedIndex.load(path)
+    # a posting that points past the last document must not reach the compiled kernel
+    arrays = dict(np.load(exact_index.save(tmp_path / "corrupt.npz")))
+    arrays["indices"] = arrays["indices"].copy()
+    arrays["indices"][0] = len(exact_index) + 5
+    np.savez(tmp_path / "corrupt.npz", **arrays)
+    with pytest.raises(ValueError, match="corrupt index"):
+        InvertedIndex.load(tmp_path / "corrupt.npz")
+    arrays = dict(np.load(exact_index.save(tmp_path / "short_ids.npz")))
+    arrays["doc_ids"] = arrays["doc_ids"][:-1]
+    np.savez(tmp_path / "short_ids.npz", **arrays)
+    with pytest.raises(ValueError, match="corrupt index.*doc_ids"):
+        InvertedIndex.load(tmp_path / "short_ids.npz")
 
 
 @pytest.mark.parametrize(
