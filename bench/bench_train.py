@@ -57,7 +57,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +69,7 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lightning_mlsr.cli import BASE_CONFIG, main  # noqa: E402
-from lightning_mlsr.module import SparseBiEncoder  # noqa: E402
+from lightning_mlsr.module import SparseBiEncoder, lr_factor  # noqa: E402
 
 Batch = dict[str, Any]
 
@@ -188,20 +188,6 @@ class Run:
         return self.seconds[warmup : warmup + steps]
 
 
-def _lr_factor(total: int, warmup_ratio: float, decay: str) -> Callable[[int], float]:
-    """The schedule of ``SparseBiEncoder.configure_optimizers``, for ``total`` steps."""
-    warmup = int(warmup_ratio * total)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if decay == "constant":
-            return 1.0
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
-
-
 class PlainStep:
     """One optimizer step of the plain PyTorch loop on a private copy of the model."""
 
@@ -211,7 +197,7 @@ class PlainStep:
         self.regularizers = (model.query_regularizer, model.doc_regularizer)
         self.optimizer = model.optimizer_factory(model.parameters())  # AdamW, YAML's arguments
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_factor(total_steps, model.warmup_ratio, model.lr_decay)
+            self.optimizer, lr_factor(total_steps, model.warmup_ratio, model.lr_decay)
         )
         self.bf16 = precision == "bf16-mixed"
         self.step = 0  # optimizer steps taken, as trainer.global_step

@@ -37,7 +37,7 @@ import inspect
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -272,6 +272,27 @@ def bm25_baseline(
 # ------------------------------------------------------------------------------ SPLADE
 
 
+def _tokenized_batches(
+    texts: Sequence[str],
+    tokenizer: Any,
+    batch_size: int,
+    max_length: int,
+    desc: str,
+    progress: bool,
+) -> Iterator[Any]:
+    """Padded, truncated tokenizer outputs of ``texts`` in batches, with a progress bar."""
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress
+    ):
+        yield tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+
+
 def encode_splade(
     texts: Sequence[str],
     head: torch.nn.Module,
@@ -291,16 +312,9 @@ def encode_splade(
     blocks: list[sp.csr_matrix] = []
     try:
         with torch.no_grad():
-            for start in tqdm(
-                range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress
+            for enc in _tokenized_batches(
+                texts, tokenizer, batch_size, max_length, desc=desc, progress=progress
             ):
-                enc = tokenizer(
-                    list(texts[start : start + batch_size]),
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="pt",
-                )
                 inputs = {
                     "input_ids": enc["input_ids"].to(device),
                     "attention_mask": enc["attention_mask"].to(device),
@@ -399,16 +413,9 @@ def encode_dense(
     blocks: list[np.ndarray] = []
     try:
         with torch.no_grad():
-            for start in tqdm(
-                range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress
+            for enc in _tokenized_batches(
+                texts, tokenizer, batch_size, max_length, desc=desc, progress=progress
             ):
-                enc = tokenizer(
-                    list(texts[start : start + batch_size]),
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="pt",
-                )
                 mask = enc["attention_mask"].to(device)  # (b, L)
                 hidden = encoder(
                     input_ids=enc["input_ids"].to(device), attention_mask=mask

@@ -8,6 +8,7 @@ belong to the Trainer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -19,7 +20,7 @@ from lightning_mlsr.heads.base import SparseEncoder
 from lightning_mlsr.losses import InfoNCE
 from lightning_mlsr.regularizers import Regularizer
 
-__all__ = ["SparseBiEncoder"]
+__all__ = ["SparseBiEncoder", "lr_factor"]
 
 _MODULE_ARGS = ["query_encoder", "doc_encoder", "loss", "query_regularizer", "doc_regularizer"]
 
@@ -142,7 +143,7 @@ class SparseBiEncoder(L.LightningModule):
         """Whether this step's on-step metrics reach the logger (Lightning's rule)."""
         if self._trainer is None:
             return True
-        n = self.trainer.log_every_n_steps
+        n = cast(Any, self.trainer).log_every_n_steps
         return n > 0 and ((self.global_step + 1) % n == 0 or self.trainer.should_stop)
 
     # ------------------------------------------------------------------ training
@@ -191,21 +192,27 @@ class SparseBiEncoder(L.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(self.warmup_ratio * total)
-        decay = self.lr_decay
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            if decay == "constant":
-                return 1.0
-            return max(0.0, (total - step) / max(1, total - warmup))
-
+        factor = lr_factor(total, self.warmup_ratio, self.lr_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
         }
+
+
+def lr_factor(total: int, warmup_ratio: float, decay: str) -> Callable[[int], float]:
+    """Learning-rate multiplier per optimizer step: linear warm-up, then linear decay to 0
+    at ``total`` steps (or constant)."""
+    warmup = int(warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if decay == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
