@@ -202,7 +202,7 @@ class ImageBackbone(nn.Module):
         super().__init__()
         import timm
 
-        if name not in timm.list_models():
+        if not timm.is_model(name):
             raise BackboneNotFoundError(
                 f"unknown timm model {name!r}; see timm.list_models() for valid names."
             )
