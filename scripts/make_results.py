@@ -156,6 +156,45 @@ def findings(results: dict[str, dict[str, Any]], coact: dict[str, dict[str, Any]
     return out
 
 
+def caveats(
+    results: dict[str, dict[str, Any]],
+    coact: dict[str, dict[str, Any]],
+    baselines: list[dict[str, Any]],
+) -> list[str]:
+    """What the findings above do not say, computed from the same numbers."""
+    out = []
+    zero_shot = {b["name"]: float(b["test"]["nDCG@10"]) for b in baselines}
+    splade = zero_shot.get("splade-zero-shot")
+    if splade is not None:
+        beaten = [k for k, r in results.items() if float(r["test"]["nDCG@10"]) > splade + 0.02]
+        out.append(
+            f"- Trained models that beat zero-shot SPLADE-tiny (test nDCG@10 {splade:.4f}) by more "
+            f"than 0.02: {', '.join(beaten) if beaten else 'none'}. The test tags never occur in "
+            "training, so this small collection rewards what the pretrained model already knows."
+        )
+    image = results.get("MLP-q image")
+    if image is not None and "MLP-q image" in coact:
+        stats = coact["MLP-q image"]
+        out.append(
+            f"- The MLP-query image model retrieves almost nothing (test nDCG@10 "
+            f"{float(image['test']['nDCG@10']):.4f}) with {stats['mean_nnz']:.2f} active terms per "
+            f"image on average ({100 * stats['frac_empty']:.0f}% of images have none): its lower "
+            "co-activation partly reflects near-empty image vectors, not better ones."
+        )
+    m3, m4 = results.get("M3"), results.get("M4")
+    if m3 is not None and m4 is not None:
+        out.append(
+            f"- M4 (image fused into the caption encoder) and M3 (caption only) differ by "
+            f"{float(m4['test']['nDCG@10']) - float(m3['test']['nDCG@10']):+.4f} test nDCG@10: "
+            "the image token barely changes the MLP document weights here."
+        )
+    out.append(
+        "- Fit times depend on what else runs on the machine; the first image model's time "
+        "includes computing the frozen image features, which later image runs read from the cache."
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiments", nargs="*", default=[n for _, n in EXPERIMENTS])
@@ -268,6 +307,7 @@ def main() -> None:
             "",
         ]
     lines += ["## Findings of BRIEF.md on this data", "", *findings(results, coact), ""]
+    lines += ["### Caveats", "", *caveats(results, coact, baselines), ""]
     Path(args.results).write_text("\n".join(lines))
     summary = {
         k: {s: v[s] for s in ("validation", "test")} | {"fit_seconds": v["fit_seconds"]}
