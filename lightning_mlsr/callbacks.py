@@ -38,11 +38,13 @@ def encode_loader(
     loader: Any,
     side: str,
     trainer: L.Trainer | None = None,
-) -> tuple[np.ndarray, sp.csr_matrix]:
+    dense: bool = False,
+) -> tuple[np.ndarray, Any]:
     """Encode every batch of ``loader`` on this process.
 
     Returns the row indices (into the collection's image or text table) and a CSR matrix
-    of their term weights. ``side`` is ``"doc"`` or ``"query"``.
+    of their term weights (``dense=True``: a float32 array of embeddings). ``side`` is
+    ``"doc"`` or ``"query"``.
     """
     model = cast(Any, pl_module)
     encode: Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -53,7 +55,7 @@ def encode_loader(
         else torch.autocast("cpu", enabled=False)
     )
     rows: list[np.ndarray] = []
-    blocks: list[sp.csr_matrix] = []
+    blocks: list[Any] = []
     was_training = pl_module.training
     pl_module.eval()
     try:
@@ -62,13 +64,31 @@ def encode_loader(
                 inputs = {k: v.to(pl_module.device) for k, v in batch[side].items()}
                 weights = encode(inputs).float()  # (b, V)
                 rows.append(batch[f"{side}_idx"].numpy())
-                blocks.append(_to_csr(weights))
+                blocks.append(weights.cpu().numpy() if dense else _to_csr(weights))
     finally:
         pl_module.train(was_training)
-    vocab = getattr(pl_module, "vocab_size", None) or (blocks[0].shape[1] if blocks else 0)
     if not blocks:
-        return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, vocab), dtype=np.float32)
+        width = int(getattr(model.doc_encoder, "vocab_size", 0))
+        empty = np.zeros((0, width), dtype=np.float32)
+        return np.zeros(0, dtype=np.int64), empty if dense else sp.csr_matrix(empty)
+    if dense:
+        return np.concatenate(rows), np.concatenate(blocks).astype(np.float32)
     return np.concatenate(rows), sp.vstack(blocks, format="csr")
+
+
+def dense_search(docs: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k with faiss ``IndexFlatIP`` (the dense baseline).
+
+    Shape: docs ``(N, d)``, queries ``(Q, d)`` -> scores, indices ``(Q, min(k, N))``.
+    """
+    import faiss
+
+    index = faiss.IndexFlatIP(docs.shape[1])
+    index.add(np.ascontiguousarray(docs, dtype=np.float32))
+    scores, indices = index.search(
+        np.ascontiguousarray(queries, dtype=np.float32), min(k, len(docs))
+    )
+    return scores, indices.astype(np.int64)
 
 
 def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
@@ -82,6 +102,22 @@ def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
 def _gather(pl_module: L.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
     """``all_gather`` across ranks. Shape: ``(...)`` -> ``(world, ...)``."""
     return cast(torch.Tensor, pl_module.all_gather(tensor))
+
+
+def _gather_dense(
+    pl_module: L.LightningModule, rows: np.ndarray, matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """All-gather dense rows from every rank (padded to the largest shard, then stripped)."""
+    device = pl_module.device
+    n_max = int(_gather(pl_module, torch.tensor(len(rows), device=device)).max())
+    padded = np.zeros((n_max, matrix.shape[1]), dtype=np.float32)
+    padded[: len(rows)] = matrix
+    row_ids = np.full(n_max, -1, dtype=np.int64)
+    row_ids[: len(rows)] = rows
+    g_rows = _gather(pl_module, torch.from_numpy(row_ids).to(device)).cpu().numpy().reshape(-1)
+    g_mat = _gather(pl_module, torch.from_numpy(padded).to(device)).cpu().numpy()
+    keep = g_rows >= 0
+    return g_rows[keep], g_mat.reshape(-1, matrix.shape[1])[keep]
 
 
 def _gather_rows(
@@ -122,6 +158,19 @@ def _gather_rows(
     return g_rows, gathered
 
 
+def is_dense(pl_module: L.LightningModule) -> bool:
+    """Whether the model's encoders produce dense embeddings (the dense baseline)."""
+    model = cast(Any, pl_module)
+    q = bool(getattr(model.query_encoder, "is_dense", False))
+    d = bool(getattr(model.doc_encoder, "is_dense", False))
+    if q != d:
+        raise ValueError(
+            "query and document encoders must both be sparse heads or both dense heads, got "
+            f"{type(model.query_encoder).__name__} and {type(model.doc_encoder).__name__}"
+        )
+    return q
+
+
 class EncodedSplit:
     """Encoded corpus and queries of one split, rows in the collection's table order."""
 
@@ -144,15 +193,17 @@ def encode_split(
     """Encode the whole corpus and a split's judged queries (sharded under DDP)."""
     rank = trainer.global_rank if trainer is not None else 0
     world = trainer.world_size if trainer is not None else 1
+    dense = is_dense(pl_module)
     d_rows, docs = encode_loader(
-        pl_module, datamodule.corpus_dataloader(rank, world), "doc", trainer
+        pl_module, datamodule.corpus_dataloader(rank, world), "doc", trainer, dense
     )
     q_rows, queries = encode_loader(
-        pl_module, datamodule.query_dataloader(split, rank, world), "query", trainer
+        pl_module, datamodule.query_dataloader(split, rank, world), "query", trainer, dense
     )
     if world > 1:
-        d_rows, docs = _gather_rows(pl_module, d_rows, docs)
-        q_rows, queries = _gather_rows(pl_module, q_rows, queries)
+        gather = _gather_dense if dense else _gather_rows
+        d_rows, docs = gather(pl_module, d_rows, docs)
+        q_rows, queries = gather(pl_module, q_rows, queries)
     d_order, q_order = np.argsort(d_rows, kind="stable"), np.argsort(q_rows, kind="stable")
     images, texts = datamodule.collection.images, datamodule.collection.texts
     return EncodedSplit(
@@ -229,26 +280,20 @@ class RetrievalEvaluator(Callback):
             )
         start = time.perf_counter()
         encoded = encode_split(pl_module, datamodule, split, trainer)
-        index = InvertedIndex.from_matrix(encoded.docs, encoded.doc_ids)
-        scores, indices = index.search(encoded.queries, self.k)
-        run = run_from_topk(scores, indices, encoded.query_ids, encoded.doc_ids)
         qrels = datamodule.qrels(split)
+        dense = is_dense(pl_module)
+        if dense:
+            scores, indices = dense_search(encoded.docs, encoded.queries, self.k)
+        else:
+            index = InvertedIndex.from_matrix(encoded.docs, encoded.doc_ids)
+            scores, indices = index.search(encoded.queries, self.k)
+        run = run_from_topk(scores, indices, encoded.query_ids, encoded.doc_ids)
         means = cast(dict[str, float], evaluate(run, qrels, self.measures))
         results = {name: float(v) for name, v in means.items()}
-        q_nnz = np.diff(encoded.queries.indptr)
-        d_nnz = np.diff(encoded.docs.indptr)
-        results.update(
-            {
-                "q_nnz": float(q_nnz.mean()) if len(q_nnz) else 0.0,
-                "d_nnz": float(d_nnz.mean()) if len(d_nnz) else 0.0,
-                "index_postings": float(index.nnz),
-                "index_mb": float(index.size_bytes) / 2**20,
-                "flops_per_query": float(np.mean(index.expected_flops(encoded.queries)))
-                if len(q_nnz)
-                else 0.0,
-                "eval_seconds": time.perf_counter() - start,
-            }
-        )
+        if dense:
+            results["eval_seconds"] = time.perf_counter() - start
+        else:
+            results.update(self._efficiency(index, encoded, start))
         # every rank holds identical matrices, so every rank logs identical values
         for name, value in results.items():
             pl_module.log(f"{prefix}/{name}", value, sync_dist=False, batch_size=1)
@@ -257,9 +302,24 @@ class RetrievalEvaluator(Callback):
         self.last_encoded = encoded
         if write_run:
             self.last_run_path = self._write_run(trainer, run, split)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not dense:
             self._log_wandb_panels(trainer, pl_module, encoded, prefix)
         return results
+
+    @staticmethod
+    def _efficiency(index: InvertedIndex, encoded: EncodedSplit, start: float) -> dict[str, float]:
+        q_nnz = np.diff(encoded.queries.indptr)
+        d_nnz = np.diff(encoded.docs.indptr)
+        return {
+            "q_nnz": float(q_nnz.mean()) if len(q_nnz) else 0.0,
+            "d_nnz": float(d_nnz.mean()) if len(d_nnz) else 0.0,
+            "index_postings": float(index.nnz),
+            "index_mb": float(index.size_bytes) / 2**20,
+            "flops_per_query": float(np.mean(index.expected_flops(encoded.queries)))
+            if len(q_nnz)
+            else 0.0,
+            "eval_seconds": time.perf_counter() - start,
+        }
 
     def _log_wandb_panels(
         self, trainer: L.Trainer, pl_module: L.LightningModule, encoded: EncodedSplit, prefix: str

@@ -106,3 +106,36 @@ def _nnz_rows(model, dm, split, side):
     with torch.no_grad():
         q = model.encode_queries(dm.collator.query_batch(rows)["query"])
     return [torch.nonzero(r).flatten().tolist() for r in q]
+
+
+def test_dense_baseline_metrics_equal_brute_force_inner_products(tmp_path: Path) -> None:
+    from lightning_mlsr.heads.dense import DenseTextHead
+
+    torch.manual_seed(0)
+    model = SparseBiEncoder(DenseTextHead(), DenseTextHead()).eval()
+    dm = RetrievalDataModule("emoji", batch_size=2, eval_batch_size=256)
+    evaluator = RetrievalEvaluator(k=100)
+    trainer = L.Trainer(
+        logger=False,
+        callbacks=[evaluator],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=1,
+    )
+    trainer.validate(model, datamodule=dm)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert "val/q_nnz" not in logged  # sparsity means nothing for dense vectors
+
+    encoded = evaluator.last_encoded
+    scores = encoded.queries @ encoded.docs.T  # (Q, N) brute force, numpy
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
+    brute = {
+        q: {encoded.doc_ids[d]: float(scores[i, d]) for d in top[i]}
+        for i, q in enumerate(encoded.query_ids)
+    }
+    expected = evaluate(brute, dm.qrels("validation"), ("nDCG@10", "AP", "R@100"))
+    for name, value in expected.items():
+        assert logged[f"val/{name}"] == pytest.approx(value, abs=1e-5), name
+    # unit vectors: cosine scores
+    np.testing.assert_allclose(np.linalg.norm(encoded.docs, axis=1), 1.0, rtol=1e-4)
