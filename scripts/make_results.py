@@ -29,6 +29,8 @@ EXPERIMENTS = [
     ("M3", "m3_mlp_mlp_caption"),
     ("M4", "m4_mlp_mlp_image_caption"),
     ("MLP-q image", "mlp_mlm_image"),
+    ("dense caption", "dense_caption"),
+    ("dense image", "dense_image"),
 ]
 MEASURES = ["nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000"]
 
