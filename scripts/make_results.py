@@ -174,6 +174,14 @@ def caveats(
             f"than 0.02: {', '.join(beaten) if beaten else 'none'}. The test tags never occur in "
             "training, so this small collection rewards what the pretrained model already knows."
         )
+    dense, m2 = results.get("dense caption"), results.get("M2")
+    if dense is not None and m2 is not None:
+        out.append(
+            f"- Trained dense MiniLM caption bi-encoder: test nDCG@10 "
+            f"{float(dense['test']['nDCG@10']):.4f} vs {float(m2['test']['nDCG@10']):.4f} for M2. "
+            "MiniLM-L6 is a trained 22M-parameter sentence encoder, the sparse models use the "
+            "4.4M-parameter SPLADE-tiny: this compares backbones as much as sparse vs dense."
+        )
     image = results.get("MLP-q image")
     if image is not None and "MLP-q image" in coact:
         stats = coact["MLP-q image"]
