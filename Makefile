@@ -2,7 +2,7 @@
 PYTHON ?= python
 EXPERIMENT ?= experiments/m2_mlp_mlm_caption.yaml
 
-.PHONY: run test install install-dev lint typecheck pytest bench results
+.PHONY: run test install install-dev lint typecheck pytest
 
 install:
 	$(PYTHON) -m pip install -e .
