@@ -139,10 +139,11 @@ def _gather_rows(
     width = max(1, int(_gather(pl_module, max_nnz_local).max()))
     idx = np.full((n_max, width), -1, dtype=np.int64)
     val = np.zeros((n_max, width), dtype=np.float32)
-    for r in range(matrix.shape[0]):
-        start, stop = matrix.indptr[r], matrix.indptr[r + 1]
-        idx[r, : stop - start] = matrix.indices[start:stop]
-        val[r, : stop - start] = matrix.data[start:stop]
+    counts = np.diff(matrix.indptr)
+    row_of = np.repeat(np.arange(matrix.shape[0]), counts)  # (nnz,) row of each entry
+    slot = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], counts)  # position in row
+    idx[row_of, slot] = matrix.indices
+    val[row_of, slot] = matrix.data
     row_ids = np.full(n_max, -1, dtype=np.int64)
     row_ids[: len(rows)] = rows
     g_rows = _gather(pl_module, torch.from_numpy(row_ids).to(device)).cpu().numpy().reshape(-1)
@@ -333,15 +334,8 @@ class RetrievalEvaluator(Callback):
         import wandb
 
         from lightning_mlsr.analysis import top_terms
-        from lightning_mlsr.backbones import DEFAULT_TEXT_BACKBONE, load_tokenizer
 
-        encoder = pl_module.doc_encoder
-        backbone = (
-            getattr(encoder, "text_backbone_name", None)
-            or getattr(encoder, "mlm_backbone_name", None)
-            or DEFAULT_TEXT_BACKBONE
-        )
-        vocab = load_tokenizer(backbone).convert_ids_to_tokens(list(range(encoded.docs.shape[1])))
+        vocab = cast(Any, pl_module).doc_encoder.term_vocabulary()
         images = cast(Any, trainer).datamodule.collection.images
         n = min(self.log_samples, len(encoded.doc_ids))
         rows = np.linspace(0, len(encoded.doc_ids) - 1, n).astype(int)  # spread over the corpus

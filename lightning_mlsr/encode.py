@@ -132,11 +132,7 @@ def encode_corpus(
 def text_backbone_of(model: SparseBiEncoder) -> str:
     """Name of the text backbone whose vocabulary the document vectors are over."""
     doc, query = model.doc_encoder, model.query_encoder
-    name = (
-        getattr(doc, "mlm_backbone_name", None)
-        or doc.text_backbone_name
-        or query.text_backbone_name
-    )
+    name = doc.vocab_backbone_name or query.text_backbone_name
     if name is None:
         raise ValueError(f"{type(doc).__name__} names no text backbone or vocabulary")
     return name

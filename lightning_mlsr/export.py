@@ -25,8 +25,6 @@ import numpy as np
 import scipy.sparse as sp
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from lightning_mlsr.backbones import DEFAULT_TEXT_BACKBONE, load_tokenizer
-
 log = logging.getLogger("lightning_mlsr")
 
 __all__ = ["SparseVectorWriter", "write_json_vectors"]
@@ -125,14 +123,9 @@ class SparseVectorWriter(BasePredictionWriter):
             (out / f"{stem}.ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
             self.written += [out / f"{stem}.npz", out / f"{stem}.ids.txt"]
         if "jsonl" in self.formats:
-            encoder = pl_module.doc_encoder if side == "doc" else pl_module.query_encoder
-            backbone = (
-                getattr(encoder, "text_backbone_name", None)
-                or getattr(encoder, "mlm_backbone_name", None)
-                or DEFAULT_TEXT_BACKBONE
-            )
-            tokenizer = load_tokenizer(backbone)
-            vocab = tokenizer.convert_ids_to_tokens(list(range(matrix.shape[1])))
+            model = cast(Any, pl_module)
+            encoder = model.doc_encoder if side == "doc" else model.query_encoder
+            vocab = encoder.term_vocabulary()
             write_json_vectors(out / f"{stem}.jsonl", ids, matrix, vocab, self.scale)
             self.written.append(out / f"{stem}.jsonl")
         log.info("wrote %d %s vectors to %s", len(ids), side, out)

@@ -63,6 +63,26 @@ class _SideSpec:
     transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
 
 
+def false_negative_mask(
+    relevant: dict[int, set[int]],
+    text_rows: Sequence[int],
+    image_rows: Sequence[int],
+    offset: int = 0,
+) -> torch.Tensor:
+    """``[i, j]``: image j is also relevant to query i, and j is not its positive
+    (the positive of query i sits in column ``offset + i``).
+
+    Shape: ``(len(text_rows), len(image_rows))`` bool.
+    """
+    mask = torch.zeros(len(text_rows), len(image_rows), dtype=torch.bool)
+    for i, t in enumerate(text_rows):
+        rel = relevant.get(int(t), set())
+        for j, im in enumerate(image_rows):
+            if j != offset + i and int(im) in rel:
+                mask[i, j] = True
+    return mask
+
+
 class _Collator:
     """Turns lists of indices into model inputs. Picklable, so it runs in workers."""
 
@@ -108,19 +128,6 @@ class _Collator:
                 inputs["pixel_values"] = torch.stack([self.doc.transform(im) for im in images])
         return inputs
 
-    def false_negatives(
-        self, text_rows: Sequence[int], image_rows: Sequence[int], offset: int = 0
-    ) -> torch.Tensor:
-        """``[i, j]``: image j is also relevant to query i, and j is not its positive
-        (the positive of query i sits in column ``offset + i``)."""
-        mask = torch.zeros(len(text_rows), len(image_rows), dtype=torch.bool)
-        for i, t in enumerate(text_rows):
-            rel = self.relevant.get(int(t), set())
-            for j, im in enumerate(image_rows):
-                if j != offset + i and int(im) in rel:
-                    mask[i, j] = True
-        return mask
-
     # collate functions ---------------------------------------------------------------
     def pair_batch(self, pair_rows: list[int]) -> Batch:
         assert self.pairs is not None
@@ -129,7 +136,7 @@ class _Collator:
         return {
             "query": self.queries(text_rows),
             "doc": self.docs(image_rows),
-            "false_negatives": self.false_negatives(text_rows, image_rows),
+            "false_negatives": false_negative_mask(self.relevant, text_rows, image_rows),
             "query_idx": torch.tensor(text_rows, dtype=torch.long),
             "doc_idx": torch.tensor(image_rows, dtype=torch.long),
         }
@@ -397,7 +404,6 @@ class RetrievalDataModule(L.LightningDataModule):
         """``(len(query_idx), len(doc_idx))``: doc j relevant to query i but not its positive
         (column ``offset + i``); used when documents are gathered from all DDP ranks."""
         self._split_pairs(split)
-        collator = _Collator(
-            self.collection, self.collator.query, self.collator.doc, relevant=self._relevant[split]
+        return false_negative_mask(
+            self._relevant[split], query_idx.tolist(), doc_idx.tolist(), offset=offset
         )
-        return collator.false_negatives(query_idx.tolist(), doc_idx.tolist(), offset=offset)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lightning_mlsr.backbones import ImageBackbone, load_tokenizer
+from lightning_mlsr.backbones import DEFAULT_TEXT_BACKBONE, ImageBackbone, load_tokenizer
 
 __all__ = [
     "MissingInputError",
@@ -179,6 +179,16 @@ class SparseEncoder(nn.Module):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+    @property
+    def vocab_backbone_name(self) -> str | None:
+        """The text backbone whose vocabulary the output dimensions are (None: unknown)."""
+        return self.text_backbone_name
+
+    def term_vocabulary(self) -> list[str]:
+        """Output dimension -> wordpiece (the default backbone's when none is named)."""
+        tokenizer = load_tokenizer(self.vocab_backbone_name or DEFAULT_TEXT_BACKBONE)
+        return tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
 
     @property
     def text_model(self) -> nn.Module | None:

@@ -171,6 +171,11 @@ class LateFusionHead(SparseEncoder):
         return next((h.text_backbone_name for h in self._heads if h.text_backbone_name), None)
 
     @property
+    def vocab_backbone_name(self) -> str | None:
+        """The vocabulary backbone of the first sub-head that names one."""
+        return next((h.vocab_backbone_name for h in self._heads if h.vocab_backbone_name), None)
+
+    @property
     def image_backbone(self) -> ImageBackbone | None:  # type: ignore[override]
         """The image backbone of the image sub-head (else of the text sub-head)."""
         head = next((h for h in reversed(self._heads) if h.image_backbone is not None), None)

@@ -71,6 +71,11 @@ class ImageMLMHead(SparseEncoder):
         self.image_projection = nn.Linear(self.image_backbone.num_features, int(config.hidden_size))
         self.mlm_head = mlm_head  # the encoder is dropped here; its tied decoder weight stays
 
+    @property
+    def vocab_backbone_name(self) -> str | None:
+        """The backbone whose MLM head (and vocabulary) scores the image."""
+        return self.mlm_backbone_name
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Term weights of the images. Shape: ``(B, D)`` -> ``(B, V)``."""
         features = self._image_features(
