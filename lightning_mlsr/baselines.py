@@ -191,7 +191,8 @@ def _resolve_stemmer(stemmer: str | Callable[[str], str] | None) -> Callable[[st
     except ImportError:
         raise ValueError(
             f"stemmer={stemmer!r} needs PyStemmer, which is not installed. Fix: pip install "
-            "PyStemmer, pass any callable str -> str, or use stemmer=None."
+            "-e '.[stemming]' (or pip install PyStemmer), pass any callable str -> str, or use "
+            "stemmer=None."
         ) from None
     try:
         return Stemmer.Stemmer(stemmer).stemWord
