@@ -9,17 +9,54 @@ only what differs. W&B logs offline unless ``WANDB_MODE`` says otherwise.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 
-__all__ = ["BASE_CONFIG", "MLSRCLI", "RunConfigCallback", "main"]
+__all__ = ["BASE_CONFIG", "MLSRCLI", "RunConfigCallback", "main", "quiet_startup_noise"]
+
+
+class _DropMessages(logging.Filter):
+    """Drops log records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+def quiet_startup_noise() -> None:
+    """Silence start-up output that tells a researcher nothing, and only that.
+
+    - Lightning's advertisement for litlogger (an info record, every run);
+    - PyTorch's ``LeafSpec`` deprecation raised from inside Lightning's own pytree helper
+      (nothing a user can act on; other deprecations stay visible);
+    - transformers' "Loading weights" bars for the 2-layer backbones (instant here).
+
+    The W&B "anonymous" warning is avoided at its source by
+    :class:`lightning_mlsr.loggers.WandbLogger`.
+    """
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropMessages) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning
+    )
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def run_dir(trainer: Trainer) -> Path:
@@ -86,6 +123,27 @@ class MLSRCLI(LightningCLI):
             help="after `fit`, run `test` on the best checkpoint (writes the TREC run file)",
         )
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured Trainer, plus plain progress lines when output goes to a file.
+
+        A live bar prints nothing useful into a job log, so when stdout/stderr is not a
+        terminal (and no progress bar was configured, and bars are not switched off) the
+        Trainer gets :class:`~lightning_mlsr.progress.ProgressLines` instead.
+        """
+        from lightning_mlsr.progress import ProgressLines, wants_log_lines
+
+        trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        configured = trainer_config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        if (
+            "callbacks" not in kwargs
+            and trainer_config.get("enable_progress_bar", True) is not False
+            and not any(isinstance(c, ProgressBar) for c in configured)
+            and wants_log_lines()
+        ):
+            kwargs["callbacks"] = [*configured, ProgressLines()]
+        return super().instantiate_trainer(**kwargs)
+
     def after_fit(self) -> None:
         config = self.config.get(self.subcommand, self.config)
         if config.get("test_after_fit", True) and not cast(Any, self.trainer).fast_dev_run:
@@ -116,6 +174,7 @@ def main(args: list[str] | None = None, run: bool = True) -> MLSRCLI:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_startup_noise()
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.module import SparseBiEncoder
 
