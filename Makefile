@@ -2,7 +2,7 @@
 PYTHON ?= python
 EXPERIMENT ?= experiments/m2_mlp_mlm_caption.yaml
 
-.PHONY: run test install install-dev lint typecheck pytest
+.PHONY: run test test-fast install install-dev lint typecheck pytest notebook
 
 install:
 	$(PYTHON) -m pip install -e .
@@ -27,3 +27,13 @@ typecheck:
 
 pytest:
 	$(PYTHON) -m pytest
+
+# the suite without the cases marked slow (2-process DDP, full training, notebook
+# execution); CI runs everything (`make test`)
+test-fast: install-dev lint typecheck
+	$(PYTHON) -m pytest -m "not slow"
+
+# Jupyter with the notebook extra, opened on the co-activation analysis
+notebook:
+	$(PYTHON) -m pip install -e ".[notebook]"
+	jupyter lab notebooks/coactivation.ipynb
