@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import weakref
 from pathlib import Path
 from typing import Any, cast
@@ -17,6 +18,7 @@ from typing import Any, cast
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 
@@ -146,10 +148,15 @@ def main(args: list[str] | None = None, run: bool = True) -> MLSRCLI:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.module import SparseBiEncoder
 
-    return MLSRCLI(
-        SparseBiEncoder,
-        RetrievalDataModule,
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    try:
+        return MLSRCLI(
+            SparseBiEncoder,
+            RetrievalDataModule,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    except SIGTERMException as err:
+        # Lightning stops the loops with SIGTERMException, a SystemExit without a code, so
+        # the process would exit 0; a terminated run must not look like a finished one
+        raise SystemExit(128 + signal.SIGTERM) from err
