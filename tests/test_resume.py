@@ -63,7 +63,7 @@ def _model() -> SparseBiEncoder:
     return model
 
 
-def _fit(root: Path, recorder: _Steps, ckpt_path: str | None = None) -> None:
+def _fit(root: Path, recorder: _Steps, every: int, ckpt_path: str | None = None) -> None:
     trainer = L.Trainer(
         max_steps=10,
         limit_train_batches=4,  # epochs of 4 batches: the resume crosses epoch boundaries
@@ -73,7 +73,9 @@ def _fit(root: Path, recorder: _Steps, ckpt_path: str | None = None) -> None:
         enable_model_summary=False,
         callbacks=[
             recorder,
-            ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=5, save_top_k=-1),
+            ModelCheckpoint(
+                dirpath=root, filename="{step}", every_n_train_steps=every, save_top_k=-1
+            ),
         ],
         default_root_dir=root,
     )
@@ -82,20 +84,27 @@ def _fit(root: Path, recorder: _Steps, ckpt_path: str | None = None) -> None:
 
 @pytest.mark.slow  # two short fits (~30-50 s on 2 busy cores)
 @pytest.mark.filterwarnings("error:.*dataloader is not resumable")
-def test_resumed_run_trains_on_the_same_batches_with_the_same_losses(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "step",
+    [5, 8],  # mid-epoch (batch 1 of 4 in epoch 1); the last batch of epoch 1
+    ids=["mid_epoch", "epoch_end"],
+)
+def test_resumed_run_trains_on_the_same_batches_with_the_same_losses(
+    tmp_path: Path, step: int
+) -> None:
     L.seed_everything(7)
     full = _Steps()
-    _fit(tmp_path / "full", full)
+    _fit(tmp_path / "full", full, every=step)
     assert [s for s, _, _ in full.seen] == list(range(1, 11))
-    ckpt = tmp_path / "full" / "step=5.ckpt"  # mid-epoch: batch 1 of 4 in epoch 1
+    ckpt = tmp_path / "full" / f"step={step}.ckpt"
 
     L.seed_everything(123)  # the order comes from the checkpoint, not from this seed
     resumed = _Steps()
-    _fit(tmp_path / "resumed", resumed, ckpt_path=str(ckpt))
-    assert [s for s, _, _ in resumed.seen] == list(range(6, 11))
-    assert [rows for _, _, rows in resumed.seen] == [rows for _, _, rows in full.seen[5:]]
+    _fit(tmp_path / "resumed", resumed, every=step, ckpt_path=str(ckpt))
+    assert [s for s, _, _ in resumed.seen] == list(range(step + 1, 11))
+    assert [rows for _, _, rows in resumed.seen] == [rows for _, _, rows in full.seen[step:]]
     assert [loss for _, loss, _ in resumed.seen] == pytest.approx(
-        [loss for _, loss, _ in full.seen[5:]], rel=1e-6, abs=1e-7
+        [loss for _, loss, _ in full.seen[step:]], rel=1e-6, abs=1e-7
     )
     # the epochs of the uninterrupted run really were different orders
     assert full.seen[0][2] != full.seen[4][2]
