@@ -6,7 +6,8 @@ fixed-shape padded rows, so every rank holds the same matrices — an exact
 :class:`~lightning_mlsr.index.InvertedIndex` is built, the top ``k`` images are retrieved
 per query and scored with trec_eval semantics (:func:`lightning_mlsr.metrics.evaluate`).
 Every rank logs the same values, so ``ModelCheckpoint(monitor="val/nDCG@10")`` works
-under DDP. ``test`` also writes a TREC run file.
+under DDP. ``test`` also writes a TREC run file and, next to it, the per-query metrics
+(JSON) that the logged means are made of.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import lightning as L
 import numpy as np
 import scipy.sparse as sp
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
-from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lightning_mlsr.index import InvertedIndex, run_from_topk, write_trec_run
@@ -32,7 +32,6 @@ from lightning_mlsr.metrics import _trec_eval_request, evaluate, parse_measure
 log = logging.getLogger("lightning_mlsr")
 
 __all__ = [
-    "CheckpointOnException",
     "EncodedSplit",
     "RetrievalEvaluator",
     "encode_loader",
@@ -223,52 +222,6 @@ def encode_split(
         query_ids=[texts.ids[i] for i in q_rows[q_order]],
         queries=queries[q_order],
     )
-
-
-class CheckpointOnException(OnExceptionCheckpoint):
-    """Lightning's ``OnExceptionCheckpoint``, written next to the run's other checkpoints.
-
-    A ``fit`` that stops on an exception — SIGTERM from a scheduler included, which
-    Lightning turns into ``SIGTERMException`` between two batches — saves
-    ``<checkpoint dir>/on_exception.ckpt`` (the ``ModelCheckpoint`` directory, else
-    ``<default_root_dir>/checkpoints``). ``fit --ckpt_path`` on it resumes at the same global
-    step, hence the same regularizer weight, with the optimizer, scheduler and the training
-    order's position. Lightning removes the file when a later fit in the same directory
-    finishes.
-
-    Args:
-        dirpath: where to save (default: the run's checkpoint directory, see above).
-        filename: the file name, without ``.ckpt``.
-    """
-
-    def __init__(self, dirpath: str | None = None, filename: str = "on_exception") -> None:
-        super().__init__(dirpath or "", filename)
-        self._dirpath_given = dirpath is not None
-
-    def _resolve_dirpath(self, trainer: L.Trainer) -> None:
-        if not self._dirpath_given:
-            found = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
-            dirpath = found[0].dirpath if found else None
-            self.dirpath = dirpath or str(Path(trainer.default_root_dir) / "checkpoints")
-
-    def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.state.fn != TrainerFn.FITTING:
-            return
-        self._resolve_dirpath(trainer)
-        try:
-            super().on_exception(trainer)
-        except Exception as err:  # never hide the exception that stopped the run
-            log.error("could not save %s after the run stopped: %r", self.ckpt_path, err)
-            return
-        rank_zero_info(
-            f"fit stopped at step {trainer.global_step}; saved {self.ckpt_path} "
-            f"(resume: fit ... --ckpt_path={self.ckpt_path})"
-        )
-
-    def teardown(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            self._resolve_dirpath(trainer)
-            super().teardown(trainer)
 
 
 class RetrievalEvaluator(Callback):
