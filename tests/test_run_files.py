@@ -136,7 +136,10 @@ def test_runs_without_a_logger_write_run_files_to_their_own_directories(
 ) -> None:
     first = main(["test", *_test_args(tmp_path)])
     second = main(["test", *_test_args(tmp_path)])
-    paths = [cli.trainer.callbacks[0].last_run_path for cli in (first, second)]
+    paths = [
+        next(c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvaluator)).last_run_path
+        for cli in (first, second)
+    ]
     assert paths == [
         tmp_path / "lightning_mlsr" / f"version_{i}" / "runs" / "test.trec" for i in (0, 1)
     ]
