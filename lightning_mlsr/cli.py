@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +21,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 
@@ -64,16 +67,42 @@ def run_dir(trainer: Trainer) -> Path:
 
     CSV/TensorBoard loggers have a versioned ``log_dir``; for others (W&B) the
     ``save_dir/name/version`` layout that ModelCheckpoint also uses. ``trainer.log_dir``
-    would be W&B's shared ``save_dir``, where two runs clash.
+    would be W&B's shared ``save_dir``, where two runs clash. Without a logger: a new
+    ``<default_root_dir>/lightning_mlsr/version_<N>`` per Trainer.
     """
     logger = trainer.logger
     if logger is None:
-        return Path(trainer.default_root_dir)
+        return _unlogged_run_dir(trainer)
     if isinstance(logger, CSVLogger | TensorBoardLogger):
         return Path(logger.log_dir)
     save_dir = logger.save_dir or trainer.default_root_dir
     version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
     return Path(save_dir) / str(logger.name) / version
+
+
+_UNLOGGED_RUN_DIRS: weakref.WeakKeyDictionary[Trainer, Path] = weakref.WeakKeyDictionary()
+
+
+def _unlogged_run_dir(trainer: Trainer) -> Path:
+    """``<default_root_dir>/lightning_mlsr/version_<N>``, a new N per Trainer, for runs
+    without a logger (``--trainer.logger=false``): their run files and exports never
+    overwrite another run's. Rank 0 picks the directory; every rank gets the same one."""
+    if trainer not in _UNLOGGED_RUN_DIRS:
+        path = None
+        if trainer.is_global_zero:
+            root = Path(trainer.default_root_dir) / "lightning_mlsr"
+            root.mkdir(parents=True, exist_ok=True)
+            taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
+            version = max(taken, default=-1) + 1
+            while True:  # another process may take a number at the same time
+                try:
+                    (root / f"version_{version}").mkdir()
+                    break
+                except FileExistsError:
+                    version += 1
+            path = str(root / f"version_{version}")
+        _UNLOGGED_RUN_DIRS[trainer] = Path(cast(str, trainer.strategy.broadcast(path)))
+    return _UNLOGGED_RUN_DIRS[trainer]
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -178,10 +207,15 @@ def main(args: list[str] | None = None, run: bool = True) -> MLSRCLI:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.module import SparseBiEncoder
 
-    return MLSRCLI(
-        SparseBiEncoder,
-        RetrievalDataModule,
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    try:
+        return MLSRCLI(
+            SparseBiEncoder,
+            RetrievalDataModule,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    except SIGTERMException as err:
+        # Lightning stops the loops with SIGTERMException, a SystemExit without a code, so
+        # the process would exit 0; a terminated run must not look like a finished one
+        raise SystemExit(128 + signal.SIGTERM) from err

@@ -9,7 +9,10 @@ encodes the corpus (or ``--data.predict_target=queries:test``) and this callback
   ``{"id": ..., "contents": "", "vector": {"term": int_weight, ...}}`` with weights
   quantized as ``round(weight * scale)`` (entries that round to 0 are dropped).
 
-Under DDP every rank writes its own shard (``<target>.rank<r>.*``).
+Files go to the run's own directory (``<run dir>/vectors/``, the directory that holds the
+run's config and run files) unless ``output_dir`` names one, and an existing file is never
+replaced unless ``overwrite=True``. Under DDP every rank writes its own shard
+(``<target>.rank<r>.*``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import lightning as L
 import numpy as np
 import scipy.sparse as sp
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 log = logging.getLogger("lightning_mlsr")
 
@@ -57,9 +61,12 @@ class SparseVectorWriter(BasePredictionWriter):
     """Writes ``predict`` outputs as scipy ``.npz`` + ids and Anserini JSONL.
 
     Args:
-        output_dir: where files go (default: ``<default_root_dir>/vectors``).
+        output_dir: where files go (default: ``vectors/`` in the run's own directory, see
+            :func:`lightning_mlsr.cli.run_dir`, so two exports never share a directory).
         formats: any of ``npz`` and ``jsonl``.
         scale: quantization factor of the JSONL integer weights.
+        overwrite: replace files an earlier export left in ``output_dir`` (otherwise
+            ``predict`` stops before encoding anything).
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class SparseVectorWriter(BasePredictionWriter):
         output_dir: str | None = None,
         formats: Sequence[str] = ("npz", "jsonl"),
         scale: float = 100.0,
+        overwrite: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
         unknown = set(formats) - {"npz", "jsonl"}
@@ -77,9 +85,37 @@ class SparseVectorWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.formats = tuple(formats)
         self.scale = scale
+        self.overwrite = overwrite
         self._rows: list[np.ndarray] = []
         self._blocks: list[sp.csr_matrix] = []
+        self._out: Path | None = None
         self.written: list[Path] = []
+
+    def _targets(self, trainer: L.Trainer) -> tuple[Path, str, list[Path]]:
+        """(directory, file stem, paths this export writes)."""
+        from lightning_mlsr.cli import run_dir
+
+        if self._out is None:
+            self._out = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "vectors"
+        target = str(getattr(cast(Any, trainer).datamodule.hparams, "predict_target", "corpus"))
+        stem = target.replace(":", "_")
+        if trainer.world_size > 1:
+            stem += f".rank{trainer.global_rank}"
+        suffixes = [".npz", ".ids.txt"] if "npz" in self.formats else []
+        suffixes += [".jsonl"] if "jsonl" in self.formats else []
+        return self._out, stem, [self._out / f"{stem}{suffix}" for suffix in suffixes]
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Refuse to replace an earlier export before any encoding is done."""
+        self._out = None
+        _, _, paths = self._targets(trainer)
+        existing = [str(p) for p in paths if p.exists()]
+        if existing and not self.overwrite:
+            raise FileExistsError(
+                f"predict would overwrite an earlier export: {', '.join(existing)}. Fix: name "
+                "another directory with --trainer.callbacks.init_args.output_dir=DIR, or "
+                "replace the files with --trainer.callbacks.init_args.overwrite=true."
+            )
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows, self._blocks, self.written = [], [], []
@@ -113,11 +149,8 @@ class SparseVectorWriter(BasePredictionWriter):
             else sp.csr_matrix((0, cast(Any, pl_module).query_encoder.vocab_size), dtype=np.float32)
         )
         ids = [table.ids[r] for r in rows]
-        out = Path(self.output_dir or Path(trainer.default_root_dir) / "vectors")
+        out, stem, _ = self._targets(trainer)
         out.mkdir(parents=True, exist_ok=True)
-        stem = target.replace(":", "_")
-        if trainer.world_size > 1:
-            stem += f".rank{trainer.global_rank}"
         if "npz" in self.formats:
             sp.save_npz(out / f"{stem}.npz", matrix)
             (out / f"{stem}.ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
@@ -128,5 +161,8 @@ class SparseVectorWriter(BasePredictionWriter):
             vocab = encoder.term_vocabulary()
             write_json_vectors(out / f"{stem}.jsonl", ids, matrix, vocab, self.scale)
             self.written.append(out / f"{stem}.jsonl")
-        log.info("wrote %d %s vectors to %s", len(ids), side, out)
+        rank_zero_info(
+            f"wrote {len(ids)} {side} vectors ({target}) to {out}: "
+            + ", ".join(p.name for p in self.written)
+        )
         self._rows, self._blocks = [], []

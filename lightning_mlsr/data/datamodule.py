@@ -14,19 +14,21 @@ features are only computed when an image encoder needs them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_mlsr.backbones import load_tokenizer
 from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features import load_or_compute_features
+from lightning_mlsr.data.sampler import ResumableDataLoader, ResumableSampler
 
 if TYPE_CHECKING:
     from lightning_mlsr.heads.base import SparseEncoder
@@ -197,6 +199,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self._pairs: dict[str, np.ndarray] = {}
         self._relevant: dict[str, dict[int, set[int]]] = {}
         self._encoders: tuple[SparseEncoder, SparseEncoder] | None = None
+        self._train_sampler: ResumableSampler | None = None
+        self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
 
     @property
     def _hp(self) -> Any:
@@ -337,8 +341,11 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._collator
 
     # ------------------------------------------------------------------ loaders
-    def _pair_loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _pair_loader(
+        self, split: str, shuffle: bool, batch_size: int, sampler: Sampler | None = None
+    ) -> DataLoader:
         pairs = self._split_pairs(split)
+        n_items = len(pairs) if sampler is None else len(cast(Any, sampler))  # on this rank
         collator = _Collator(
             self.collection,
             self.collator.query,
@@ -346,18 +353,70 @@ class RetrievalDataModule(L.LightningDataModule):
             pairs=pairs,
             relevant=self._relevant[split],
         )
-        return DataLoader(
+        loader = DataLoader if sampler is None else ResumableDataLoader
+        return loader(
             _IndexDataset(range(len(pairs))),
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(pairs) >= batch_size,  # full batches: fixed negatives
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            drop_last=shuffle and n_items >= batch_size,  # full batches: fixed negatives
             num_workers=self._hp.num_workers,
             persistent_workers=self._hp.num_workers > 0,
             collate_fn=collator.pair_batch,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._pair_loader("train", shuffle=True, batch_size=self._hp.batch_size)
+        """Shuffled training pairs in a resumable order (see :mod:`lightning_mlsr.data.sampler`):
+        after ``load_state_dict`` of a mid-epoch checkpoint, the epoch goes on with the
+        batches that were still to come."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        epoch = cast(Any, trainer.fit_loop.epoch_progress.current).processed if trainer else 0
+        resume, self._train_order = self._train_order, None
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what seed_everything set
+        batches_seen = 0
+        if resume is not None:
+            same = (resume["batch_size"], resume["world_size"]) == (self._hp.batch_size, world)
+            if not same:
+                log.warning(
+                    "the checkpoint's training order used batch size %d on %d process(es), "
+                    "this run uses %d on %d: epoch %d restarts in a new order",
+                    resume["batch_size"],
+                    resume["world_size"],
+                    self._hp.batch_size,
+                    world,
+                    epoch,
+                )
+            else:
+                seed = resume["seed"]
+                batches_seen = resume["batches_seen"] if resume["epoch"] == epoch else 0
+        pairs = self._split_pairs("train")
+        sampler = ResumableSampler(len(pairs), self._hp.batch_size, seed, world, rank, epoch)
+        sampler.resume(epoch, batches_seen)
+        self._train_sampler = sampler
+        return self._pair_loader("train", True, self._hp.batch_size, sampler=sampler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training order's position, which Lightning saves in every checkpoint: its
+        seed, the epoch, and how many of the epoch's batches were trained on."""
+        sampler, trainer = self._train_sampler, self.trainer
+        if sampler is None or trainer is None:
+            return {}
+        # Lightning's count of this epoch's batches whose training step ran: right for
+        # checkpoints at batch end, at validation, and on an exception (SIGTERM)
+        seen = cast(Any, trainer.fit_loop.epoch_loop.batch_progress.current).processed
+        order = {
+            "seed": sampler.seed,
+            "epoch": sampler.epoch,
+            "batches_seen": int(seen),
+            "batch_size": sampler.batch_size,
+            "world_size": sampler.num_replicas,
+        }
+        return {"train_order": order}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the checkpoint's training order at the next :meth:`train_dataloader`."""
+        self._train_order = state_dict.get("train_order")
 
     def val_dataloader(self) -> DataLoader:
         return self._pair_loader("validation", shuffle=False, batch_size=self._hp.batch_size)

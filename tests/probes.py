@@ -1,0 +1,38 @@
+"""Callbacks that tests attach to CLI runs in subprocesses (``--trainer.callbacks+=...``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+
+class StepLog(L.Callback):
+    """Appends one JSON line per training batch: the global step the batch trained at, the
+    regularizer weights it used and its query rows; optionally sleeps after each batch so
+    a test can signal the process mid-training."""
+
+    def __init__(self, path: str, sleep: float = 0.0) -> None:
+        self.path = Path(path)
+        self.sleep = sleep
+        self._step = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *_: Any
+    ) -> None:
+        metrics = trainer.callback_metrics
+        line = {
+            "step": self._step,
+            "q_lambda": float(metrics["train/q_lambda"]),
+            "d_lambda": float(metrics["train/d_lambda"]),
+            "query_idx": batch["query_idx"].tolist(),
+        }
+        with self.path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        time.sleep(self.sleep)

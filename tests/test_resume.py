@@ -1,0 +1,110 @@
+"""Resuming from a mid-epoch checkpoint trains on the batches an uninterrupted run sees."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DistributedSampler
+
+from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.sampler import ResumableSampler
+from lightning_mlsr.heads import MLPHead
+from lightning_mlsr.module import SparseBiEncoder
+from lightning_mlsr.regularizers import FLOPS
+
+
+def test_sampler_order_is_distributed_samplers_and_skips_seen_batches() -> None:
+    for epoch in (0, 3):
+        shards = []
+        for rank in range(2):
+            ours = ResumableSampler(11, batch_size=2, seed=5, num_replicas=2, rank=rank)
+            ours.set_epoch(epoch)
+            theirs = DistributedSampler(range(11), num_replicas=2, rank=rank, seed=5)
+            theirs.set_epoch(epoch)
+            assert list(ours) == list(theirs)
+            shards.append(list(ours))
+        assert set(shards[0]) | set(shards[1]) == set(range(11))
+    sampler = ResumableSampler(11, batch_size=2, seed=5)
+    full = list(sampler)
+    sampler.resume(epoch=0, batches_seen=2)
+    assert list(sampler) == full[4:] and len(sampler) == 11  # epoch length is unchanged
+    sampler.set_epoch(1)  # the next epoch starts from its first batch
+    sampler.set_epoch(0)
+    assert list(sampler) == full
+
+
+class _Steps(L.Callback):
+    """(global step after the batch, loss, query rows) of every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float, list[int]]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = float(outputs["loss"])
+        self.seen.append((trainer.global_step, loss, batch["query_idx"].tolist()))
+
+
+def _model() -> SparseBiEncoder:
+    torch.manual_seed(0)
+    model = SparseBiEncoder(
+        MLPHead(pooling="sum"),
+        MLPHead(pooling="max"),
+        doc_regularizer=FLOPS(weight=1.0, warmup_steps=4),
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+    )
+    for module in model.modules():  # dropout draws from the global RNG, which is not
+        if isinstance(module, torch.nn.Dropout):  # part of a checkpoint; the data order is
+            module.p = 0.0
+    return model
+
+
+def _fit(root: Path, recorder: _Steps, every: int, ckpt_path: str | None = None) -> None:
+    trainer = L.Trainer(
+        max_steps=10,
+        limit_train_batches=4,  # epochs of 4 batches: the resume crosses epoch boundaries
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            recorder,
+            ModelCheckpoint(
+                dirpath=root, filename="{step}", every_n_train_steps=every, save_top_k=-1
+            ),
+        ],
+        default_root_dir=root,
+    )
+    trainer.fit(_model(), RetrievalDataModule("emoji", batch_size=4), ckpt_path=ckpt_path)
+
+
+@pytest.mark.slow  # two short fits (~30-50 s on 2 busy cores)
+@pytest.mark.filterwarnings("error:.*dataloader is not resumable")
+@pytest.mark.parametrize(
+    "step",
+    [5, 8],  # mid-epoch (batch 1 of 4 in epoch 1); the last batch of epoch 1
+    ids=["mid_epoch", "epoch_end"],
+)
+def test_resumed_run_trains_on_the_same_batches_with_the_same_losses(
+    tmp_path: Path, step: int
+) -> None:
+    L.seed_everything(7)
+    full = _Steps()
+    _fit(tmp_path / "full", full, every=step)
+    assert [s for s, _, _ in full.seen] == list(range(1, 11))
+    ckpt = tmp_path / "full" / f"step={step}.ckpt"
+
+    L.seed_everything(123)  # the order comes from the checkpoint, not from this seed
+    resumed = _Steps()
+    _fit(tmp_path / "resumed", resumed, every=step, ckpt_path=str(ckpt))
+    assert [s for s, _, _ in resumed.seen] == list(range(step + 1, 11))
+    assert [rows for _, _, rows in resumed.seen] == [rows for _, _, rows in full.seen[step:]]
+    assert [loss for _, loss, _ in resumed.seen] == pytest.approx(
+        [loss for _, loss, _ in full.seen[step:]], rel=1e-6, abs=1e-7
+    )
+    # the epochs of the uninterrupted run really were different orders
+    assert full.seen[0][2] != full.seen[4][2]
