@@ -413,7 +413,7 @@ def _with_corrupt_image(root: Path) -> Path:
 def test_corrupt_images_skipped_with_one_warning(tmp_path: Path, caplog) -> None:
     root = _with_corrupt_image(tmp_path / "c")
     with caplog.at_level(logging.WARNING, logger="lightning_mlsr.data"):
-        c = load_collection(root)
+        c = load_collection(root, validate_images=True)  # opt-in decode at load
     warnings = [r for r in caplog.records if r.name == "lightning_mlsr.data"]
     assert len(warnings) == 1
     assert "2 image(s)" in warnings[0].getMessage() and "'I1', 'I2'" in warnings[0].getMessage()
@@ -427,7 +427,7 @@ def test_corrupt_images_skipped_with_one_warning(tmp_path: Path, caplog) -> None
 def test_corrupt_images_error(tmp_path: Path) -> None:
     root = _with_corrupt_image(tmp_path / "c")
     with pytest.raises(DataError, match=r"2 image\(s\) cannot be decoded: 'I1', 'I2'"):
-        load_collection(root, on_corrupt_image="error")
+        load_collection(root, on_corrupt_image="error", validate_images=True)
 
 
 def test_unvalidated_corrupt_image_fails_on_use(tmp_path: Path) -> None:
@@ -616,7 +616,7 @@ def test_bundled_emoji_matches_data_md() -> None:
 
 def test_bundled_emoji_images_are_real_and_load_fast() -> None:
     start = time.perf_counter()
-    c = load_collection("emoji")  # decodes every image
+    c = load_collection("emoji")  # metadata only: images are decoded when used
     elapsed = time.perf_counter() - start
     assert elapsed < 15, f"loading the bundled collection took {elapsed:.1f}s (expected ~1s)"
     i = c.images.index("1F913")
