@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_mlsr.backbones import load_tokenizer
 from lightning_mlsr.data.collection import Collection, load_collection
-from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.decode import CorruptImageError
+from lightning_mlsr.data.errors import DataError, format_ids
 from lightning_mlsr.data.features import load_or_compute_features
 
 if TYPE_CHECKING:
@@ -33,9 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lightning_mlsr.data")
 
-__all__ = ["Batch", "RetrievalDataModule"]
+__all__ = ["Batch", "EvalCorpus", "RelevantPairs", "RetrievalDataModule", "eval_corpus_rows"]
 
 Batch = dict[str, Any]
+EvalCorpus = Literal["all", "judged", "judged+sampled"]
 
 
 class _IndexDataset(Dataset):
@@ -63,8 +66,27 @@ class _SideSpec:
     transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
 
 
+class RelevantPairs:
+    """The positive (text row, image row) pairs of a split as sorted int64 keys.
+
+    Compact (8 bytes a pair, no Python set per query) and vectorised lookups, for AToMiC's
+    millions of training judgments.
+    """
+
+    def __init__(self, text_rows: np.ndarray, image_rows: np.ndarray, num_images: int) -> None:
+        self.num_images = max(int(num_images), 1)
+        self.keys = np.unique(np.asarray(text_rows, np.int64) * self.num_images + image_rows)
+
+    def contains(self, text_rows: np.ndarray, image_rows: np.ndarray) -> np.ndarray:
+        """Elementwise: is ``image_rows[k]`` relevant to ``text_rows[k]`` (broadcasting)."""
+        keys = np.asarray(text_rows, np.int64) * self.num_images + np.asarray(image_rows)
+        pos = np.searchsorted(self.keys, keys)
+        pos = np.minimum(pos, len(self.keys) - 1) if len(self.keys) else pos
+        return (self.keys[pos] == keys) if len(self.keys) else np.zeros(keys.shape, bool)
+
+
 def false_negative_mask(
-    relevant: dict[int, set[int]],
+    relevant: RelevantPairs,
     text_rows: Sequence[int],
     image_rows: Sequence[int],
     offset: int = 0,
@@ -74,13 +96,14 @@ def false_negative_mask(
 
     Shape: ``(len(text_rows), len(image_rows))`` bool.
     """
-    mask = torch.zeros(len(text_rows), len(image_rows), dtype=torch.bool)
-    for i, t in enumerate(text_rows):
-        rel = relevant.get(int(t), set())
-        for j, im in enumerate(image_rows):
-            if j != offset + i and int(im) in rel:
-                mask[i, j] = True
-    return mask
+    t = np.asarray(text_rows, np.int64)[:, None]  # (B, 1)
+    im = np.asarray(image_rows, np.int64)[None, :]  # (1, B')
+    mask = relevant.contains(t, im)  # (B, B')
+    rows = np.arange(len(t))
+    cols = offset + rows
+    inside = cols < mask.shape[1]
+    mask[rows[inside], cols[inside]] = False
+    return torch.from_numpy(np.ascontiguousarray(mask))
 
 
 class _Collator:
@@ -92,13 +115,15 @@ class _Collator:
         query: _SideSpec,
         doc: _SideSpec,
         pairs: np.ndarray | None = None,
-        relevant: dict[int, set[int]] | None = None,
+        relevant: RelevantPairs | None = None,
+        on_corrupt_image: Literal["skip", "error"] = "skip",
     ) -> None:
         self.collection = collection
         self.query = query
         self.doc = doc
         self.pairs = pairs  # (P, 2) [text row, image row]
-        self.relevant = relevant or {}
+        self.relevant = relevant or RelevantPairs(np.zeros(0), np.zeros(0), 1)
+        self.on_corrupt_image = on_corrupt_image
 
     def encode_texts(self, texts: list[str], side: _SideSpec) -> dict[str, torch.Tensor]:
         enc = side.tokenizer(
@@ -114,7 +139,28 @@ class _Collator:
         texts = [self.collection.texts.query(r) for r in rows]
         return self.encode_texts(texts, self.query)
 
-    def docs(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+    def usable(self, rows: Sequence[int]) -> tuple[list[int], list[str], list[Any]]:
+        """``rows`` whose images decode, the ids of those that do not, and the decoded
+        images (empty unless the batch needs pixels).
+
+        Only the pixel path decodes here (frozen features were computed beforehand); a
+        corrupt image raises with ``on_corrupt_image="error"``, else it is reported.
+        """
+        if not (self.doc.image and self.doc.features is None):
+            return list(rows), [], []
+        good, bad, decoded = [], [], []
+        for r in rows:
+            try:
+                decoded.append(self.collection.images.load_image(r))
+            except CorruptImageError as err:
+                if self.on_corrupt_image == "error":
+                    raise
+                bad.append(err.image_id)
+            else:
+                good.append(r)
+        return good, bad, decoded
+
+    def docs(self, rows: Sequence[int], decoded: Sequence[Any] = ()) -> dict[str, torch.Tensor]:
         inputs: dict[str, torch.Tensor] = {}
         if self.doc.text:
             captions = [self.collection.images.caption(r) for r in rows]
@@ -124,33 +170,114 @@ class _Collator:
                 inputs["image_features"] = torch.from_numpy(self.doc.features[list(rows)])
             else:
                 assert self.doc.transform is not None
-                images = [self.collection.images.load_image(r) for r in rows]
+                images = list(decoded) or [self.collection.images.load_image(r) for r in rows]
                 inputs["pixel_values"] = torch.stack([self.doc.transform(im) for im in images])
         return inputs
 
     # collate functions ---------------------------------------------------------------
     def pair_batch(self, pair_rows: list[int]) -> Batch:
+        """A batch of (query, positive image) pairs.
+
+        A pair whose image is corrupt is replaced by a copy of a good pair of the same
+        batch, so every batch (and every DDP rank) keeps its size; the copy's image is
+        relevant to its query, so the false-negative mask keeps it out of the negatives.
+        """
         assert self.pairs is not None
-        text_rows = self.pairs[pair_rows, 0].tolist()
-        image_rows = self.pairs[pair_rows, 1].tolist()
+        pairs = self.pairs[pair_rows]
+        good, bad, decoded = self.usable(pairs[:, 1].tolist())
+        if bad:
+            if not good:
+                raise DataError(f"every image of a training batch is corrupt: {format_ids(bad)}")
+            ok = np.flatnonzero(np.isin(pairs[:, 1], good))
+            broken = np.flatnonzero(~np.isin(pairs[:, 1], good))
+            source = ok[np.arange(len(broken)) % len(ok)]
+            pairs = pairs.copy()
+            pairs[broken] = pairs[source]
+            by_row = dict(zip(good, decoded))
+            decoded = [by_row[r] for r in pairs[:, 1].tolist()]
+        text_rows, image_rows = pairs[:, 0].tolist(), pairs[:, 1].tolist()
         return {
             "query": self.queries(text_rows),
-            "doc": self.docs(image_rows),
+            "doc": self.docs(image_rows, decoded),
             "false_negatives": false_negative_mask(self.relevant, text_rows, image_rows),
             "query_idx": torch.tensor(text_rows, dtype=torch.long),
             "doc_idx": torch.tensor(image_rows, dtype=torch.long),
+            "skipped_images": bad,
         }
 
     def doc_batch(self, rows: list[int]) -> Batch:
-        return {"doc": self.docs(rows), "doc_idx": torch.tensor(rows, dtype=torch.long)}
+        """Corpus rows; corrupt images are left out of the batch (and so of the index)."""
+        rows, bad, decoded = self.usable(rows)
+        return {
+            "doc": self.docs(rows, decoded),
+            "doc_idx": torch.tensor(rows, dtype=torch.long),
+            "skipped_images": bad,
+        }
 
     def query_batch(self, rows: list[int]) -> Batch:
         return {"query": self.queries(rows), "query_idx": torch.tensor(rows, dtype=torch.long)}
 
 
+class SkipReportingLoader(DataLoader):
+    """A DataLoader that takes ``skipped_images`` out of each batch and reports them once,
+    when the pass ends (or stops early), counted over all workers."""
+
+    def __iter__(self) -> Any:
+        skipped: list[str] = []
+        self.last_skipped = skipped
+        try:
+            for batch in super().__iter__():
+                skipped.extend(batch.pop("skipped_images", ()))
+                yield batch
+        finally:
+            if skipped:
+                log.warning(
+                    "skipped %d corrupt image(s) in this pass: %s; run `python -m "
+                    "lightning_mlsr.data check` to list them all so that loads leave them out",
+                    len(skipped),
+                    format_ids(dict.fromkeys(skipped)),
+                )
+
+
+def eval_corpus_rows(
+    collection: Collection,
+    split: str | None,
+    mode: EvalCorpus = "all",
+    distractors: int = 0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Image rows (sorted) of the evaluation corpus of ``split``.
+
+    ``all``: every image. ``judged``: the images judged in the split (any relevance; what
+    the AToMiC "small" setting ranks). ``judged+sampled``: those plus ``distractors``
+    other images drawn without replacement with ``seed`` (all others if fewer remain).
+    """
+    n = len(collection.images)
+    if mode == "all" or split is None:
+        return np.arange(n, dtype=np.int64)
+    if mode not in ("judged", "judged+sampled"):
+        raise ValueError(f"eval_corpus must be 'all', 'judged' or 'judged+sampled', got {mode!r}")
+    if split not in collection.qrels:
+        raise DataError(f"collection {collection.name!r} has no {split!r} qrels")
+    judged_ids = pc.unique(collection.qrels_table.table(split)["image_id"])
+    judged = np.unique(collection.images.ids.positions(judged_ids))
+    judged = judged[judged >= 0]  # judged images skipped at load cannot be ranked
+    if mode == "judged":
+        return judged
+    if distractors < 0:
+        raise ValueError(f"eval_distractors must be >= 0, got {distractors}")
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), judged)
+    rng = np.random.default_rng(seed)
+    sampled = rng.choice(rest, size=min(distractors, len(rest)), replace=False)
+    return np.sort(np.concatenate([judged, sampled]))
+
+
 def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:
-    """Rows ``rank, rank + W, ...`` of ``range(n)``: disjoint, covering, no padding."""
-    return np.arange(rank, n, world_size, dtype=np.int64)
+    """This rank's contiguous block of ``range(n)``: disjoint, covering, no padding.
+
+    Contiguous (not strided) so that each rank reads its own parquet row groups.
+    """
+    return np.array_split(np.arange(n, dtype=np.int64), world_size)[rank]
 
 
 class RetrievalDataModule(L.LightningDataModule):
@@ -166,7 +293,12 @@ class RetrievalDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         feature_cache_dir: where frozen image features are cached (None: the default cache).
         feature_batch_size: images per batch when filling the feature cache.
-        on_corrupt_image / on_missing_caption: see :func:`load_collection`.
+        on_corrupt_image / on_missing_caption: see :func:`load_collection`; a corrupt
+            image met while reading pixels is skipped and reported once per pass, or
+            raises with ``on_corrupt_image="error"``.
+        eval_corpus: the images ranked in evaluation: ``all``, ``judged`` (the images
+            judged in the split, AToMiC's "small" setting) or ``judged+sampled`` (those
+            plus ``eval_distractors`` others drawn with ``eval_seed``).
         predict_target: what ``predict`` encodes: ``corpus`` or ``queries:<split>``.
     """
 
@@ -187,15 +319,24 @@ class RetrievalDataModule(L.LightningDataModule):
         on_corrupt_image: Literal["skip", "error"] = "skip",
         on_missing_caption: Literal["error", "skip", "keep"] = "error",
         predict_target: str = "corpus",
+        eval_corpus: EvalCorpus = "all",
+        eval_distractors: int = 0,
+        eval_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
+        if eval_corpus not in ("all", "judged", "judged+sampled"):
+            raise ValueError(
+                f"eval_corpus must be 'all', 'judged' or 'judged+sampled', got {eval_corpus!r}"
+            )
+        if eval_distractors < 0:
+            raise ValueError(f"eval_distractors must be >= 0, got {eval_distractors}")
         self._collection: Collection | None = None
         self._collator: _Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
-        self._relevant: dict[str, dict[int, set[int]]] = {}
+        self._relevant: dict[str, RelevantPairs] = {}
         self._encoders: tuple[SparseEncoder, SparseEncoder] | None = None
 
     @property
@@ -228,38 +369,31 @@ class RetrievalDataModule(L.LightningDataModule):
         return self.collection.qrels[split]
 
     def _split_pairs(self, split: str) -> np.ndarray:
-        """(text row, image row) for every positive judgment of a split, in a fixed order."""
+        """(text row, image row) for every positive judgment of a split, sorted by
+        (text id, image id); computed in Arrow/numpy, no Python object per judgment."""
         if split not in self._pairs:
-            texts, images = self.collection.texts, self.collection.images
-            known = set(images.ids)
-            pairs: list[tuple[int, int]] = []
-            relevant: dict[int, set[int]] = {}
-            unretrievable = 0
-            for text_id, judged in sorted(self.qrels(split).items()):
-                t = texts.index(text_id)
-                for image_id, rel in sorted(judged.items()):
-                    if rel <= 0:
-                        continue
-                    if image_id not in known:  # e.g. a skipped corrupt image
-                        unretrievable += 1
-                        continue
-                    im = images.index(image_id)
-                    pairs.append((t, im))
-                    relevant.setdefault(t, set()).add(im)
+            self.qrels(split)  # a clear error for an unknown split
+            c = self.collection
+            table = c.qrels_table.table(split)
+            table = table.filter(pc.greater(table["rel"], 0)).sort_by(
+                [("text_id", "ascending"), ("image_id", "ascending")]
+            )
+            t = c.texts.ids.positions(table["text_id"])
+            im = c.images.ids.positions(table["image_id"])
+            unretrievable = int((im < 0).sum())  # e.g. a skipped corrupt image
             if unretrievable:
                 log.warning(
                     "%s: %d judged pairs point at images that were skipped; they are left out "
                     "of the %s pairs (they still count as relevant in retrieval metrics)",
-                    self.collection.name,
+                    c.name,
                     unretrievable,
                     split,
                 )
-            if not pairs:
-                raise DataError(
-                    f"split {split!r} of {self.collection.name!r} has no positive pairs"
-                )
-            self._pairs[split] = np.asarray(pairs, dtype=np.int64)
-            self._relevant[split] = relevant
+            pairs = np.stack([t[im >= 0], im[im >= 0]], axis=1)  # (P, 2)
+            if not len(pairs):
+                raise DataError(f"split {split!r} of {c.name!r} has no positive pairs")
+            self._pairs[split] = pairs
+            self._relevant[split] = RelevantPairs(pairs[:, 0], pairs[:, 1], len(c.images))
         return self._pairs[split]
 
     # ------------------------------------------------------------------ model wiring
@@ -327,6 +461,7 @@ class RetrievalDataModule(L.LightningDataModule):
             self.collection,
             query=self._side(query_encoder, self._hp.query_max_length, compute=True),
             doc=self._side(doc_encoder, self._hp.doc_max_length, compute=True),
+            on_corrupt_image=self._hp.on_corrupt_image,
         )
 
     @property
@@ -345,8 +480,9 @@ class RetrievalDataModule(L.LightningDataModule):
             self.collator.doc,
             pairs=pairs,
             relevant=self._relevant[split],
+            on_corrupt_image=self._hp.on_corrupt_image,
         )
-        return DataLoader(
+        return SkipReportingLoader(
             _IndexDataset(range(len(pairs))),
             batch_size=batch_size,
             shuffle=shuffle,
@@ -365,11 +501,21 @@ class RetrievalDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._pair_loader("test", shuffle=False, batch_size=self._hp.batch_size)
 
-    def corpus_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
-        """This rank's shard of the whole image corpus (rows ``rank::world_size``)."""
-        rows = shard_indices(len(self.collection.images), rank, world_size)
-        return DataLoader(
-            _IndexDataset(rows),
+    def corpus_rows(self, split: str | None = None) -> np.ndarray:
+        """Image rows of the evaluation corpus of ``split`` (see ``eval_corpus``)."""
+        hp = self._hp
+        return eval_corpus_rows(
+            self.collection, split, hp.eval_corpus, hp.eval_distractors, hp.eval_seed
+        )
+
+    def corpus_dataloader(
+        self, rank: int = 0, world_size: int = 1, split: str | None = None
+    ) -> DataLoader:
+        """This rank's contiguous shard of the evaluation corpus of ``split`` (``None``:
+        every image). Image bytes are read in the loader's workers, batch by batch."""
+        rows = self.corpus_rows(split)
+        return SkipReportingLoader(
+            _IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
             batch_size=self._hp.eval_batch_size,
             num_workers=self._hp.num_workers,
             collate_fn=self.collator.doc_batch,
@@ -377,8 +523,9 @@ class RetrievalDataModule(L.LightningDataModule):
 
     def query_rows(self, split: str) -> np.ndarray:
         """Text rows of the split's judged queries, sorted by text id."""
-        texts = self.collection.texts
-        return np.asarray([texts.index(t) for t in sorted(self.qrels(split))], dtype=np.int64)
+        self.qrels(split)
+        ids = pc.unique(self.collection.qrels_table.table(split)["text_id"]).sort()
+        return self.collection.texts.ids.positions(ids)
 
     def query_dataloader(self, split: str, rank: int = 0, world_size: int = 1) -> DataLoader:
         """This rank's shard of the split's judged queries."""
