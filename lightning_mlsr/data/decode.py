@@ -47,7 +47,7 @@ class CorruptImageError(DataError):
 def _rescale(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Map ``[low, high]`` linearly to ``[0, 255]`` (rounded, clipped) as uint8."""
     span = high - low
-    scaled = (values - low) * (255.0 / span) if span > 0 else np.zeros_like(values)
+    scaled = (values - low) * 255.0 / span if span > 0 else np.zeros_like(values)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
