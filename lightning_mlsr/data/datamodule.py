@@ -14,270 +14,40 @@ features are only computed when an image encoder needs them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from lightning_mlsr.backbones import load_tokenizer
+from lightning_mlsr.data.batches import (
+    Batch,
+    Collator,
+    IndexDataset,
+    SideSpec,
+    SkipReportingLoader,
+)
 from lightning_mlsr.data.collection import Collection, load_collection
-from lightning_mlsr.data.decode import CorruptImageError
-from lightning_mlsr.data.errors import DataError, format_ids
+from lightning_mlsr.data.corpus import EvalCorpus, eval_corpus_rows, shard_indices
+from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features import load_or_compute_features
+from lightning_mlsr.data.pairs import RelevantPairs, false_negative_mask
 
 if TYPE_CHECKING:
     from lightning_mlsr.heads.base import SparseEncoder
 
 log = logging.getLogger("lightning_mlsr.data")
 
-__all__ = ["Batch", "EvalCorpus", "RelevantPairs", "RetrievalDataModule", "eval_corpus_rows"]
-
-Batch = dict[str, Any]
-EvalCorpus = Literal["all", "judged", "judged+sampled"]
-
-
-class _IndexDataset(Dataset):
-    """Items are integers (row indices, or indices into a pair list)."""
-
-    def __init__(self, indices: Sequence[int] | np.ndarray) -> None:
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> int:
-        return int(self.indices[i])
-
-
-@dataclass
-class _SideSpec:
-    """What one side (query or document) of the model reads."""
-
-    text: bool
-    image: bool
-    tokenizer: Any = None
-    max_length: int = 32
-    features: np.ndarray | None = None  # (N_images, D) cached frozen features
-    transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
-
-
-class RelevantPairs:
-    """The positive (text row, image row) pairs of a split as sorted int64 keys.
-
-    Compact (8 bytes a pair, no Python set per query) and vectorised lookups, for AToMiC's
-    millions of training judgments.
-    """
-
-    def __init__(self, text_rows: np.ndarray, image_rows: np.ndarray, num_images: int) -> None:
-        self.num_images = max(int(num_images), 1)
-        self.keys = np.unique(np.asarray(text_rows, np.int64) * self.num_images + image_rows)
-
-    def contains(self, text_rows: np.ndarray, image_rows: np.ndarray) -> np.ndarray:
-        """Elementwise: is ``image_rows[k]`` relevant to ``text_rows[k]`` (broadcasting)."""
-        keys = np.asarray(text_rows, np.int64) * self.num_images + np.asarray(image_rows)
-        pos = np.searchsorted(self.keys, keys)
-        pos = np.minimum(pos, len(self.keys) - 1) if len(self.keys) else pos
-        return (self.keys[pos] == keys) if len(self.keys) else np.zeros(keys.shape, bool)
-
-
-def false_negative_mask(
-    relevant: RelevantPairs,
-    text_rows: Sequence[int],
-    image_rows: Sequence[int],
-    offset: int = 0,
-) -> torch.Tensor:
-    """``[i, j]``: image j is also relevant to query i, and j is not its positive
-    (the positive of query i sits in column ``offset + i``).
-
-    Shape: ``(len(text_rows), len(image_rows))`` bool.
-    """
-    t = np.asarray(text_rows, np.int64)[:, None]  # (B, 1)
-    im = np.asarray(image_rows, np.int64)[None, :]  # (1, B')
-    mask = relevant.contains(t, im)  # (B, B')
-    rows = np.arange(len(t))
-    cols = offset + rows
-    inside = cols < mask.shape[1]
-    mask[rows[inside], cols[inside]] = False
-    return torch.from_numpy(np.ascontiguousarray(mask))
-
-
-class _Collator:
-    """Turns lists of indices into model inputs. Picklable, so it runs in workers."""
-
-    def __init__(
-        self,
-        collection: Collection,
-        query: _SideSpec,
-        doc: _SideSpec,
-        pairs: np.ndarray | None = None,
-        relevant: RelevantPairs | None = None,
-        on_corrupt_image: Literal["skip", "error"] = "skip",
-    ) -> None:
-        self.collection = collection
-        self.query = query
-        self.doc = doc
-        self.pairs = pairs  # (P, 2) [text row, image row]
-        self.relevant = relevant or RelevantPairs(np.zeros(0), np.zeros(0), 1)
-        self.on_corrupt_image = on_corrupt_image
-
-    def encode_texts(self, texts: list[str], side: _SideSpec) -> dict[str, torch.Tensor]:
-        enc = side.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=side.max_length,
-            return_tensors="pt",
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    def queries(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
-        texts = [self.collection.texts.query(r) for r in rows]
-        return self.encode_texts(texts, self.query)
-
-    def usable(self, rows: Sequence[int]) -> tuple[list[int], list[str], list[Any]]:
-        """``rows`` whose images decode, the ids of those that do not, and the decoded
-        images (empty unless the batch needs pixels).
-
-        Only the pixel path decodes here (frozen features were computed beforehand); a
-        corrupt image raises with ``on_corrupt_image="error"``, else it is reported.
-        """
-        if not (self.doc.image and self.doc.features is None):
-            return list(rows), [], []
-        good, bad, decoded = [], [], []
-        for r in rows:
-            try:
-                decoded.append(self.collection.images.load_image(r))
-            except CorruptImageError as err:
-                if self.on_corrupt_image == "error":
-                    raise
-                bad.append(err.image_id)
-            else:
-                good.append(r)
-        return good, bad, decoded
-
-    def docs(self, rows: Sequence[int], decoded: Sequence[Any] = ()) -> dict[str, torch.Tensor]:
-        inputs: dict[str, torch.Tensor] = {}
-        if self.doc.text:
-            captions = [self.collection.images.caption(r) for r in rows]
-            inputs.update(self.encode_texts(captions, self.doc))
-        if self.doc.image:
-            if self.doc.features is not None:
-                inputs["image_features"] = torch.from_numpy(self.doc.features[list(rows)])
-            else:
-                assert self.doc.transform is not None
-                images = list(decoded) or [self.collection.images.load_image(r) for r in rows]
-                inputs["pixel_values"] = torch.stack([self.doc.transform(im) for im in images])
-        return inputs
-
-    # collate functions ---------------------------------------------------------------
-    def pair_batch(self, pair_rows: list[int]) -> Batch:
-        """A batch of (query, positive image) pairs.
-
-        A pair whose image is corrupt is replaced by a copy of a good pair of the same
-        batch, so every batch (and every DDP rank) keeps its size; the copy's image is
-        relevant to its query, so the false-negative mask keeps it out of the negatives.
-        """
-        assert self.pairs is not None
-        pairs = self.pairs[pair_rows]
-        good, bad, decoded = self.usable(pairs[:, 1].tolist())
-        if bad:
-            if not good:
-                raise DataError(f"every image of a training batch is corrupt: {format_ids(bad)}")
-            ok = np.flatnonzero(np.isin(pairs[:, 1], good))
-            broken = np.flatnonzero(~np.isin(pairs[:, 1], good))
-            source = ok[np.arange(len(broken)) % len(ok)]
-            pairs = pairs.copy()
-            pairs[broken] = pairs[source]
-            by_row = dict(zip(good, decoded))
-            decoded = [by_row[r] for r in pairs[:, 1].tolist()]
-        text_rows, image_rows = pairs[:, 0].tolist(), pairs[:, 1].tolist()
-        return {
-            "query": self.queries(text_rows),
-            "doc": self.docs(image_rows, decoded),
-            "false_negatives": false_negative_mask(self.relevant, text_rows, image_rows),
-            "query_idx": torch.tensor(text_rows, dtype=torch.long),
-            "doc_idx": torch.tensor(image_rows, dtype=torch.long),
-            "skipped_images": bad,
-        }
-
-    def doc_batch(self, rows: list[int]) -> Batch:
-        """Corpus rows; corrupt images are left out of the batch (and so of the index)."""
-        rows, bad, decoded = self.usable(rows)
-        return {
-            "doc": self.docs(rows, decoded),
-            "doc_idx": torch.tensor(rows, dtype=torch.long),
-            "skipped_images": bad,
-        }
-
-    def query_batch(self, rows: list[int]) -> Batch:
-        return {"query": self.queries(rows), "query_idx": torch.tensor(rows, dtype=torch.long)}
-
-
-class SkipReportingLoader(DataLoader):
-    """A DataLoader that takes ``skipped_images`` out of each batch and reports them once,
-    when the pass ends (or stops early), counted over all workers."""
-
-    def __iter__(self) -> Any:
-        skipped: list[str] = []
-        self.last_skipped = skipped
-        try:
-            for batch in super().__iter__():
-                skipped.extend(batch.pop("skipped_images", ()))
-                yield batch
-        finally:
-            if skipped:
-                log.warning(
-                    "skipped %d corrupt image(s) in this pass: %s; run `python -m "
-                    "lightning_mlsr.data check` to list them all so that loads leave them out",
-                    len(skipped),
-                    format_ids(dict.fromkeys(skipped)),
-                )
-
-
-def eval_corpus_rows(
-    collection: Collection,
-    split: str | None,
-    mode: EvalCorpus = "all",
-    distractors: int = 0,
-    seed: int = 0,
-) -> np.ndarray:
-    """Image rows (sorted) of the evaluation corpus of ``split``.
-
-    ``all``: every image. ``judged``: the images judged in the split (any relevance; what
-    the AToMiC "small" setting ranks). ``judged+sampled``: those plus ``distractors``
-    other images drawn without replacement with ``seed`` (all others if fewer remain).
-    """
-    n = len(collection.images)
-    if mode == "all" or split is None:
-        return np.arange(n, dtype=np.int64)
-    if mode not in ("judged", "judged+sampled"):
-        raise ValueError(f"eval_corpus must be 'all', 'judged' or 'judged+sampled', got {mode!r}")
-    if split not in collection.qrels:
-        raise DataError(f"collection {collection.name!r} has no {split!r} qrels")
-    judged_ids = pc.unique(collection.qrels_table.table(split)["image_id"])
-    judged = np.unique(collection.images.ids.positions(judged_ids))
-    judged = judged[judged >= 0]  # judged images skipped at load cannot be ranked
-    if mode == "judged":
-        return judged
-    if distractors < 0:
-        raise ValueError(f"eval_distractors must be >= 0, got {distractors}")
-    rest = np.setdiff1d(np.arange(n, dtype=np.int64), judged)
-    rng = np.random.default_rng(seed)
-    sampled = rng.choice(rest, size=min(distractors, len(rest)), replace=False)
-    return np.sort(np.concatenate([judged, sampled]))
-
-
-def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:
-    """This rank's contiguous block of ``range(n)``: disjoint, covering, no padding.
-
-    Contiguous (not strided) so that each rank reads its own parquet row groups.
-    """
-    return np.array_split(np.arange(n, dtype=np.int64), world_size)[rank]
+__all__ = [
+    "Batch",
+    "RetrievalDataModule",
+    "SkipReportingLoader",
+    "false_negative_mask",
+    "shard_indices",
+]
 
 
 class RetrievalDataModule(L.LightningDataModule):
@@ -334,7 +104,7 @@ class RetrievalDataModule(L.LightningDataModule):
         if eval_distractors < 0:
             raise ValueError(f"eval_distractors must be >= 0, got {eval_distractors}")
         self._collection: Collection | None = None
-        self._collator: _Collator | None = None
+        self._collator: Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
         self._relevant: dict[str, RelevantPairs] = {}
         self._encoders: tuple[SparseEncoder, SparseEncoder] | None = None
@@ -414,10 +184,10 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         return model.query_encoder, model.doc_encoder
 
-    def _side(self, encoder: SparseEncoder, max_length: int, compute: bool) -> _SideSpec:
+    def _side(self, encoder: SparseEncoder, max_length: int, compute: bool) -> SideSpec:
         text = "text" in encoder.modalities
         image = "image" in encoder.modalities
-        spec = _SideSpec(text=text, image=image, max_length=max_length)
+        spec = SideSpec(text=text, image=image, max_length=max_length)
         if text:
             if encoder.text_backbone_name is None:
                 raise RuntimeError(
@@ -457,7 +227,7 @@ class RetrievalDataModule(L.LightningDataModule):
             raise DataError("queries are texts: the query encoder must be a text head")
         if not query_encoder.modalities & {"text"}:
             raise DataError(f"query encoder {type(query_encoder).__name__} reads no text")
-        self._collator = _Collator(
+        self._collator = Collator(
             self.collection,
             query=self._side(query_encoder, self._hp.query_max_length, compute=True),
             doc=self._side(doc_encoder, self._hp.doc_max_length, compute=True),
@@ -465,7 +235,7 @@ class RetrievalDataModule(L.LightningDataModule):
         )
 
     @property
-    def collator(self) -> _Collator:
+    def collator(self) -> Collator:
         if self._collator is None:
             self.setup()
         assert self._collator is not None
@@ -474,7 +244,7 @@ class RetrievalDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _pair_loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         pairs = self._split_pairs(split)
-        collator = _Collator(
+        collator = Collator(
             self.collection,
             self.collator.query,
             self.collator.doc,
@@ -483,7 +253,7 @@ class RetrievalDataModule(L.LightningDataModule):
             on_corrupt_image=self._hp.on_corrupt_image,
         )
         return SkipReportingLoader(
-            _IndexDataset(range(len(pairs))),
+            IndexDataset(range(len(pairs))),
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=shuffle and len(pairs) >= batch_size,  # full batches: fixed negatives
@@ -515,7 +285,7 @@ class RetrievalDataModule(L.LightningDataModule):
         every image). Image bytes are read in the loader's workers, batch by batch."""
         rows = self.corpus_rows(split)
         return SkipReportingLoader(
-            _IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
+            IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
             batch_size=self._hp.eval_batch_size,
             num_workers=self._hp.num_workers,
             collate_fn=self.collator.doc_batch,
@@ -531,7 +301,7 @@ class RetrievalDataModule(L.LightningDataModule):
         """This rank's shard of the split's judged queries."""
         rows = self.query_rows(split)
         return DataLoader(
-            _IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
+            IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
             batch_size=self._hp.eval_batch_size,
             num_workers=self._hp.num_workers,
             collate_fn=self.collator.query_batch,
