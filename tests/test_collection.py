@@ -627,3 +627,36 @@ def test_bundled_emoji_images_are_real_and_load_fast() -> None:
     every = load_collection("emoji", caption_languages="all")
     caption = every.images.caption(i)
     assert caption.startswith("nerd face ; ") and "书呆子脸" in caption
+
+
+# ----------------------------------------------------------------------------- issue 10.7
+
+
+def test_ids_with_whitespace_are_rejected_at_load(tmp_path: Path) -> None:
+    first, second = default_images()
+    first[0]["image_id"] = "I 1"  # would split into two fields in a TREC run file
+    second[0]["image_id"] = "I4\t"
+    root = write_atomic(tmp_path / "a", images=(first, second), qrels={"t.trec": "T2 Q0 I2 1\n"})
+    with pytest.raises(DataError, match=r"2 image_id\(s\) .* contain whitespace: 'I 1', 'I4\\t'"):
+        load_collection(root)
+    texts = default_texts()
+    texts[3]["text_id"] = "T 4"
+    root = write_atomic(tmp_path / "b", texts=texts)
+    with pytest.raises(DataError, match=r"1 text_id\(s\) .* contain whitespace: 'T 4'"):
+        load_collection(root)
+
+
+def test_non_utf8_qrels_name_file_and_line(tmp_path: Path) -> None:
+    root = write_atomic(tmp_path / "a", qrels={"train.trec": "T1 Q0 I1 1\n"})
+    (root / "qrels" / "train.trec").write_bytes(b"T1 Q0 I1 1\nT2 Q0 I\xe92 1\n")
+    with pytest.raises(DataError, match=r"train\.trec:2: qrels line is not UTF-8"):
+        load_collection(root)
+
+
+def test_query_of_only_zero_width_characters_is_empty(tmp_path: Path) -> None:
+    texts = default_texts()
+    texts[2]["page_title"] = "\u200b\u200d"  # zero-width space and joiner
+    texts[2]["section_title"] = "\ufeff \u2060"  # BOM, space, word joiner
+    root = write_atomic(tmp_path / "a", texts=texts)
+    with pytest.raises(DataError, match=r"1 judged text\(s\) have an empty query.*'T3'"):
+        load_collection(root)
