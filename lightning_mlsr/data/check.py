@@ -34,9 +34,7 @@ __all__ = ["check_images", "main"]
 def _check_group(task: tuple[str, int]) -> tuple[int, list[tuple[str, str]]]:
     """Decode every image of one row group: (rows checked, [(image_id, reason)])."""
     path, group = task
-    table = pq.ParquetFile(path, memory_map=True).read_row_group(
-        group, columns=["image_id", "image"]
-    )
+    table = pq.ParquetFile(path).read_row_group(group, columns=["image_id", "image"])
     ids = as_ids(table, "image_id", Path(path)).to_pylist()
     data = binary_column(table["image"], path)
     bad = []

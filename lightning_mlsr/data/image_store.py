@@ -3,9 +3,10 @@
 Image bytes are ~95% of an AToMiC collection (~180 GB), so a loaded collection does not
 hold them: :class:`ParquetImageStore` keeps three small integer arrays per image (file,
 row group, row within the group, 12 bytes an image) and reads a row group's image column
-from the memory-mapped parquet file only when a batch asks for one of its images. A few
-row groups stay cached per process, so reading a corpus in order decodes each row group
-once. The store pickles without its cache and file handles, so every DataLoader worker
+from the parquet file only when a batch asks for one of its images. A few row groups
+stay cached per process, so reading a corpus in order decodes each row group once.
+(Parquet column chunks are decoded into Arrow buffers anyway, so memory-mapping the
+files would save no copy; it would only leave every page touched counted in the RSS.) The store pickles without its cache and file handles, so every DataLoader worker
 reads for itself.
 
 :class:`ArrowImageStore` holds bytes in memory, for tables built from Python lists.
@@ -88,7 +89,7 @@ class ArrowImageStore(ImageStore):
 
 
 class ParquetImageStore(ImageStore):
-    """Bytes read on demand from parquet row groups (memory-mapped), a few groups cached.
+    """Bytes read on demand from parquet row groups, a few groups cached per process.
 
     Args:
         files: the parquet files.
@@ -144,7 +145,7 @@ class ParquetImageStore(ImageStore):
             return self._cache[key]
         if f not in self._handles:
             try:
-                self._handles[f] = pq.ParquetFile(self.files[f], memory_map=True)
+                self._handles[f] = pq.ParquetFile(self.files[f])
             except (pa.ArrowException, OSError) as err:
                 raise DataError(f"{self.files[f]} cannot be opened ({err})") from err
         try:
@@ -178,10 +179,10 @@ class ParquetImageStore(ImageStore):
         return sum(a.nbytes for a in self._cache.values())
 
     def missing_rows(self) -> np.ndarray:
-        """Rows with null or empty bytes, found from column statistics where possible.
+        """Rows with null (or empty) bytes, found from column statistics where possible.
 
-        A row group is read only when its statistics do not rule out nulls and empty
-        values (one row group in memory at a time).
+        A row group is read only when its statistics do not rule out nulls (one row
+        group in memory at a time).
         """
         bad: dict[tuple[int, int], set[int]] = {}
         for f, path in enumerate(self.files):
@@ -189,13 +190,9 @@ class ParquetImageStore(ImageStore):
             leaf = _leaf_index(meta, self.column)
             for g in range(meta.num_row_groups):
                 stats = meta.row_group(g).column(leaf).statistics if leaf is not None else None
-                clean = (
-                    stats is not None
-                    and stats.has_null_count
-                    and stats.null_count == 0
-                    and stats.has_min_max
-                    and len(stats.min) > 0
-                )
+                # writers omit min/max for large values, so only nulls are ruled out
+                # here; empty (non-null) bytes are met where used, like corrupt ones
+                clean = stats is not None and stats.has_null_count and stats.null_count == 0
                 if clean:
                     continue
                 data = self._group(f, g)
