@@ -109,7 +109,12 @@ def as_query_part(table: pa.Table, name: str, path: Path) -> pa.Array:
 
 
 def normalise_space(values: pa.Array) -> pa.Array:
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(values, r"\s+", " "))
+    """Runs of ASCII whitespace become one space; Unicode whitespace trimmed at the ends.
+
+    Split-and-join rather than a regex replace: the same result, ~10x faster.
+    """
+    words = pc.ascii_split_whitespace(values)
+    return pc.utf8_trim_whitespace(pc.binary_join(words, pa.scalar(" ", pa.large_string())))
 
 
 def captions(
@@ -153,12 +158,16 @@ def captions(
             )
         )
     entries = pa.concat_tables(parts)
-    entries = (
-        entries.group_by(["row", "text"], use_threads=False)
-        .aggregate([("order", "min")])
-        .sort_by([("row", "ascending"), ("order_min", "ascending")])
-    )
     counts = np.bincount(entries["row"].to_numpy(), minlength=n)
+    if (counts > 1).any():  # repeated entries can only occur in rows with several
+        entries = (
+            entries.group_by(["row", "text"], use_threads=False)
+            .aggregate([("order", "min")])
+            .sort_by([("row", "ascending"), ("order_min", "ascending")])
+        )
+        counts = np.bincount(entries["row"].to_numpy(), minlength=n)
+    elif len(parts) > 1:  # at most one entry a row, from several fields: row order
+        entries = entries.take(pa.array(np.argsort(entries["row"].to_numpy(), kind="stable")))
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int64())
     values = column(entries, "text").cast(pa.large_string())
     lists = pa.LargeListArray.from_arrays(offsets, values)
@@ -180,6 +189,16 @@ def queries(
 
 def is_blank(values: pa.Array) -> np.ndarray:
     """Rows that are null, empty, or only whitespace and invisible format characters
-    (zero-width space/joiners, word joiner, BOM, soft hyphen: Unicode category Cf)."""
-    visible = pc.replace_substring_regex(values, r"[\s\p{Cf}]+", "")
-    return np.asarray(pc.fill_null(pc.equal(visible, ""), True).to_numpy(zero_copy_only=False))
+    (zero-width space/joiners, word joiner, BOM, soft hyphen: Unicode category Cf).
+
+    The regex runs only on the rare rows with a non-printable character.
+    """
+    trimmed = pc.utf8_trim_whitespace(values)
+    blank = pc.fill_null(pc.equal(trimmed, ""), True).to_numpy(zero_copy_only=False)
+    unusual = np.flatnonzero(
+        ~pc.fill_null(pc.utf8_is_printable(trimmed), True).to_numpy(zero_copy_only=False) & ~blank
+    )
+    if len(unusual):
+        visible = pc.replace_substring_regex(trimmed.take(pa.array(unusual)), r"[\s\p{Cf}]+", "")
+        blank[unusual] = pc.equal(visible, "").to_numpy(zero_copy_only=False)
+    return np.asarray(blank, dtype=bool)
