@@ -8,7 +8,7 @@ instead of an Arrow traceback. Captions and queries are built column-wise in Arr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ __all__ = [
     "captions",
     "column",
     "is_blank",
+    "iter_parquet",
     "queries",
     "read_parquet",
 ]
@@ -31,16 +32,9 @@ __all__ = [
 CAPTION_SEPARATOR = " ; "
 
 
-def read_parquet(
-    path: Path,
-    required: Sequence[str],
-    optional: Sequence[str] = (),
-    columns: Sequence[str] | None = None,
-) -> pa.Table:
-    """Read the ``required`` (and present ``optional``) columns of one parquet file.
-
-    ``columns``: read only these (``required`` columns must still exist in the file).
-    """
+def _columns_to_read(
+    path: Path, required: Sequence[str], optional: Sequence[str], columns: Sequence[str] | None
+) -> list[str]:
     try:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as err:
@@ -53,8 +47,43 @@ def read_parquet(
         )
     if columns is None:
         columns = list(dict.fromkeys([*required, *(c for c in optional if c in names)]))
+    return list(columns)
+
+
+def read_parquet(
+    path: Path,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Read the ``required`` (and present ``optional``) columns of one parquet file.
+
+    ``columns``: read only these (``required`` columns must still exist in the file).
+    """
+    columns = _columns_to_read(path, required, optional, columns)
     try:
-        return pq.read_table(path, columns=list(columns))
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path} cannot be read ({err}); the file may be truncated") from err
+
+
+def iter_parquet(
+    path: Path,
+    required: Sequence[str],
+    columns: Sequence[str] | None = None,
+    batch_rows: int = 16384,
+) -> Iterator[pa.Table]:
+    """:func:`read_parquet` in tables of at most ``batch_rows`` rows, so that the
+    temporaries of per-row work stay bounded whatever the file's size."""
+    columns = _columns_to_read(path, required, (), columns)
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+        yielded = False
+        for batch in batches:
+            yielded = True
+            yield pa.Table.from_batches([batch])
+        if not yielded:
+            yield pq.read_table(path, columns=columns)  # no rows: keep the schema
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path} cannot be read ({err}); the file may be truncated") from err
 

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from lightning_mlsr.data.arrow import as_ids, captions, is_blank, queries, read_parquet
+from lightning_mlsr.data.arrow import as_ids, captions, is_blank, iter_parquet, queries
 from lightning_mlsr.data.decode import CorruptImageError, decode_image
 from lightning_mlsr.data.errors import DataError, format_ids
 from lightning_mlsr.data.image_store import ParquetImageStore, binary_column
@@ -58,6 +58,7 @@ from lightning_mlsr.data.tables import (
 __all__ = ["CorruptPolicy", "MissingCaptionPolicy", "load_collection", "read_unusable"]
 
 logger = logging.getLogger("lightning_mlsr.data")
+pool = pa.default_memory_pool()
 
 CorruptPolicy = Literal["skip", "error"]
 MissingCaptionPolicy = Literal["error", "skip", "keep"]
@@ -70,12 +71,13 @@ def _read_images(
     required = ["image_id", *fields] + (["language"] if langs is not None else [])
     ids, caps, has_caption = [], [], []
     for path in files:
-        table = read_parquet(path, [*required, "image"], columns=required)
+        for table in iter_parquet(path, [*required, "image"], columns=required):
+            caption, present = captions(table, fields, langs, path)
+            ids.append(as_ids(table, "image_id", path))
+            caps.append(caption)
+            has_caption.append(present)
         binary_column(pa.array([], pq.read_schema(path).field("image").type), str(path))
-        caption, present = captions(table, fields, langs, path)
-        ids.append(as_ids(table, "image_id", path))
-        caps.append(caption)
-        has_caption.append(present)
+    pool.release_unused()  # give the temporaries back to the system
     return pa.concat_arrays(ids), pa.concat_arrays(caps), np.concatenate(has_caption)
 
 
@@ -84,9 +86,10 @@ def _read_texts(
 ) -> tuple[pa.Array, pa.Array]:
     ids, texts = [], []
     for path in files:
-        table = read_parquet(path, ["text_id", *fields])
-        ids.append(as_ids(table, "text_id", path))
-        texts.append(queries(table, fields, max_query_chars, path))
+        for table in iter_parquet(path, ["text_id", *fields]):
+            ids.append(as_ids(table, "text_id", path))
+            texts.append(queries(table, fields, max_query_chars, path))
+    pool.release_unused()
     return pa.concat_arrays(ids), pa.concat_arrays(texts)
 
 
