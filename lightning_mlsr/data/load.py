@@ -202,8 +202,10 @@ def load_collection(
     _reject_whitespace_ids(text_ids_arr, "text_id", describe(layout.text_files))
     qrels = read_qrels(layout.qrels_files, text_ids_arr, image_ids_arr)
 
-    judged = pc.is_in(text_ids_arr, value_set=qrels.ids("text_id"))
-    empty_rows = np.flatnonzero(judged.to_numpy(zero_copy_only=False) & is_blank(texts))
+    judged = np.flatnonzero(
+        pc.is_in(text_ids_arr, value_set=qrels.ids("text_id")).to_numpy(zero_copy_only=False)
+    )
+    empty_rows = judged[is_blank(texts.take(pa.array(judged)))]
     if len(empty_rows):
         empty = text_ids.take(empty_rows)
         raise DataError(
