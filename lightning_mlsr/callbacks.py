@@ -205,7 +205,7 @@ def encode_split(
     world = trainer.world_size if trainer is not None else 1
     dense = is_dense(pl_module)
     d_rows, docs = encode_loader(
-        pl_module, datamodule.corpus_dataloader(rank, world), "doc", trainer, dense
+        pl_module, datamodule.corpus_dataloader(rank, world, split=split), "doc", trainer, dense
     )
     q_rows, queries = encode_loader(
         pl_module, datamodule.query_dataloader(split, rank, world), "query", trainer, dense

@@ -413,7 +413,7 @@ def _with_corrupt_image(root: Path) -> Path:
 def test_corrupt_images_skipped_with_one_warning(tmp_path: Path, caplog) -> None:
     root = _with_corrupt_image(tmp_path / "c")
     with caplog.at_level(logging.WARNING, logger="lightning_mlsr.data"):
-        c = load_collection(root)
+        c = load_collection(root, validate_images=True)  # opt-in decode at load
     warnings = [r for r in caplog.records if r.name == "lightning_mlsr.data"]
     assert len(warnings) == 1
     assert "2 image(s)" in warnings[0].getMessage() and "'I1', 'I2'" in warnings[0].getMessage()
@@ -427,7 +427,7 @@ def test_corrupt_images_skipped_with_one_warning(tmp_path: Path, caplog) -> None
 def test_corrupt_images_error(tmp_path: Path) -> None:
     root = _with_corrupt_image(tmp_path / "c")
     with pytest.raises(DataError, match=r"2 image\(s\) cannot be decoded: 'I1', 'I2'"):
-        load_collection(root, on_corrupt_image="error")
+        load_collection(root, on_corrupt_image="error", validate_images=True)
 
 
 def test_unvalidated_corrupt_image_fails_on_use(tmp_path: Path) -> None:
@@ -616,7 +616,7 @@ def test_bundled_emoji_matches_data_md() -> None:
 
 def test_bundled_emoji_images_are_real_and_load_fast() -> None:
     start = time.perf_counter()
-    c = load_collection("emoji")  # decodes every image
+    c = load_collection("emoji")  # metadata only: images are decoded when used
     elapsed = time.perf_counter() - start
     assert elapsed < 15, f"loading the bundled collection took {elapsed:.1f}s (expected ~1s)"
     i = c.images.index("1F913")
@@ -627,3 +627,36 @@ def test_bundled_emoji_images_are_real_and_load_fast() -> None:
     every = load_collection("emoji", caption_languages="all")
     caption = every.images.caption(i)
     assert caption.startswith("nerd face ; ") and "书呆子脸" in caption
+
+
+# ----------------------------------------------------------------------------- issue 10.7
+
+
+def test_ids_with_whitespace_are_rejected_at_load(tmp_path: Path) -> None:
+    first, second = default_images()
+    first[0]["image_id"] = "I 1"  # would split into two fields in a TREC run file
+    second[0]["image_id"] = "I4\t"
+    root = write_atomic(tmp_path / "a", images=(first, second), qrels={"t.trec": "T2 Q0 I2 1\n"})
+    with pytest.raises(DataError, match=r"2 image_id\(s\) .* contain whitespace: 'I 1', 'I4\\t'"):
+        load_collection(root)
+    texts = default_texts()
+    texts[3]["text_id"] = "T 4"
+    root = write_atomic(tmp_path / "b", texts=texts)
+    with pytest.raises(DataError, match=r"1 text_id\(s\) .* contain whitespace: 'T 4'"):
+        load_collection(root)
+
+
+def test_non_utf8_qrels_name_file_and_line(tmp_path: Path) -> None:
+    root = write_atomic(tmp_path / "a", qrels={"train.trec": "T1 Q0 I1 1\n"})
+    (root / "qrels" / "train.trec").write_bytes(b"T1 Q0 I1 1\nT2 Q0 I\xe92 1\n")
+    with pytest.raises(DataError, match=r"train\.trec:2: qrels line is not UTF-8"):
+        load_collection(root)
+
+
+def test_query_of_only_zero_width_characters_is_empty(tmp_path: Path) -> None:
+    texts = default_texts()
+    texts[2]["page_title"] = "\u200b\u200d"  # zero-width space and joiner
+    texts[2]["section_title"] = "\ufeff \u2060"  # BOM, space, word joiner
+    root = write_atomic(tmp_path / "a", texts=texts)
+    with pytest.raises(DataError, match=r"1 judged text\(s\) have an empty query.*'T3'"):
+        load_collection(root)

@@ -46,7 +46,15 @@ def test_training_batch_and_false_negatives(collection_dir: Path, text_heads) ->
         ("T2", "I2"),
     ]
     batch = dm.train_dataloader().collate_fn([0, 1, 2])
-    assert set(batch) == {"query", "doc", "false_negatives", "query_idx", "doc_idx"}
+    assert set(batch) == {
+        "query",
+        "doc",
+        "false_negatives",
+        "query_idx",
+        "doc_idx",
+        "skipped_images",  # taken out by the loader, reported once per pass
+    }
+    assert batch["skipped_images"] == []
     assert batch["query"]["input_ids"].shape[0] == 3
     assert batch["query"]["input_ids"].shape[1] <= 8
     assert "image_features" not in batch["doc"]  # caption-only model: no images loaded

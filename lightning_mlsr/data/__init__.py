@@ -2,6 +2,7 @@
 
 from lightning_mlsr.data.collection import (
     Collection,
+    CorruptImageError,
     ImageTable,
     TextTable,
     bundled_collections,
@@ -11,6 +12,7 @@ from lightning_mlsr.data.errors import DataError
 
 __all__ = [
     "Collection",
+    "CorruptImageError",
     "DataError",
     "ImageTable",
     "TextTable",

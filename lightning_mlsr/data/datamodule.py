@@ -15,19 +15,27 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import lightning as L
 import numpy as np
+import pyarrow.compute as pc
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from lightning_mlsr.backbones import load_tokenizer
+from lightning_mlsr.data.batches import (
+    Batch,
+    Collator,
+    IndexDataset,
+    SideSpec,
+    SkipReportingLoader,
+)
 from lightning_mlsr.data.collection import Collection, load_collection
+from lightning_mlsr.data.corpus import EvalCorpus, eval_corpus_rows, shard_indices
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features import load_or_compute_features
+from lightning_mlsr.data.pairs import RelevantPairs, false_negative_mask
 from lightning_mlsr.data.sampler import ResumableDataLoader, ResumableSampler
 
 if TYPE_CHECKING:
@@ -35,124 +43,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lightning_mlsr.data")
 
-__all__ = ["Batch", "RetrievalDataModule"]
-
-Batch = dict[str, Any]
-
-
-class _IndexDataset(Dataset):
-    """Items are integers (row indices, or indices into a pair list)."""
-
-    def __init__(self, indices: Sequence[int] | np.ndarray) -> None:
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> int:
-        return int(self.indices[i])
-
-
-@dataclass
-class _SideSpec:
-    """What one side (query or document) of the model reads."""
-
-    text: bool
-    image: bool
-    tokenizer: Any = None
-    max_length: int = 32
-    features: np.ndarray | None = None  # (N_images, D) cached frozen features
-    transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
-
-
-def false_negative_mask(
-    relevant: dict[int, set[int]],
-    text_rows: Sequence[int],
-    image_rows: Sequence[int],
-    offset: int = 0,
-) -> torch.Tensor:
-    """``[i, j]``: image j is also relevant to query i, and j is not its positive
-    (the positive of query i sits in column ``offset + i``).
-
-    Shape: ``(len(text_rows), len(image_rows))`` bool.
-    """
-    mask = torch.zeros(len(text_rows), len(image_rows), dtype=torch.bool)
-    for i, t in enumerate(text_rows):
-        rel = relevant.get(int(t), set())
-        for j, im in enumerate(image_rows):
-            if j != offset + i and int(im) in rel:
-                mask[i, j] = True
-    return mask
-
-
-class _Collator:
-    """Turns lists of indices into model inputs. Picklable, so it runs in workers."""
-
-    def __init__(
-        self,
-        collection: Collection,
-        query: _SideSpec,
-        doc: _SideSpec,
-        pairs: np.ndarray | None = None,
-        relevant: dict[int, set[int]] | None = None,
-    ) -> None:
-        self.collection = collection
-        self.query = query
-        self.doc = doc
-        self.pairs = pairs  # (P, 2) [text row, image row]
-        self.relevant = relevant or {}
-
-    def encode_texts(self, texts: list[str], side: _SideSpec) -> dict[str, torch.Tensor]:
-        enc = side.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=side.max_length,
-            return_tensors="pt",
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    def queries(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
-        texts = [self.collection.texts.query(r) for r in rows]
-        return self.encode_texts(texts, self.query)
-
-    def docs(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
-        inputs: dict[str, torch.Tensor] = {}
-        if self.doc.text:
-            captions = [self.collection.images.caption(r) for r in rows]
-            inputs.update(self.encode_texts(captions, self.doc))
-        if self.doc.image:
-            if self.doc.features is not None:
-                inputs["image_features"] = torch.from_numpy(self.doc.features[list(rows)])
-            else:
-                assert self.doc.transform is not None
-                images = [self.collection.images.load_image(r) for r in rows]
-                inputs["pixel_values"] = torch.stack([self.doc.transform(im) for im in images])
-        return inputs
-
-    # collate functions ---------------------------------------------------------------
-    def pair_batch(self, pair_rows: list[int]) -> Batch:
-        assert self.pairs is not None
-        text_rows = self.pairs[pair_rows, 0].tolist()
-        image_rows = self.pairs[pair_rows, 1].tolist()
-        return {
-            "query": self.queries(text_rows),
-            "doc": self.docs(image_rows),
-            "false_negatives": false_negative_mask(self.relevant, text_rows, image_rows),
-            "query_idx": torch.tensor(text_rows, dtype=torch.long),
-            "doc_idx": torch.tensor(image_rows, dtype=torch.long),
-        }
-
-    def doc_batch(self, rows: list[int]) -> Batch:
-        return {"doc": self.docs(rows), "doc_idx": torch.tensor(rows, dtype=torch.long)}
-
-    def query_batch(self, rows: list[int]) -> Batch:
-        return {"query": self.queries(rows), "query_idx": torch.tensor(rows, dtype=torch.long)}
-
-
-def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:
-    """Rows ``rank, rank + W, ...`` of ``range(n)``: disjoint, covering, no padding."""
-    return np.arange(rank, n, world_size, dtype=np.int64)
+__all__ = [
+    "Batch",
+    "RetrievalDataModule",
+    "SkipReportingLoader",
+    "false_negative_mask",
+    "shard_indices",
+]
 
 
 class RetrievalDataModule(L.LightningDataModule):
@@ -168,7 +65,12 @@ class RetrievalDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         feature_cache_dir: where frozen image features are cached (None: the default cache).
         feature_batch_size: images per batch when filling the feature cache.
-        on_corrupt_image / on_missing_caption: see :func:`load_collection`.
+        on_corrupt_image / on_missing_caption: see :func:`load_collection`; a corrupt
+            image met while reading pixels is skipped and reported once per pass, or
+            raises with ``on_corrupt_image="error"``.
+        eval_corpus: the images ranked in evaluation: ``all``, ``judged`` (the images
+            judged in the split, AToMiC's "small" setting) or ``judged+sampled`` (those
+            plus ``eval_distractors`` others drawn with ``eval_seed``).
         predict_target: what ``predict`` encodes: ``corpus`` or ``queries:<split>``.
     """
 
@@ -189,15 +91,24 @@ class RetrievalDataModule(L.LightningDataModule):
         on_corrupt_image: Literal["skip", "error"] = "skip",
         on_missing_caption: Literal["error", "skip", "keep"] = "error",
         predict_target: str = "corpus",
+        eval_corpus: EvalCorpus = "all",
+        eval_distractors: int = 0,
+        eval_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
+        if eval_corpus not in ("all", "judged", "judged+sampled"):
+            raise ValueError(
+                f"eval_corpus must be 'all', 'judged' or 'judged+sampled', got {eval_corpus!r}"
+            )
+        if eval_distractors < 0:
+            raise ValueError(f"eval_distractors must be >= 0, got {eval_distractors}")
         self._collection: Collection | None = None
-        self._collator: _Collator | None = None
+        self._collator: Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
-        self._relevant: dict[str, dict[int, set[int]]] = {}
+        self._relevant: dict[str, RelevantPairs] = {}
         self._encoders: tuple[SparseEncoder, SparseEncoder] | None = None
         self._train_sampler: ResumableSampler | None = None
         self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
@@ -232,38 +143,31 @@ class RetrievalDataModule(L.LightningDataModule):
         return self.collection.qrels[split]
 
     def _split_pairs(self, split: str) -> np.ndarray:
-        """(text row, image row) for every positive judgment of a split, in a fixed order."""
+        """(text row, image row) for every positive judgment of a split, sorted by
+        (text id, image id); computed in Arrow/numpy, no Python object per judgment."""
         if split not in self._pairs:
-            texts, images = self.collection.texts, self.collection.images
-            known = set(images.ids)
-            pairs: list[tuple[int, int]] = []
-            relevant: dict[int, set[int]] = {}
-            unretrievable = 0
-            for text_id, judged in sorted(self.qrels(split).items()):
-                t = texts.index(text_id)
-                for image_id, rel in sorted(judged.items()):
-                    if rel <= 0:
-                        continue
-                    if image_id not in known:  # e.g. a skipped corrupt image
-                        unretrievable += 1
-                        continue
-                    im = images.index(image_id)
-                    pairs.append((t, im))
-                    relevant.setdefault(t, set()).add(im)
+            self.qrels(split)  # a clear error for an unknown split
+            c = self.collection
+            table = c.qrels_table.table(split)
+            table = table.filter(pc.greater(table["rel"], 0)).sort_by(
+                [("text_id", "ascending"), ("image_id", "ascending")]
+            )
+            t = c.texts.ids.positions(table["text_id"])
+            im = c.images.ids.positions(table["image_id"])
+            unretrievable = int((im < 0).sum())  # e.g. a skipped corrupt image
             if unretrievable:
                 log.warning(
                     "%s: %d judged pairs point at images that were skipped; they are left out "
                     "of the %s pairs (they still count as relevant in retrieval metrics)",
-                    self.collection.name,
+                    c.name,
                     unretrievable,
                     split,
                 )
-            if not pairs:
-                raise DataError(
-                    f"split {split!r} of {self.collection.name!r} has no positive pairs"
-                )
-            self._pairs[split] = np.asarray(pairs, dtype=np.int64)
-            self._relevant[split] = relevant
+            pairs = np.stack([t[im >= 0], im[im >= 0]], axis=1)  # (P, 2)
+            if not len(pairs):
+                raise DataError(f"split {split!r} of {c.name!r} has no positive pairs")
+            self._pairs[split] = pairs
+            self._relevant[split] = RelevantPairs(pairs[:, 0], pairs[:, 1], len(c.images))
         return self._pairs[split]
 
     # ------------------------------------------------------------------ model wiring
@@ -284,10 +188,10 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         return model.query_encoder, model.doc_encoder
 
-    def _side(self, encoder: SparseEncoder, max_length: int, compute: bool) -> _SideSpec:
+    def _side(self, encoder: SparseEncoder, max_length: int, compute: bool) -> SideSpec:
         text = "text" in encoder.modalities
         image = "image" in encoder.modalities
-        spec = _SideSpec(text=text, image=image, max_length=max_length)
+        spec = SideSpec(text=text, image=image, max_length=max_length)
         if text:
             if encoder.text_backbone_name is None:
                 raise RuntimeError(
@@ -327,14 +231,15 @@ class RetrievalDataModule(L.LightningDataModule):
             raise DataError("queries are texts: the query encoder must be a text head")
         if not query_encoder.modalities & {"text"}:
             raise DataError(f"query encoder {type(query_encoder).__name__} reads no text")
-        self._collator = _Collator(
+        self._collator = Collator(
             self.collection,
             query=self._side(query_encoder, self._hp.query_max_length, compute=True),
             doc=self._side(doc_encoder, self._hp.doc_max_length, compute=True),
+            on_corrupt_image=self._hp.on_corrupt_image,
         )
 
     @property
-    def collator(self) -> _Collator:
+    def collator(self) -> Collator:
         if self._collator is None:
             self.setup()
         assert self._collator is not None
@@ -346,16 +251,17 @@ class RetrievalDataModule(L.LightningDataModule):
     ) -> DataLoader:
         pairs = self._split_pairs(split)
         n_items = len(pairs) if sampler is None else len(cast(Any, sampler))  # on this rank
-        collator = _Collator(
+        collator = Collator(
             self.collection,
             self.collator.query,
             self.collator.doc,
             pairs=pairs,
             relevant=self._relevant[split],
+            on_corrupt_image=self._hp.on_corrupt_image,
         )
-        loader = DataLoader if sampler is None else ResumableDataLoader
+        loader = SkipReportingLoader if sampler is None else ResumableDataLoader
         return loader(
-            _IndexDataset(range(len(pairs))),
+            IndexDataset(range(len(pairs))),
             batch_size=batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
@@ -424,11 +330,21 @@ class RetrievalDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._pair_loader("test", shuffle=False, batch_size=self._hp.batch_size)
 
-    def corpus_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
-        """This rank's shard of the whole image corpus (rows ``rank::world_size``)."""
-        rows = shard_indices(len(self.collection.images), rank, world_size)
-        return DataLoader(
-            _IndexDataset(rows),
+    def corpus_rows(self, split: str | None = None) -> np.ndarray:
+        """Image rows of the evaluation corpus of ``split`` (see ``eval_corpus``)."""
+        hp = self._hp
+        return eval_corpus_rows(
+            self.collection, split, hp.eval_corpus, hp.eval_distractors, hp.eval_seed
+        )
+
+    def corpus_dataloader(
+        self, rank: int = 0, world_size: int = 1, split: str | None = None
+    ) -> DataLoader:
+        """This rank's contiguous shard of the evaluation corpus of ``split`` (``None``:
+        every image). Image bytes are read in the loader's workers, batch by batch."""
+        rows = self.corpus_rows(split)
+        return SkipReportingLoader(
+            IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
             batch_size=self._hp.eval_batch_size,
             num_workers=self._hp.num_workers,
             collate_fn=self.collator.doc_batch,
@@ -436,14 +352,15 @@ class RetrievalDataModule(L.LightningDataModule):
 
     def query_rows(self, split: str) -> np.ndarray:
         """Text rows of the split's judged queries, sorted by text id."""
-        texts = self.collection.texts
-        return np.asarray([texts.index(t) for t in sorted(self.qrels(split))], dtype=np.int64)
+        self.qrels(split)
+        ids = pc.unique(self.collection.qrels_table.table(split)["text_id"]).sort()
+        return self.collection.texts.ids.positions(ids)
 
     def query_dataloader(self, split: str, rank: int = 0, world_size: int = 1) -> DataLoader:
         """This rank's shard of the split's judged queries."""
         rows = self.query_rows(split)
         return DataLoader(
-            _IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
+            IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
             batch_size=self._hp.eval_batch_size,
             num_workers=self._hp.num_workers,
             collate_fn=self.collator.query_batch,

@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, cast
 
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
+
+from lightning_mlsr.data.batches import SkipReportingLoader
 
 __all__ = ["ResumableDataLoader", "ResumableSampler"]
 
@@ -68,7 +70,7 @@ class ResumableSampler(DistributedSampler):
         return iter(order)
 
 
-class ResumableDataLoader(DataLoader):
+class ResumableDataLoader(SkipReportingLoader):
     """A DataLoader over a :class:`ResumableSampler`, marked resumable for Lightning.
 
     Its position travels in the DataModule's ``state_dict`` (which positions the sampler

@@ -1,0 +1,186 @@
+"""Batches from row indices: tokenised queries, captions, image features or pixels.
+
+The collator runs in DataLoader workers (it pickles with the collection, whose image
+store reads bytes for itself in each worker); corrupt images met there are skipped and
+reported once per pass by :class:`SkipReportingLoader`, or raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_mlsr.data.decode import CorruptImageError
+from lightning_mlsr.data.errors import DataError, format_ids
+from lightning_mlsr.data.pairs import RelevantPairs, false_negative_mask
+from lightning_mlsr.data.tables import Collection
+
+log = logging.getLogger("lightning_mlsr.data")
+
+__all__ = ["Batch", "Collator", "IndexDataset", "SideSpec", "SkipReportingLoader"]
+
+Batch = dict[str, Any]
+
+
+class IndexDataset(Dataset):
+    """Items are integers (row indices, or indices into a pair list)."""
+
+    def __init__(self, indices: Sequence[int] | np.ndarray) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.indices[i])
+
+
+@dataclass
+class SideSpec:
+    """What one side (query or document) of the model reads."""
+
+    text: bool
+    image: bool
+    tokenizer: Any = None
+    max_length: int = 32
+    features: np.ndarray | None = None  # (N_images, D) cached frozen features
+    transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
+
+
+class Collator:
+    """Turns lists of indices into model inputs. Picklable, so it runs in workers."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        query: SideSpec,
+        doc: SideSpec,
+        pairs: np.ndarray | None = None,
+        relevant: RelevantPairs | None = None,
+        on_corrupt_image: Literal["skip", "error"] = "skip",
+    ) -> None:
+        self.collection = collection
+        self.query = query
+        self.doc = doc
+        self.pairs = pairs  # (P, 2) [text row, image row]
+        self.relevant = relevant or RelevantPairs(np.zeros(0), np.zeros(0), 1)
+        self.on_corrupt_image = on_corrupt_image
+
+    def encode_texts(self, texts: list[str], side: SideSpec) -> dict[str, torch.Tensor]:
+        enc = side.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=side.max_length,
+            return_tensors="pt",
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def queries(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+        texts = [self.collection.texts.query(r) for r in rows]
+        return self.encode_texts(texts, self.query)
+
+    def usable(self, rows: Sequence[int]) -> tuple[list[int], list[str], list[Any]]:
+        """``rows`` whose images decode, the ids of those that do not, and the decoded
+        images (empty unless the batch needs pixels).
+
+        Only the pixel path decodes here (frozen features were computed beforehand); a
+        corrupt image raises with ``on_corrupt_image="error"``, else it is reported.
+        """
+        if not (self.doc.image and self.doc.features is None):
+            return list(rows), [], []
+        good, bad, decoded = [], [], []
+        for r in rows:
+            try:
+                decoded.append(self.collection.images.load_image(r))
+            except CorruptImageError as err:
+                if self.on_corrupt_image == "error":
+                    raise
+                bad.append(err.image_id)
+            else:
+                good.append(r)
+        return good, bad, decoded
+
+    def docs(self, rows: Sequence[int], decoded: Sequence[Any] = ()) -> dict[str, torch.Tensor]:
+        inputs: dict[str, torch.Tensor] = {}
+        if self.doc.text:
+            captions = [self.collection.images.caption(r) for r in rows]
+            inputs.update(self.encode_texts(captions, self.doc))
+        if self.doc.image:
+            if self.doc.features is not None:
+                inputs["image_features"] = torch.from_numpy(self.doc.features[list(rows)])
+            else:
+                assert self.doc.transform is not None
+                images = list(decoded) or [self.collection.images.load_image(r) for r in rows]
+                inputs["pixel_values"] = torch.stack([self.doc.transform(im) for im in images])
+        return inputs
+
+    # collate functions ---------------------------------------------------------------
+    def pair_batch(self, pair_rows: list[int]) -> Batch:
+        """A batch of (query, positive image) pairs.
+
+        A pair whose image is corrupt is replaced by a copy of a good pair of the same
+        batch, so every batch (and every DDP rank) keeps its size; the copy's image is
+        relevant to its query, so the false-negative mask keeps it out of the negatives.
+        """
+        assert self.pairs is not None
+        pairs = self.pairs[pair_rows]
+        good, bad, decoded = self.usable(pairs[:, 1].tolist())
+        if bad:
+            if not good:
+                raise DataError(f"every image of a training batch is corrupt: {format_ids(bad)}")
+            ok = np.flatnonzero(np.isin(pairs[:, 1], good))
+            broken = np.flatnonzero(~np.isin(pairs[:, 1], good))
+            source = ok[np.arange(len(broken)) % len(ok)]
+            pairs = pairs.copy()
+            pairs[broken] = pairs[source]
+            by_row = dict(zip(good, decoded))
+            decoded = [by_row[r] for r in pairs[:, 1].tolist()]
+        text_rows, image_rows = pairs[:, 0].tolist(), pairs[:, 1].tolist()
+        return {
+            "query": self.queries(text_rows),
+            "doc": self.docs(image_rows, decoded),
+            "false_negatives": false_negative_mask(self.relevant, text_rows, image_rows),
+            "query_idx": torch.tensor(text_rows, dtype=torch.long),
+            "doc_idx": torch.tensor(image_rows, dtype=torch.long),
+            "skipped_images": bad,
+        }
+
+    def doc_batch(self, rows: list[int]) -> Batch:
+        """Corpus rows; corrupt images are left out of the batch (and so of the index)."""
+        rows, bad, decoded = self.usable(rows)
+        return {
+            "doc": self.docs(rows, decoded),
+            "doc_idx": torch.tensor(rows, dtype=torch.long),
+            "skipped_images": bad,
+        }
+
+    def query_batch(self, rows: list[int]) -> Batch:
+        return {"query": self.queries(rows), "query_idx": torch.tensor(rows, dtype=torch.long)}
+
+
+class SkipReportingLoader(DataLoader):
+    """A DataLoader that takes ``skipped_images`` out of each batch and reports them once,
+    when the pass ends (or stops early), counted over all workers."""
+
+    def __iter__(self) -> Any:
+        skipped: list[str] = []
+        self.last_skipped = skipped
+        try:
+            for batch in super().__iter__():
+                skipped.extend(batch.pop("skipped_images", ()))
+                yield batch
+        finally:
+            if skipped:
+                log.warning(
+                    "skipped %d corrupt image(s) in this pass: %s; run `python -m "
+                    "lightning_mlsr.data check` to list them all so that loads leave them out",
+                    len(skipped),
+                    format_ids(dict.fromkeys(skipped)),
+                )

@@ -1,0 +1,50 @@
+"""The positive pairs of a split and the in-batch false-negative mask built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["RelevantPairs", "false_negative_mask"]
+
+
+class RelevantPairs:
+    """The positive (text row, image row) pairs of a split as sorted int64 keys.
+
+    Compact (8 bytes a pair, no Python set per query) and vectorised lookups, for AToMiC's
+    millions of training judgments.
+    """
+
+    def __init__(self, text_rows: np.ndarray, image_rows: np.ndarray, num_images: int) -> None:
+        self.num_images = max(int(num_images), 1)
+        self.keys = np.unique(np.asarray(text_rows, np.int64) * self.num_images + image_rows)
+
+    def contains(self, text_rows: np.ndarray, image_rows: np.ndarray) -> np.ndarray:
+        """Elementwise: is ``image_rows[k]`` relevant to ``text_rows[k]`` (broadcasting)."""
+        keys = np.asarray(text_rows, np.int64) * self.num_images + np.asarray(image_rows)
+        pos = np.searchsorted(self.keys, keys)
+        pos = np.minimum(pos, len(self.keys) - 1) if len(self.keys) else pos
+        return (self.keys[pos] == keys) if len(self.keys) else np.zeros(keys.shape, bool)
+
+
+def false_negative_mask(
+    relevant: RelevantPairs,
+    text_rows: Sequence[int],
+    image_rows: Sequence[int],
+    offset: int = 0,
+) -> torch.Tensor:
+    """``[i, j]``: image j is also relevant to query i, and j is not its positive
+    (the positive of query i sits in column ``offset + i``).
+
+    Shape: ``(len(text_rows), len(image_rows))`` bool.
+    """
+    t = np.asarray(text_rows, np.int64)[:, None]  # (B, 1)
+    im = np.asarray(image_rows, np.int64)[None, :]  # (1, B')
+    mask = relevant.contains(t, im)  # (B, B')
+    rows = np.arange(len(t))
+    cols = offset + rows
+    inside = cols < mask.shape[1]
+    mask[rows[inside], cols[inside]] = False
+    return torch.from_numpy(np.ascontiguousarray(mask))

@@ -1,0 +1,60 @@
+"""The AToMiC experiment configs compose offline (--print_config) into the paper's setting.
+
+Their backbones (DistilBERT, CLIP ViT-B/32) need the network, so unlike
+``test_experiments.py`` they are not trained here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_mlsr.cli import main
+
+ATOMIC = Path(__file__).resolve().parents[1] / "experiments" / "atomic"
+CONFIGS = sorted(ATOMIC.glob("m*.yaml"))
+CLIP = "vit_base_patch32_clip_224.openai"
+
+
+def printed_config(config: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_every_paper_model_has_a_config() -> None:
+    assert [p.stem for p in CONFIGS] == ["m1", "m2", "m3", "m4"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_atomic_config_prints_the_paper_setting(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(config.parents[2] / "tests")  # shared files resolve next to the config
+    printed = printed_config(config, capsys)
+    data, trainer, model = printed["data"], printed["trainer"], printed["model"]
+    assert data["collection"] == "data/atomic" and data["eval_corpus"] == "judged"
+    assert data["batch_size"] == 64 and trainer["max_epochs"] == 5
+    assert trainer["precision"] == "bf16-mixed" and trainer["num_nodes"] == 1
+    assert model["doc_regularizer"]["class_path"].endswith("FLOPS")  # from base.yaml
+    query, doc = model["query_encoder"], model["doc_encoder"]
+    expected_query = "MLMHead" if config.stem == "m1" else "MLPHead"
+    assert query["class_path"].endswith(expected_query)
+    assert query["init_args"]["backbone"] == "distilbert-base-uncased"
+    doc_args = doc["init_args"]
+    assert doc_args.get("backbone", doc_args.get("text_backbone")) == "distilbert-base-uncased"
+    reads_image = config.stem in ("m1", "m4")
+    assert (doc_args.get("image_backbone") == CLIP) is reads_image
+    if reads_image:
+        assert doc_args["image_pretrained"] and doc_args["freeze_image_backbone"]
+
+
+def test_num_nodes_is_a_command_line_override(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(
+            ["fit", "--config", str(ATOMIC / "m2.yaml"), "--trainer.num_nodes=4", "--print_config"]
+        )
+    assert yaml.safe_load(capsys.readouterr().out)["trainer"]["num_nodes"] == 4
