@@ -26,9 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_mlsr.backbones import load_tokenizer
 from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.errors import DataError
-from lightning_mlsr.data.features import load_or_compute_features
+from lightning_mlsr.data.features import FeatureStore
 
 if TYPE_CHECKING:
+    from lightning_mlsr.backbones import ImageBackbone
     from lightning_mlsr.heads.base import SparseEncoder
 
 log = logging.getLogger("lightning_mlsr.data")
@@ -59,7 +60,7 @@ class _SideSpec:
     image: bool
     tokenizer: Any = None
     max_length: int = 32
-    features: np.ndarray | None = None  # (N_images, D) cached frozen features
+    features: FeatureStore | None = None  # frozen features, computed on demand
     transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
 
 
@@ -120,8 +121,8 @@ class _Collator:
             captions = [self.collection.images.caption(r) for r in rows]
             inputs.update(self.encode_texts(captions, self.doc))
         if self.doc.image:
-            if self.doc.features is not None:
-                inputs["image_features"] = torch.from_numpy(self.doc.features[list(rows)])
+            if self.doc.features is not None:  # missing ones are computed here, see FeatureStore
+                inputs["image_features"] = torch.from_numpy(self.doc.features.features(rows))
             else:
                 assert self.doc.transform is not None
                 images = [self.collection.images.load_image(r) for r in rows]
@@ -166,6 +167,10 @@ class RetrievalDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         feature_cache_dir: where frozen image features are cached (None: the default cache).
         feature_batch_size: images per batch when filling the feature cache.
+        feature_fill: ``"lazy"`` computes frozen features when a batch first needs them
+            (a short run encodes only the images it reads); ``"upfront"`` fills the cache
+            for every image the run needs in ``prepare_data``, with a progress bar
+            (resumable; worth it for large collections).
         on_corrupt_image / on_missing_caption: see :func:`load_collection`.
         predict_target: what ``predict`` encodes: ``corpus`` or ``queries:<split>``.
     """
@@ -184,6 +189,7 @@ class RetrievalDataModule(L.LightningDataModule):
         num_workers: int = 0,
         feature_cache_dir: str | None = None,
         feature_batch_size: int = 32,
+        feature_fill: Literal["lazy", "upfront"] = "lazy",
         on_corrupt_image: Literal["skip", "error"] = "skip",
         on_missing_caption: Literal["error", "skip", "keep"] = "error",
         predict_target: str = "corpus",
@@ -192,6 +198,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
+        if feature_fill not in ("lazy", "upfront"):
+            raise ValueError(f"feature_fill must be 'lazy' or 'upfront', got {feature_fill!r}")
         self._collection: Collection | None = None
         self._collator: _Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
@@ -280,7 +288,7 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         return model.query_encoder, model.doc_encoder
 
-    def _side(self, encoder: SparseEncoder, max_length: int, compute: bool) -> _SideSpec:
+    def _side(self, encoder: SparseEncoder, max_length: int) -> _SideSpec:
         text = "text" in encoder.modalities
         image = "image" in encoder.modalities
         spec = _SideSpec(text=text, image=image, max_length=max_length)
@@ -297,23 +305,42 @@ class RetrievalDataModule(L.LightningDataModule):
                     f"{type(encoder).__name__} reads images but has no image_backbone"
                 )
             if encoder.freeze_image_backbone:
-                spec.features = load_or_compute_features(
-                    backbone,
-                    self.collection.images,
-                    cache_dir=self._hp.feature_cache_dir,
-                    batch_size=self._hp.feature_batch_size,
-                    compute=compute,
-                )
+                spec.features = self._feature_store(backbone)
             else:
                 spec.transform = backbone.transform()
         return spec
 
+    def _feature_store(self, backbone: ImageBackbone) -> FeatureStore:
+        """The frozen-feature store of ``backbone`` over this collection's images
+        (fails at once, before computing anything, if the cache is not writable)."""
+        return FeatureStore(
+            backbone,
+            self.collection.images,
+            cache_dir=self._hp.feature_cache_dir,
+            batch_size=self._hp.feature_batch_size,
+            on_corrupt_image=self._hp.on_corrupt_image,
+        )
+
+    def feature_rows(self) -> np.ndarray:
+        """Image rows whose frozen features a run needs: the train pairs' images and the
+        evaluation corpus (the whole collection, see :meth:`corpus_dataloader`)."""
+        corpus = np.arange(len(self.collection.images))
+        return np.union1d(self._split_pairs("train")[:, 1], corpus)
+
     def prepare_data(self) -> None:
-        """Fill the image-feature cache once per node (before DDP ranks read it)."""
-        query_encoder, doc_encoder = self._model_encoders()
-        for encoder in (query_encoder, doc_encoder):
-            if "image" in encoder.modalities and encoder.freeze_image_backbone:
-                self._side(encoder, 0, compute=True)
+        """``feature_fill="upfront"``: fill the image-feature cache once per node, before
+        DDP ranks read it (lazy filling needs nothing here)."""
+        if self._hp.feature_fill != "upfront":
+            return
+        for encoder in self._model_encoders():
+            backbone = encoder.image_backbone
+            if "image" in encoder.modalities and encoder.freeze_image_backbone and backbone:
+                self._feature_store(backbone).fill(self.feature_rows())
+
+    def teardown(self, stage: str) -> None:
+        """Report undecodable images met by lazy feature filling in this process."""
+        if self._collator is not None and self._collator.doc.features is not None:
+            self._collator.doc.features.report_skipped()
 
     def setup(self, stage: str | None = None) -> None:
         if self._collator is not None:
@@ -325,8 +352,8 @@ class RetrievalDataModule(L.LightningDataModule):
             raise DataError(f"query encoder {type(query_encoder).__name__} reads no text")
         self._collator = _Collator(
             self.collection,
-            query=self._side(query_encoder, self._hp.query_max_length, compute=True),
-            doc=self._side(doc_encoder, self._hp.doc_max_length, compute=True),
+            query=self._side(query_encoder, self._hp.query_max_length),
+            doc=self._side(doc_encoder, self._hp.doc_max_length),
         )
 
     @property
