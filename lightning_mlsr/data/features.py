@@ -10,10 +10,8 @@ each image on disk, keyed by
 - each image's content hash, so a changed image is recomputed and an unchanged one is
   found whatever its row, table or collection.
 
-On disk a store is a folder of immutable shards, each written atomically when
-``shard_size`` new features are ready: ``<name>.npy`` (``(n, D)`` float32, read
-memory-mapped) and, written last as its done-marker, ``<name>.index.npz`` (the images'
-keys, whether each image decoded, and the sha1 of the ``.npy``). Hence:
+On disk a store is a folder of immutable shards (:mod:`~lightning_mlsr.data.feature_shards`),
+each written atomically when ``shard_size`` new features are ready. Hence:
 
 - **lazy**: :meth:`FeatureStore.features` computes the missing rows of a batch and caches
   them, so a short run only ever encodes the images it reads;
@@ -35,10 +33,7 @@ import copy
 import hashlib
 import logging
 import os
-import tempfile
 import time
-import uuid
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,7 +41,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lightning_mlsr.data import feature_shards as shards
 from lightning_mlsr.data.errors import DataError, format_ids
+from lightning_mlsr.data.feature_shards import FeatureCacheError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,14 +57,9 @@ __all__ = ["FORMAT_VERSION", "FeatureCacheError", "FeatureStore", "default_cache
 
 #: Bump when image decoding changes the pixels of the same bytes (old features then stale).
 FORMAT_VERSION = 2
-_KEY_DTYPE = np.dtype("S16")  # 16-byte digest of an image's content hash
 _UNKNOWN, _UNDECODABLE = -1, -2  # row states besides a shard number
 _OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # rows, keys, ok, features
-
-
-class FeatureCacheError(RuntimeError):
-    """The feature cache directory cannot be used (named in the message, with the fix)."""
 
 
 def default_cache_dir() -> Path:
@@ -126,7 +118,8 @@ class FeatureStore:
             / backbone.cache_key
         )
         if not read_only:
-            self._check_writable()
+            shards.check_writable(self.root)  # before any work, not after an hour of it
+            shards.remove_stale_temporaries(self.root)
         n = len(images)
         self._row_shard = np.full(n, _UNKNOWN, dtype=np.int32)  # shard number or a state
         self._row_offset = np.zeros(n, dtype=np.int32)
@@ -134,7 +127,7 @@ class FeatureStore:
         self._checksums: list[str] = []
         self._verified: set[int] = set()  # shards checked (or written) by this process
         self._open: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-        self._index_keys = np.empty(0, dtype=_KEY_DTYPE)  # sorted
+        self._index_keys = np.empty(0, dtype=shards.KEY_DTYPE)  # sorted
         self._index_shard = np.empty(0, dtype=np.int32)
         self._index_offset = np.empty(0, dtype=np.int32)
         self._index_ok = np.empty(0, dtype=bool)
@@ -270,7 +263,12 @@ class FeatureStore:
         features = np.zeros((len(rows), self.dim), dtype=np.float32)
         if pixels:
             features[ok] = self.backbone(torch.stack(pixels)).float().numpy()  # (b, D)
-        return rows, np.array([keys[r] for r in rows.tolist()], dtype=_KEY_DTYPE), ok, features
+        return (
+            rows,
+            np.array([keys[r] for r in rows.tolist()], dtype=shards.KEY_DTYPE),
+            ok,
+            features,
+        )
 
     # ------------------------------------------------------------------ lookup
     def _resolve(self, rows: np.ndarray) -> dict[int, bytes]:
@@ -317,88 +315,36 @@ class FeatureStore:
         self._skipped[image_id] = "undecodable (recorded in the feature cache)"
 
     # ------------------------------------------------------------------ disk
-    def _check_writable(self) -> None:
-        """Fail before any work if the cache folder cannot be written."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
-                pass
-        except OSError as err:
-            raise FeatureCacheError(
-                f"the image feature cache {self.root} is not writable ({err}). Fix: set "
-                "the environment variable LIGHTNING_MLSR_CACHE (or data.feature_cache_dir) "
-                "to a writable directory."
-            ) from err
-
     def _write_shard(self, parts: list[_Part]) -> None:
-        rows = np.concatenate([p[0] for p in parts])
-        keys = np.concatenate([p[1] for p in parts])
-        ok = np.concatenate([p[2] for p in parts])
-        features = np.concatenate([p[3] for p in parts])
-        stem = f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        data = self.root / f"{stem}.npy"
-        tmp = self.root / f".{stem}.npy.tmp"
-        with tmp.open("wb") as fh:
-            np.save(fh, features)
-        os.replace(tmp, data)
-        checksum = _file_sha1(data)
-        tmp = self.root / f".{stem}.index.tmp"
-        with tmp.open("wb") as fh:
-            np.savez(fh, keys=keys, ok=ok, sha1=np.array(checksum))
-        os.replace(tmp, self.root / f"{stem}.index.npz")  # the done-marker: written last
+        rows, keys, ok, features = (np.concatenate(p) for p in zip(*parts))
+        stem, checksum = shards.write_shard(self.root, keys, ok, features)
         shard = len(self._shards)
         self._shards.append(stem)
         self._checksums.append(checksum)
         self._verified.add(shard)
-        for offset, row in enumerate(rows.tolist()):
-            self._set_row(row, shard, offset)
+        self._row_shard[rows] = shard
+        self._row_offset[rows] = np.arange(len(rows))
         self._index_add(keys, np.full(len(keys), shard, np.int32), np.arange(len(keys)), ok)
 
     def _refresh(self) -> None:
-        """Add the shards on disk that this process does not know yet."""
-        if not self.root.is_dir():
-            return
+        """Add the shards on disk that this process does not know yet; damaged ones are
+        named in a warning and deleted."""
         known = set(self._shards)
         parts = []
-        for index in sorted(self.root.glob("*.index.npz")):
-            stem = index.name[: -len(".index.npz")]
+        for stem in shards.shard_stems(self.root):
             if stem in known:
                 continue
-            loaded = self._read_index(stem)
-            if loaded is None:
+            try:
+                keys, ok, checksum = shards.read_index(self.root, stem, self.dim)
+            except shards.ShardError as err:
+                shards.discard(self.root, stem, str(err))
                 continue
-            keys, ok, checksum = loaded
             shard = len(self._shards)
             self._shards.append(stem)
             self._checksums.append(checksum)
             parts.append((keys, np.full(len(keys), shard, np.int32), np.arange(len(keys)), ok))
         if parts:
             self._index_add(*(np.concatenate(p) for p in zip(*parts)))
-
-    def _read_index(self, stem: str) -> tuple[np.ndarray, np.ndarray, str] | None:
-        """A shard's keys, ok flags and checksum; None (warning, files deleted) if unusable."""
-        index, data = self.root / f"{stem}.index.npz", self.root / f"{stem}.npy"
-        try:
-            with np.load(index, allow_pickle=False) as npz:
-                keys, ok, checksum = npz["keys"], npz["ok"], str(npz["sha1"])
-            shape = np.load(data, mmap_mode="r").shape
-            if keys.dtype != _KEY_DTYPE or ok.shape != keys.shape or shape != (len(keys), self.dim):
-                raise ValueError(f"holds {shape} features for {len(keys)} keys")
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-            self._discard(stem, f"{type(err).__name__}: {err}")
-            return None
-        return keys, ok, checksum
-
-    def _discard(self, stem: str, reason: str) -> None:
-        files = [self.root / f"{stem}.npy", self.root / f"{stem}.index.npz"]
-        log.warning(
-            "image feature cache file %s is corrupt or truncated (%s); deleting it, its "
-            "features will be recomputed",
-            files[0],
-            reason,
-        )
-        for path in files:
-            path.unlink(missing_ok=True)
 
     def _index_add(
         self, keys: np.ndarray, shard: np.ndarray, offset: np.ndarray, ok: np.ndarray
@@ -424,24 +370,22 @@ class FeatureStore:
         if shard in self._open:
             self._open.move_to_end(shard)
             return self._open[shard]
-        path = self.root / f"{self._shards[shard]}.npy"
+        stem = self._shards[shard]
         if shard not in self._verified:
             try:
-                actual = _file_sha1(path)
-            except OSError as err:
-                actual = f"unreadable ({err})"
-            if actual != self._checksums[shard]:
-                self._drop_shard(shard, f"checksum {actual} != recorded {self._checksums[shard]}")
-                raise _ShardLost
+                shards.verify(self.root, stem, self._checksums[shard])
+            except shards.ShardError as err:
+                self._drop_shard(shard, str(err))
+                raise _ShardLost from err
             self._verified.add(shard)
-        array = np.load(path, mmap_mode="r")
+        array = shards.open_features(self.root, stem)
         self._open[shard] = array
         if len(self._open) > _OPEN_SHARDS:
             self._open.popitem(last=False)
         return array
 
     def _drop_shard(self, shard: int, reason: str) -> None:
-        self._discard(self._shards[shard], reason)
+        shards.discard(self.root, self._shards[shard], reason)
         self._row_shard[self._row_shard == shard] = _UNKNOWN
         self._merge_pending()
         keep = self._index_shard != shard
@@ -457,11 +401,3 @@ class FeatureStore:
 
 class _ShardLost(Exception):
     """A shard failed its checksum and was dropped; the caller recomputes its rows."""
-
-
-def _file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
