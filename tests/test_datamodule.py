@@ -127,6 +127,7 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
     torch.testing.assert_close(batch["doc"]["image_features"][0], direct, rtol=1e-4, atol=1e-5)
 
     # a second run reads the cache: the same batch computes nothing, a new image is computed
+    dm.teardown("fit")  # writes what was computed lazily, as a Trainer would at the end
     encoded.clear()
     dm = build()
     again = dm.train_dataloader().collate_fn([0, 1])

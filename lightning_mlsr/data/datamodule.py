@@ -338,8 +338,10 @@ class RetrievalDataModule(L.LightningDataModule):
                 self._feature_store(backbone).fill(self.feature_rows())
 
     def teardown(self, stage: str) -> None:
-        """Report undecodable images met by lazy feature filling in this process."""
+        """Write the frozen features computed lazily in this process (for the next run)
+        and report the undecodable images met."""
         if self._collator is not None and self._collator.doc.features is not None:
+            self._collator.doc.features.flush()
             self._collator.doc.features.report_skipped()
 
     def setup(self, stage: str | None = None) -> None:

@@ -57,7 +57,8 @@ __all__ = ["FORMAT_VERSION", "FeatureCacheError", "FeatureStore", "default_cache
 
 #: Bump when image decoding changes the pixels of the same bytes (old features then stale).
 FORMAT_VERSION = 2
-_UNKNOWN, _UNDECODABLE = -1, -2  # row states besides a shard number
+_UNKNOWN, _UNDECODABLE, _BUFFERED = -1, -2, -3  # row states besides a shard number
+_FLUSH_SECONDS = 60.0  # lazy filling writes a partial shard at most this often
 _OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # rows, keys, ok, features
 
@@ -132,6 +133,10 @@ class FeatureStore:
         self._index_offset = np.empty(0, dtype=np.int32)
         self._index_ok = np.empty(0, dtype=bool)
         self._pending: list[_Part] = []
+        # computed features not yet written: up to shard_size rows (rows, keys, ok, features)
+        self._buffer: _Part | None = None
+        self._held = 0
+        self._last_write = time.monotonic()
         self._skipped: dict[str, str] = {}  # undecodable image id -> reason, this pass
         self._refresh()
 
@@ -140,8 +145,8 @@ class FeatureStore:
         """Features of ``rows`` (computing and caching the missing ones).
 
         Undecodable images (``on_corrupt_image="skip"``) get zeros. Missing features
-        of a lazy call are computed without a progress bar; skips are kept for
-        :meth:`report_skipped`.
+        are computed without a progress bar and written in whole shards (see
+        :meth:`flush`); skips are kept for :meth:`report_skipped`.
 
         Shape: ``(len(rows), D)`` float32.
         """
@@ -160,9 +165,25 @@ class FeatureStore:
         end. Interrupted, it keeps every finished shard. Returns the images encoded.
         """
         rows = np.arange(len(self.images)) if rows is None else np.asarray(rows, dtype=np.int64)
-        encoded = self._compute_missing(rows, progress=progress)
+        try:
+            encoded = self._compute_missing(rows, progress=progress)
+        finally:  # also on Ctrl-C: keep what was computed
+            self.flush()
         self.report_skipped()
         return encoded
+
+    def flush(self) -> None:
+        """Write the features computed but not yet written (a partial shard).
+
+        Lazy filling writes a shard when ``shard_size`` features are ready, or when the
+        last write is more than a minute old; call this (the DataModule does, at
+        ``teardown``) so that a short run leaves its features for the next one.
+        """
+        if self._held and self._buffer is not None:
+            rows, keys, ok, features = (a[: self._held].copy() for a in self._buffer)
+            self._write_shard(rows, keys, ok, features)
+        self._held = 0
+        self._last_write = time.monotonic()
 
     def report_skipped(self) -> int:
         """Log (once) the undecodable images met since the last report; returns their count."""
@@ -188,6 +209,8 @@ class FeatureStore:
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         out = np.zeros((len(rows), self.dim), dtype=np.float32)  # (R, D)
         shards = self._row_shard[rows]
+        if self._buffer is not None and (buffered := shards == _BUFFERED).any():
+            out[buffered] = self._buffer[3][self._row_offset[rows[buffered]]]
         for shard in np.unique(shards[shards >= 0]).tolist():
             where = np.flatnonzero(shards == shard)
             out[where] = self._shard_array(shard)[self._row_offset[rows[where]]]
@@ -214,23 +237,15 @@ class FeatureStore:
             disable=not progress,
         )
         start = time.perf_counter()
-        pending: list[_Part] = []
-        held = 0
         try:
             for begin in range(0, len(missing), self.batch_size):
                 chunk = missing[begin : begin + self.batch_size]
-                pending.append(self._encode(chunk, keys))
-                held += len(chunk)
-                while held >= self.shard_size:  # shards of exactly shard_size images
-                    r, k, o, f = (np.concatenate(p) for p in zip(*pending))
-                    n = self.shard_size
-                    self._write_shard([(r[:n], k[:n], o[:n], f[:n])])
-                    pending, held = [(r[n:], k[n:], o[n:], f[n:])], held - n
+                self._hold(*self._encode(chunk, keys))
                 bar.update(len(chunk))
-        finally:  # an exception (e.g. Ctrl-C) still keeps what was computed
-            if held:
-                self._write_shard(pending)
+        finally:
             bar.close()
+            if time.monotonic() - self._last_write > _FLUSH_SECONDS:
+                self.flush()
         seconds = time.perf_counter() - start
         (log.info if progress else log.debug)(
             "computed %s features of %d images in %.1f s (%.1f images/s) into %s",
@@ -269,6 +284,30 @@ class FeatureStore:
             ok,
             features,
         )
+
+    def _hold(
+        self, rows: np.ndarray, keys: np.ndarray, ok: np.ndarray, features: np.ndarray
+    ) -> None:
+        """Buffer computed features; write a shard each time ``shard_size`` are held."""
+        if self._buffer is None:
+            self._buffer = (
+                np.empty(self.shard_size, dtype=np.int64),
+                np.empty(self.shard_size, dtype=shards.KEY_DTYPE),
+                np.empty(self.shard_size, dtype=bool),
+                np.empty((self.shard_size, self.dim), dtype=np.float32),
+            )
+        begin = 0
+        while begin < len(rows):
+            take = min(self.shard_size - self._held, len(rows) - begin)
+            into, part = slice(self._held, self._held + take), slice(begin, begin + take)
+            for buffer, values in zip(self._buffer, (rows, keys, ok, features)):
+                buffer[into] = values[part]
+            self._row_shard[rows[part]] = _BUFFERED
+            self._row_offset[rows[part]] = np.arange(into.start, into.stop)
+            self._held += take
+            begin += take
+            if self._held == self.shard_size:
+                self.flush()
 
     # ------------------------------------------------------------------ lookup
     def _resolve(self, rows: np.ndarray) -> dict[int, bytes]:
@@ -315,8 +354,9 @@ class FeatureStore:
         self._skipped[image_id] = "undecodable (recorded in the feature cache)"
 
     # ------------------------------------------------------------------ disk
-    def _write_shard(self, parts: list[_Part]) -> None:
-        rows, keys, ok, features = (np.concatenate(p) for p in zip(*parts))
+    def _write_shard(
+        self, rows: np.ndarray, keys: np.ndarray, ok: np.ndarray, features: np.ndarray
+    ) -> None:
         stem, checksum = shards.write_shard(self.root, keys, ok, features)
         shard = len(self._shards)
         self._shards.append(stem)
