@@ -23,7 +23,10 @@ each written atomically when ``shard_size`` new features are ready. Hence:
 
 Features are computed on the CPU, by a private copy of the backbone, in whichever process
 asks for them: the main process with ``num_workers=0``, otherwise the DataLoader workers
-(each worker computes the missing images of its own batches).
+(each worker computes the missing images of its own batches). Lazily computed features
+are written in whole shards, or a partial one when the last write is a minute old, and at
+:meth:`FeatureStore.flush` (the DataModule's ``teardown``, in the main process): a
+worker's last partial shard may be lost when the run ends and is recomputed by the next.
 """
 
 from __future__ import annotations
