@@ -87,12 +87,16 @@ def test_features_equal_the_backbone_and_only_asked_rows_are_encoded(tmp_path: P
     assert sum(other_counts) == 0
 
 
-def test_fill_computes_only_the_missing_rows_in_shards(tmp_path: Path) -> None:
+def test_fill_computes_only_the_missing_rows_in_shards(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     images, backbone = make_images(), make_backbone()
     store = FeatureStore(backbone, images, cache_dir=tmp_path, batch_size=4, shard_size=8)
     counts = count_encoded(store)
     store.features([0, 1])
+    caplog.set_level(logging.INFO, logger="lightning_mlsr.data")
     assert store.fill(range(10)) == 8 and sum(counts) == 10
+    assert "features of 8 images" in caplog.text and "images/s" in caplog.text
     assert store.fill() == N_IMAGES - 10 and sum(counts) == N_IMAGES
     assert store.fill() == 0 and len(store) == N_IMAGES
     torch.testing.assert_close(
