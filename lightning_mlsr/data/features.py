@@ -135,7 +135,7 @@ class FeatureStore:
         self._index_shard = np.empty(0, dtype=np.int32)
         self._index_offset = np.empty(0, dtype=np.int32)
         self._index_ok = np.empty(0, dtype=bool)
-        self._pending: list[_Part] = []
+        self._pending: list[_Part] = []  # (keys, shard, offset, ok) not yet in the index
         # computed features not yet written: up to shard_size rows (rows, keys, ok, features)
         self._buffer: _Part | None = None
         self._held = 0
@@ -211,11 +211,11 @@ class FeatureStore:
     # ------------------------------------------------------------------ computing
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         out = np.zeros((len(rows), self.dim), dtype=np.float32)  # (R, D)
-        shards = self._row_shard[rows]
-        if self._buffer is not None and (buffered := shards == _BUFFERED).any():
+        state = self._row_shard[rows]  # shard number, or _BUFFERED / _UNDECODABLE (zeros)
+        if self._buffer is not None and (buffered := state == _BUFFERED).any():
             out[buffered] = self._buffer[3][self._row_offset[rows[buffered]]]
-        for shard in np.unique(shards[shards >= 0]).tolist():
-            where = np.flatnonzero(shards == shard)
+        for shard in np.unique(state[state >= 0]).tolist():
+            where = np.flatnonzero(state == shard)
             out[where] = self._shard_array(shard)[self._row_offset[rows[where]]]
         return out
 
