@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import lightning_mlsr.data.features as features
 from lightning_mlsr.data import DataError
 from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
 from lightning_mlsr.heads import ImageMLMHead, MLPHead
@@ -103,23 +102,29 @@ def test_image_queries_are_refused(collection_dir: Path, text_heads) -> None:
         dm.setup("fit")
 
 
-def test_frozen_features_are_cached_by_backbone_and_image_content(
-    collection_dir: Path, text_heads, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_frozen_features_are_computed_lazily_and_cached_by_content(
+    collection_dir: Path, text_heads, tmp_path: Path
 ) -> None:
     head = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False, image_size=32)
     cache = tmp_path / "cache"
+    encoded: list[int] = []
 
-    def build() -> RetrievalDataModule:
-        dm = RetrievalDataModule(str(collection_dir), batch_size=2, feature_cache_dir=str(cache))
+    def build(**kwargs) -> RetrievalDataModule:
+        dm = RetrievalDataModule(
+            str(collection_dir), batch_size=2, feature_cache_dir=str(cache), **kwargs
+        )
         dm.attach_encoders(text_heads[0], head)
         dm.prepare_data()
         dm.setup("fit")
+        store = dm.collator.doc.features
+        assert store is not None
+        store.backbone.register_forward_pre_hook(lambda _m, args: encoded.append(len(args[0])))
         return dm
 
     dm = build()
-    files = list(cache.rglob("*.npy"))
-    assert len(files) == 1 and "test_efficientnet-random-32x32" in str(files[0])
-    batch = dm.train_dataloader().collate_fn([0, 1])
+    assert sum(encoded) == 0 and not list(cache.rglob("*.npy"))  # nothing before a batch
+    batch = dm.train_dataloader().collate_fn([0, 1])  # pairs (T1, I1), (T1, I2)
+    assert sum(encoded) == 2  # only the batch's images, not the collection's
     assert batch["doc"]["image_features"].shape == (2, head.image_backbone.num_features)
     # the cached features are the backbone's own output on the preprocessed image
     backbone = head.image_backbone.eval()
@@ -129,14 +134,26 @@ def test_frozen_features_are_cached_by_backbone_and_image_content(
         direct = backbone(pixels)[0]
     torch.testing.assert_close(batch["doc"]["image_features"][0], direct, rtol=1e-4, atol=1e-5)
 
-    # a second run reads the cache and computes nothing
-    def refuse(*args, **kwargs):
-        raise AssertionError("features recomputed although cached")
+    # a second run reads the cache: the same batch computes nothing, a new image is computed
+    dm.teardown("fit")  # writes what was computed lazily, as a Trainer would at the end
+    encoded.clear()
+    dm = build()
+    again = dm.train_dataloader().collate_fn([0, 1])
+    assert sum(encoded) == 0
+    torch.testing.assert_close(again["doc"]["image_features"], batch["doc"]["image_features"])
+    dm.val_dataloader().collate_fn([0])  # (T2, I3)
+    assert sum(encoded) == 1
 
-    monkeypatch.setattr(features, "compute_image_features", refuse)
-    build()
+    # feature_fill="upfront" fills every image the run needs in prepare_data, once
+    encoded.clear()
+    dm = build(feature_fill="upfront")
+    assert sum(encoded) == 0  # the hook is attached after prepare_data: count the cache
+    store = dm.collator.doc.features
+    assert store is not None and len(store) == len(dm.collection.images)
+    build(feature_fill="upfront")
+    assert sum(encoded) == 0
 
-    # different image content -> a different cache entry (here: recomputation is demanded)
+    # different image content -> recomputed, not served from the cache
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -148,5 +165,7 @@ def test_frozen_features_are_cached_by_backbone_and_image_content(
         table.schema.get_field_index("image"), "image", pa.array([png((1, 2, 3, 255))])
     )
     pq.write_table(table, part)
-    with pytest.raises(AssertionError, match="recomputed"):
-        build()
+    dm = build()
+    changed = dm.collection.images.index(pq.read_table(part)["image_id"][0].as_py())
+    dm.collator.docs([changed])
+    assert sum(encoded) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from lightning_mlsr.data.decode import CorruptImageError
 from lightning_mlsr.data.errors import DataError, format_ids
 from lightning_mlsr.data.pairs import RelevantPairs, false_negative_mask
 from lightning_mlsr.data.tables import Collection
+
+if TYPE_CHECKING:
+    from lightning_mlsr.data.features import FeatureStore
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -49,7 +52,7 @@ class SideSpec:
     image: bool
     tokenizer: Any = None
     max_length: int = 32
-    features: np.ndarray | None = None  # (N_images, D) cached frozen features
+    features: FeatureStore | None = None  # frozen features, computed on demand
     transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
 
 
@@ -90,7 +93,7 @@ class Collator:
         """``rows`` whose images decode, the ids of those that do not, and the decoded
         images (empty unless the batch needs pixels).
 
-        Only the pixel path decodes here (frozen features were computed beforehand); a
+        Only the pixel path decodes here (the feature store handles its own); a
         corrupt image raises with ``on_corrupt_image="error"``, else it is reported.
         """
         if not (self.doc.image and self.doc.features is None):
@@ -113,8 +116,8 @@ class Collator:
             captions = [self.collection.images.caption(r) for r in rows]
             inputs.update(self.encode_texts(captions, self.doc))
         if self.doc.image:
-            if self.doc.features is not None:
-                inputs["image_features"] = torch.from_numpy(self.doc.features[list(rows)])
+            if self.doc.features is not None:  # missing ones are computed here, see FeatureStore
+                inputs["image_features"] = torch.from_numpy(self.doc.features.features(rows))
             else:
                 assert self.doc.transform is not None
                 images = list(decoded) or [self.collection.images.load_image(r) for r in rows]

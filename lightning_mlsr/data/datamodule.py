@@ -34,11 +34,12 @@ from lightning_mlsr.data.batches import (
 from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.corpus import EvalCorpus, eval_corpus_rows, shard_indices
 from lightning_mlsr.data.errors import DataError
-from lightning_mlsr.data.features import load_or_compute_features
+from lightning_mlsr.data.features import FeatureStore
 from lightning_mlsr.data.pairs import RelevantPairs, false_negative_mask
 from lightning_mlsr.data.sampler import ResumableDataLoader, ResumableSampler
 
 if TYPE_CHECKING:
+    from lightning_mlsr.backbones import ImageBackbone
     from lightning_mlsr.heads.base import SparseEncoder
 
 log = logging.getLogger("lightning_mlsr.data")
@@ -65,6 +66,10 @@ class RetrievalDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         feature_cache_dir: where frozen image features are cached (None: the default cache).
         feature_batch_size: images per batch when filling the feature cache.
+        feature_fill: ``"lazy"`` computes frozen features when a batch first needs them
+            (a short run encodes only the images it reads); ``"upfront"`` fills the cache
+            for every image the run needs in ``prepare_data``, with a progress bar
+            (resumable; worth it for large collections).
         on_corrupt_image / on_missing_caption: see :func:`load_collection`; a corrupt
             image met while reading pixels is skipped and reported once per pass, or
             raises with ``on_corrupt_image="error"``.
@@ -88,6 +93,7 @@ class RetrievalDataModule(L.LightningDataModule):
         num_workers: int = 0,
         feature_cache_dir: str | None = None,
         feature_batch_size: int = 32,
+        feature_fill: Literal["lazy", "upfront"] = "lazy",
         on_corrupt_image: Literal["skip", "error"] = "skip",
         on_missing_caption: Literal["error", "skip", "keep"] = "error",
         predict_target: str = "corpus",
@@ -105,6 +111,8 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         if eval_distractors < 0:
             raise ValueError(f"eval_distractors must be >= 0, got {eval_distractors}")
+        if feature_fill not in ("lazy", "upfront"):
+            raise ValueError(f"feature_fill must be 'lazy' or 'upfront', got {feature_fill!r}")
         self._collection: Collection | None = None
         self._collator: Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
@@ -188,7 +196,7 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         return model.query_encoder, model.doc_encoder
 
-    def _side(self, encoder: SparseEncoder, max_length: int, compute: bool) -> SideSpec:
+    def _side(self, encoder: SparseEncoder, max_length: int) -> SideSpec:
         text = "text" in encoder.modalities
         image = "image" in encoder.modalities
         spec = SideSpec(text=text, image=image, max_length=max_length)
@@ -205,23 +213,45 @@ class RetrievalDataModule(L.LightningDataModule):
                     f"{type(encoder).__name__} reads images but has no image_backbone"
                 )
             if encoder.freeze_image_backbone:
-                spec.features = load_or_compute_features(
-                    backbone,
-                    self.collection.images,
-                    cache_dir=self._hp.feature_cache_dir,
-                    batch_size=self._hp.feature_batch_size,
-                    compute=compute,
-                )
+                spec.features = self._feature_store(backbone)
             else:
                 spec.transform = backbone.transform()
         return spec
 
+    def _feature_store(self, backbone: ImageBackbone) -> FeatureStore:
+        """The frozen-feature store of ``backbone`` over this collection's images
+        (fails at once, before computing anything, if the cache is not writable)."""
+        return FeatureStore(
+            backbone,
+            self.collection.images,
+            cache_dir=self._hp.feature_cache_dir,
+            batch_size=self._hp.feature_batch_size,
+            on_corrupt_image=self._hp.on_corrupt_image,
+        )
+
+    def feature_rows(self) -> np.ndarray:
+        """Image rows whose frozen features a run needs: the train pairs' images and the
+        evaluation corpora of validation and test (see ``eval_corpus``)."""
+        rows = [self._split_pairs("train")[:, 1]]
+        rows += [self.corpus_rows(split) for split in ("validation", "test")]
+        return np.unique(np.concatenate(rows).astype(np.int64))
+
     def prepare_data(self) -> None:
-        """Fill the image-feature cache once per node (before DDP ranks read it)."""
-        query_encoder, doc_encoder = self._model_encoders()
-        for encoder in (query_encoder, doc_encoder):
-            if "image" in encoder.modalities and encoder.freeze_image_backbone:
-                self._side(encoder, 0, compute=True)
+        """``feature_fill="upfront"``: fill the image-feature cache once per node, before
+        DDP ranks read it (lazy filling needs nothing here)."""
+        if self._hp.feature_fill != "upfront":
+            return
+        for encoder in self._model_encoders():
+            backbone = encoder.image_backbone
+            if "image" in encoder.modalities and encoder.freeze_image_backbone and backbone:
+                self._feature_store(backbone).fill(self.feature_rows())
+
+    def teardown(self, stage: str) -> None:
+        """Write the frozen features computed lazily in this process (for the next run)
+        and report the undecodable images met."""
+        if self._collator is not None and self._collator.doc.features is not None:
+            self._collator.doc.features.flush()
+            self._collator.doc.features.report_skipped()
 
     def setup(self, stage: str | None = None) -> None:
         if self._collator is not None:
@@ -233,8 +263,8 @@ class RetrievalDataModule(L.LightningDataModule):
             raise DataError(f"query encoder {type(query_encoder).__name__} reads no text")
         self._collator = Collator(
             self.collection,
-            query=self._side(query_encoder, self._hp.query_max_length, compute=True),
-            doc=self._side(doc_encoder, self._hp.doc_max_length, compute=True),
+            query=self._side(query_encoder, self._hp.query_max_length),
+            doc=self._side(doc_encoder, self._hp.doc_max_length),
             on_corrupt_image=self._hp.on_corrupt_image,
         )
 
