@@ -38,6 +38,36 @@ def test_sampler_order_is_distributed_samplers_and_skips_seen_batches() -> None:
     assert list(sampler) == full
 
 
+def _first_rows(dm: RetrievalDataModule, n: int) -> list[list[int]]:
+    loader = iter(dm.train_dataloader())
+    return [next(loader)["query_idx"].tolist() for _ in range(n)]
+
+
+def test_datamodule_state_positions_the_next_train_loader(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    heads = (MLPHead(), MLPHead())
+    fresh = RetrievalDataModule("emoji", batch_size=4)
+    fresh.attach_encoders(*heads)
+    batches = _first_rows(fresh, 3)
+
+    order = {"seed": 3, "epoch": 0, "batches_seen": 2, "batch_size": 4, "world_size": 1}
+    monkeypatch.setenv("PL_GLOBAL_SEED", "99")  # the checkpoint's seed wins
+    resumed = RetrievalDataModule("emoji", batch_size=4)
+    resumed.attach_encoders(*heads)
+    resumed.load_state_dict({"train_order": order})
+    assert _first_rows(resumed, 1) == batches[2:3]
+
+    # another batch size cannot continue the same order: said, and the epoch starts afresh
+    other = RetrievalDataModule("emoji", batch_size=8)
+    other.attach_encoders(*heads)
+    other.load_state_dict({"train_order": order})
+    with caplog.at_level("WARNING", logger="lightning_mlsr.data"):
+        _first_rows(other, 1)
+    assert "batch size 4 on 1 process(es), this run uses 8 on 1" in caplog.text
+
+
 class _Steps(L.Callback):
     """(global step after the batch, loss, query rows) of every training batch."""
 
