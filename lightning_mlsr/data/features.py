@@ -332,20 +332,17 @@ class FeatureStore:
         if not keys:
             return keys
         self._merge_pending()
-        missing: dict[int, bytes] = {}
-        for row, key in keys.items():
-            pos = int(np.searchsorted(self._index_keys, key))
-            if pos < len(self._index_keys) and self._index_keys[pos] == key:
-                self._set_row(row, int(self._index_shard[pos]), int(self._index_offset[pos]))
-                if not self._index_ok[pos]:
-                    self._undecodable_from_cache(row)
-            else:
-                missing[row] = key
-        return missing
-
-    def _set_row(self, row: int, shard: int, offset: int) -> None:
-        self._row_shard[row] = shard
-        self._row_offset[row] = offset
+        rows = np.fromiter(keys, dtype=np.int64, count=len(keys))
+        wanted = np.array(list(keys.values()), dtype=shards.KEY_DTYPE)
+        pos = np.searchsorted(self._index_keys, wanted)  # vectorised: millions of rows
+        found = pos < len(self._index_keys)
+        found[found] = self._index_keys[pos[found]] == wanted[found]
+        hit, at = rows[found], pos[found]
+        self._row_shard[hit] = self._index_shard[at]
+        self._row_offset[hit] = self._index_offset[at]
+        for row in hit[~self._index_ok[at]].tolist():
+            self._undecodable_from_cache(row)
+        return {row: keys[row] for row in rows[~found].tolist()}
 
     def _undecodable_from_cache(self, row: int) -> None:
         image_id = str(self.images.ids[row])
