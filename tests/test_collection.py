@@ -518,6 +518,15 @@ def test_conflicting_judgments(tmp_path: Path) -> None:
         load_collection(root)
 
 
+def test_repeated_identical_judgments_count_once(tmp_path: Path) -> None:
+    root = write_atomic(
+        tmp_path / "a", qrels={"train.trec": "T1 Q0 I1 1\nT1 Q0 I2 0\nT1 Q0 I1 1\n"}
+    )
+    c = load_collection(root)
+    assert c.qrels["train"] == {"T1": {"I1": 1, "I2": 0}}
+    assert c.qrels_table.num_judgments == 3  # train 2 + validation 1
+
+
 def test_duplicate_ids(tmp_path: Path) -> None:
     first, second = default_images()
     second[0]["image_id"] = "I1"  # the same id in two files
