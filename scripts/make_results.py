@@ -532,6 +532,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per experiment (42, 43, ...)")
     parser.add_argument("--work", default=str(REPO / "outputs" / "results"), help="logs, ckpts")
     parser.add_argument("--results", default=str(REPO / "RESULTS.md"))
+    parser.add_argument("--runs", default=None, help="where finished runs are kept")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md only")
     parser.add_argument(
@@ -540,6 +541,8 @@ def main() -> None:
         help="extra `fit` overrides in one string: --cli-args='--trainer.limit_train_batches=5'",
     )
     args = parser.parse_args()
+    if args.runs:
+        globals()["RUNS"] = Path(args.runs)  # default: results/runs in the repository
     os.environ.setdefault("WANDB_MODE", "offline")
     extra = shlex.split(args.cli_args)
     if not args.report_only:
