@@ -11,7 +11,9 @@ is evaluated on validation and test. What a finished run leaves under
 share of empty vectors, fit time, co-activation statistics for image-only models) and
 ``per_query.json`` (every measure per query and split). A run whose ``metrics.json`` exists
 is skipped, so an interrupted regeneration resumes where it stopped; the baselines are kept
-the same way under ``results/runs/baselines/``. RESULTS.md is rebuilt from whatever has
+the same way under ``results/runs/baselines/``. ``m2_distilled`` is distilled from the
+trained ``dense_caption`` model of the same seed (its checkpoint kept under ``--work``)
+when that run finished in the same work folder. RESULTS.md is rebuilt from whatever has
 finished: mean ± standard deviation over seeds, paired t-tests over queries (per-query
 values averaged over seeds; ``scipy.stats.ttest_rel``) for every comparison a finding rests
 on, with the Benjamini-Hochberg correction over all of them
@@ -48,6 +50,18 @@ EXPERIMENTS = [
     ("M2 distilled", "m2_distilled"),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
+]
+#: training order: dense_caption before m2_distilled, whose teacher it is
+ORDER = [
+    "mlp_mlm_image",
+    "m1_mlm_mlm_image",
+    "dense_caption",
+    "m2_distilled",
+    "m4x_mlp_mlm_image_caption",
+    "m2_mlp_mlm_caption",
+    "m3_mlp_mlp_caption",
+    "m4_mlp_mlp_image_caption",
+    "dense_image",
 ]
 LABELS = {name: label for label, name in EXPERIMENTS}
 IMAGE_ONLY = ("m1_mlm_mlm_image", "mlp_mlm_image")
@@ -197,8 +211,24 @@ def train_and_evaluate(name: str, seed: int, work: Path, extra: list[str]) -> No
         metrics["coactivation"] = _coactivation(evaluator.last_encoded.docs, cli.datamodule)
     _write_json(run_dir(name, seed) / "per_query.json", per_query)
     _write_json(run_dir(name, seed) / "metrics.json", metrics)
+    if name == "dense_caption" and best:  # the teacher of m2_distilled with the same seed
+        shutil.copyfile(best, teacher_path(work, seed))
     for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
         ckpt.unlink()
+
+
+def teacher_path(work: Path, seed: int) -> Path:
+    """Where the trained dense caption model of ``seed`` is kept as a distillation teacher."""
+    return work / "dense_caption" / f"seed{seed}" / "teacher.pt"
+
+
+def overrides_for(name: str, seed: int, work: Path) -> list[str]:
+    """``m2_distilled`` learns from the trained dense caption model of the same seed when
+    that run has finished here (else from MiniLM as shipped, as its YAML says)."""
+    teacher = teacher_path(work, seed)
+    if name == "m2_distilled" and teacher.is_file():
+        return [f"--model.distillation.init_args.checkpoint={teacher}"]
+    return []
 
 
 def _coactivation(docs: Any, datamodule: Any) -> dict[str, Any]:
@@ -528,7 +558,7 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiments", nargs="*", default=[n for _, n in EXPERIMENTS])
+    parser.add_argument("--experiments", nargs="*", default=ORDER)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per experiment (42, 43, ...)")
     parser.add_argument("--work", default=str(REPO / "outputs" / "results"), help="logs, ckpts")
     parser.add_argument("--results", default=str(REPO / "RESULTS.md"))
@@ -555,7 +585,8 @@ def main() -> None:
                     continue
                 print(f"=== {name} seed {seed}", flush=True)
                 try:
-                    train_and_evaluate(name, seed, Path(args.work), extra)
+                    work = Path(args.work)
+                    train_and_evaluate(name, seed, work, extra + overrides_for(name, seed, work))
                 except Exception:  # one failed run must not stop the regeneration
                     traceback.print_exc()
                     print(f"=== {name} seed {seed} FAILED; continuing", flush=True)
