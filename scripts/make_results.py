@@ -464,9 +464,18 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             )
     distilled = _mean_metric(runs, "m2_distilled")
     if distilled is not None:
+        trained = sum(
+            any("distillation.init_args.checkpoint" in o for o in r.get("overrides", []))
+            for r in runs["m2_distilled"]
+        )
+        test = runs["m2_distilled"][0]["test"]
         out.append(
             f"- Distilled caption model {distilled:.4f} test nDCG@10 (target ≥ 0.42: "
-            f"{'met' if distilled >= 0.42 else f'missed by {0.42 - distilled:.4f}'})."
+            f"{'met' if distilled >= 0.42 else f'missed by {0.42 - distilled:.4f}'}); teacher: "
+            f"the trained dense caption model of the same seed in {trained} of "
+            f"{len(runs['m2_distilled'])} runs, MiniLM as shipped in the rest; first run: "
+            f"{test.get('q_nnz', 0):.1f} query / {test.get('d_nnz', 0):.1f} document non-zeros, "
+            f"{test.get('flops_per_query', 0):.0f} FLOPS/query."
         )
     m4x, m3 = (
         _mean_metric(runs, n, "R@1000") for n in ("m4x_mlp_mlm_image_caption", "m3_mlp_mlp_caption")
