@@ -93,6 +93,7 @@ class SparseBiEncoder(L.LightningModule):
             )
         self.param_groups = param_groups
         self.distillation = distillation
+        self._fit_total_steps: int | None = None
         self.warmup_ratio = warmup_ratio
         self.lr_decay = lr_decay
         if query_encoder.vocab_size != doc_encoder.vocab_size:
@@ -170,11 +171,11 @@ class SparseBiEncoder(L.LightningModule):
         out["loss"] = total
         return out
 
-    def _total_steps(self) -> int | None:
-        """All optimizer steps of the fit (for warm-ups given as a ratio); None outside fit."""
-        if self._trainer is None:
-            return None
-        return max(1, int(self.trainer.estimated_stepping_batches))
+    def _total_steps(self) -> int:
+        """All optimizer steps of the fit, for warm-ups given as a ratio (fixed when the
+        optimizers are configured, at fit start and on resume). Outside a fit (validate/test
+        of a loaded checkpoint) the warm-up is over: 0 steps, so the full weight."""
+        return self._fit_total_steps or 0
 
     def _logs_this_step(self) -> bool:
         """Whether this step's on-step metrics reach the logger (Lightning's rule)."""
@@ -257,6 +258,7 @@ class SparseBiEncoder(L.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.optimizer_parameters())
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._fit_total_steps = total
         factor = lr_factor(total, self.warmup_ratio, self.lr_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
