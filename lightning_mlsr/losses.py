@@ -1,12 +1,18 @@
-"""Contrastive loss over sparse query and document vectors."""
+"""Losses over sparse query and document vectors: in-batch InfoNCE, and distillation of
+a frozen dense teacher's in-batch score distribution (D2S / SPLADE++), which composes with
+InfoNCE in YAML (``model.distillation``)."""
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InfoNCE"]
+__all__ = ["Distillation", "InfoNCE", "kl_distillation"]
 
 
 def _world() -> tuple[int, int]:
@@ -103,3 +109,141 @@ class InfoNCE(nn.Module):
     def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Fraction of queries whose positive scores highest. Shape: ``(B, B_all)`` -> scalar."""
         return (logits.argmax(dim=1) == labels).float().mean()
+
+
+def kl_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, drop: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``mean_i KL(softmax(teacher_i) || softmax(student_i))`` over in-batch scores.
+
+    Both inputs are logits (already divided by their temperatures); a softmax is shift
+    invariant, so the loss is 0 whenever each student row equals the teacher row plus a
+    constant. Entries in ``drop`` (e.g. false negatives) are left out of both softmaxes.
+
+    Shape:
+        student ``(B, N)``, teacher ``(B, N)``, drop ``(B, N)`` bool -> scalar (fp32).
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"kl_distillation: student scores {tuple(student.shape)} and teacher scores "
+            f"{tuple(teacher.shape)} must have the same shape (queries x documents)"
+        )
+    student, teacher = student.float(), teacher.float()
+    if drop is not None:
+        student = student.masked_fill(drop, float("-inf"))
+        teacher = teacher.masked_fill(drop, float("-inf"))
+    log_p_teacher = F.log_softmax(teacher, dim=1)  # (B, N)
+    log_p_student = F.log_softmax(student, dim=1)  # (B, N)
+    terms = log_p_teacher.exp() * (log_p_teacher - log_p_student)  # (B, N)
+    if drop is not None:
+        terms = terms.masked_fill(drop, 0.0)  # 0 * (-inf - -inf) would be NaN
+    return terms.sum(dim=1).mean()
+
+
+class Distillation(nn.Module):
+    """Dense-to-sparse distillation: KL between a frozen teacher's in-batch score
+    distribution and the student's, added to the ranking loss with ``weight``.
+
+    The teacher is a dense bi-encoder (e.g. :class:`~lightning_mlsr.heads.dense.
+    DenseTextHead` on ``minilm-l6``); its scores ``q_t @ d_t.T / teacher_temperature`` are
+    computed on the fly, without gradients, from the same tokenized batch as the student,
+    so its tokenizer must be the student's (checked on the vocabulary size and special
+    ids). With ``checkpoint``, the teacher weights come from a trained dense run (a
+    Lightning checkpoint of e.g. ``experiments/dense_caption.yaml``: ``query_encoder.*``
+    and ``doc_encoder.*``); otherwise the backbone's own weights are used.
+
+    Args:
+        teacher: the teacher's query encoder (and document encoder, unless ``doc_teacher``).
+        doc_teacher: a separate document encoder; None shares ``teacher`` (a checkpoint
+            with different query and document weights then gets a copy).
+        checkpoint: path of a dense bi-encoder checkpoint to load into the teacher.
+        weight: multiplier of the KL term.
+        teacher_temperature: divides the teacher's scores (0.05 for cosine scores, as the
+            dense baselines are trained).
+        student_temperature: divides the student's sparse dot products.
+
+    Shape:
+        student q ``(B, V)``, d ``(B, V)`` and the two tokenized batches -> scalar.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        doc_teacher: nn.Module | None = None,
+        checkpoint: str | None = None,
+        weight: float = 1.0,
+        teacher_temperature: float = 0.05,
+        student_temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if weight < 0 or teacher_temperature <= 0 or student_temperature <= 0:
+            raise ValueError(
+                "Distillation: weight must be >= 0 and temperatures > 0, got "
+                f"weight={weight}, teacher_temperature={teacher_temperature}, "
+                f"student_temperature={student_temperature}"
+            )
+        self.query_teacher = teacher
+        self.doc_teacher = doc_teacher if doc_teacher is not None else teacher
+        if checkpoint is not None:
+            self._load(checkpoint)
+        self.weight = float(weight)
+        self.teacher_temperature = float(teacher_temperature)
+        self.student_temperature = float(student_temperature)
+        self.requires_grad_(False)
+        self.eval()
+
+    def _load(self, checkpoint: str) -> None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Distillation: teacher checkpoint {checkpoint!r} does not exist; train one "
+                "with experiments/dense_caption.yaml or set checkpoint: null to use the "
+                "backbone's own weights"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("state_dict", state)
+        parts = {}
+        for prefix in ("query_encoder.", "doc_encoder."):
+            parts[prefix] = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if not parts[prefix]:
+                raise ValueError(
+                    f"Distillation: {checkpoint!r} has no {prefix}* weights; pass a checkpoint "
+                    "of a bi-encoder run (e.g. experiments/dense_caption.yaml)"
+                )
+        if self.doc_teacher is self.query_teacher:
+            self.doc_teacher = copy.deepcopy(self.query_teacher)
+        self.query_teacher.load_state_dict(parts["query_encoder."])
+        self.doc_teacher.load_state_dict(parts["doc_encoder."])
+
+    def train(self, mode: bool = True) -> Distillation:
+        """The teacher is frozen: it stays in eval mode (no dropout) whatever the mode."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def teacher_scores(
+        self, queries: Mapping[str, torch.Tensor], docs: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The teacher's in-batch logits. Shape: ``(B, B)`` fp32."""
+        q = self.query_teacher(queries).float()  # (B, H)
+        d = self.doc_teacher(docs).float()  # (B, H)
+        return q @ d.T / self.teacher_temperature
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        d: torch.Tensor,
+        queries: Mapping[str, torch.Tensor],
+        docs: Mapping[str, torch.Tensor],
+        false_negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Weighted KL of the student's in-batch scores to the teacher's.
+
+        Shape: q ``(B, V)``, d ``(B, V)``, false_negatives ``(B, B)`` -> scalar.
+        """
+        student = q.float() @ d.float().T / self.student_temperature  # (B, B)
+        teacher = self.teacher_scores(queries, docs)  # (B, B)
+        drop = None
+        if false_negatives is not None:
+            drop = false_negatives.bool().clone()
+            drop.fill_diagonal_(False)  # the positives stay
+        return self.weight * kl_distillation(student, teacher, drop)

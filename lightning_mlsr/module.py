@@ -17,12 +17,20 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from lightning_mlsr.heads.base import SparseEncoder
-from lightning_mlsr.losses import InfoNCE
+from lightning_mlsr.losses import Distillation, InfoNCE
 from lightning_mlsr.regularizers import Regularizer
 
 __all__ = ["SparseBiEncoder", "lr_factor"]
 
-_MODULE_ARGS = ["query_encoder", "doc_encoder", "loss", "query_regularizer", "doc_regularizer"]
+_MODULE_ARGS = [
+    "query_encoder",
+    "doc_encoder",
+    "loss",
+    "query_regularizer",
+    "doc_regularizer",
+    "distillation",
+]
+_GROUPS = ("new", "pretrained")
 
 
 class SparseBiEncoder(L.LightningModule):
@@ -38,8 +46,15 @@ class SparseBiEncoder(L.LightningModule):
             (both must name the same text backbone).
         optimizer: e.g. ``torch.optim.AdamW`` with its ``lr`` in YAML (default: AdamW,
             lr 1e-4, weight decay 0.01).
+        param_groups: optimizer options per parameter group, overriding the optimizer's:
+            ``new`` — layers the heads create from scratch (``new_parameters()``: image
+            projections, MLP term scorers) — and ``pretrained`` — every other trainable
+            parameter (transformers, MLM heads), e.g. ``{new: {lr: 1e-3}, pretrained:
+            {lr: 5e-5}}`` as in the multimodal LSR reference. None: one group.
         warmup_ratio: fraction of all optimizer steps spent warming the learning rate up.
         lr_decay: ``linear`` to zero after warm-up, or ``constant``.
+        distillation: a frozen dense teacher whose in-batch score distribution the student
+            matches (KL), added to the ranking loss.
     """
 
     def __init__(
@@ -51,8 +66,10 @@ class SparseBiEncoder(L.LightningModule):
         doc_regularizer: Regularizer | None = None,
         share_text_backbone: bool = False,
         optimizer: OptimizerCallable | None = None,
+        param_groups: dict[str, dict[str, float]] | None = None,
         warmup_ratio: float = 0.1,
         lr_decay: Literal["linear", "constant"] = "linear",
+        distillation: Distillation | None = None,
     ) -> None:
         super().__init__()
         if _given_hyperparameters.get() is not None:
@@ -69,6 +86,14 @@ class SparseBiEncoder(L.LightningModule):
         self.query_regularizer = query_regularizer
         self.doc_regularizer = doc_regularizer
         self.optimizer_factory = optimizer or _default_optimizer
+        unknown = set(param_groups or {}) - set(_GROUPS)
+        if unknown:
+            raise ValueError(
+                f"param_groups: unknown group(s) {sorted(unknown)}; the groups are {_GROUPS}"
+            )
+        self.param_groups = param_groups
+        self.distillation = distillation
+        self._fit_total_steps: int | None = None
         self.warmup_ratio = warmup_ratio
         self.lr_decay = lr_decay
         if query_encoder.vocab_size != doc_encoder.vocab_size:
@@ -78,6 +103,8 @@ class SparseBiEncoder(L.LightningModule):
             )
         if share_text_backbone:
             self._tie_text_backbones()
+        if distillation is not None:
+            _check_teacher_tokenizers(query_encoder, doc_encoder, distillation)
         # from_pretrained returns modules in eval mode (dropout off); Lightning keeps the mode
         # a module had before fit, so start in train mode (frozen image backbones stay eval)
         self.train()
@@ -128,16 +155,27 @@ class SparseBiEncoder(L.LightningModule):
         if split == "train" and self._logs_this_step():  # full (B, V) passes: only when logged
             out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
         total = rank_loss
-        step = self.global_step
+        if self.distillation is not None:
+            # local in-batch scores; batch["false_negatives"] is this rank's (B, B) mask
+            kd = self.distillation(q, d, batch["query"], batch["doc"], batch.get("false_negatives"))
+            out["distill_loss"] = kd
+            total = total + kd
+        step, total_steps = self.global_step, self._total_steps()
         for side, reg, w in (("q", self.query_regularizer, q), ("d", self.doc_regularizer, d)):
             if reg is None:
                 continue
-            penalty, lam = reg(w, step)
+            penalty, lam = reg(w, step, total_steps)
             total = total + penalty
             out[f"{side}_reg"] = penalty
             out[f"{side}_lambda"] = torch.tensor(lam)
         out["loss"] = total
         return out
+
+    def _total_steps(self) -> int:
+        """All optimizer steps of the fit, for warm-ups given as a ratio (fixed when the
+        optimizers are configured, at fit start and on resume). Outside a fit (validate/test
+        of a loaded checkpoint) the warm-up is over: 0 steps, so the full weight."""
+        return self._fit_total_steps or 0
 
     def _logs_this_step(self) -> bool:
         """Whether this step's on-step metrics reach the logger (Lightning's rule)."""
@@ -158,8 +196,11 @@ class SparseBiEncoder(L.LightningModule):
         )
         self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch_size)
         if self._trainer is not None and self.trainer.optimizers:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log("train/lr", float(lr), on_step=True, on_epoch=False, batch_size=batch_size)
+            for i, group in enumerate(self.trainer.optimizers[0].param_groups):
+                name = "train/lr" if i == 0 else f"train/lr_{group.get('name', i)}"
+                self.log(
+                    name, float(group["lr"]), on_step=True, on_epoch=False, batch_size=batch_size
+                )
         return out["loss"]
 
     # ------------------------------------------------------------------ validation / test
@@ -189,9 +230,35 @@ class SparseBiEncoder(L.LightningModule):
         return {"rows": rows.cpu(), "weights": weights.float().to_sparse().cpu()}
 
     # ------------------------------------------------------------------ optimizers
+    def optimizer_parameters(self) -> Any:
+        """Trainable parameters, split into the ``new``/``pretrained`` groups if configured.
+
+        Frozen parameters (image backbones, a distillation teacher, skipped MLM layers) are
+        left out, so they get no optimizer state.
+        """
+        trainable = [p for p in self.parameters() if p.requires_grad]  # unique, in order
+        if self.param_groups is None:
+            return trainable
+        new_ids = {
+            id(p)
+            for enc in (self.query_encoder, self.doc_encoder)
+            for p in enc.new_parameters()
+            if p.requires_grad
+        }
+        params = {
+            "new": [p for p in trainable if id(p) in new_ids],
+            "pretrained": [p for p in trainable if id(p) not in new_ids],
+        }
+        return [
+            {"params": params[name], "name": name, **self.param_groups.get(name, {})}
+            for name in _GROUPS
+            if params[name]
+        ]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.optimizer_parameters())
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._fit_total_steps = total
         factor = lr_factor(total, self.warmup_ratio, self.lr_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
@@ -213,6 +280,35 @@ def lr_factor(total: int, warmup_ratio: float, decay: str) -> Callable[[int], fl
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
+
+
+def _check_teacher_tokenizers(
+    query_encoder: SparseEncoder, doc_encoder: SparseEncoder, distillation: Distillation
+) -> None:
+    """The teacher reads the student's token ids, so both must tokenize alike."""
+    from lightning_mlsr.backbones import load_tokenizer
+
+    pairs = (
+        ("query", query_encoder, distillation.query_teacher),
+        ("document", doc_encoder, distillation.doc_teacher),
+    )
+    for side, student, teacher in pairs:
+        names = (student.text_backbone_name, getattr(teacher, "text_backbone_name", None))
+        if names[0] is None or names[1] is None:
+            raise ValueError(
+                f"distillation needs text on the {side} side for both student and teacher "
+                f"(student {type(student).__name__}, teacher {type(teacher).__name__}); the "
+                "teacher scores the same tokenized batch as the student"
+            )
+        if (
+            names[0] != names[1]
+            and load_tokenizer(names[0]).get_vocab() != load_tokenizer(names[1]).get_vocab()
+        ):
+            raise ValueError(
+                f"distillation: the {side} teacher's backbone {names[1]!r} tokenizes "
+                f"differently from the student's {names[0]!r}; use a teacher with the same "
+                "vocabulary (e.g. minilm-l6 for BERT-uncased students)"
+            )
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:

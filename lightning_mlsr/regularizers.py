@@ -3,7 +3,8 @@
 The weight at optimizer step ``t`` is ``lambda_t = lambda * min(1, t / T) ** 2`` — a pure
 function of the step the caller passes (the LightningModule passes
 ``trainer.global_step``, which counts optimizer steps and is restored on resume), never an
-internal counter.
+internal counter. ``T`` is either fixed (``warmup_steps``) or a fraction of the run's total
+optimizer steps (``warmup_ratio``; the module passes ``trainer.estimated_stepping_batches``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ class Regularizer(nn.Module):
     Args:
         weight: the full weight ``lambda`` reached after warm-up.
         warmup_steps: ``T``; 0 means the full weight from step 0.
+        warmup_ratio: ``T`` as a fraction of the total optimizer steps (set this or
+            ``warmup_steps``, not both); e.g. 0.2 as in the multimodal LSR reference.
 
     Shape:
         ``w`` ``(B, V)`` -> scalar.
     """
 
-    def __init__(self, weight: float = 0.0, warmup_steps: int = 0) -> None:
+    def __init__(
+        self, weight: float = 0.0, warmup_steps: int = 0, warmup_ratio: float | None = None
+    ) -> None:
         super().__init__()
         if weight < 0:
             raise ValueError(f"{type(self).__name__}: weight must be >= 0, got {weight}")
@@ -33,26 +38,54 @@ class Regularizer(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: warmup_steps must be >= 0, got {warmup_steps}"
             )
+        if warmup_ratio is not None:
+            if not 0.0 <= warmup_ratio <= 1.0:
+                raise ValueError(
+                    f"{type(self).__name__}: warmup_ratio must be in [0, 1], got {warmup_ratio}"
+                )
+            if warmup_steps:
+                raise ValueError(
+                    f"{type(self).__name__}: set warmup_steps or warmup_ratio, not both "
+                    f"(got {warmup_steps} and {warmup_ratio}); base.yaml sets warmup_ratio, so "
+                    "an experiment that counts steps also sets warmup_ratio: null"
+                )
         self.weight = float(weight)
         self.warmup_steps = int(warmup_steps)
+        self.warmup_ratio = warmup_ratio
 
-    def weight_at(self, step: int) -> float:
-        """``weight * min(1, step / warmup_steps) ** 2`` (full weight when no warm-up)."""
-        if self.warmup_steps == 0:
+    def warmup_length(self, total_steps: int | None = None) -> float:
+        """``T`` in optimizer steps (``warmup_ratio * total_steps`` when a ratio is set)."""
+        if self.warmup_ratio is None:
+            return float(self.warmup_steps)
+        if total_steps is None:
+            raise ValueError(
+                f"{type(self).__name__} has warmup_ratio={self.warmup_ratio}, so it needs the "
+                "run's total optimizer steps (total_steps)"
+            )
+        return self.warmup_ratio * total_steps
+
+    def weight_at(self, step: int, total_steps: int | None = None) -> float:
+        """``weight * min(1, step / T) ** 2`` (full weight when ``T`` is 0)."""
+        warmup = self.warmup_length(total_steps)
+        if warmup <= 0:
             return self.weight
-        progress = min(1.0, max(0, step) / self.warmup_steps)
+        progress = min(1.0, max(0, step) / warmup)
         return self.weight * progress**2
 
     def penalty(self, w: torch.Tensor) -> torch.Tensor:
         """The unweighted penalty, computed in fp32. Shape: ``(B, V)`` -> scalar."""
         raise NotImplementedError
 
-    def forward(self, w: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+    def forward(
+        self, w: torch.Tensor, step: int, total_steps: int | None = None
+    ) -> tuple[torch.Tensor, float]:
         """Weighted penalty and the weight used. Shape: ``(B, V)`` -> scalar."""
-        lam = self.weight_at(step)
+        lam = self.weight_at(step, total_steps)
         return lam * self.penalty(w), lam
 
     def extra_repr(self) -> str:
+        if self.warmup_ratio is not None:
+            return f"weight={self.weight}, warmup_ratio={self.warmup_ratio}"
         return f"weight={self.weight}, warmup_steps={self.warmup_steps}"
 
 

@@ -1,13 +1,24 @@
-"""Regenerate RESULTS.md: train every headline experiment, evaluate it, add the baselines.
+"""Regenerate RESULTS.md: every experiment over several seeds, resumable, with statistics.
 
-    python scripts/make_results.py                      # all experiments, default settings
-    python scripts/make_results.py --experiments m2_mlp_mlm_caption --max-epochs 1
+    python scripts/make_results.py                          # all experiments, 3 seeds
+    python scripts/make_results.py --seeds 5 --experiments m2_mlp_mlm_caption
+    python scripts/make_results.py --report-only            # rebuild RESULTS.md from runs
 
-Each experiment is trained with its YAML exactly as ``python -m lightning_mlsr fit`` does
-(same seed, same defaults), then its best checkpoint (by ``val/nDCG@10``) is validated and
-tested through the RetrievalEvaluator. Co-activation statistics of the image-only models
-(M1 vs the MLP-query image model) come from ``lightning_mlsr.analysis`` on the encoded
-corpus. The findings of BRIEF.md are checked from the numbers, not written by hand.
+Each (experiment, seed) is trained with its YAML exactly as ``python -m lightning_mlsr fit``
+does (``seed_everything`` set to the seed), then its best checkpoint (by ``val/nDCG@10``)
+is evaluated on validation and test. What a finished run leaves under
+``results/runs/<experiment>/seed<k>/`` (committed): ``metrics.json`` (means, sparsity,
+share of empty vectors, fit time, co-activation statistics for image-only models) and
+``per_query.json`` (every measure per query and split). A run whose ``metrics.json`` exists
+is skipped, so an interrupted regeneration resumes where it stopped; the baselines are kept
+the same way under ``results/runs/baselines/``. ``m2_distilled`` is distilled from the
+trained ``dense_caption`` model of the same seed (its checkpoint kept under ``--work``)
+when that run finished in the same work folder. RESULTS.md is rebuilt from whatever has
+finished: mean ± standard deviation over seeds, paired t-tests over queries (per-query
+values averaged over seeds; ``scipy.stats.ttest_rel``) for every comparison a finding rests
+on, with the Benjamini-Hochberg correction over all of them
+(``scipy.stats.false_discovery_control``), a breakdown into queries whose wordpieces all
+occur in training queries vs the rest, and the findings of BRIEF.md recomputed.
 """
 
 from __future__ import annotations
@@ -17,36 +28,152 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import time
+import traceback
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "results" / "runs"
 EXPERIMENTS = [
     ("M1", "m1_mlm_mlm_image"),
     ("M2", "m2_mlp_mlm_caption"),
     ("M3", "m3_mlp_mlp_caption"),
     ("M4", "m4_mlp_mlp_image_caption"),
+    ("M4x (expanding)", "m4x_mlp_mlm_image_caption"),
     ("MLP-q image", "mlp_mlm_image"),
+    ("M2 distilled", "m2_distilled"),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
+#: training order: dense_caption before m2_distilled, whose teacher it is
+ORDER = [
+    "mlp_mlm_image",
+    "m1_mlm_mlm_image",
+    "dense_caption",
+    "m2_distilled",
+    "m4x_mlp_mlm_image_caption",
+    "m2_mlp_mlm_caption",
+    "m3_mlp_mlp_caption",
+    "m4_mlp_mlp_image_caption",
+    "dense_image",
+]
+LABELS = {name: label for label, name in EXPERIMENTS}
+IMAGE_ONLY = ("m1_mlm_mlm_image", "mlp_mlm_image")
+BASELINES = ("bm25", "splade-zero-shot", "dense-zero-shot")
 MEASURES = ["nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000"]
+FIRST_SEED = 42
+#: (finding, A, B, measure): is A different from B? Names are experiments or baselines.
+COMPARISONS = [
+    ("1", "m1_mlm_mlm_image", "m2_mlp_mlm_caption", "nDCG@10"),
+    ("1", "m1_mlm_mlm_image", "m3_mlp_mlp_caption", "nDCG@10"),
+    ("1", "m1_mlm_mlm_image", "m4_mlp_mlp_image_caption", "nDCG@10"),
+    ("2", "m4_mlp_mlp_image_caption", "m2_mlp_mlm_caption", "nDCG@10"),
+    ("2", "m4_mlp_mlp_image_caption", "m3_mlp_mlp_caption", "nDCG@10"),
+    ("2", "m4x_mlp_mlm_image_caption", "m3_mlp_mlp_caption", "nDCG@10"),
+    ("2", "m4x_mlp_mlm_image_caption", "m3_mlp_mlp_caption", "R@1000"),
+    ("image", "mlp_mlm_image", "m1_mlm_mlm_image", "nDCG@10"),
+    ("distil", "m2_distilled", "m2_mlp_mlm_caption", "nDCG@10"),
+    ("distil", "m2_distilled", "splade-zero-shot", "nDCG@10"),
+    ("distil", "m2_mlp_mlm_caption", "splade-zero-shot", "nDCG@10"),
+]
 
 
-def train_and_evaluate(name: str, out: Path, extra: list[str]) -> dict[str, Any]:
+# ---------------------------------------------------------------------- statistics
+
+
+def paired_test(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """Paired t-test over the queries both runs scored: is ``mean(a - b)`` different from 0?
+
+    Returns ``n``, ``mean_a``, ``mean_b``, ``diff`` (mean of a - b), ``t`` and two-sided ``p``
+    (``scipy.stats.ttest_rel``; ``p = 1`` when every difference is 0).
+    """
+    from scipy import stats
+
+    qids = sorted(set(a) & set(b))
+    if len(qids) < 2:
+        raise ValueError(f"paired_test needs at least 2 shared queries, got {len(qids)}")
+    x = np.array([a[q] for q in qids], dtype=float)
+    y = np.array([b[q] for q in qids], dtype=float)
+    diff = x - y
+    if not np.any(diff != 0):
+        t, p = 0.0, 1.0
+    else:
+        result = stats.ttest_rel(x, y)
+        t, p = float(result.statistic), float(result.pvalue)
+    return {
+        "n": len(qids),
+        "mean_a": float(x.mean()),
+        "mean_b": float(y.mean()),
+        "diff": float(diff.mean()),
+        "t": t,
+        "p": p,
+    }
+
+
+def adjust(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (``scipy.stats.false_discovery_control``)."""
+    from scipy import stats
+
+    if not pvalues:
+        return []
+    return [float(p) for p in stats.false_discovery_control(np.asarray(pvalues), method="bh")]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def seed_average(per_query: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-query values averaged over seeds (queries every seed scored)."""
+    shared = set.intersection(*(set(r) for r in per_query))
+    return {q: float(np.mean([r[q] for r in per_query])) for q in sorted(shared)}
+
+
+# ---------------------------------------------------------------------- running
+
+
+def run_dir(name: str, seed: int) -> Path:
+    return RUNS / name / f"seed{seed}"
+
+
+def is_finished(name: str, seed: int) -> bool:
+    return (run_dir(name, seed) / "metrics.json").is_file()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float))
+    tmp.replace(path)  # a run is finished only once its file is complete
+
+
+def _empty_share(matrix: Any) -> float:
+    return float(np.mean(np.diff(matrix.indptr) == 0))
+
+
+def train_and_evaluate(name: str, seed: int, work: Path, extra: list[str]) -> None:
+    """Train one (experiment, seed), evaluate its best checkpoint, keep what the report needs."""
     from lightning_mlsr.callbacks import RetrievalEvaluator
     from lightning_mlsr.cli import main
+    from lightning_mlsr.metrics import evaluate
 
-    config = REPO / "experiments" / f"{name}.yaml"
-    root = out / name
+    root = work / name / f"seed{seed}"
+    shutil.rmtree(root, ignore_errors=True)  # an unfinished earlier attempt
     start = time.perf_counter()
     cli = main(
         [
             "fit",
             "--config",
-            str(config),
+            str(REPO / "experiments" / f"{name}.yaml"),
+            f"--seed_everything={seed}",
             f"--trainer.default_root_dir={root}",
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
             f"--trainer.logger.save_dir={root}",
@@ -59,272 +186,423 @@ def train_and_evaluate(name: str, out: Path, extra: list[str]) -> dict[str, Any]
     trainer = cli.trainer
     evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
     best = trainer.checkpoint_callback.best_model_path or None
-    trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best)
-    val = dict(evaluator.last_results)
-    docs = evaluator.last_encoded.docs
-    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
-    test = dict(evaluator.last_results)
-    return {
-        "name": name,
-        "seed": int(cli.config["fit"]["seed_everything"]),
+    metrics: dict[str, Any] = {
+        "experiment": name,
+        "seed": seed,
         "epochs": int(trainer.current_epoch),
         "steps": int(trainer.global_step),
         "fit_seconds": fit_seconds,
-        "best_checkpoint": str(best),
-        "validation": val,
-        "test": test,
-        "docs": docs,
-        "captions": cli.datamodule.collection.images.captions(),
+        "overrides": extra,
     }
+    per_query: dict[str, Any] = {}
+    for split, run_eval in (("validation", trainer.validate), ("test", trainer.test)):
+        run_eval(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+        encoded = evaluator.last_encoded
+        means = dict(evaluator.last_results)
+        if not hasattr(encoded.docs, "indptr"):  # dense baselines: no sparsity
+            means["empty_docs"] = means["empty_queries"] = None
+        else:
+            means["empty_docs"] = _empty_share(encoded.docs)
+            means["empty_queries"] = _empty_share(encoded.queries)
+        metrics[split] = means
+        qrels = cli.datamodule.qrels(split)
+        per_query[split] = evaluate(evaluator.last_run, qrels, MEASURES, per_query=True)
+    if name in IMAGE_ONLY:
+        metrics["coactivation"] = _coactivation(evaluator.last_encoded.docs, cli.datamodule)
+    _write_json(run_dir(name, seed) / "per_query.json", per_query)
+    _write_json(run_dir(name, seed) / "metrics.json", metrics)
+    if name == "dense_caption" and best:  # the teacher of m2_distilled with the same seed
+        shutil.copyfile(best, teacher_path(work, seed))
+    for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
+        ckpt.unlink()
 
 
-def run_baselines() -> list[dict[str, Any]]:
+def teacher_path(work: Path, seed: int) -> Path:
+    """Where the trained dense caption model of ``seed`` is kept as a distillation teacher."""
+    return work / "dense_caption" / f"seed{seed}" / "teacher.pt"
+
+
+def overrides_for(name: str, seed: int, work: Path) -> list[str]:
+    """``m2_distilled`` learns from the trained dense caption model of the same seed when
+    that run has finished here (else from MiniLM as shipped, as its YAML says)."""
+    teacher = teacher_path(work, seed)
+    if name == "m2_distilled" and teacher.is_file():
+        return [f"--model.distillation.init_args.checkpoint={teacher}"]
+    return []
+
+
+def _coactivation(docs: Any, datamodule: Any) -> dict[str, Any]:
+    from lightning_mlsr.analysis import compare_models
+    from lightning_mlsr.backbones import load_tokenizer
+
+    tokenizer = load_tokenizer("splade-tiny")
+    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    captions = datamodule.collection.images.captions()
+    stats = compare_models({"m": docs}, vocab, captions=captions, tokenize=tokenizer)["m"]
+    return {k: (v if isinstance(v, str) else float(v)) for k, v in stats.items()}
+
+
+def run_baselines() -> None:
     from lightning_mlsr.baselines import run_baseline
     from lightning_mlsr.data import load_collection
+    from lightning_mlsr.metrics import evaluate
 
     collection = load_collection("emoji")
-    rows = []
-    for method in ("bm25", "splade-zero-shot", "dense-zero-shot"):
-        entry: dict[str, Any] = {"name": method}
+    for method in BASELINES:
+        out = RUNS / "baselines" / method
+        if (out / "metrics.json").is_file():
+            continue
+        metrics: dict[str, Any] = {"experiment": method}
+        per_query: dict[str, Any] = {}
         for split in ("validation", "test"):
             result = run_baseline(method, collection, split)  # type: ignore[arg-type]
-            entry[split] = {
+            metrics[split] = {
                 **result.metrics,
                 "q_nnz": result.q_nnz,
                 "d_nnz": result.d_nnz,
+                "flops_per_query": result.flops_per_query,
                 "seconds": result.seconds,
             }
-        rows.append(entry)
-    return rows
+            qrels = collection.qrels[split]
+            per_query[split] = evaluate(result.run, qrels, MEASURES, per_query=True)
+        _write_json(out / "per_query.json", per_query)
+        _write_json(out / "metrics.json", metrics)
+
+
+# ---------------------------------------------------------------------- report
+
+
+def load_runs() -> dict[str, list[dict[str, Any]]]:
+    """Every finished run: ``{experiment: [metrics + per_query, ...]}`` (baselines included)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(RUNS.glob("*/*/metrics.json")):
+        record = json.loads(path.read_text())
+        record["per_query"] = json.loads((path.parent / "per_query.json").read_text())
+        runs.setdefault(record["experiment"], []).append(record)
+    return runs
+
+
+def seen_query_ids(split: str = "test") -> tuple[set[str], set[str]]:
+    """Queries of ``split`` whose wordpieces all occur in some training query, and the rest."""
+    from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.data import load_collection
+
+    collection = load_collection("emoji")
+    tokenizer = load_tokenizer("splade-tiny")
+
+    def pieces(qid: str) -> set[str]:
+        return set(tokenizer.tokenize(collection.texts.query(collection.texts.index(qid))))
+
+    train = set().union(*(pieces(q) for q in collection.query_ids("train")))
+    ids = collection.query_ids(split)
+    seen = {q for q in ids if pieces(q) <= train}
+    return seen, set(ids) - seen
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
-def metrics_table(rows: list[tuple[str, dict[str, Any], str]]) -> str:
-    head = "| model | " + " | ".join(MEASURES) + " | q nnz | d nnz | FLOPS/q | time |"
-    lines = [head, "|---|" + "---:|" * (len(MEASURES) + 4)]
-    for label, m, seconds in rows:
-        cells = [_fmt(m.get(k)) for k in MEASURES]
-        cells += [_fmt(m.get("q_nnz"), 1), _fmt(m.get("d_nnz"), 1)]
-        cells += [_fmt(m.get("flops_per_query"), 0), seconds]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _pm(values: Sequence[float | None], digits: int = 4) -> str:
+    kept = [float(v) for v in values if v is not None]
+    if not kept:
+        return "–"
+    mean, std = mean_std(kept)
+    return f"{mean:.{digits}f}" if len(kept) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def findings(results: dict[str, dict[str, Any]], coact: dict[str, dict[str, Any]]) -> list[str]:
-    def ndcg(label: str) -> float | None:
-        r = results.get(label)
-        return None if r is None else float(r["test"]["nDCG@10"])
+def _label(name: str) -> str:
+    return LABELS.get(name, f"{name} (baseline)" if name in BASELINES else name)
+
+
+def _order(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    known = [n for _, n in EXPERIMENTS if n in runs] + [b for b in BASELINES if b in runs]
+    return known + sorted(set(runs) - set(known))
+
+
+def metrics_table(runs: dict[str, list[dict[str, Any]]], split: str) -> list[str]:
+    cols = MEASURES + ["q_nnz", "d_nnz", "flops_per_query", "empty_docs"]
+    lines = ["| model | seeds | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for name in _order(runs):
+        records = runs[name]
+        cells = []
+        for col in cols:
+            values = [r[split].get(col) for r in records]
+            digits = 0 if col == "flops_per_query" else 1 if col.endswith("nnz") else 4
+            if col == "empty_docs":
+                values = [None if v is None else 100 * v for v in values]
+                digits = 1
+            cells.append(_pm(values, digits))
+        n = len(records) if name not in BASELINES else "–"
+        lines.append(f"| {_label(name)} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def significance(
+    runs: dict[str, list[dict[str, Any]]], split: str = "test"
+) -> list[dict[str, Any]]:
+    """Every comparison in COMPARISONS whose two sides have finished runs, BH-adjusted."""
+    rows = []
+    for finding, a, b, measure in COMPARISONS:
+        if a not in runs or b not in runs:
+            continue
+        per_a = seed_average([r["per_query"][split][measure] for r in runs[a]])
+        per_b = seed_average([r["per_query"][split][measure] for r in runs[b]])
+        rows.append(
+            {"finding": finding, "a": a, "b": b, "measure": measure} | paired_test(per_a, per_b)
+        )
+    for row, p_adj in zip(rows, adjust([r["p"] for r in rows])):
+        row["p_adj"] = p_adj
+    return rows
+
+
+def _mean_metric(
+    runs: dict[str, list[dict[str, Any]]], name: str, key: str = "nDCG@10"
+) -> float | None:
+    if name not in runs:
+        return None
+    return float(np.mean([r["test"][key] for r in runs[name]]))
+
+
+def findings(runs: dict[str, list[dict[str, Any]]], tests: list[dict[str, Any]]) -> list[str]:
+    def sig(a: str, b: str, measure: str = "nDCG@10") -> dict[str, Any] | None:
+        return next((t for t in tests if (t["a"], t["b"], t["measure"]) == (a, b, measure)), None)
+
+    def sig_text(t: dict[str, Any] | None) -> str:
+        return "no test" if t is None else f"{t['diff']:+.4f}, p_adj={t['p_adj']:.2g}"
 
     out = []
-    m1, m2, m3, m4 = (ndcg(x) for x in ("M1", "M2", "M3", "M4"))
+    m1, m2, m3, m4 = (
+        _mean_metric(runs, n)
+        for n in (
+            "m1_mlm_mlm_image",
+            "m2_mlp_mlm_caption",
+            "m3_mlp_mlp_caption",
+            "m4_mlp_mlp_image_caption",
+        )
+    )
     if None not in (m1, m2, m3, m4):
-        worst_caption = min(m2, m3, m4)  # type: ignore[type-var]
-        holds = m1 < 0.5 * worst_caption  # type: ignore[operator]
+        assert m1 is not None and m2 is not None and m3 is not None and m4 is not None
+        tests1 = [
+            sig("m1_mlm_mlm_image", c)
+            for c in ("m2_mlp_mlm_caption", "m3_mlp_mlp_caption", "m4_mlp_mlp_image_caption")
+        ]
+        significant = all(t is not None and t["p_adj"] < 0.05 and t["diff"] < 0 for t in tests1)
+        holds = m1 < 0.5 * min(m2, m3, m4) and significant
         out.append(
             f"1. **Image-only (M1) much worse than every caption model** — "
-            f"{'holds' if holds else 'does not hold'}: test nDCG@10 M1 {m1:.4f} vs "
-            f"M2/M3/M4 {m2:.4f}/{m3:.4f}/{m4:.4f} (criterion: M1 below half the worst caption model)."
+            f"{'holds' if holds else 'does not hold'}: mean test nDCG@10 M1 {m1:.4f} vs "
+            f"M2/M3/M4 {m2:.4f}/{m3:.4f}/{m4:.4f}; paired differences "
+            + "; ".join(sig_text(t) for t in tests1)
+            + " (criterion: M1 below half the worst caption model, every difference significant)."
         )
-        best_caption = max(m2, m3)  # type: ignore[type-var]
-        gain = m4 - best_caption  # type: ignore[operator]
-        holds2 = gain < 0.02
+        best = max(m2, m3)
+        tests2 = [
+            sig("m4_mlp_mlp_image_caption", c) for c in ("m2_mlp_mlm_caption", "m3_mlp_mlp_caption")
+        ]
+        better = any(t is not None and t["p_adj"] < 0.05 and t["diff"] > 0.02 for t in tests2)
         out.append(
             f"2. **Adding the image (M4) does not clearly beat caption-only** — "
-            f"{'holds' if holds2 else 'does not hold'}: M4 {m4:.4f} vs best of M2/M3 "
-            f"{best_caption:.4f} (difference {gain:+.4f}; criterion: less than +0.02)."
+            f"{'does not hold' if better else 'holds'}: M4 {m4:.4f} vs best of M2/M3 {best:.4f}; "
+            "M4 − M2, M4 − M3: "
+            + "; ".join(sig_text(t) for t in tests2)
+            + " (criterion: no significant gain above 0.02)."
         )
-    if "M1" in coact and "MLP-q image" in coact:
-        a, b = coact["M1"], coact["MLP-q image"]
-        less = b["coactivation"] < a["coactivation"]
-        more = b["caption_overlap@10"] > a["caption_overlap@10"]
+        m4x = _mean_metric(runs, "m4x_mlp_mlm_image_caption")
+        if m4x is not None:
+            t_ndcg = sig("m4x_mlp_mlm_image_caption", "m3_mlp_mlp_caption")
+            t_recall = sig("m4x_mlp_mlm_image_caption", "m3_mlp_mlp_caption", "R@1000")
+            out.append(
+                f"   The expanding image+caption model M4x: nDCG@10 {m4x:.4f} "
+                f"(vs M3 {sig_text(t_ndcg)}), R@1000 vs M3 {sig_text(t_recall)}."
+            )
+    a = [r.get("coactivation") for r in runs.get("m1_mlm_mlm_image", [])]
+    b = [r.get("coactivation") for r in runs.get("mlp_mlm_image", [])]
+    a, b = [x for x in a if x], [x for x in b if x]
+    if a and b:
+        co_a, co_b = (mean_std([x["coactivation"] for x in v])[0] for v in (a, b))
+        ov_a, ov_b = (mean_std([x["caption_overlap@10"] for x in v])[0] for v in (a, b))
+        empty_b = mean_std([r["test"]["empty_docs"] for r in runs["mlp_mlm_image"]])[0]
+        less, more = co_b < co_a, ov_b > ov_a
         verdict = (
             "holds" if less and more else ("partly holds" if less or more else "does not hold")
         )
         out.append(
             f"3. **An MLP query head makes image representations more interpretable and less "
-            f"co-activated than an MLM query head** — {verdict}: co-activation (mean pairwise "
-            f"Jaccard of active terms) {b['coactivation']:.4f} (MLP-q) vs {a['coactivation']:.4f} (M1); "
-            f"share of top-10 terms found in the caption {b['caption_overlap@10']:.4f} vs "
-            f"{a['caption_overlap@10']:.4f}; terms active in >50% of images "
-            f"{b['n_terms_over_50pct']} vs {a['n_terms_over_50pct']}."
+            f"co-activated than an MLM query head** — {verdict} (means over {len(b)}/{len(a)} "
+            f"seeds, no significance test: one value per seed): co-activation (mean pairwise "
+            f"Jaccard of active terms) {co_b:.4f} (MLP-q) vs {co_a:.4f} (M1); share of top-10 "
+            f"terms found in the caption {ov_b:.4f} vs {ov_a:.4f}; "
+            f"{100 * empty_b:.1f}% of MLP-q image vectors are empty."
         )
     return out
 
 
-def caveats(
-    results: dict[str, dict[str, Any]],
-    coact: dict[str, dict[str, Any]],
-    baselines: list[dict[str, Any]],
-) -> list[str]:
-    """What the findings above do not say, computed from the same numbers."""
+def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The issue's targets, met or missed, from the numbers."""
     out = []
-    zero_shot = {b["name"]: float(b["test"]["nDCG@10"]) for b in baselines}
-    splade = zero_shot.get("splade-zero-shot")
-    if splade is not None:
-        beaten = [k for k, r in results.items() if float(r["test"]["nDCG@10"]) > splade + 0.02]
-        out.append(
-            f"- Trained models that beat zero-shot SPLADE-tiny (test nDCG@10 {splade:.4f}) by more "
-            f"than 0.02: {', '.join(beaten) if beaten else 'none'}. The test tags never occur in "
-            "training, so this small collection rewards what the pretrained model already knows."
-        )
-    dense, m2 = results.get("dense caption"), results.get("M2")
-    if dense is not None and m2 is not None:
-        out.append(
-            f"- Trained dense MiniLM caption bi-encoder: test nDCG@10 "
-            f"{float(dense['test']['nDCG@10']):.4f} vs {float(m2['test']['nDCG@10']):.4f} for M2. "
-            "MiniLM-L6 is a trained 22M-parameter sentence encoder, the sparse models use the "
-            "4.4M-parameter SPLADE-tiny: this compares backbones as much as sparse vs dense."
-        )
-    image = results.get("MLP-q image")
-    if image is not None and "MLP-q image" in coact:
-        stats = coact["MLP-q image"]
-        out.append(
-            f"- The MLP-query image model retrieves almost nothing (test nDCG@10 "
-            f"{float(image['test']['nDCG@10']):.4f}) with {stats['mean_nnz']:.2f} active terms per "
-            f"image on average ({100 * stats['frac_empty']:.0f}% of images have none): its lower "
-            "co-activation partly reflects near-empty image vectors, not better ones."
-        )
-    m3, m4 = results.get("M3"), results.get("M4")
-    if m3 is not None and m4 is not None:
-        out.append(
-            f"- M4 (image fused into the caption encoder) and M3 (caption only) differ by "
-            f"{float(m4['test']['nDCG@10']) - float(m3['test']['nDCG@10']):+.4f} test nDCG@10: "
-            "the image token barely changes the MLP document weights here."
-        )
-    out.append(
-        "- Fit times depend on what else runs on the machine; the first image model's time "
-        "includes computing the frozen image features, which later image runs read from the cache."
+    dense_image = _mean_metric(runs, "dense_image")
+    best_image = max(
+        (v for v in (_mean_metric(runs, n) for n in IMAGE_ONLY) if v is not None), default=None
     )
+    if dense_image is not None and best_image is not None:
+        ok = best_image >= 0.5 * dense_image
+        out.append(
+            f"- Best image-only sparse model {best_image:.4f} vs 0.5 × dense image "
+            f"{0.5 * dense_image:.4f}: {'met' if ok else 'missed'}."
+        )
+    for name in IMAGE_ONLY:
+        if name in runs:
+            empty = max(r["test"]["empty_docs"] for r in runs[name])
+            out.append(
+                f"- {_label(name)}: at most {100 * empty:.1f}% empty image vectors over seeds "
+                f"(target ≤ 10%: {'met' if empty <= 0.10 else 'missed'})."
+            )
+    distilled = _mean_metric(runs, "m2_distilled")
+    if distilled is not None:
+        trained = sum(
+            any("distillation.init_args.checkpoint" in o for o in r.get("overrides", []))
+            for r in runs["m2_distilled"]
+        )
+        test = runs["m2_distilled"][0]["test"]
+        out.append(
+            f"- Distilled caption model {distilled:.4f} test nDCG@10 (target ≥ 0.42: "
+            f"{'met' if distilled >= 0.42 else f'missed by {0.42 - distilled:.4f}'}); teacher: "
+            f"the trained dense caption model of the same seed in {trained} of "
+            f"{len(runs['m2_distilled'])} runs, MiniLM as shipped in the rest; first run: "
+            f"{test.get('q_nnz', 0):.1f} query / {test.get('d_nnz', 0):.1f} document non-zeros, "
+            f"{test.get('flops_per_query', 0):.0f} FLOPS/query."
+        )
+    m4x, m3 = (
+        _mean_metric(runs, n, "R@1000") for n in ("m4x_mlp_mlm_image_caption", "m3_mlp_mlp_caption")
+    )
+    if m4x is not None and m3 is not None:
+        out.append(f"- M4x R@1000 {m4x:.4f} vs M3 {m3:.4f}: {'met' if m4x > m3 else 'missed'}.")
     return out
+
+
+def breakdown(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    seen, unseen = seen_query_ids("test")
+    lines = [
+        f"| model | seen ({len(seen)} queries) | unseen ({len(unseen)} queries) |",
+        "|---|---:|---:|",
+    ]
+    for name in _order(runs):
+        per = seed_average([r["per_query"]["test"]["nDCG@10"] for r in runs[name]])
+        cells = [
+            _fmt(float(np.mean([per[q] for q in group if q in per])) if group else None)
+            for group in (seen, unseen)
+        ]
+        lines.append(f"| {_label(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report(runs: dict[str, list[dict[str, Any]]]) -> str:
+    tests = significance(runs)
+    lines = [
+        "# Results on the bundled `emoji` collection",
+        "",
+        f"Generated by `python scripts/make_results.py` on {date.today().isoformat()} "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU) from "
+        "the finished runs under `results/runs/` (each row says how many seeds finished). "
+        "Corpus: all 1911 images for every split; queries: the split's judged keyword tags "
+        "(DATA.md). Metrics: trec_eval semantics (`lightning_mlsr.metrics`), top-1000 from the "
+        "exact inverted index, best checkpoint by `val/nDCG@10`. Cells: mean ± sample standard "
+        "deviation over seeds (42, 43, ...). `empty_docs`: % of image/caption vectors with no "
+        "active term.",
+        "",
+    ]
+    for split in ("validation", "test"):
+        lines += [f"## {split.capitalize()}", "", *metrics_table(runs, split), ""]
+    lines += [
+        "## Paired significance tests (test split)",
+        "",
+        "Paired t-test over queries (`scipy.stats.ttest_rel`) on per-query values averaged "
+        "over each model's seeds; `p_adj`: Benjamini-Hochberg over all rows "
+        "(`scipy.stats.false_discovery_control`).",
+        "",
+        "| finding | A | B | measure | queries | A | B | A − B | t | p | p_adj |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in tests:
+        lines.append(
+            f"| {t['finding']} | {_label(t['a'])} | {_label(t['b'])} | {t['measure']} | {t['n']} | "
+            f"{t['mean_a']:.4f} | {t['mean_b']:.4f} | {t['diff']:+.4f} | {t['t']:.2f} | "
+            f"{t['p']:.2g} | {t['p_adj']:.2g} |"
+        )
+    lines += [
+        "",
+        "## Seen vs unseen test queries (nDCG@10)",
+        "",
+        "Seen: every wordpiece of the query occurs in some training query; unseen: the rest.",
+        "",
+        *breakdown(runs),
+        "",
+        "## Findings of BRIEF.md on this data",
+        "",
+        *findings(runs, tests),
+        "",
+        "## Targets of issue 12",
+        "",
+        *targets(runs),
+        "",
+        "## Runs",
+        "",
+        "| model | seed | epochs | optimizer steps | fit time |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in _order(runs):
+        for r in runs[name]:
+            if "seed" in r:
+                lines.append(
+                    f"| {_label(name)} | {r['seed']} | {r['epochs']} | {r['steps']} | "
+                    f"{r['fit_seconds'] / 60:.1f} min |"
+                )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiments", nargs="*", default=[n for _, n in EXPERIMENTS])
-    parser.add_argument("--max-epochs", type=int, default=None, help="override (default: YAML)")
-    parser.add_argument("--out", default=str(REPO / "outputs" / "results"))
+    parser.add_argument("--experiments", nargs="*", default=ORDER)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per experiment (42, 43, ...)")
+    parser.add_argument("--work", default=str(REPO / "outputs" / "results"), help="logs, ckpts")
     parser.add_argument("--results", default=str(REPO / "RESULTS.md"))
+    parser.add_argument("--runs", default=None, help="where finished runs are kept")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md only")
     parser.add_argument(
         "--cli-args",
         default="",
         help="extra `fit` overrides in one string: --cli-args='--trainer.limit_train_batches=5'",
     )
-    parser.add_argument(
-        "--image-size", type=int, default=None, help="image input size override (image models)"
-    )
     args = parser.parse_args()
+    if args.runs:
+        globals()["RUNS"] = Path(args.runs)  # default: results/runs in the repository
     os.environ.setdefault("WANDB_MODE", "offline")
-
-    from lightning_mlsr.analysis import compare_models
-    from lightning_mlsr.backbones import load_tokenizer
-
-    extra = [f"--trainer.max_epochs={args.max_epochs}"] if args.max_epochs else []
-    extra += shlex.split(args.cli_args)
-    out = Path(args.out)
-    labels = {n: label for label, n in EXPERIMENTS}
-    results: dict[str, dict[str, Any]] = {}
-    for name in args.experiments:
-        print(f"=== {name}", flush=True)
-        config_text = (REPO / "experiments" / f"{name}.yaml").read_text()
-        reads_images = "ImageMLMHead" in config_text or "FusedImageTextHead" in config_text
-        size = (
-            [f"--model.doc_encoder.init_args.image_size={args.image_size}"]
-            if args.image_size and reads_images
-            else []
-        )
-        results[labels.get(name, name)] = train_and_evaluate(name, out, extra + size)
-
-    tokenizer = load_tokenizer("splade-tiny")
-    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
-    image_models = {k: v for k, v in results.items() if k in ("M1", "MLP-q image")}
-    coact: dict[str, dict[str, Any]] = {}
-    if image_models:
-        any_model = next(iter(image_models.values()))
-        coact = compare_models(
-            {k: v["docs"] for k, v in image_models.items()},
-            vocab,
-            captions=any_model["captions"],
-            tokenize=tokenizer,
-        )
-    baselines = [] if args.no_baselines else run_baselines()
-
-    lines = [
-        "# Results on the bundled `emoji` collection",
-        "",
-        f"Generated by `python scripts/make_results.py` on {date.today().isoformat()} "
-        f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU). "
-        "Corpus: all 1911 images for every split; queries: the split's judged keyword tags "
-        "(DATA.md). Metrics: trec_eval semantics (`lightning_mlsr.metrics`), top-1000 from the "
-        "exact inverted index. Trained models: the best checkpoint by `val/nDCG@10`, "
-        "single seed each (given below) — differences of a few points are within seed noise "
-        "on 359 test queries. Time = wall time of `fit` (training + per-epoch validation).",
-        "",
-    ]
-    for split in ("validation", "test"):
-        rows = []
-        for label, r in results.items():
-            rows.append((label, r[split], f"{r['fit_seconds'] / 60:.1f} min"))
-        for b in baselines:
-            rows.append((f"{b['name']} (baseline)", b[split], f"{b[split]['seconds']:.0f} s"))
-        lines += [f"## {split.capitalize()}", "", metrics_table(rows), ""]
-    lines += ["## Runs", "", "| model | experiment | seed | epochs | optimizer steps | fit time |"]
-    lines += ["|---|---|---:|---:|---:|---:|"]
-    for label, r in results.items():
-        lines.append(
-            f"| {label} | `experiments/{r['name']}.yaml` | {r['seed']} | {r['epochs']} | "
-            f"{r['steps']} | {r['fit_seconds'] / 60:.1f} min |"
-        )
-    lines.append("")
-    if baselines:
-        lines += [
-            "Baselines: BM25 (bm25s, Lucene k1=0.9 b=0.4) on English captions; SPLADE-tiny as "
-            "shipped (zero-shot) on both sides; MiniLM-L6 mean pooling (zero-shot dense, faiss "
-            "`IndexFlatIP`). Dense retrieval returns 1000 images for every query, sparse methods "
-            "only images sharing a term with the query, so compare R@1000 with care.",
-            "",
-        ]
-    if coact:
-        from lightning_mlsr.analysis import format_comparison_table
-
-        keys = [
-            "mean_nnz",
-            "coactivation",
-            "top30_mean_jaccard",
-            "caption_overlap@10",
-            "n_active_terms",
-            "n_terms_over_50pct",
-            "n_terms_over_90pct",
-            "frequent_terms",
-        ]
-        lines += [
-            "## Co-activation and interpretability of image representations",
-            "",
-            "Document (image) vectors of the corpus under each image-only model. "
-            "`coactivation`: mean Jaccard overlap of the active-term sets of two different "
-            "images; `caption_overlap@10`: share of an image's top-10 terms that are wordpieces "
-            "of its English caption; `n_terms_over_50pct`: vocabulary terms active for more than "
-            "half of all images. See `notebooks/coactivation.ipynb` for the plots.",
-            "",
-            format_comparison_table(coact, keys=keys),
-            "",
-        ]
-    lines += ["## Findings of BRIEF.md on this data", "", *findings(results, coact), ""]
-    lines += ["### Caveats", "", *caveats(results, coact, baselines), ""]
-    Path(args.results).write_text("\n".join(lines))
-    summary = {
-        k: {s: v[s] for s in ("validation", "test")} | {"fit_seconds": v["fit_seconds"]}
-        for k, v in results.items()
-    }
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
-    print("\n".join(lines))
+    extra = shlex.split(args.cli_args)
+    if not args.report_only:
+        if not args.no_baselines:
+            run_baselines()
+        # seed-major: every experiment gets a first seed before any gets a second
+        for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
+            for name in args.experiments:
+                if is_finished(name, seed):
+                    continue
+                print(f"=== {name} seed {seed}", flush=True)
+                try:
+                    work = Path(args.work)
+                    train_and_evaluate(name, seed, work, extra + overrides_for(name, seed, work))
+                except Exception:  # one failed run must not stop the regeneration
+                    traceback.print_exc()
+                    print(f"=== {name} seed {seed} FAILED; continuing", flush=True)
+                Path(args.results).write_text(report(load_runs()))
+    text = report(load_runs())
+    Path(args.results).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

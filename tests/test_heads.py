@@ -389,3 +389,109 @@ def test_bad_options_are_rejected_with_the_choices() -> None:
         FusedImageTextHead(head="cnn", **TINY_IMAGE)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="combine"):
         LateFusionHead(build("mlp"), build("image_mlm"), combine="mean")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- issue 12: heads that train
+
+
+def test_image_head_reference_wiring_against_a_hand_written_forward() -> None:
+    """Default wiring: projection -> vocabulary LayerNorm -> decoder (dense + GELU skipped)."""
+    head = build("image_mlm")
+    assert head.wiring == "reference"
+    x = batch()["image_features"]  # (B, D)
+    sd = {k: v.detach() for k, v in head.state_dict().items()}
+    h = x @ sd["image_projection.weight"].T + sd["image_projection.bias"]  # (B, H)
+    mu, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+    ln = "mlm_head.predictions.transform.LayerNorm."
+    h = (h - mu) / torch.sqrt(var + 1e-12) * sd[ln + "weight"] + sd[ln + "bias"]
+    logits = h @ sd["mlm_head.predictions.decoder.weight"].T + sd["mlm_head.predictions.bias"]
+    want = torch.log1p(torch.clamp(logits, min=0))  # (B, V)
+    want[:, tokenizer().all_special_ids] = 0.0
+    with torch.no_grad():
+        got = head({"image_features": x})
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # the skipped dense layer is frozen (no optimizer state, no DDP unused-parameter error)
+    assert not head.mlm_head.predictions.transform.dense.weight.requires_grad
+
+
+def test_image_head_full_wiring_runs_the_whole_mlm_head() -> None:
+    torch.manual_seed(0)
+    head = ImageMLMHead(wiring="full", **TINY_IMAGE)
+    x = batch()["image_features"]
+    with torch.no_grad():
+        want = torch.log1p(torch.relu(head.mlm_head(head.image_projection(x))))
+        want[:, tokenizer().all_special_ids] = 0.0
+        got = head({"image_features": x})
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="wiring must be"):
+        ImageMLMHead(wiring="half", **TINY_IMAGE)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_mlm_pooling_over_the_attention_mask_against_a_naive_loop(exclude: bool) -> None:
+    torch.manual_seed(0)
+    head = MLMHead(exclude_special_tokens=exclude).eval()
+    inputs = batch()
+    special = set(tokenizer().all_special_ids)
+    with torch.no_grad():
+        got = head(inputs)
+        hidden = head.encoder(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
+        logits = head.mlm_head(hidden)  # (B, L, V)
+    for b in range(len(CAPTIONS)):
+        want = torch.zeros(V)
+        for pos in range(inputs["input_ids"].shape[1]):
+            if inputs["attention_mask"][b, pos] == 0:
+                continue
+            if exclude and int(inputs["input_ids"][b, pos]) in special:
+                continue
+            want = torch.maximum(want, torch.log1p(torch.relu(logits[b, pos])))
+        want[list(special)] = 0.0
+        torch.testing.assert_close(got[b], want)
+    if not exclude:  # [CLS]/[SEP] positions do contribute terms
+        default = build("mlm")
+        assert not default.exclude_special_tokens
+
+
+def test_mlp_init_keeps_most_tokens_active_over_many_seeds() -> None:
+    """No init of the term scorer leaves fewer than half the real tokens active; the
+    default ``nn.Linear`` init does (so this test can fail)."""
+    from torch import nn
+
+    from lightning_mlsr.heads.base import init_term_scorer
+
+    queries = ["nerd face", "smiling cat with heart eyes", "red apple", "flag: japan", "rocket"]
+    queries += CAPTIONS + ["grinning face with big eyes", "woman technologist: medium skin"]
+    head = MLPHead().eval()
+    inputs = batch(queries)
+    keep = head._token_mask(inputs["input_ids"], inputs["attention_mask"])  # (B, L)
+    with torch.no_grad():
+        hidden = head.encoder(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).last_hidden_state[keep]  # (N, H) real, non-special tokens
+
+    def alive(scorer: nn.Linear) -> float:
+        with torch.no_grad():
+            return float((scorer(hidden).squeeze(-1) > 0).float().mean())
+
+    ours, default = [], []
+    for seed in range(200):
+        torch.manual_seed(seed)
+        scorer = nn.Linear(head.hidden_size, 1)
+        default.append(alive(scorer))
+        init_term_scorer(scorer)
+        ours.append(alive(scorer))
+    assert min(ours) >= 0.5, f"an init left only {min(ours):.0%} of tokens active"
+    assert min(default) < 0.5  # the default init does kill tokens
+    assert alive(MLPHead().term_scorer) >= 0.5  # the head uses this init
+    assert alive(FusedImageTextHead(**TINY_IMAGE).term_scorer) >= 0.5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("config", list(BUILDERS))
+def test_new_parameters_are_the_layers_made_from_scratch(config: str) -> None:
+    head = build(config)
+    new = {id(p) for p in head.new_parameters()}
+    names = {n for n, p in head.named_parameters() if id(p) in new}
+    want = {n for n, _ in head.named_parameters() if "projection" in n or "term_scorer" in n}
+    assert names == want

@@ -143,3 +143,78 @@ def test_gathering_across_ranks_matches_one_big_batch() -> None:
         assert loss.item() == pytest.approx(per_rank[rank].item(), rel=1e-6)
         torch.testing.assert_close(q_grad, q_ref.grad[mine])
         torch.testing.assert_close(d_grad, d_ref.grad[mine])
+
+
+# ---------------------------------------------------------------- distillation (issue 12)
+
+
+def test_kl_distillation_by_hand() -> None:
+    from lightning_mlsr.losses import kl_distillation
+
+    student = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    teacher = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)]])
+    # row 0: KL((.5, .5) || (e, 1)/(e+1)) = ln((e+1)/2) - 1/2
+    # row 1: KL((.25, .75) || (.5, .5)) = .25 ln .5 + .75 ln 1.5
+    row0 = math.log((math.e + 1) / 2) - 0.5
+    row1 = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    got = kl_distillation(student, teacher)
+    assert float(got) == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+def test_kl_distillation_is_zero_for_scores_equal_up_to_a_row_constant() -> None:
+    from lightning_mlsr.losses import kl_distillation
+
+    teacher = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    student = teacher + torch.tensor([[3.0], [-1.0], [0.0], [7.5], [2.0]])
+    assert float(kl_distillation(student, teacher)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kl_distillation(student * 2, teacher)) > 0.01  # a scale change is not free
+
+
+def test_kl_distillation_leaves_dropped_pairs_out_of_both_softmaxes() -> None:
+    from lightning_mlsr.losses import kl_distillation
+
+    g = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    drop = torch.zeros(3, 4, dtype=torch.bool)
+    drop[0, 2] = drop[2, 3] = True
+    want = 0.0
+    for i in range(3):
+        kept = [j for j in range(4) if not drop[i, j]]
+        p = torch.softmax(teacher[i, kept], 0)
+        r = torch.softmax(student[i, kept], 0)
+        want += float((p * (p / r).log()).sum()) / 3
+    got = kl_distillation(student, teacher, drop)
+    assert torch.isfinite(got) and float(got) == pytest.approx(want, rel=1e-5)
+
+
+class _FixedTeacher(torch.nn.Module):
+    """Returns the batch's ``emb`` as its embedding, and has one (frozen) parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return inputs["emb"] * self.scale
+
+
+def test_distillation_module_scores_with_a_frozen_teacher() -> None:
+    from lightning_mlsr.losses import Distillation, kl_distillation
+
+    g = torch.Generator().manual_seed(2)
+    q, d = torch.rand(4, 10, generator=g, requires_grad=True), torch.rand(4, 10, generator=g)
+    tq, td = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    kd = Distillation(_FixedTeacher(), weight=0.5, teacher_temperature=0.1)
+    kd.train()
+    assert not kd.training and not any(p.requires_grad for p in kd.parameters())
+    got = kd(q, d, {"emb": tq}, {"emb": td})
+    want = 0.5 * kl_distillation(q @ d.T, tq @ td.T / 0.1)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert q.grad is not None and kd.query_teacher.scale.grad is None
+    # a false negative is dropped from both distributions, the positive never is
+    fn = torch.eye(4, dtype=torch.bool) | torch.tensor([[0, 1, 0, 0]] * 4, dtype=torch.bool)
+    drop = fn.clone()
+    drop.fill_diagonal_(False)
+    want_fn = 0.5 * kl_distillation(q @ d.T, tq @ td.T / 0.1, drop)
+    torch.testing.assert_close(kd(q, d, {"emb": tq}, {"emb": td}, fn), want_fn)

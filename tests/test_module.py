@@ -39,6 +39,7 @@ model:
     init_args:
       weight: 0.05
       warmup_steps: 3
+      warmup_ratio: null
   share_text_backbone: true
 """
 
@@ -226,3 +227,79 @@ def test_wandb_run_gets_sample_terms_table_and_nnz_histograms(tmp_path: Path) ->
     assert len(table["data"]) == 16
     assert all(row[4] for row in table["data"])  # every sample image shows some terms
     assert cli.trainer.callback_metrics["val/d_nnz"] > 0
+
+
+# ---------------------------------------------------------------- issue 12
+
+
+class _OptimizerRecorder(L.Callback):
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.groups = [
+            {k: v for k, v in g.items() if k != "params"} | {"n": len(g["params"])}
+            for g in trainer.optimizers[0].param_groups
+        ]
+        self.ids = [{id(p) for p in g["params"]} for g in trainer.optimizers[0].param_groups]
+
+
+def test_parameter_groups_receive_their_configured_learning_rates(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = SparseBiEncoder(
+        MLPHead(),
+        MLMHead(),
+        optimizer=partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.3),
+        param_groups={"new": {"lr": 1e-3, "weight_decay": 0.0}, "pretrained": {"lr": 5e-5}},
+    )
+    recorder = _OptimizerRecorder()
+    trainer = L.Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, RetrievalDataModule(batch_size=4))
+    new, pretrained = recorder.groups
+    assert (new["name"], new["initial_lr"], new["weight_decay"]) == ("new", 1e-3, 0.0)
+    assert (pretrained["name"], pretrained["initial_lr"]) == ("pretrained", 5e-5)
+    assert pretrained["weight_decay"] == 0.3  # not configured: the optimizer's
+    assert recorder.ids[0] == {id(p) for p in model.query_encoder.term_scorer.parameters()}
+    every = {id(p) for p in model.parameters() if p.requires_grad}
+    assert recorder.ids[0] | recorder.ids[1] == every and not recorder.ids[0] & recorder.ids[1]
+
+
+def test_image_projection_is_new_and_frozen_layers_get_no_group() -> None:
+    from lightning_mlsr.heads import ImageMLMHead
+
+    torch.manual_seed(0)
+    doc = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False)
+    model = SparseBiEncoder(MLPHead(), doc, param_groups={"new": {"lr": 1e-3}})
+    new, pretrained = model.optimizer_parameters()
+    assert new["lr"] == 1e-3 and "lr" not in pretrained
+    new_ids = {id(p) for p in new["params"]}
+    assert new_ids == {id(p) for p in [*doc.image_projection.parameters()]} | {
+        id(p) for p in model.query_encoder.term_scorer.parameters()
+    }
+    frozen = {id(p) for p in doc.image_backbone.parameters()}
+    frozen.add(id(doc.mlm_head.predictions.transform.dense.weight))  # skipped by the wiring
+    assert not frozen & {id(p) for p in pretrained["params"]}
+    with pytest.raises(ValueError, match="unknown group"):
+        SparseBiEncoder(MLPHead(), MLPHead(), param_groups={"backbone": {"lr": 1.0}})
+
+
+def test_regularizer_warmup_ratio_counts_total_optimizer_steps(tmp_path: Path) -> None:
+    recorder = _LambdaRecorder()
+    torch.manual_seed(0)
+    model = SparseBiEncoder(
+        MLPHead(),
+        MLPHead(pooling="max"),
+        doc_regularizer=FLOPS(weight=2.0, warmup_ratio=0.5),
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+    )
+    trainer = _trainer(4, recorder, tmp_path)  # 4 optimizer steps, 2 micro-batches each
+    trainer.fit(model, RetrievalDataModule(batch_size=4))
+    # T = 0.5 * 4 = 2 optimizer steps: lambda = 2.0 * min(1, step / 2) ** 2
+    expected = [2.0 * min(1.0, s / 2) ** 2 for s in (0, 0, 1, 1, 2, 2, 3, 3)]
+    assert [lam for _, lam in recorder.seen] == pytest.approx(expected)

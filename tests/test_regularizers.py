@@ -68,3 +68,16 @@ def test_forward_returns_weighted_penalty_and_lambda() -> None:
 def test_invalid_settings_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         FLOPS(**kwargs)
+
+
+def test_warmup_ratio_is_a_fraction_of_the_total_steps() -> None:
+    reg = FLOPS(weight=3.0, warmup_ratio=0.2)
+    # T = 0.2 * 50 = 10 steps
+    assert [reg.weight_at(s, 50) for s in (0, 5, 10, 40)] == pytest.approx([0.0, 0.75, 3.0, 3.0])
+    assert reg.weight_at(5, 100) == pytest.approx(3.0 * (5 / 20) ** 2)  # longer run, slower
+    with pytest.raises(ValueError, match="total optimizer steps"):
+        reg.weight_at(5)
+    with pytest.raises(ValueError, match="not both"):
+        FLOPS(weight=1.0, warmup_steps=10, warmup_ratio=0.2)
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        FLOPS(weight=1.0, warmup_ratio=1.5)

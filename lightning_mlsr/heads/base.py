@@ -29,7 +29,9 @@ __all__ = [
     "SparseEncoder",
     "TextTransformerEncoder",
     "build_image_backbone",
+    "init_term_scorer",
     "log_saturation",
+    "mlm_head_parts",
     "pool_vocab_logits",
     "scatter_token_weights",
     "split_masked_lm",
@@ -117,6 +119,40 @@ def split_masked_lm(mlm: Any) -> tuple[nn.Module, nn.Module]:
             "are BERT-, RoBERTa- and DistilBERT-style masked LMs. Use one of those backbones."
         )
     return encoder, head
+
+
+def mlm_head_parts(head: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The vocabulary LayerNorm and the decoder of an MLM head from :func:`split_masked_lm`.
+
+    An MLM head is ``decoder(LayerNorm(act(dense(h))))``; the multimodal LSR reference
+    (thongnt99/lsr-multimodal) feeds a projected image embedding into ``LayerNorm`` and
+    ``decoder`` only, skipping ``dense`` and the activation.
+    """
+    predictions: Any = getattr(head, "predictions", None)  # BERT: cls.predictions
+    if predictions is not None:
+        return predictions.transform.LayerNorm, predictions.decoder
+    lm_head: Any = head
+    if hasattr(lm_head, "layer_norm") and hasattr(lm_head, "decoder"):  # RoBERTa: lm_head
+        return lm_head.layer_norm, lm_head.decoder
+    if isinstance(head, nn.Sequential) and len(head) == 4:  # DistilBERT, as split above
+        return head[2], head[3]
+    raise ValueError(
+        f"cannot find the vocabulary LayerNorm and decoder of {type(head).__name__}; use a "
+        "BERT-, RoBERTa- or DistilBERT-style backbone, or wiring='full'."
+    )
+
+
+def mlm_transform_dense(head: nn.Module) -> nn.Module | None:
+    """The ``dense`` layer of an MLM head's transform (None when not found)."""
+    predictions: Any = getattr(head, "predictions", None)
+    if predictions is not None:
+        return predictions.transform.dense
+    lm_head: Any = head
+    if hasattr(lm_head, "dense"):
+        return lm_head.dense
+    if isinstance(head, nn.Sequential) and len(head) == 4:
+        return head[0]
+    return None
 
 
 def _input_embedding_weight(model: nn.Module) -> torch.Tensor | None:
@@ -207,6 +243,14 @@ class SparseEncoder(nn.Module):
         """Term weights. Shape: ``(B, V)``, non-negative."""
         raise NotImplementedError
 
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters of layers created from scratch (projections, term scorers).
+
+        They form the ``new`` optimizer parameter group (a higher learning rate, as in the
+        multimodal LSR reference); every other trainable parameter is pretrained.
+        """
+        return []
+
     def train(self, mode: bool = True) -> SparseEncoder:
         """Like ``nn.Module.train``, but a frozen image backbone stays in eval mode."""
         super().train(mode)
@@ -266,6 +310,18 @@ class SparseEncoder(nn.Module):
                 "the feature cache was probably built with another backbone — rebuild it."
             )
         return features.to(dtype)  # cached features may be stored in another precision
+
+
+def init_term_scorer(scorer: nn.Linear, bias: float = 1.0, std: float = 0.02) -> None:
+    """Initialise an MLP term scorer so that (almost) every token starts active.
+
+    Transformer hidden states share a common direction, so ``nn.Linear``'s default init
+    puts about half the tokens (sometimes nearly all) below zero, where ``relu`` passes no
+    gradient. A small weight (BERT's ``std=0.02``) and a positive bias start every token
+    at a weight near ``log(1 + bias)``, from where training re-weights them.
+    """
+    nn.init.normal_(scorer.weight, std=std)
+    nn.init.constant_(scorer.bias, bias)
 
 
 def build_image_backbone(

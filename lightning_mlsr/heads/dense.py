@@ -103,6 +103,10 @@ class DenseImageHead(SparseEncoder):
         self.projection = nn.Linear(self.image_backbone.num_features, dim)
         self.normalize = normalize
 
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The projection (the image backbone is pretrained)."""
+        return list(self.projection.parameters())
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         features = self._image_features(inputs, self.image_backbone, self.projection.weight.dtype)
         emb = self.projection(features)  # (B, dim)

@@ -21,6 +21,7 @@ from lightning_mlsr.heads.base import (
     TextTransformerEncoder,
     _check_pooling,
     build_image_backbone,
+    init_term_scorer,
     split_masked_lm,
 )
 
@@ -84,7 +85,10 @@ class FusedImageTextHead(TextTransformerEncoder):
             image_backbone, image_pretrained, image_size, freeze_image_backbone
         )
         self.image_projection = nn.Linear(self.image_backbone.num_features, self.hidden_size)
-        self.term_scorer = nn.Linear(self.hidden_size, 1) if head == "mlp" else None
+        self.term_scorer: nn.Linear | None = None
+        if head == "mlp":
+            self.term_scorer = nn.Linear(self.hidden_size, 1)
+            init_term_scorer(self.term_scorer)
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Term weights of image + caption. Shape: ``(B, L)``, ``(B, D)`` -> ``(B, V)``."""
@@ -117,6 +121,11 @@ class FusedImageTextHead(TextTransformerEncoder):
         keep = self._token_mask(input_ids, attention_mask)  # (B, L)
         keep = torch.cat([keep[:, :1], keep.new_ones(keep.shape[0], 1), keep[:, 1:]], dim=1)
         return self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The image projection and, for ``head="mlp"``, the term scorer."""
+        scorer = [] if self.term_scorer is None else list(self.term_scorer.parameters())
+        return list(self.image_projection.parameters()) + scorer
 
 
 class LateFusionHead(SparseEncoder):
@@ -199,6 +208,10 @@ class LateFusionHead(SparseEncoder):
             raise AttributeError("LateFusionHead: neither sub-head has a text transformer")
         for head in targets:
             head.text_model = model
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The new layers of both sub-heads."""
+        return self.text_head.new_parameters() + self.image_head.new_parameters()
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Combined term weights. Shape: ``(B, V)``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -18,19 +18,32 @@ from lightning_mlsr.heads.base import (
     SparseEncoder,
     build_image_backbone,
     log_saturation,
+    mlm_head_parts,
+    mlm_transform_dense,
     split_masked_lm,
 )
 
 __all__ = ["ImageMLMHead"]
 
 
-class ImageMLMHead(SparseEncoder):
-    """Image -> vocabulary: ``log(1 + relu(MLMHead(Linear(image_embedding))))``.
+Wiring = Literal["reference", "full"]
 
-    Only the text backbone's MLM head is kept (transform: dense + activation + LayerNorm,
-    then the decoder to ``V``, all initialised from the pretrained model, the decoder from
-    the word embeddings it was tied to); the transformer layers are dropped. The projection
-    ``Linear(D, H)`` is new.
+
+class ImageMLMHead(SparseEncoder):
+    """Image -> vocabulary: ``log(1 + relu(decoder(LayerNorm(Linear(image_embedding)))))``.
+
+    Only the text backbone's MLM head is kept (initialised from the pretrained model, the
+    decoder from the word embeddings it was tied to); the transformer layers are dropped.
+    The projection ``Linear(D, H)`` is new.
+
+    ``wiring`` says which part of the MLM head the projected image goes through:
+
+    - ``"reference"`` (default, as thongnt99/lsr-multimodal): the vocabulary LayerNorm and
+      the decoder; the transform's dense layer and activation are skipped (and frozen, so
+      they get no optimizer state and DDP sees no unused trainable parameter).
+    - ``"full"``: the whole head, dense -> activation -> LayerNorm -> decoder. At init it
+      activates the same filler terms for almost every image; on the bundled data its
+      image vectors die within a few dozen steps (issue 12).
 
     The encoder has no text transformer: ``text_backbone_name`` is None, ``text_model`` is
     None, and assigning a module to ``text_model`` raises ``AttributeError`` (sharing a
@@ -44,6 +57,7 @@ class ImageMLMHead(SparseEncoder):
         image_size: override the image backbone's input resolution.
         freeze_image_backbone: no gradients into the image backbone (features may then be
             precomputed and passed as ``image_features``).
+        wiring: ``"reference"`` or ``"full"`` (see above).
 
     Shape:
         ``image_features`` ``(B, D)`` or ``pixel_values`` ``(B, 3, H, W)`` -> ``(B, V)``.
@@ -56,7 +70,10 @@ class ImageMLMHead(SparseEncoder):
         image_pretrained: bool = True,
         image_size: int | None = None,
         freeze_image_backbone: bool = True,
+        wiring: Wiring = "reference",
     ) -> None:
+        if wiring not in ("reference", "full"):
+            raise ValueError(f"ImageMLMHead: wiring must be 'reference' or 'full', got {wiring!r}")
         tokenizer = load_tokenizer(text_backbone)
         encoder, mlm_head = split_masked_lm(load_masked_lm(text_backbone))
         config: Any = encoder.config
@@ -70,6 +87,12 @@ class ImageMLMHead(SparseEncoder):
         )
         self.image_projection = nn.Linear(self.image_backbone.num_features, int(config.hidden_size))
         self.mlm_head = mlm_head  # the encoder is dropped here; its tied decoder weight stays
+        self.wiring: Wiring = wiring
+        if wiring == "reference":
+            mlm_head_parts(mlm_head)  # fail now, not at the first batch, if unsupported
+            dense = mlm_transform_dense(mlm_head)
+            if dense is not None:
+                dense.requires_grad_(False)  # skipped by the reference wiring
 
     @property
     def vocab_backbone_name(self) -> str | None:
@@ -82,5 +105,13 @@ class ImageMLMHead(SparseEncoder):
             inputs, self.image_backbone, self.image_projection.weight.dtype
         )  # (B, D)
         hidden = self.image_projection(features)  # (B, H)
-        logits = self.mlm_head(hidden)  # (B, V)
+        if self.wiring == "reference":
+            layer_norm, decoder = mlm_head_parts(self.mlm_head)
+            logits = decoder(layer_norm(hidden))  # (B, V)
+        else:
+            logits = self.mlm_head(hidden)  # (B, V)
         return self._mask_special_terms(log_saturation(logits))  # (B, V)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The image projection (the MLM head and image backbone are pretrained)."""
+        return list(self.image_projection.parameters())

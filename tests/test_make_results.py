@@ -1,0 +1,60 @@
+"""scripts/make_results.py: the statistics behind RESULTS.md, against known answers."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "make_results.py"
+_spec = importlib.util.spec_from_file_location("make_results", _PATH)
+assert _spec is not None and _spec.loader is not None
+make_results = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_results)
+
+
+def _t_sf_two_sided_df3(t: float) -> float:
+    """Two-sided p of Student's t with 3 degrees of freedom, from its closed-form CDF."""
+    cdf = 0.5 + (t / (math.sqrt(3) * (1 + t * t / 3)) + math.atan(t / math.sqrt(3))) / math.pi
+    return 2 * (1 - cdf)
+
+
+def test_paired_test_on_two_synthetic_runs_with_a_known_answer() -> None:
+    a = {"q1": 0.5, "q2": 0.6, "q3": 0.9, "q4": 1.0}
+    b = {"q1": 0.4, "q2": 0.4, "q3": 0.6, "q4": 0.6, "only_b": 0.0}  # differences .1 .2 .3 .4
+    got = make_results.paired_test(a, b)
+    diffs = [0.1, 0.2, 0.3, 0.4]
+    sd = math.sqrt(sum((d - 0.25) ** 2 for d in diffs) / 3)
+    t = 0.25 / (sd / 2)  # 3.873
+    assert got["n"] == 4
+    assert got["diff"] == pytest.approx(0.25)
+    assert got["t"] == pytest.approx(t)
+    assert got["p"] == pytest.approx(_t_sf_two_sided_df3(t), rel=1e-6)  # 0.0305
+    swapped = make_results.paired_test(b, a)
+    assert swapped["t"] == pytest.approx(-t) and swapped["p"] == pytest.approx(got["p"])
+    same = make_results.paired_test(a, dict(a))
+    assert (same["diff"], same["p"]) == (0.0, 1.0)
+
+
+def test_benjamini_hochberg_by_hand() -> None:
+    got = make_results.adjust([0.01, 0.04, 0.03, 0.2])
+    assert got == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
+
+
+def test_significance_averages_seeds_per_query_then_corrects() -> None:
+    def run(values: dict[str, float]) -> dict:
+        return {"per_query": {"test": {"nDCG@10": values}}}
+
+    qids = [f"q{i}" for i in range(30)]
+    good = [run({q: 0.5 + 0.01 * (i % 3) for i, q in enumerate(qids)}) for _ in range(3)]
+    bad = [run({q: 0.1 + 0.01 * ((i + s) % 5) for i, q in enumerate(qids)}) for s in range(3)]
+    runs = {"m2_mlp_mlm_caption": good, "m1_mlm_mlm_image": bad}
+    rows = make_results.significance(runs)
+    assert [(r["a"], r["b"]) for r in rows] == [("m1_mlm_mlm_image", "m2_mlp_mlm_caption")]
+    (row,) = rows
+    avg_bad = make_results.seed_average([r["per_query"]["test"]["nDCG@10"] for r in bad])
+    assert row["mean_a"] == pytest.approx(sum(avg_bad.values()) / 30)
+    assert row["diff"] < -0.3 and row["p"] < 1e-10 and row["p_adj"] == row["p"]
+    assert make_results.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
