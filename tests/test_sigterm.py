@@ -33,7 +33,11 @@ def _fit_command(root: Path, log: Path, sleep: float, *extra: str) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.max_steps=500",
         "--data.batch_size=8",
+        # a FLOPS penalty on both sides, counted in steps (m3 has none on its MLP queries)
+        "--model.query_regularizer=lightning_mlsr.regularizers.FLOPS",
+        "--model.query_regularizer.init_args.weight=0.001",
         f"--model.query_regularizer.init_args.warmup_steps={WARMUP}",
+        "--model.doc_regularizer.init_args.warmup_ratio=null",
         f"--model.doc_regularizer.init_args.warmup_steps={WARMUP}",
         "--test_after_fit=false",
         "--trainer.callbacks+=tests.probes.StepLog",
