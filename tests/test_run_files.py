@@ -110,7 +110,7 @@ def test_metrics_json_and_trec_eval_on_the_run_file_reproduce_the_logged_values(
 
 
 def test_trec_eval_command_names_the_measures() -> None:
-    from lightning_mlsr.callbacks import trec_eval_command
+    from lightning_mlsr.metrics import trec_eval_command
 
     command = trec_eval_command(("nDCG@10", "AP", "RR@10", "R@10", "R@1000", "P@5"), "t.trec")
     assert command == (
