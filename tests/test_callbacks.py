@@ -17,7 +17,7 @@ from lightning_mlsr.metrics import evaluate
 from lightning_mlsr.module import SparseBiEncoder
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
-from tests.test_collection import write_atomic  # noqa: E402
+from tests.helpers import write_atomic  # noqa: E402
 
 MEASURES = ("nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000")
 TREC = {"nDCG@10": "ndcg_cut_10", "AP": "map", "R@10": "recall_10", "R@100": "recall_100"}
