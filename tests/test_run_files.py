@@ -17,8 +17,8 @@ from lightning_mlsr.callbacks import RetrievalEvaluator
 from lightning_mlsr.cli import main
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.heads import MLPHead
-from lightning_mlsr.index import read_trec_run
 from lightning_mlsr.module import SparseBiEncoder
+from lightning_mlsr.trec import read_trec_run
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 

@@ -1,22 +1,21 @@
 """What the baseline methods share: their result before evaluation, stage timings, the
-split's query texts, and text encoding with a real head through the one encoding loop."""
+split's query texts, and tokenised batches for a real text head."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from torch import nn
+import torch
 from tqdm.auto import tqdm
 
 from lightning_mlsr.data.collection import Collection
-from lightning_mlsr.encoding import encode_loader
 
-__all__ = ["Retrieved", "Stopwatch", "encode_texts", "mean_nnz", "split_texts"]
+__all__ = ["Retrieved", "Stopwatch", "mean_nnz", "split_texts", "text_batches"]
 
 Run = dict[str, dict[str, float]]
 
@@ -69,78 +68,26 @@ def mean_nnz(matrix: sp.csr_matrix) -> float:
     return float(np.diff(matrix.indptr).mean()) if matrix.shape[0] else 0.0
 
 
-def _tokenized_batches(
+def text_batches(
     texts: Sequence[str],
     tokenizer: Any,
     batch_size: int,
     max_length: int,
     desc: str,
     progress: bool,
-) -> Iterator[Any]:
-    """Padded, truncated tokenizer outputs of ``texts`` in batches, with a progress bar."""
+) -> Iterator[dict[str, torch.Tensor]]:
+    """A text head's inputs for ``texts``: padded, truncated batches, with a progress bar.
+
+    Shape: yields ``input_ids`` and ``attention_mask`` ``(b, L)``, ``L <= max_length``.
+    """
     for start in tqdm(
         range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress
     ):
-        yield tokenizer(
+        enc = tokenizer(
             list(texts[start : start + batch_size]),
             padding=True,
             truncation=True,
             max_length=max_length,
             return_tensors="pt",
         )
-
-
-@overload
-def encode_texts(
-    head: nn.Module,
-    texts: Sequence[str],
-    tokenizer: Any,
-    *,
-    width: int,
-    dense: Literal[False] = ...,
-    max_length: int,
-    batch_size: int,
-    device: str,
-    desc: str,
-    progress: bool,
-) -> sp.csr_matrix: ...
-
-
-@overload
-def encode_texts(
-    head: nn.Module,
-    texts: Sequence[str],
-    tokenizer: Any,
-    *,
-    width: int,
-    dense: Literal[True],
-    max_length: int,
-    batch_size: int,
-    device: str,
-    desc: str,
-    progress: bool,
-) -> np.ndarray: ...
-
-
-def encode_texts(
-    head: nn.Module,
-    texts: Sequence[str],
-    tokenizer: Any,
-    *,
-    width: int,
-    dense: bool = False,
-    max_length: int,
-    batch_size: int,
-    device: str,
-    desc: str,
-    progress: bool,
-) -> sp.csr_matrix | np.ndarray:
-    """Tokenise ``texts`` (padded, truncated to ``max_length``) and encode them with ``head``.
-
-    Shape: ``len(texts)`` strings -> ``(len(texts), width)`` CSR (sparse) or float32 (dense).
-    """
-    batches = (
-        {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-        for enc in _tokenized_batches(texts, tokenizer, batch_size, max_length, desc, progress)
-    )
-    return encode_loader(head, batches, width=width, dense=dense, device=device)[1]
+        yield {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

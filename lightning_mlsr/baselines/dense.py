@@ -7,8 +7,9 @@ from typing import Literal
 
 import numpy as np
 
-from lightning_mlsr.baselines.common import Retrieved, Stopwatch, encode_texts, split_texts
+from lightning_mlsr.baselines.common import Retrieved, Stopwatch, split_texts, text_batches
 from lightning_mlsr.data.collection import Collection
+from lightning_mlsr.encoding import encode_loader
 from lightning_mlsr.index import dense_search
 from lightning_mlsr.trec import run_from_topk
 
@@ -40,18 +41,8 @@ def dense_zero_shot_baseline(
     watch.lap("load")
 
     def encode(texts: list[str], desc: str) -> np.ndarray:
-        return encode_texts(
-            head,
-            texts,
-            tokenizer,
-            width=head.hidden_size,
-            dense=True,
-            max_length=max_length,
-            batch_size=batch_size,
-            device=device,
-            desc=desc,
-            progress=progress,
-        )
+        batches = text_batches(texts, tokenizer, batch_size, max_length, desc, progress)
+        return encode_loader(head, batches, width=head.hidden_size, dense=True, device=device)[1]
 
     docs = encode(collection.images.captions(), "dense: encode captions")
     watch.lap("encode_docs")

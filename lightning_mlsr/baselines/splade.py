@@ -10,11 +10,12 @@ import scipy.sparse as sp
 from lightning_mlsr.baselines.common import (
     Retrieved,
     Stopwatch,
-    encode_texts,
     mean_nnz,
     split_texts,
+    text_batches,
 )
 from lightning_mlsr.data.collection import Collection
+from lightning_mlsr.encoding import encode_loader
 from lightning_mlsr.index import InvertedIndex
 from lightning_mlsr.index.inputs import check_k
 from lightning_mlsr.trec import run_from_topk
@@ -45,17 +46,8 @@ def splade_zero_shot_baseline(
     watch.lap("load")
 
     def encode(texts: list[str], max_length: int, desc: str) -> sp.csr_matrix:
-        return encode_texts(
-            head,
-            texts,
-            tokenizer,
-            width=head.vocab_size,
-            max_length=max_length,
-            batch_size=batch_size,
-            device=device,
-            desc=desc,
-            progress=progress,
-        )
+        batches = text_batches(texts, tokenizer, batch_size, max_length, desc, progress)
+        return encode_loader(head, batches, width=head.vocab_size, device=device)[1]
 
     docs = encode(collection.images.captions(), doc_max_length, "splade: encode captions")
     watch.lap("encode_docs")
