@@ -1,4 +1,4 @@
-"""Writers shared by test modules: tiny images and a tiny AToMiC-layout collection.
+"""Shared by test modules: tiny images, a tiny AToMiC-layout collection, a search oracle.
 
 Test modules import these from here, never from one another.
 """
@@ -8,9 +8,12 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 from PIL import Image
 
 
@@ -157,3 +160,20 @@ def write_atomic(
     if collection_json is not None:
         (root / "collection.json").write_text(json.dumps(collection_json))
     return root
+
+
+def brute_force_run(encoded: Any, k: int, dense: bool) -> dict[str, dict[str, float]]:
+    """The top ``k`` documents of every query from the full ``(Q, N)`` score matrix.
+
+    The oracle for the evaluator's index/faiss search: no index, every pair scored. Sparse
+    runs keep only scores > 0 (as the inverted index does); ties go to the lower document
+    row, the index's order. ``encoded`` is a :class:`lightning_mlsr.callbacks.EncodedSplit`.
+    """
+    queries, docs = encoded.queries, encoded.docs
+    scores = (queries @ docs.T).toarray() if sp.issparse(queries) else queries @ docs.T  # (Q, N)
+    run: dict[str, dict[str, float]] = {}
+    for qid, row in zip(encoded.query_ids, np.asarray(scores)):
+        candidates = np.arange(len(row)) if dense else np.flatnonzero(row > 0)
+        best = candidates[np.lexsort((candidates, -row[candidates]))][:k]
+        run[qid] = {encoded.doc_ids[j]: float(row[j]) for j in best}
+    return run
