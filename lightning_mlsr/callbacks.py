@@ -15,157 +15,44 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import scipy.sparse as sp
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from lightning_mlsr.index import InvertedIndex, run_from_topk, write_trec_run
-from lightning_mlsr.metrics import _trec_eval_request, evaluate, parse_measure
+from lightning_mlsr.encoding import encode_loader
+from lightning_mlsr.gather import gather_dense_rows, gather_sparse_rows
+from lightning_mlsr.index import InvertedIndex, dense_search
+from lightning_mlsr.index.inputs import check_k
+from lightning_mlsr.metrics import DEFAULT_MEASURES, evaluate, trec_eval_command
+from lightning_mlsr.trec import run_from_topk, write_trec_run
+from lightning_mlsr.wandb_panels import log_sample_terms
 
 log = logging.getLogger("lightning_mlsr")
 
-__all__ = [
-    "EncodedSplit",
-    "RetrievalEvaluator",
-    "encode_loader",
-    "encode_split",
-    "trec_eval_command",
-]
-
-DEFAULT_MEASURES = ("nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000")
+__all__ = ["EncodedSplit", "RetrievalEvaluator", "encode_split", "is_dense"]
 
 
-def encode_loader(
-    pl_module: L.LightningModule,
-    loader: Any,
-    side: str,
-    trainer: L.Trainer | None = None,
-    dense: bool = False,
+def _encode_side(
+    pl_module: L.LightningModule, loader: Any, side: str, trainer: L.Trainer | None, dense: bool
 ) -> tuple[np.ndarray, Any]:
-    """Encode every batch of ``loader`` on this process.
-
-    Returns the row indices (into the collection's image or text table) and a CSR matrix
-    of their term weights (``dense=True``: a float32 array of embeddings). ``side`` is
-    ``"doc"`` or ``"query"``.
-    """
+    """Row indices and vectors of one side (``"doc"`` or ``"query"``) on this process."""
     model = cast(Any, pl_module)
-    encode: Callable[[dict[str, torch.Tensor]], torch.Tensor]
-    encode = model.encode_docs if side == "doc" else model.encode_queries
-    context = (
-        trainer.precision_plugin.forward_context()
-        if trainer is not None
-        else torch.autocast("cpu", enabled=False)
+    return encode_loader(
+        model.encode_docs if side == "doc" else model.encode_queries,
+        loader,
+        width=int(getattr(model.doc_encoder, "vocab_size", 0)),
+        dense=dense,
+        side=side,
+        device=pl_module.device,
+        module=pl_module,
+        context=trainer.precision_plugin.forward_context() if trainer is not None else None,
     )
-    rows: list[np.ndarray] = []
-    blocks: list[Any] = []
-    was_training = pl_module.training
-    pl_module.eval()
-    try:
-        with torch.no_grad(), context:
-            for batch in loader:
-                inputs = {k: v.to(pl_module.device) for k, v in batch[side].items()}
-                weights = encode(inputs).float()  # (b, V)
-                rows.append(batch[f"{side}_idx"].numpy())
-                blocks.append(weights.cpu().numpy() if dense else _to_csr(weights))
-    finally:
-        pl_module.train(was_training)
-    if not blocks:
-        width = int(getattr(model.doc_encoder, "vocab_size", 0))
-        empty = np.zeros((0, width), dtype=np.float32)
-        return np.zeros(0, dtype=np.int64), empty if dense else sp.csr_matrix(empty)
-    if dense:
-        return np.concatenate(rows), np.concatenate(blocks).astype(np.float32)
-    return np.concatenate(rows), sp.vstack(blocks, format="csr")
-
-
-def dense_search(docs: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k with faiss ``IndexFlatIP`` (the dense baseline).
-
-    Shape: docs ``(N, d)``, queries ``(Q, d)`` -> scores, indices ``(Q, min(k, N))``.
-    """
-    import faiss
-
-    index = faiss.IndexFlatIP(docs.shape[1])
-    index.add(np.ascontiguousarray(docs, dtype=np.float32))
-    scores, indices = index.search(
-        np.ascontiguousarray(queries, dtype=np.float32), min(k, len(docs))
-    )
-    return scores, indices.astype(np.int64)
-
-
-def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
-    """Dense ``(b, V)`` tensor -> CSR on the CPU, keeping only positive entries."""
-    w = weights.detach()
-    nz = (w > 0).nonzero(as_tuple=False).cpu().numpy()  # (nnz, 2), row-major order
-    values = w[w > 0].cpu().numpy().astype(np.float32)
-    return sp.csr_matrix((values, (nz[:, 0], nz[:, 1])), shape=tuple(w.shape))
-
-
-def _gather(pl_module: L.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
-    """``all_gather`` across ranks. Shape: ``(...)`` -> ``(world, ...)``."""
-    return cast(torch.Tensor, pl_module.all_gather(tensor))
-
-
-def _gather_dense(
-    pl_module: L.LightningModule, rows: np.ndarray, matrix: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """All-gather dense rows from every rank (padded to the largest shard, then stripped)."""
-    device = pl_module.device
-    n_max = int(_gather(pl_module, torch.tensor(len(rows), device=device)).max())
-    padded = np.zeros((n_max, matrix.shape[1]), dtype=np.float32)
-    padded[: len(rows)] = matrix
-    row_ids = np.full(n_max, -1, dtype=np.int64)
-    row_ids[: len(rows)] = rows
-    g_rows = _gather(pl_module, torch.from_numpy(row_ids).to(device)).cpu().numpy().reshape(-1)
-    g_mat = _gather(pl_module, torch.from_numpy(padded).to(device)).cpu().numpy()
-    keep = g_rows >= 0
-    return g_rows[keep], g_mat.reshape(-1, matrix.shape[1])[keep]
-
-
-def _gather_rows(
-    pl_module: L.LightningModule, rows: np.ndarray, matrix: sp.csr_matrix
-) -> tuple[np.ndarray, sp.csr_matrix]:
-    """All-gather a sparse shard from every rank as fixed-shape padded tensors.
-
-    Each rank pads its rows to the largest shard and every row to the largest row nnz
-    (both agreed on with an all-reduce), gathers, and strips the padding — exact, no
-    truncation, and identical on every rank.
-    """
-    world = pl_module.trainer.world_size if pl_module._trainer is not None else 1
-    if world == 1:
-        return rows, matrix
-    device = pl_module.device
-    n_local = torch.tensor(matrix.shape[0], device=device)
-    max_nnz_local = torch.tensor(int(np.diff(matrix.indptr).max(initial=0)), device=device)
-    n_max = int(_gather(pl_module, n_local).max())
-    width = max(1, int(_gather(pl_module, max_nnz_local).max()))
-    idx = np.full((n_max, width), -1, dtype=np.int64)
-    val = np.zeros((n_max, width), dtype=np.float32)
-    counts = np.diff(matrix.indptr)
-    row_of = np.repeat(np.arange(matrix.shape[0]), counts)  # (nnz,) row of each entry
-    slot = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], counts)  # position in row
-    idx[row_of, slot] = matrix.indices
-    val[row_of, slot] = matrix.data
-    row_ids = np.full(n_max, -1, dtype=np.int64)
-    row_ids[: len(rows)] = rows
-    g_rows = _gather(pl_module, torch.from_numpy(row_ids).to(device)).cpu().numpy().reshape(-1)
-    g_idx = _gather(pl_module, torch.from_numpy(idx).to(device)).cpu().numpy().reshape(-1, width)
-    g_val = _gather(pl_module, torch.from_numpy(val).to(device)).cpu().numpy().reshape(-1, width)
-    keep = g_rows >= 0
-    g_rows, g_idx, g_val = g_rows[keep], g_idx[keep], g_val[keep]
-    present = g_idx >= 0
-    r_of = np.repeat(np.arange(len(g_rows)), present.sum(axis=1))
-    gathered = sp.csr_matrix(
-        (g_val[present], (r_of, g_idx[present])), shape=(len(g_rows), matrix.shape[1])
-    )
-    return g_rows, gathered
 
 
 def is_dense(pl_module: L.LightningModule) -> bool:
@@ -204,14 +91,14 @@ def encode_split(
     rank = trainer.global_rank if trainer is not None else 0
     world = trainer.world_size if trainer is not None else 1
     dense = is_dense(pl_module)
-    d_rows, docs = encode_loader(
+    d_rows, docs = _encode_side(
         pl_module, datamodule.corpus_dataloader(rank, world, split=split), "doc", trainer, dense
     )
-    q_rows, queries = encode_loader(
+    q_rows, queries = _encode_side(
         pl_module, datamodule.query_dataloader(split, rank, world), "query", trainer, dense
     )
     if world > 1:
-        gather = _gather_dense if dense else _gather_rows
+        gather = gather_dense_rows if dense else gather_sparse_rows
         d_rows, docs = gather(pl_module, d_rows, docs)
         q_rows, queries = gather(pl_module, q_rows, queries)
     d_order, q_order = np.argsort(d_rows, kind="stable"), np.argsort(q_rows, kind="stable")
@@ -250,9 +137,7 @@ class RetrievalEvaluator(Callback):
         sample_terms: int = 10,
     ) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        self.k = k
+        self.k = check_k(k)
         self.measures = tuple(measures)
         self.every_n_epochs = every_n_epochs
         self.run_dir = run_dir
@@ -313,7 +198,16 @@ class RetrievalEvaluator(Callback):
         if write_run:
             self.last_run_path = self._write_run(trainer, run, split, qrels, results)
         if trainer.is_global_zero and not dense:
-            self._log_wandb_panels(trainer, pl_module, encoded, prefix)
+            log_sample_terms(
+                trainer,
+                pl_module,
+                encoded.doc_ids,
+                encoded.docs,
+                encoded.queries,
+                prefix,
+                self.log_samples,
+                self.sample_terms,
+            )
         return results
 
     @staticmethod
@@ -330,42 +224,6 @@ class RetrievalEvaluator(Callback):
             else 0.0,
             "eval_seconds": time.perf_counter() - start,
         }
-
-    def _log_wandb_panels(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, encoded: EncodedSplit, prefix: str
-    ) -> None:
-        """W&B: sample images with their top terms, histograms of non-zeros per row."""
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not loggers or self.log_samples <= 0:
-            return
-        import wandb
-
-        from lightning_mlsr.analysis import top_terms
-
-        vocab = cast(Any, pl_module).doc_encoder.term_vocabulary()
-        images = cast(Any, trainer).datamodule.collection.images
-        n = min(self.log_samples, len(encoded.doc_ids))
-        rows = np.linspace(0, len(encoded.doc_ids) - 1, n).astype(int)  # spread over the corpus
-        terms = top_terms(encoded.docs[rows], vocab, k=self.sample_terms)
-        table = wandb.Table(columns=["image_id", "image", "caption", "nnz", "top_terms"])
-        for row, row_terms in zip(rows, terms):
-            i = images.index(encoded.doc_ids[row])
-            table.add_data(
-                encoded.doc_ids[row],
-                wandb.Image(images.load_image(i)),
-                images.caption(i),
-                int(encoded.docs[row].nnz),
-                ", ".join(f"{t} {w:.2f}" for t, w in row_terms),
-            )
-        panels = {
-            f"{prefix}/sample_terms": table,
-            f"{prefix}/q_nnz_hist": wandb.Histogram(np.diff(encoded.queries.indptr)),
-            f"{prefix}/d_nnz_hist": wandb.Histogram(np.diff(encoded.docs.indptr)),
-        }
-        for logger in loggers:
-            logger.experiment.log({**panels, "trainer/global_step": trainer.global_step})
 
     def _write_run(
         self,
@@ -420,17 +278,3 @@ class RetrievalEvaluator(Callback):
             )
         trainer.strategy.barrier()
         return path
-
-
-def trec_eval_command(measures: Sequence[str], run_file: str, qrels: str = "QRELS") -> str:
-    """The ``trec_eval -c -m ...`` call whose figures ``evaluate`` reproduces (RR@k aside)."""
-    requests: list[str] = []
-    for name in measures:
-        family, cutoff = parse_measure(name)
-        if family == "RR" and cutoff is not None:
-            continue  # trec_eval has no recip_rank cutoff: computed by lightning_mlsr
-        request = _trec_eval_request(family, cutoff)[0]
-        if request not in requests:
-            requests.append(request)
-    flags = " ".join(f"-m {r}" for r in requests)
-    return f"trec_eval -c {flags} {qrels} {run_file}"

@@ -18,9 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lightning_mlsr.backbones import load_tokenizer
-from lightning_mlsr.callbacks import encode_loader
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.encoding import encode_loader
 from lightning_mlsr.module import SparseBiEncoder
 
 __all__ = ["LoadedModel", "encode_corpus", "load_model", "text_backbone_of", "train", "vocabulary"]
@@ -123,7 +122,14 @@ def encode_corpus(
     Shape: returns ``n_images`` ids and a ``(n_images, V)`` CSR matrix of term weights.
     """
     datamodule.attach_encoders(model.query_encoder, model.doc_encoder)
-    rows, docs = encode_loader(model, datamodule.corpus_dataloader(), "doc")
+    rows, docs = encode_loader(
+        model.encode_docs,
+        datamodule.corpus_dataloader(),
+        width=model.doc_encoder.vocab_size,
+        side="doc",
+        device=model.device,
+        module=model,
+    )
     order = np.argsort(rows, kind="stable")
     images = datamodule.collection.images
     return [images.ids[i] for i in rows[order]], docs[order]
@@ -139,6 +145,9 @@ def text_backbone_of(model: SparseBiEncoder) -> str:
 
 
 def vocabulary(model: SparseBiEncoder) -> list[str]:
-    """Term id -> wordpiece of the model's document vocabulary."""
-    tokenizer = load_tokenizer(text_backbone_of(model))
-    return tokenizer.convert_ids_to_tokens(list(range(model.doc_encoder.vocab_size)))
+    """Term id -> wordpiece of the model's document vocabulary.
+
+    The document encoder's own :meth:`~lightning_mlsr.heads.base.SparseEncoder.term_vocabulary`,
+    so the notebook shows the same words as the W&B panels and the exports.
+    """
+    return model.doc_encoder.term_vocabulary()

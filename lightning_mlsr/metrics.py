@@ -29,17 +29,18 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_MEASURES", "SUPPORTED_MEASURES", "evaluate", "parse_measure"]
+from lightning_mlsr.trec import trec_order
 
-DEFAULT_MEASURES: tuple[str, ...] = (
-    "nDCG@10",
-    "AP",
-    "RR@10",
-    "R@10",
-    "R@100",
-    "R@1000",
-    "P@10",
-)
+__all__ = [
+    "DEFAULT_MEASURES",
+    "SUPPORTED_MEASURES",
+    "evaluate",
+    "parse_measure",
+    "trec_eval_command",
+]
+
+#: The measures reported everywhere by default: the evaluator callback, the baselines, evaluate.
+DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000")
 
 # ir_measures-style family -> (trec_eval family, needs a cutoff, accepts a cutoff)
 _FAMILIES: dict[str, tuple[str, bool, bool]] = {
@@ -85,6 +86,23 @@ def _trec_eval_request(family: str, cutoff: int | None) -> tuple[str, str]:
     return f"{base}.{cutoff}", f"{base}_{cutoff}"
 
 
+def trec_eval_command(measures: Iterable[str], run_file: str, qrels: str = "QRELS") -> str:
+    """The ``trec_eval -c -m ...`` call whose figures :func:`evaluate` reproduces.
+
+    ``RR@k`` has no trec_eval equivalent (it is computed here) and is left out.
+    """
+    requests: list[str] = []
+    for name in measures:
+        family, cutoff = parse_measure(name)
+        if family == "RR" and cutoff is not None:
+            continue  # trec_eval has no recip_rank cutoff: computed by lightning_mlsr
+        request = _trec_eval_request(family, cutoff)[0]
+        if request not in requests:
+            requests.append(request)
+    flags = " ".join(f"-m {r}" for r in requests)
+    return f"trec_eval -c {flags} {qrels} {run_file}"
+
+
 def _clean_qrels(qrels: Qrels) -> dict[str, dict[str, int]]:
     clean: dict[str, dict[str, int]] = {}
     for qid, judged in qrels.items():
@@ -120,8 +138,7 @@ def _reciprocal_rank_at(
     ranking: Mapping[str, float], judged: Mapping[str, int], cutoff: int
 ) -> float:
     """1/rank of the first relevant (rel >= 1) document in trec_eval's top ``cutoff``."""
-    # trec_eval order: score descending, then docid descending.
-    top = sorted(ranking.items(), key=lambda item: (item[1], item[0]), reverse=True)[:cutoff]
+    top = trec_order(ranking)[:cutoff]
     for rank, (docid, _) in enumerate(top, start=1):
         if judged.get(docid, 0) >= 1:
             return 1.0 / rank

@@ -12,12 +12,12 @@ import torch
 from lightning_mlsr.callbacks import RetrievalEvaluator
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.heads import MLMHead, MLPHead
-from lightning_mlsr.index import read_trec_run
 from lightning_mlsr.metrics import evaluate
 from lightning_mlsr.module import SparseBiEncoder
+from lightning_mlsr.trec import read_trec_run
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
-from tests.test_collection import write_atomic  # noqa: E402
+from tests.helpers import brute_force_run, write_atomic  # noqa: E402
 
 MEASURES = ("nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000")
 TREC = {"nDCG@10": "ndcg_cut_10", "AP": "map", "R@10": "recall_10", "R@100": "recall_100"}
@@ -128,12 +128,7 @@ def test_dense_baseline_metrics_equal_brute_force_inner_products(tmp_path: Path)
     assert "val/q_nnz" not in logged  # sparsity means nothing for dense vectors
 
     encoded = evaluator.last_encoded
-    scores = encoded.queries @ encoded.docs.T  # (Q, N) brute force, numpy
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
-    brute = {
-        q: {encoded.doc_ids[d]: float(scores[i, d]) for d in top[i]}
-        for i, q in enumerate(encoded.query_ids)
-    }
+    brute = brute_force_run(encoded, k=100, dense=True)  # (Q, N) scores, numpy, no faiss
     expected = evaluate(brute, dm.qrels("validation"), ("nDCG@10", "AP", "R@100"))
     for name, value in expected.items():
         assert logged[f"val/{name}"] == pytest.approx(value, abs=1e-5), name

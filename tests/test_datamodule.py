@@ -11,7 +11,7 @@ import torch
 from lightning_mlsr.data import DataError
 from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
 from lightning_mlsr.heads import ImageMLMHead, MLPHead
-from tests.test_collection import write_atomic
+from tests.helpers import write_atomic
 
 # T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other
 # image relevant to the same query must not be used as a negative.
@@ -159,7 +159,7 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
 
     part = collection_dir / "images" / "part-1.parquet"
     table = pq.read_table(part)
-    from tests.test_collection import png
+    from tests.helpers import png
 
     table = table.set_column(
         table.schema.get_field_index("image"), "image", pa.array([png((1, 2, 3, 255))])

@@ -68,8 +68,6 @@ def test_ddp_fit_and_validation_equal_single_process(tmp_path: Path) -> None:
     )
     fit_metrics = _last_metrics(tmp_path / "fit")
     assert fit_metrics["step"] >= 1
-    for name in RETRIEVAL:
-        assert 0.0 <= fit_metrics[name] <= 1.0
     (ckpt,) = (tmp_path / "fit").rglob("last.ckpt")
 
     # the same checkpoint validated by 1 and by 2 processes gives identical metrics
@@ -85,3 +83,5 @@ def test_ddp_fit_and_validation_equal_single_process(tmp_path: Path) -> None:
     one, two = _last_metrics(tmp_path / "one"), _last_metrics(tmp_path / "two")
     for name in (*RETRIEVAL, "val/q_nnz", "val/d_nnz", "val/index_postings"):
         assert two[name] == pytest.approx(one[name], abs=1e-6), name
+        # the 2-process validation inside fit saw the weights the checkpoint holds
+        assert fit_metrics[name] == pytest.approx(one[name], abs=1e-6), name

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from lightning_mlsr.data.arrow import as_ids, column, read_parquet
 from lightning_mlsr.data.errors import DataError, format_ids
+from lightning_mlsr.trec import parse_trec_qrels
 
 __all__ = ["CANONICAL_SPLITS", "Qrels", "QrelsTable", "read_qrels"]
 
@@ -108,28 +109,10 @@ def split_from_name(path: Path) -> str:
 
 
 def _read_trec(path: Path) -> pa.Table:
-    text_ids, image_ids, rels = [], [], []
-    with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(
-                    f"{path}:{lineno}: qrels line is not UTF-8 ({err.reason} at byte "
-                    f"{err.start}: {raw[max(0, err.start - 10) : err.end + 10]!r}); "
-                    f"re-encode the file as UTF-8"
-                ) from None
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 4 or not re.fullmatch(r"-?\d+", fields[3]):
-                raise DataError(
-                    f"{path}:{lineno}: malformed qrels line {line.rstrip()!r}; expected "
-                    f"'text_id Q0 image_id rel' with an integer rel"
-                )
-            text_ids.append(fields[0])
-            image_ids.append(fields[2])
-            rels.append(int(fields[3]))
+    try:
+        text_ids, image_ids, rels = parse_trec_qrels(path)
+    except ValueError as err:  # the message names the file, line and fix
+        raise DataError(str(err)) from None
     split = pa.array([split_from_name(path)] * len(rels), pa.large_string())
     return pa.table([split, text_ids, image_ids, rels], schema=_SCHEMA)
 

@@ -1,0 +1,179 @@
+"""Shared by test modules: tiny images, a tiny AToMiC-layout collection, a search oracle.
+
+Test modules import these from here, never from one another.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from PIL import Image
+
+
+def png(color: tuple[int, int, int, int], size: int = 8) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGBA", (size, size), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def jpeg(color: tuple[int, int, int], size: int = 8) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+RED = png((255, 0, 0, 255))
+TRANSPARENT = png((0, 0, 255, 0))  # fully transparent: composites to white
+BLUE_JPEG = jpeg((0, 0, 255))
+YELLOW = png((255, 255, 0, 255))
+
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+STRINGS = pa.list_(pa.string())
+
+
+def image_row(image_id, data, languages, reference, alt=None, **extra):
+    return {
+        "image_id": image_id,
+        "image": data,
+        "image_url": None,
+        "language": languages,
+        "caption_reference_description": reference,
+        "caption_alt_text_description": alt if alt is not None else [""] * len(reference),
+        "caption_attribution_description": [None] * len(reference),
+        **extra,
+    }
+
+
+def default_images() -> tuple[list[dict], list[dict]]:
+    """Two image files: the first with a struct image column, the second binary."""
+    first = [
+        image_row("I1", RED, ["en", "de"], ["red square", "rotes Quadrat"], ["Red", ""]),
+        # whitespace to normalise, the English entry repeated, a null alt text
+        image_row(
+            "I2",
+            BLUE_JPEG,
+            ["en", "de", "en"],
+            [" blue\n square ", "blaues Quadrat", "blue square"],
+            ["a photo", None, None],
+        ),  # fmt: skip
+        # languages in another order: captions follow the language list, not positions
+        image_row("I3", TRANSPARENT, ["de", "en"], ["durchsichtig", "see-through"]),
+    ]
+    second = [image_row("I4", YELLOW, ["en", "de"], ["yellow square", None])]
+    return first, second
+
+
+def default_texts() -> list[dict]:
+    return [
+        {
+            "text_id": "T1",
+            "page_title": "Colours",
+            "section_title": "Red  things",
+            "context_page_description": "page",
+            "context_section_description": "  about\nred\tthings ",
+            "page_url": "https://example.org/colours",  # an extra AToMiC column
+        },
+        {
+            "text_id": "T2",
+            "page_title": "Colours",
+            "section_title": "Blue",
+            "context_page_description": "",
+            "context_section_description": None,
+            "page_url": None,
+        },
+        {
+            "text_id": "T3",
+            "page_title": "Shapes",
+            "section_title": "Yellow",
+            "context_page_description": "",
+            "context_section_description": "",
+            "page_url": None,
+        },
+        {  # never judged, so an empty query is fine
+            "text_id": "T4",
+            "page_title": "",
+            "section_title": "",
+            "context_page_description": "",
+            "context_section_description": "",
+            "page_url": None,
+        },
+    ]
+
+
+DEFAULT_QRELS = {
+    "train.trec": "T1 Q0 I1 1\nT1 Q0 I2 0\n\nT2 Q0 I2 2\n",
+    "test.trec": "T3 Q0 I4 1\n",
+}
+DEFAULT_QRELS_PARQUET = {  # validation comes as parquet with the TREC Q0 column
+    "validation.parquet": {"text_id": ["T2"], "Q0": ["Q0"], "image_id": ["I3"], "rel": [1]}
+}
+
+
+def images_table(rows: list[dict], binary: bool = False) -> pa.Table:
+    rows = [dict(r) for r in rows]
+    if not binary:
+        for r in rows:
+            r["image"] = None if r["image"] is None else {"bytes": r["image"], "path": "x.png"}
+    schema = pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("image", pa.binary() if binary else IMAGE_STRUCT),
+            ("image_url", pa.string()),
+            ("language", STRINGS),
+            ("caption_reference_description", STRINGS),
+            ("caption_alt_text_description", STRINGS),
+            ("caption_attribution_description", STRINGS),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_atomic(
+    root: Path,
+    images: tuple[list[dict], ...] | None = None,
+    texts: list[dict] | None = None,
+    qrels: dict[str, str] | None = None,
+    qrels_parquet: dict[str, dict] | None = None,
+    collection_json: dict | None = None,
+) -> Path:
+    """Write a tiny AToMiC-layout collection under ``root``."""
+    images = default_images() if images is None else images
+    (root / "images").mkdir(parents=True)
+    for k, rows in enumerate(images):
+        pq.write_table(images_table(rows, binary=k % 2 == 1), root / "images" / f"part-{k}.parquet")
+    (root / "texts").mkdir()
+    pq.write_table(pa.Table.from_pylist(texts or default_texts()), root / "texts" / "texts.parquet")
+    (root / "qrels").mkdir()
+    for name, text in (DEFAULT_QRELS if qrels is None else qrels).items():
+        (root / "qrels" / name).write_text(text)
+    for name, columns in (
+        DEFAULT_QRELS_PARQUET if qrels_parquet is None else qrels_parquet
+    ).items():
+        pq.write_table(pa.table(columns), root / "qrels" / name)
+    if collection_json is not None:
+        (root / "collection.json").write_text(json.dumps(collection_json))
+    return root
+
+
+def brute_force_run(encoded: Any, k: int, dense: bool) -> dict[str, dict[str, float]]:
+    """The top ``k`` documents of every query from the full ``(Q, N)`` score matrix.
+
+    The oracle for the evaluator's index/faiss search: no index, every pair scored. Sparse
+    runs keep only scores > 0 (as the inverted index does); ties go to the lower document
+    row, the index's order. ``encoded`` is a :class:`lightning_mlsr.callbacks.EncodedSplit`.
+    """
+    queries, docs = encoded.queries, encoded.docs
+    scores = (queries @ docs.T).toarray() if sp.issparse(queries) else queries @ docs.T  # (Q, N)
+    run: dict[str, dict[str, float]] = {}
+    for qid, row in zip(encoded.query_ids, np.asarray(scores)):
+        candidates = np.arange(len(row)) if dense else np.flatnonzero(row > 0)
+        best = candidates[np.lexsort((candidates, -row[candidates]))][:k]
+        run[qid] = {encoded.doc_ids[j]: float(row[j]) for j in best}
+    return run
