@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,6 +55,22 @@ def _encode_side(
     )
 
 
+def _first_batches(loader: Iterable[Any], n: int) -> list[Any]:
+    """The first ``n`` batches of ``loader`` (the loader is closed after them)."""
+    batches = []
+    iterator = iter(loader)
+    try:
+        for _ in range(n):
+            batches.append(next(iterator))
+    except StopIteration:
+        pass
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()  # a generator-based loader reports its skipped images here
+    return batches
+
+
 def is_dense(pl_module: L.LightningModule) -> bool:
     """Whether the model's encoders produce dense embeddings (the dense baseline)."""
     model = cast(Any, pl_module)
@@ -87,16 +103,26 @@ class EncodedSplit:
 def encode_split(
     pl_module: L.LightningModule, datamodule: Any, split: str, trainer: L.Trainer | None = None
 ) -> EncodedSplit:
-    """Encode the whole corpus and a split's judged queries (sharded under DDP)."""
+    """Encode the evaluation corpus and a split's judged queries (sharded under DDP).
+
+    Under ``fast_dev_run=n`` only the first ``n`` batches of each side are encoded, as
+    Lightning does for every other loop: a smoke run checks the whole path without
+    encoding (or computing image features for) the whole corpus. Its figures then rank
+    that part of the corpus only and count the queries not encoded as 0.
+    """
     rank = trainer.global_rank if trainer is not None else 0
     world = trainer.world_size if trainer is not None else 1
     dense = is_dense(pl_module)
-    d_rows, docs = _encode_side(
-        pl_module, datamodule.corpus_dataloader(rank, world, split=split), "doc", trainer, dense
-    )
-    q_rows, queries = _encode_side(
-        pl_module, datamodule.query_dataloader(split, rank, world), "query", trainer, dense
-    )
+    doc_loader = datamodule.corpus_dataloader(rank, world, split=split)
+    query_loader = datamodule.query_dataloader(split, rank, world)
+    limit = int(cast(Any, trainer).fast_dev_run) if trainer is not None else 0
+    if limit:
+        doc_loader, query_loader = (
+            _first_batches(doc_loader, limit),
+            _first_batches(query_loader, limit),
+        )
+    d_rows, docs = _encode_side(pl_module, doc_loader, "doc", trainer, dense)
+    q_rows, queries = _encode_side(pl_module, query_loader, "query", trainer, dense)
     if world > 1:
         gather = gather_dense_rows if dense else gather_sparse_rows
         d_rows, docs = gather(pl_module, d_rows, docs)

@@ -60,3 +60,43 @@ def test_an_image_experiment_starts_training_before_encoding_the_corpus(tmp_path
     assert StopAtFirstTrainBatch.at_first_step is not None
     assert 1 <= StopAtFirstTrainBatch.at_first_step <= 8
     assert StopAtFirstTrainBatch.on_disk is not None and StopAtFirstTrainBatch.on_disk <= 8
+
+
+class CountEncodedImages(Callback):
+    """Counts every image the feature store's backbone encodes during the run."""
+
+    encoded: list[int] = []
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        store = trainer.datamodule.collator.doc.features
+        store.backbone.register_forward_pre_hook(
+            lambda _m, args: CountEncodedImages.encoded.append(len(args[0]))
+        )
+
+
+def test_a_whole_fast_dev_run_of_an_image_experiment_encodes_a_few_batches(tmp_path: Path) -> None:
+    """Training step *and* validation of a fast_dev_run: one batch of training pairs, one
+    of validation pairs and one of the evaluation corpus — not the collection's 1,911
+    images."""
+    from lightning_mlsr.cli import main
+
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "mlp_mlm_image.yaml"),
+        "--trainer.fast_dev_run=1",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--data.batch_size=8",
+        "--data.eval_batch_size=16",
+        f"--data.feature_cache_dir={tmp_path / 'cache'}",
+        "--model.doc_encoder.init_args.image_size=64",
+        "--trainer.callbacks+=tests.test_features_cli.CountEncodedImages",
+    ]
+    CountEncodedImages.encoded = []
+    cli = main(args)
+    assert "val/nDCG@10" in cli.trainer.callback_metrics  # the evaluation did run
+    (evaluator,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "RetrievalEvaluator"]
+    assert len(evaluator.last_encoded.doc_ids) == 16  # one corpus batch
+    # a batch of training pairs, one of validation pairs (held-out loss), one corpus batch
+    assert 1 <= sum(CountEncodedImages.encoded) <= 8 + 8 + 16
