@@ -516,6 +516,14 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> str:
         "active term.",
         "",
     ]
+    missing = [label for label, name in EXPERIMENTS if name not in runs]
+    if missing:
+        lines += [
+            f"**Incomplete:** no finished run yet for {', '.join(missing)}; the regeneration "
+            "is resumable (`python scripts/make_results.py`). Numbers of earlier code versions "
+            "are in the git history of this file, not here.",
+            "",
+        ]
     for split in ("validation", "test"):
         lines += [f"## {split.capitalize()}", "", *metrics_table(runs, split), ""]
     lines += [
