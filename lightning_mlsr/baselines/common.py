@@ -31,19 +31,6 @@ class Retrieved:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class _Stopwatch:
-    """Accumulates named stage timings."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
-        self._last = now
-
-
 class Stopwatch:
     """Accumulates named stage timings."""
 
