@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from lightning_mlsr.heads import is_dense_model
 from lightning_mlsr.index import InvertedIndex, run_from_topk, write_trec_run
 from lightning_mlsr.metrics import _trec_eval_request, evaluate, parse_measure
 
@@ -170,15 +171,7 @@ def _gather_rows(
 
 def is_dense(pl_module: L.LightningModule) -> bool:
     """Whether the model's encoders produce dense embeddings (the dense baseline)."""
-    model = cast(Any, pl_module)
-    q = bool(getattr(model.query_encoder, "is_dense", False))
-    d = bool(getattr(model.doc_encoder, "is_dense", False))
-    if q != d:
-        raise ValueError(
-            "query and document encoders must both be sparse heads or both dense heads, got "
-            f"{type(model.query_encoder).__name__} and {type(model.doc_encoder).__name__}"
-        )
-    return q
+    return is_dense_model(pl_module)
 
 
 class EncodedSplit:

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from lightning_mlsr.backbones import load_tokenizer
 from lightning_mlsr.callbacks import encode_loader
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.heads import SparseEncoder
 from lightning_mlsr.module import SparseBiEncoder
 
 __all__ = ["LoadedModel", "encode_corpus", "load_model", "text_backbone_of", "train", "vocabulary"]
@@ -131,7 +133,7 @@ def encode_corpus(
 
 def text_backbone_of(model: SparseBiEncoder) -> str:
     """Name of the text backbone whose vocabulary the document vectors are over."""
-    doc, query = model.doc_encoder, model.query_encoder
+    doc, query = cast(SparseEncoder, model.doc_encoder), model.query_encoder
     name = doc.vocab_backbone_name or query.text_backbone_name
     if name is None:
         raise ValueError(f"{type(doc).__name__} names no text backbone or vocabulary")
@@ -141,4 +143,6 @@ def text_backbone_of(model: SparseBiEncoder) -> str:
 def vocabulary(model: SparseBiEncoder) -> list[str]:
     """Term id -> wordpiece of the model's document vocabulary."""
     tokenizer = load_tokenizer(text_backbone_of(model))
-    return tokenizer.convert_ids_to_tokens(list(range(model.doc_encoder.vocab_size)))
+    return tokenizer.convert_ids_to_tokens(
+        list(range(cast(SparseEncoder, model.doc_encoder).vocab_size))
+    )

@@ -105,11 +105,6 @@ class InfoNCE(nn.Module):
         logits, labels = self.scores(q, d, false_negatives)
         return F.cross_entropy(logits, labels)
 
-    @staticmethod
-    def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Fraction of queries whose positive scores highest. Shape: ``(B, B_all)`` -> scalar."""
-        return (logits.argmax(dim=1) == labels).float().mean()
-
 
 def kl_distillation(
     student: torch.Tensor, teacher: torch.Tensor, drop: torch.Tensor | None = None

@@ -16,7 +16,8 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
-from lightning_mlsr.heads.base import SparseEncoder
+from lightning_mlsr.heads import Encoder, check_encoder_pair, tie_text_backbones
+from lightning_mlsr.heads.encoder import DenseEncoder, SparseEncoder
 from lightning_mlsr.losses import Distillation, InfoNCE
 from lightning_mlsr.regularizers import Regularizer
 
@@ -37,8 +38,9 @@ class SparseBiEncoder(L.LightningModule):
     """Query and document encoders trained with in-batch InfoNCE plus sparsity penalties.
 
     Args:
-        query_encoder: a text sparse head (queries are texts).
-        doc_encoder: any sparse head (caption, image, or both).
+        query_encoder: a text head (queries are texts): a sparse head, or a dense one for
+            the dense baselines.
+        doc_encoder: a head of the same kind (caption, image, or both).
         loss: ranking loss over in-batch negatives (default ``InfoNCE()``).
         query_regularizer / doc_regularizer: FLOPS or L1 penalty on each side (weights
             ramped from ``trainer.global_step``).
@@ -59,8 +61,8 @@ class SparseBiEncoder(L.LightningModule):
 
     def __init__(
         self,
-        query_encoder: SparseEncoder,
-        doc_encoder: SparseEncoder,
+        query_encoder: Encoder,
+        doc_encoder: Encoder,
         loss: InfoNCE | None = None,
         query_regularizer: Regularizer | None = None,
         doc_regularizer: Regularizer | None = None,
@@ -96,32 +98,14 @@ class SparseBiEncoder(L.LightningModule):
         self._fit_total_steps: int | None = None
         self.warmup_ratio = warmup_ratio
         self.lr_decay = lr_decay
-        if query_encoder.vocab_size != doc_encoder.vocab_size:
-            raise ValueError(
-                f"query and document encoders score different vocabularies "
-                f"({query_encoder.vocab_size} vs {doc_encoder.vocab_size} terms)"
-            )
+        _check_output_spaces(query_encoder, doc_encoder)
         if share_text_backbone:
-            self._tie_text_backbones()
+            tie_text_backbones(query_encoder, doc_encoder)
         if distillation is not None:
             _check_teacher_tokenizers(query_encoder, doc_encoder, distillation)
         # from_pretrained returns modules in eval mode (dropout off); Lightning keeps the mode
         # a module had before fit, so start in train mode (frozen image backbones stay eval)
         self.train()
-
-    def _tie_text_backbones(self) -> None:
-        q, d = self.query_encoder, self.doc_encoder
-        if q.text_model is None or d.text_model is None:
-            raise ValueError(
-                "share_text_backbone=true needs a text transformer on both sides; "
-                f"{type(q).__name__ if q.text_model is None else type(d).__name__} has none"
-            )
-        if q.text_backbone_name != d.text_backbone_name:
-            raise ValueError(
-                "share_text_backbone=true needs the same text backbone on both sides, got "
-                f"{q.text_backbone_name!r} and {d.text_backbone_name!r}"
-            )
-        d.text_model = q.text_model
 
     # ------------------------------------------------------------------ forward
     def forward(self, queries: dict[str, torch.Tensor], docs: dict[str, torch.Tensor]):
@@ -282,8 +266,27 @@ def lr_factor(total: int, warmup_ratio: float, decay: str) -> Callable[[int], fl
     return factor
 
 
+def _check_output_spaces(query_encoder: Encoder, doc_encoder: Encoder) -> None:
+    """Both sparse over one vocabulary, or both dense of one size: else no dot product."""
+    if check_encoder_pair(query_encoder, doc_encoder):
+        q_dim, d_dim = cast(DenseEncoder, query_encoder).dim, cast(DenseEncoder, doc_encoder).dim
+        if q_dim != d_dim:
+            raise ValueError(
+                f"query and document encoders embed into different sizes ({q_dim} vs {d_dim}); "
+                "set the image head's dim to the text encoder's hidden size"
+            )
+        return
+    q_vocab = cast(SparseEncoder, query_encoder).vocab_size
+    d_vocab = cast(SparseEncoder, doc_encoder).vocab_size
+    if q_vocab != d_vocab:
+        raise ValueError(
+            f"query and document encoders score different vocabularies "
+            f"({q_vocab} vs {d_vocab} terms)"
+        )
+
+
 def _check_teacher_tokenizers(
-    query_encoder: SparseEncoder, doc_encoder: SparseEncoder, distillation: Distillation
+    query_encoder: Encoder, doc_encoder: Encoder, distillation: Distillation
 ) -> None:
     """The teacher reads the student's token ids, so both must tokenize alike."""
     from lightning_mlsr.backbones import load_tokenizer

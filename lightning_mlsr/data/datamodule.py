@@ -40,7 +40,7 @@ from lightning_mlsr.data.sampler import ResumableDataLoader, ResumableSampler
 
 if TYPE_CHECKING:
     from lightning_mlsr.backbones import ImageBackbone
-    from lightning_mlsr.heads.base import SparseEncoder
+    from lightning_mlsr.heads.base import Encoder
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -117,7 +117,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self._collator: Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
         self._relevant: dict[str, RelevantPairs] = {}
-        self._encoders: tuple[SparseEncoder, SparseEncoder] | None = None
+        self._encoders: tuple[Encoder, Encoder] | None = None
         self._train_sampler: ResumableSampler | None = None
         self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
 
@@ -179,12 +179,12 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._pairs[split]
 
     # ------------------------------------------------------------------ model wiring
-    def attach_encoders(self, query_encoder: SparseEncoder, doc_encoder: SparseEncoder) -> None:
+    def attach_encoders(self, query_encoder: Encoder, doc_encoder: Encoder) -> None:
         """Declare which encoders consume the batches (done automatically under a Trainer)."""
         self._encoders = (query_encoder, doc_encoder)
         self._collator = None
 
-    def _model_encoders(self) -> tuple[SparseEncoder, SparseEncoder]:
+    def _model_encoders(self) -> tuple[Encoder, Encoder]:
         if self._encoders is not None:
             return self._encoders
         trainer = getattr(self, "trainer", None)
@@ -196,7 +196,7 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         return model.query_encoder, model.doc_encoder
 
-    def _side(self, encoder: SparseEncoder, max_length: int) -> SideSpec:
+    def _side(self, encoder: Encoder, max_length: int) -> SideSpec:
         text = "text" in encoder.modalities
         image = "image" in encoder.modalities
         spec = SideSpec(text=text, image=image, max_length=max_length)
