@@ -8,20 +8,20 @@ belong to the Trainer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import nn
 
 from lightning_mlsr.heads import Encoder, check_encoder_pair, tie_text_backbones
 from lightning_mlsr.heads.encoder import DenseEncoder, SparseEncoder
 from lightning_mlsr.losses import Distillation, InfoNCE
 from lightning_mlsr.regularizers import Regularizer
 
-__all__ = ["SparseBiEncoder", "lr_factor"]
+__all__ = ["SparseBiEncoder", "lr_schedule"]
 
 _MODULE_ARGS = [
     "query_encoder",
@@ -41,7 +41,11 @@ class SparseBiEncoder(L.LightningModule):
         query_encoder: a text head (queries are texts): a sparse head, or a dense one for
             the dense baselines.
         doc_encoder: a head of the same kind (caption, image, or both).
-        loss: ranking loss over in-batch negatives (default ``InfoNCE()``).
+        loss: ranking loss over in-batch negatives (default ``InfoNCE()``): any
+            ``nn.Module`` called as ``loss(q, d, false_negatives)`` -> scalar, with ``q``
+            ``(B, V)``, ``d`` ``(B, V)`` and ``false_negatives`` ``(B, B)`` bool or None.
+            A loss with ``gather_across_ranks = True`` gets the ``(B, B * world)`` mask of
+            the documents of every DDP rank instead.
         query_regularizer / doc_regularizer: FLOPS or L1 penalty on each side (weights
             ramped from ``trainer.global_step``).
         share_text_backbone: use the query encoder's transformer for documents too
@@ -53,8 +57,10 @@ class SparseBiEncoder(L.LightningModule):
             projections, MLP term scorers) — and ``pretrained`` — every other trainable
             parameter (transformers, MLM heads), e.g. ``{new: {lr: 1e-3}, pretrained:
             {lr: 5e-5}}`` as in the multimodal LSR reference. None: one group.
-        warmup_ratio: fraction of all optimizer steps spent warming the learning rate up.
-        lr_decay: ``linear`` to zero after warm-up, or ``constant``.
+        warmup_ratio: fraction of all optimizer steps spent warming the learning rate up
+            (linearly, from 0).
+        lr_decay: ``linear`` to zero after warm-up, or ``constant`` (the schedules of
+            :func:`lr_schedule`, from ``transformers``).
         distillation: a frozen dense teacher whose in-batch score distribution the student
             matches (KL), added to the ranking loss.
     """
@@ -63,7 +69,7 @@ class SparseBiEncoder(L.LightningModule):
         self,
         query_encoder: Encoder,
         doc_encoder: Encoder,
-        loss: InfoNCE | None = None,
+        loss: nn.Module | None = None,
         query_regularizer: Regularizer | None = None,
         doc_regularizer: Regularizer | None = None,
         share_text_backbone: bool = False,
@@ -122,7 +128,8 @@ class SparseBiEncoder(L.LightningModule):
 
     def _false_negatives(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
         mask = batch.get("false_negatives")
-        if not (self.loss.gather_across_ranks and self.trainer.world_size > 1):
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if not (getattr(self.loss, "gather_across_ranks", False) and world > 1):
             return mask
         # documents from every rank become negatives: recompute the mask for all of them
         doc_idx = cast(torch.Tensor, self.all_gather(batch["doc_idx"])).reshape(-1)  # (W * B,)
@@ -243,27 +250,30 @@ class SparseBiEncoder(L.LightningModule):
         optimizer = self.optimizer_factory(self.optimizer_parameters())
         total = max(1, int(self.trainer.estimated_stepping_batches))
         self._fit_total_steps = total
-        factor = lr_factor(total, self.warmup_ratio, self.lr_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = lr_schedule(optimizer, total, self.warmup_ratio, self.lr_decay)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
         }
 
 
-def lr_factor(total: int, warmup_ratio: float, decay: str) -> Callable[[int], float]:
-    """Learning-rate multiplier per optimizer step: linear warm-up, then linear decay to 0
-    at ``total`` steps (or constant)."""
-    warmup = int(warmup_ratio * total)
+def lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_ratio: float,
+    decay: Literal["linear", "constant"] = "linear",
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio * total_steps`` optimizer steps, then linear decay
+    to 0 at ``total_steps`` (or constant): ``transformers``' schedules, stepped per
+    optimizer step."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if decay == "constant":
-            return 1.0
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
+    if decay not in ("linear", "constant"):
+        raise ValueError(f"lr_decay must be 'linear' or 'constant', got {decay!r}")
+    warmup = int(warmup_ratio * total_steps)
+    if decay == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 def _check_output_spaces(query_encoder: Encoder, doc_encoder: Encoder) -> None:
