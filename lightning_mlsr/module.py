@@ -13,12 +13,11 @@ from typing import Any, Literal, cast
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
-from lightning_mlsr.heads import Encoder, check_encoder_pair, tie_text_backbones
+from lightning_mlsr.heads import Encoder, EncoderInputs, check_encoder_pair, tie_text_backbones
 from lightning_mlsr.heads.encoder import DenseEncoder, SparseEncoder
-from lightning_mlsr.losses import Distillation, InfoNCE
+from lightning_mlsr.losses import Distillation, InfoNCE, gathered_false_negatives
 from lightning_mlsr.regularizers import Regularizer
 
 __all__ = ["SparseBiEncoder", "lr_schedule"]
@@ -80,12 +79,14 @@ class SparseBiEncoder(L.LightningModule):
         distillation: Distillation | None = None,
     ) -> None:
         super().__init__()
-        if _given_hyperparameters.get() is not None:
-            # built by LightningCLI: hparams hold the class_path config, so
-            # load_from_checkpoint rebuilds any configuration
+        # built in Python, the injected modules are objects, not configuration: pass them
+        # again to load_from_checkpoint
+        self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer"])
+        if "_instantiator" in self.hparams:
+            # built by LightningCLI (which records its instantiator): the hparams are the
+            # class_path config, so keep all of it and load_from_checkpoint rebuilds any
+            # configuration
             self.save_hyperparameters()
-        else:  # built in Python: pass the modules again to load_from_checkpoint
-            self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer"])
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
         self.query_encoder = query_encoder
@@ -113,6 +114,18 @@ class SparseBiEncoder(L.LightningModule):
         # a module had before fit, so start in train mode (frozen image backbones stay eval)
         self.train()
 
+    def setup(self, stage: str) -> None:
+        """Hand the DataModule what the encoders read (its explicit interface,
+        ``attach_encoders``), for runs built in Python; the CLI links it at instantiation."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "attach_encoders"):
+            datamodule.attach_encoders(self.query_encoder, self.doc_encoder)
+
+    @property
+    def encoder_inputs(self) -> tuple[EncoderInputs, EncoderInputs]:
+        """What the query and document encoders read (linked into the DataModule)."""
+        return self.query_encoder.inputs(), self.doc_encoder.inputs()
+
     # ------------------------------------------------------------------ forward
     def forward(self, queries: dict[str, torch.Tensor], docs: dict[str, torch.Tensor]):
         """Encode both sides. Shape: ``(B, V)`` and ``(B', V)``."""
@@ -126,22 +139,20 @@ class SparseBiEncoder(L.LightningModule):
         """Shape: ``(B, V)`` non-negative term weights."""
         return self.doc_encoder(inputs)
 
-    def _false_negatives(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
+    def _false_negatives(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """This rank's ``(B, B)`` mask, or for a loss that gathers the documents of every
+        rank the ``(B, B * world)`` mask, recomputed from the gathered document ids."""
         mask = batch.get("false_negatives")
         world = self.trainer.world_size if self._trainer is not None else 1
         if not (getattr(self.loss, "gather_across_ranks", False) and world > 1):
             return mask
-        # documents from every rank become negatives: recompute the mask for all of them
         doc_idx = cast(torch.Tensor, self.all_gather(batch["doc_idx"])).reshape(-1)  # (W * B,)
         offset = self.global_rank * batch["doc_idx"].shape[0]
-        mask = cast(Any, self.trainer).datamodule.false_negative_mask(
-            split, batch["query_idx"].cpu(), doc_idx.cpu(), offset=offset
-        )
-        return mask.to(self.device)
+        return gathered_false_negatives(batch["relevant_doc_idx"], doc_idx, offset)
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> dict[str, torch.Tensor]:
         q, d = self(batch["query"], batch["doc"])  # (B, V), (B, V)
-        rank_loss = self.loss(q, d, self._false_negatives(batch, split))
+        rank_loss = self.loss(q, d, self._false_negatives(batch))
         out = {"rank_loss": rank_loss}
         if split == "train" and self._logs_this_step():  # full (B, V) passes: only when logged
             out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
