@@ -69,7 +69,7 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lightning_mlsr.cli import BASE_CONFIG, main  # noqa: E402
-from lightning_mlsr.module import SparseBiEncoder, lr_factor  # noqa: E402
+from lightning_mlsr.module import SparseBiEncoder, lr_schedule  # noqa: E402
 
 Batch = dict[str, Any]
 
@@ -196,8 +196,8 @@ class PlainStep:
         self.model = model
         self.regularizers = (model.query_regularizer, model.doc_regularizer)
         self.optimizer = model.optimizer_factory(model.parameters())  # AdamW, YAML's arguments
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(total_steps, model.warmup_ratio, model.lr_decay)
+        self.scheduler = lr_schedule(
+            self.optimizer, total_steps, model.warmup_ratio, model.lr_decay
         )
         self.bf16 = precision == "bf16-mixed"
         self.step = 0  # optimizer steps taken, as trainer.global_step

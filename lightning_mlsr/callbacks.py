@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lightning_mlsr.encoding import encode_loader
 from lightning_mlsr.gather import gather_dense_rows, gather_sparse_rows
+from lightning_mlsr.heads import is_dense_model
 from lightning_mlsr.index import InvertedIndex, dense_search
 from lightning_mlsr.index.inputs import check_k
 from lightning_mlsr.metrics import DEFAULT_MEASURES, evaluate, trec_eval_command
@@ -73,15 +74,7 @@ def _first_batches(loader: Iterable[Any], n: int) -> list[Any]:
 
 def is_dense(pl_module: L.LightningModule) -> bool:
     """Whether the model's encoders produce dense embeddings (the dense baseline)."""
-    model = cast(Any, pl_module)
-    q = bool(getattr(model.query_encoder, "is_dense", False))
-    d = bool(getattr(model.doc_encoder, "is_dense", False))
-    if q != d:
-        raise ValueError(
-            "query and document encoders must both be sparse heads or both dense heads, got "
-            f"{type(model.query_encoder).__name__} and {type(model.doc_encoder).__name__}"
-        )
-    return q
+    return is_dense_model(pl_module)
 
 
 class EncodedSplit:

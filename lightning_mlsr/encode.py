@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.encoding import encode_loader
+from lightning_mlsr.heads import SparseEncoder
 from lightning_mlsr.module import SparseBiEncoder
 
 __all__ = ["LoadedModel", "encode_corpus", "load_model", "text_backbone_of", "train", "vocabulary"]
@@ -125,7 +127,7 @@ def encode_corpus(
     rows, docs = encode_loader(
         model.encode_docs,
         datamodule.corpus_dataloader(),
-        width=model.doc_encoder.vocab_size,
+        width=cast(SparseEncoder, model.doc_encoder).vocab_size,
         side="doc",
         device=model.device,
         module=model,
@@ -137,7 +139,7 @@ def encode_corpus(
 
 def text_backbone_of(model: SparseBiEncoder) -> str:
     """Name of the text backbone whose vocabulary the document vectors are over."""
-    doc, query = model.doc_encoder, model.query_encoder
+    doc, query = cast(SparseEncoder, model.doc_encoder), model.query_encoder
     name = doc.vocab_backbone_name or query.text_backbone_name
     if name is None:
         raise ValueError(f"{type(doc).__name__} names no text backbone or vocabulary")
@@ -150,4 +152,4 @@ def vocabulary(model: SparseBiEncoder) -> list[str]:
     The document encoder's own :meth:`~lightning_mlsr.heads.base.SparseEncoder.term_vocabulary`,
     so the notebook shows the same words as the W&B panels and the exports.
     """
-    return model.doc_encoder.term_vocabulary()
+    return cast(SparseEncoder, model.doc_encoder).term_vocabulary()

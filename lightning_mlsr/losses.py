@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Distillation", "InfoNCE", "kl_distillation"]
+__all__ = ["Distillation", "InfoNCE", "gathered_false_negatives", "kl_distillation"]
 
 
 def _world() -> tuple[int, int]:
@@ -105,10 +105,26 @@ class InfoNCE(nn.Module):
         logits, labels = self.scores(q, d, false_negatives)
         return F.cross_entropy(logits, labels)
 
-    @staticmethod
-    def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Fraction of queries whose positive scores highest. Shape: ``(B, B_all)`` -> scalar."""
-        return (logits.argmax(dim=1) == labels).float().mean()
+
+def gathered_false_negatives(
+    relevant_doc_idx: torch.Tensor, doc_idx: torch.Tensor, offset: int
+) -> torch.Tensor:
+    """False negatives among documents gathered from every rank, from ids alone.
+
+    ``[i, j]``: document ``doc_idx[j]`` is relevant to local query ``i`` (one of its
+    ``relevant_doc_idx[i]``, ``-1`` padded), and column ``j`` is not the query's positive,
+    which :class:`InfoNCE` expects at column ``offset + i``.
+
+    Shape:
+        relevant_doc_idx ``(B, R)``, doc_idx ``(N,)`` -> ``(B, N)`` bool.
+    """
+    relevant = relevant_doc_idx.to(doc_idx.device)
+    mask = (doc_idx[None, :, None] == relevant[:, None, :]).any(dim=-1)  # (B, N)
+    rows = torch.arange(relevant.shape[0], device=doc_idx.device)  # (B,)
+    cols = rows + offset
+    inside = cols < mask.shape[1]
+    mask[rows[inside], cols[inside]] = False
+    return mask
 
 
 def kl_distillation(

@@ -8,19 +8,19 @@ belong to the Trainer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import nn
 
-from lightning_mlsr.heads.base import SparseEncoder
-from lightning_mlsr.losses import Distillation, InfoNCE
+from lightning_mlsr.heads import Encoder, EncoderInputs, check_encoder_pair, tie_text_backbones
+from lightning_mlsr.heads.encoder import DenseEncoder, SparseEncoder
+from lightning_mlsr.losses import Distillation, InfoNCE, gathered_false_negatives
 from lightning_mlsr.regularizers import Regularizer
 
-__all__ = ["SparseBiEncoder", "lr_factor"]
+__all__ = ["SparseBiEncoder", "lr_schedule"]
 
 _MODULE_ARGS = [
     "query_encoder",
@@ -37,9 +37,14 @@ class SparseBiEncoder(L.LightningModule):
     """Query and document encoders trained with in-batch InfoNCE plus sparsity penalties.
 
     Args:
-        query_encoder: a text sparse head (queries are texts).
-        doc_encoder: any sparse head (caption, image, or both).
-        loss: ranking loss over in-batch negatives (default ``InfoNCE()``).
+        query_encoder: a text head (queries are texts): a sparse head, or a dense one for
+            the dense baselines.
+        doc_encoder: a head of the same kind (caption, image, or both).
+        loss: ranking loss over in-batch negatives (default ``InfoNCE()``): any
+            ``nn.Module`` called as ``loss(q, d, false_negatives)`` -> scalar, with ``q``
+            ``(B, V)``, ``d`` ``(B, V)`` and ``false_negatives`` ``(B, B)`` bool or None.
+            A loss with ``gather_across_ranks = True`` gets the ``(B, B * world)`` mask of
+            the documents of every DDP rank instead.
         query_regularizer / doc_regularizer: FLOPS or L1 penalty on each side (weights
             ramped from ``trainer.global_step``).
         share_text_backbone: use the query encoder's transformer for documents too
@@ -51,17 +56,19 @@ class SparseBiEncoder(L.LightningModule):
             projections, MLP term scorers) — and ``pretrained`` — every other trainable
             parameter (transformers, MLM heads), e.g. ``{new: {lr: 1e-3}, pretrained:
             {lr: 5e-5}}`` as in the multimodal LSR reference. None: one group.
-        warmup_ratio: fraction of all optimizer steps spent warming the learning rate up.
-        lr_decay: ``linear`` to zero after warm-up, or ``constant``.
+        warmup_ratio: fraction of all optimizer steps spent warming the learning rate up
+            (linearly, from 0).
+        lr_decay: ``linear`` to zero after warm-up, or ``constant`` (the schedules of
+            :func:`lr_schedule`, from ``transformers``).
         distillation: a frozen dense teacher whose in-batch score distribution the student
             matches (KL), added to the ranking loss.
     """
 
     def __init__(
         self,
-        query_encoder: SparseEncoder,
-        doc_encoder: SparseEncoder,
-        loss: InfoNCE | None = None,
+        query_encoder: Encoder,
+        doc_encoder: Encoder,
+        loss: nn.Module | None = None,
         query_regularizer: Regularizer | None = None,
         doc_regularizer: Regularizer | None = None,
         share_text_backbone: bool = False,
@@ -72,12 +79,14 @@ class SparseBiEncoder(L.LightningModule):
         distillation: Distillation | None = None,
     ) -> None:
         super().__init__()
-        if _given_hyperparameters.get() is not None:
-            # built by LightningCLI: hparams hold the class_path config, so
-            # load_from_checkpoint rebuilds any configuration
+        # built in Python, the injected modules are objects, not configuration: pass them
+        # again to load_from_checkpoint
+        self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer"])
+        if "_instantiator" in self.hparams:
+            # built by LightningCLI (which records its instantiator): the hparams are the
+            # class_path config, so keep all of it and load_from_checkpoint rebuilds any
+            # configuration
             self.save_hyperparameters()
-        else:  # built in Python: pass the modules again to load_from_checkpoint
-            self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer"])
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
         self.query_encoder = query_encoder
@@ -96,32 +105,26 @@ class SparseBiEncoder(L.LightningModule):
         self._fit_total_steps: int | None = None
         self.warmup_ratio = warmup_ratio
         self.lr_decay = lr_decay
-        if query_encoder.vocab_size != doc_encoder.vocab_size:
-            raise ValueError(
-                f"query and document encoders score different vocabularies "
-                f"({query_encoder.vocab_size} vs {doc_encoder.vocab_size} terms)"
-            )
+        _check_output_spaces(query_encoder, doc_encoder)
         if share_text_backbone:
-            self._tie_text_backbones()
+            tie_text_backbones(query_encoder, doc_encoder)
         if distillation is not None:
             _check_teacher_tokenizers(query_encoder, doc_encoder, distillation)
         # from_pretrained returns modules in eval mode (dropout off); Lightning keeps the mode
         # a module had before fit, so start in train mode (frozen image backbones stay eval)
         self.train()
 
-    def _tie_text_backbones(self) -> None:
-        q, d = self.query_encoder, self.doc_encoder
-        if q.text_model is None or d.text_model is None:
-            raise ValueError(
-                "share_text_backbone=true needs a text transformer on both sides; "
-                f"{type(q).__name__ if q.text_model is None else type(d).__name__} has none"
-            )
-        if q.text_backbone_name != d.text_backbone_name:
-            raise ValueError(
-                "share_text_backbone=true needs the same text backbone on both sides, got "
-                f"{q.text_backbone_name!r} and {d.text_backbone_name!r}"
-            )
-        d.text_model = q.text_model
+    def setup(self, stage: str) -> None:
+        """Hand the DataModule what the encoders read (its explicit interface,
+        ``attach_encoders``), for runs built in Python; the CLI links it at instantiation."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "attach_encoders"):
+            datamodule.attach_encoders(self.query_encoder, self.doc_encoder)
+
+    @property
+    def encoder_inputs(self) -> tuple[EncoderInputs, EncoderInputs]:
+        """What the query and document encoders read (linked into the DataModule)."""
+        return self.query_encoder.inputs(), self.doc_encoder.inputs()
 
     # ------------------------------------------------------------------ forward
     def forward(self, queries: dict[str, torch.Tensor], docs: dict[str, torch.Tensor]):
@@ -136,21 +139,20 @@ class SparseBiEncoder(L.LightningModule):
         """Shape: ``(B, V)`` non-negative term weights."""
         return self.doc_encoder(inputs)
 
-    def _false_negatives(self, batch: dict[str, Any], split: str) -> torch.Tensor | None:
+    def _false_negatives(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """This rank's ``(B, B)`` mask, or for a loss that gathers the documents of every
+        rank the ``(B, B * world)`` mask, recomputed from the gathered document ids."""
         mask = batch.get("false_negatives")
-        if not (self.loss.gather_across_ranks and self.trainer.world_size > 1):
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if not (getattr(self.loss, "gather_across_ranks", False) and world > 1):
             return mask
-        # documents from every rank become negatives: recompute the mask for all of them
         doc_idx = cast(torch.Tensor, self.all_gather(batch["doc_idx"])).reshape(-1)  # (W * B,)
         offset = self.global_rank * batch["doc_idx"].shape[0]
-        mask = cast(Any, self.trainer).datamodule.false_negative_mask(
-            split, batch["query_idx"].cpu(), doc_idx.cpu(), offset=offset
-        )
-        return mask.to(self.device)
+        return gathered_false_negatives(batch["relevant_doc_idx"], doc_idx, offset)
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> dict[str, torch.Tensor]:
         q, d = self(batch["query"], batch["doc"])  # (B, V), (B, V)
-        rank_loss = self.loss(q, d, self._false_negatives(batch, split))
+        rank_loss = self.loss(q, d, self._false_negatives(batch))
         out = {"rank_loss": rank_loss}
         if split == "train" and self._logs_this_step():  # full (B, V) passes: only when logged
             out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
@@ -259,31 +261,53 @@ class SparseBiEncoder(L.LightningModule):
         optimizer = self.optimizer_factory(self.optimizer_parameters())
         total = max(1, int(self.trainer.estimated_stepping_batches))
         self._fit_total_steps = total
-        factor = lr_factor(total, self.warmup_ratio, self.lr_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = lr_schedule(optimizer, total, self.warmup_ratio, self.lr_decay)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
         }
 
 
-def lr_factor(total: int, warmup_ratio: float, decay: str) -> Callable[[int], float]:
-    """Learning-rate multiplier per optimizer step: linear warm-up, then linear decay to 0
-    at ``total`` steps (or constant)."""
-    warmup = int(warmup_ratio * total)
+def lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_ratio: float,
+    decay: Literal["linear", "constant"] = "linear",
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio * total_steps`` optimizer steps, then linear decay
+    to 0 at ``total_steps`` (or constant): ``transformers``' schedules, stepped per
+    optimizer step."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if decay == "constant":
-            return 1.0
-        return max(0.0, (total - step) / max(1, total - warmup))
+    if decay not in ("linear", "constant"):
+        raise ValueError(f"lr_decay must be 'linear' or 'constant', got {decay!r}")
+    warmup = int(warmup_ratio * total_steps)
+    if decay == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
-    return factor
+
+def _check_output_spaces(query_encoder: Encoder, doc_encoder: Encoder) -> None:
+    """Both sparse over one vocabulary, or both dense of one size: else no dot product."""
+    if check_encoder_pair(query_encoder, doc_encoder):
+        q_dim, d_dim = cast(DenseEncoder, query_encoder).dim, cast(DenseEncoder, doc_encoder).dim
+        if q_dim != d_dim:
+            raise ValueError(
+                f"query and document encoders embed into different sizes ({q_dim} vs {d_dim}); "
+                "set the image head's dim to the text encoder's hidden size"
+            )
+        return
+    q_vocab = cast(SparseEncoder, query_encoder).vocab_size
+    d_vocab = cast(SparseEncoder, doc_encoder).vocab_size
+    if q_vocab != d_vocab:
+        raise ValueError(
+            f"query and document encoders score different vocabularies "
+            f"({q_vocab} vs {d_vocab} terms)"
+        )
 
 
 def _check_teacher_tokenizers(
-    query_encoder: SparseEncoder, doc_encoder: SparseEncoder, distillation: Distillation
+    query_encoder: Encoder, doc_encoder: Encoder, distillation: Distillation
 ) -> None:
     """The teacher reads the student's token ids, so both must tokenize alike."""
     from lightning_mlsr.backbones import load_tokenizer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FLOPS", "L1", "REGULARIZERS", "Regularizer"]
+__all__ = ["FLOPS", "L1", "Regularizer"]
 
 
 class Regularizer(nn.Module):
@@ -107,6 +107,3 @@ class L1(Regularizer):
     def penalty(self, w: torch.Tensor) -> torch.Tensor:
         """Shape: ``(B, V)`` -> scalar."""
         return w.float().abs().sum(dim=1).mean()  # (B,) -> ()
-
-
-REGULARIZERS: dict[str, type[Regularizer]] = {"flops": FLOPS, "l1": L1}

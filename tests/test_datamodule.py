@@ -10,7 +10,9 @@ import torch
 
 from lightning_mlsr.data import DataError
 from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
+from lightning_mlsr.data.pairs import false_negative_mask
 from lightning_mlsr.heads import ImageMLMHead, MLPHead
+from lightning_mlsr.losses import gathered_false_negatives
 from tests.helpers import write_atomic
 
 # T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other
@@ -51,6 +53,7 @@ def test_training_batch_and_false_negatives(collection_dir: Path, text_heads) ->
         "false_negatives",
         "query_idx",
         "doc_idx",
+        "relevant_doc_idx",
         "skipped_images",  # taken out by the loader, reported once per pass
     }
     assert batch["skipped_images"] == []
@@ -65,14 +68,31 @@ def test_training_batch_and_false_negatives(collection_dir: Path, text_heads) ->
         ]
     )
     assert torch.equal(batch["false_negatives"], expected)
-    # gathered across ranks: the positive of query i sits at column offset + i
-    gathered = dm.false_negative_mask(
-        "train", batch["query_idx"], torch.cat([batch["doc_idx"], batch["doc_idx"]]), offset=3
-    )
+    # gathered across ranks, from ids alone (what the module does under DDP): the
+    # positive of query i sits at column offset + i
+    i1, i2 = images.ids.positions(["I1", "I2"]).tolist()
+    assert batch["relevant_doc_idx"].tolist() == [[i1, i2], [i1, i2], [i2, -1]]
+    doc_idx = torch.cat([batch["doc_idx"], batch["doc_idx"]])
+    gathered = gathered_false_negatives(batch["relevant_doc_idx"], doc_idx, offset=3)
     assert gathered[:, 3:].equal(expected)
     assert gathered[:, :3].equal(
         torch.tensor([[True, True, True], [True, True, True], [False, True, True]])
     )
+    oracle = false_negative_mask(dm._relevant["train"], batch["query_idx"], doc_idx, offset=3)
+    assert gathered.equal(oracle)
+
+
+def test_the_encoders_inputs_are_required_and_named(collection_dir: Path, text_heads) -> None:
+    dm = RetrievalDataModule(str(collection_dir), batch_size=2)
+    dm.setup("fit")  # under a plain Trainer the inputs come after this hook: no error yet
+    with pytest.raises(RuntimeError, match=r"call attach_encoders\(query_encoder, doc_encoder\)"):
+        dm.train_dataloader()
+    linked = RetrievalDataModule(
+        str(collection_dir), encoder_inputs=(text_heads[0].inputs(), text_heads[1].inputs())
+    )
+    linked.setup("fit")  # as the CLI builds it: the collator is ready
+    assert linked.collator.query.tokenizer is not None
+    assert "encoder_inputs" not in linked.hparams
 
 
 def test_eval_loaders_cover_corpus_and_split_queries(collection_dir: Path, text_heads) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +13,10 @@ import torch
 from lightning_mlsr.backbones import load_tokenizer
 from lightning_mlsr.heads import (
     HEADS,
+    DenseEncoder,
+    DenseImageHead,
+    DenseTextHead,
+    Encoder,
     FusedImageTextHead,
     ImageMLMHead,
     LateFusionHead,
@@ -19,6 +24,9 @@ from lightning_mlsr.heads import (
     MLMHead,
     MLPHead,
     SparseEncoder,
+    is_dense_model,
+    list_heads,
+    tie_text_backbones,
 )
 from lightning_mlsr.heads.base import pool_vocab_logits, scatter_token_weights
 
@@ -27,25 +35,40 @@ TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
 IMAGE_DIM = 256  # test_efficientnet's pooled features
 CAPTIONS = ["a cat sitting on a red sofa", "two dogs, two dogs and a ball on the grass"]
 
-#: one builder per configuration; every registry name must appear (checked below)
-BUILDERS: dict[str, tuple[str, Callable[[], SparseEncoder]]] = {
-    "mlp": ("mlp", lambda: MLPHead()),
-    "mlp-max": ("mlp", lambda: MLPHead(pooling="max")),
-    "mlm": ("mlm", lambda: MLMHead()),
-    "image_mlm": ("image_mlm", lambda: ImageMLMHead(**TINY_IMAGE)),
-    "fused-mlp": ("fused", lambda: FusedImageTextHead(**TINY_IMAGE)),
-    "fused-mlm": ("fused", lambda: FusedImageTextHead(head="mlm", **TINY_IMAGE)),
-    "late_fusion": ("late_fusion", lambda: LateFusionHead(MLPHead(), ImageMLMHead(**TINY_IMAGE))),
+#: test-sized arguments for the registered heads whose defaults are too big (a new head
+#: with small defaults needs no entry: the registry puts it under the contract test)
+TINY_ARGS: dict[str, Callable[[], dict[str, Any]]] = {
+    "image_mlm": lambda: TINY_IMAGE,
+    "fused": lambda: TINY_IMAGE,
+    "late_fusion": lambda: {"text_head": MLPHead(), "image_head": ImageMLMHead(**TINY_IMAGE)},
+    "dense_image": lambda: TINY_IMAGE,
 }
-TEXT_CONFIGS = [k for k in BUILDERS if k != "image_mlm"]
-IMAGE_CONFIGS = ["image_mlm", "fused-mlp", "fused-mlm", "late_fusion"]
+#: configurations beyond each head's defaults: (registry name, non-default arguments)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mlp-max": ("mlp", {"pooling": "max"}),
+    "fused-mlm": ("fused", {"head": "mlm"}),
+}
+#: every registered head with its defaults, plus the variants
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    **{name: (name, {}) for name in list_heads()},
+    **VARIANTS,
+}
+IMAGE_CONFIGS = ["image_mlm", "fused", "fused-mlm", "late_fusion", "dense_image"]
+TEXT_CONFIGS = [k for k in CONFIGS if k not in ("image_mlm", "dense_image")]
+
+
+def make(config: str) -> Encoder:
+    """A new head of a configuration, built through the registry."""
+    name, overrides = CONFIGS[config]
+    args = TINY_ARGS.get(name, dict)()
+    return HEADS[name](**{**args, **overrides})
 
 
 @functools.cache
-def build(config: str) -> SparseEncoder:
+def build(config: str) -> Encoder:
     """A shared instance per configuration (tests that mutate heads build their own)."""
     torch.manual_seed(0)
-    return BUILDERS[config][1]()
+    return make(config)
 
 
 @functools.cache
@@ -67,26 +90,36 @@ def token_id(word: str) -> int:
     return int(tokenizer().convert_tokens_to_ids(word))
 
 
-def test_every_registered_head_is_tested() -> None:
-    assert {name for name, _ in BUILDERS.values()} == set(HEADS)
-    assert all(issubclass(cls, SparseEncoder) for cls in HEADS.values())
+def test_the_registry_holds_every_head_of_both_kinds() -> None:
+    assert set(list_heads(SparseEncoder)) == {"mlp", "mlm", "image_mlm", "fused", "late_fusion"}
+    assert set(list_heads(DenseEncoder)) == {"dense_text", "dense_image"}
+    assert list_heads() == sorted(HEADS)
+    for name, cls in HEADS.items():  # every head is exactly one kind
+        assert issubclass(cls, SparseEncoder) != issubclass(cls, DenseEncoder), name
+    assert set(TINY_ARGS) <= set(HEADS) and all(n in HEADS for n, _ in VARIANTS.values())
 
 
 # --------------------------------------------------------------------------- contract
 
 
-@pytest.mark.parametrize("config", list(BUILDERS))
+@pytest.mark.parametrize("config", list(CONFIGS))
 def test_head_contract_forward_backward(config: str) -> None:
+    """Sparse: ``(B, V)`` non-negative, special terms zero; dense: ``(B, D)``, unit norm."""
     head = build(config)
     head.train()
     head.zero_grad()
     inputs = batch()
     weights = head(inputs)
-    assert weights.shape == (2, V) and weights.dtype == torch.float32
-    assert head.vocab_size == V
-    assert torch.isfinite(weights).all() and (weights >= 0).all()
-    assert (weights > 0).any(dim=1).all(), "every example should activate some term"
-    assert (weights[:, head.special_token_ids] == 0).all(), "special tokens are never terms"
+    assert weights.dtype == torch.float32 and torch.isfinite(weights).all()
+    if isinstance(head, SparseEncoder):
+        assert weights.shape == (2, V) and head.vocab_size == V
+        assert (weights >= 0).all()
+        assert (weights > 0).any(dim=1).all(), "every example should activate some term"
+        assert (weights[:, head.special_token_ids] == 0).all(), "special tokens are never terms"
+    else:
+        assert isinstance(head, DenseEncoder)
+        assert weights.shape == (2, head.dim)
+        torch.testing.assert_close(weights.norm(dim=1), torch.ones(2))  # normalize=True
     assert head.modalities <= {"text", "image"} and head.modalities
     assert (head.text_backbone_name is not None) == ("text" in head.modalities)
     assert (head.image_backbone is not None) == ("image" in head.modalities)
@@ -99,13 +132,46 @@ def test_head_contract_forward_backward(config: str) -> None:
         assert param.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
     # the newly added parameters (scorers, projections) learn
-    new = [p for n, p in trainable.items() if "term_scorer" in n or "image_projection" in n]
-    assert all(p.grad.abs().sum() > 0 for p in new)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.new_parameters())
     if head.image_backbone is not None:
         assert head.freeze_image_backbone
         assert not any(p.requires_grad for p in head.image_backbone.parameters())
         assert not head.image_backbone.training, "a frozen backbone stays in eval mode"
     head.zero_grad()
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_inputs_name_what_the_data_must_provide(config: str) -> None:
+    head = build(config)
+    spec = head.inputs()
+    text, image = "text" in head.modalities, "image" in head.modalities
+    assert spec.modalities == head.modalities
+    assert spec.tokenizer == (head.text_backbone_name if text else None)
+    assert spec.tokenizer in (None, "splade-tiny", "minilm-l6")
+    # the fused head's image token takes one of the backbone's 512 positions
+    assert spec.max_length == (
+        (511 if isinstance(head, FusedImageTextHead) else 512) if text else None
+    )
+    assert spec.image_backbone is (head.image_backbone if image else None)
+    assert spec.frozen_image_features == image  # every test head freezes its image backbone
+
+
+def test_dense_and_sparse_are_told_apart_by_type() -> None:
+    class Pair:
+        def __init__(self, q: Encoder, d: Encoder) -> None:
+            self.query_encoder, self.doc_encoder = q, d
+
+    assert is_dense_model(Pair(build("dense_text"), build("dense_image")))
+    assert not is_dense_model(Pair(build("mlp"), build("image_mlm")))
+    with pytest.raises(ValueError, match="both be sparse heads or both dense"):
+        is_dense_model(Pair(build("mlp"), build("dense_text")))
+    assert not hasattr(build("dense_text"), "vocab_size"), "a dense head has no vocabulary"
+
+
+def test_old_dense_checkpoints_with_special_token_ids_still_load() -> None:
+    head = DenseImageHead(**TINY_IMAGE)  # type: ignore[arg-type]
+    state = head.state_dict()
+    head.load_state_dict({**state, "special_token_ids": torch.tensor([0, 101])})
 
 
 @pytest.mark.parametrize("config", TEXT_CONFIGS)
@@ -205,7 +271,7 @@ def test_mlp_head_against_a_naive_loop_for_sum_and_max() -> None:
 # --------------------------------------------------------------------------- text heads
 
 
-@pytest.mark.parametrize("config", ["mlp", "mlp-max", "fused-mlp"])
+@pytest.mark.parametrize("config", ["mlp", "mlp-max", "fused"])
 def test_mlp_weights_only_on_input_tokens(config: str) -> None:
     head = build(config).eval()
     inputs = batch()
@@ -238,9 +304,8 @@ def test_sharing_the_text_model_between_encoders() -> None:
     query, doc = MLPHead(), MLMHead().eval()
     with torch.no_grad():
         before = doc(batch())
-    doc.text_model = query.text_model
+    tie_text_backbones(query, doc)
     assert doc.text_model is query.text_model and doc.encoder is query.encoder
-    assert "text_model" not in doc._modules  # routed through the property setter
     decoder = doc.mlm_head.predictions.decoder
     assert decoder.weight is query.encoder.get_input_embeddings().weight, "decoder re-tied"
     with torch.no_grad():  # same pretrained weights, so the same output
@@ -251,17 +316,22 @@ def test_sharing_the_text_model_between_encoders() -> None:
     )
 
 
-def test_sharing_reaches_fused_and_late_fusion_heads() -> None:
+def test_sharing_reaches_fused_late_fusion_and_dense_heads() -> None:
     query = MLPHead()
-    fused = FusedImageTextHead(head="mlm", **TINY_IMAGE)
-    late = LateFusionHead(MLPHead(), ImageMLMHead(**TINY_IMAGE), combine="max")
-    fused.text_model = query.text_model
-    late.text_model = query.text_model
+    fused = FusedImageTextHead(head="mlm", **TINY_IMAGE)  # type: ignore[arg-type]
+    late = LateFusionHead(MLPHead(), ImageMLMHead(**TINY_IMAGE), combine="max")  # type: ignore[arg-type]
+    tie_text_backbones(query, fused)
+    tie_text_backbones(query, late)
     assert fused.encoder is query.encoder and late.text_head.text_model is query.encoder
     assert fused.mlm_head.predictions.decoder.weight is query.encoder.get_input_embeddings().weight
-    with pytest.raises(AttributeError, match="no text transformer"):
-        late.image_head.text_model = query.text_model
+    with pytest.raises(ValueError, match="ImageMLMHead has none"):
+        tie_text_backbones(query, late.image_head)
     assert late.image_head.text_model is None and late.image_head.text_backbone_name is None
+    with pytest.raises(ValueError, match="same text backbone"):
+        tie_text_backbones(query, build("dense_text"))
+    dense_q, dense_d = DenseTextHead(), DenseTextHead()
+    tie_text_backbones(dense_q, dense_d)
+    assert dense_d.encoder is dense_q.encoder
 
 
 # --------------------------------------------------------------------------- image heads
@@ -298,7 +368,7 @@ def test_image_mlm_head_keeps_the_pretrained_mlm_head() -> None:
     assert image.modalities == {"image"} and image.text_model is None
 
 
-@pytest.mark.parametrize("config", ["fused-mlp", "fused-mlm"])
+@pytest.mark.parametrize("config", ["fused", "fused-mlm"])
 def test_fused_output_depends_on_the_image(config: str) -> None:
     head = build(config).eval()
     inputs = batch()
@@ -306,12 +376,12 @@ def test_fused_output_depends_on_the_image(config: str) -> None:
         first = head(inputs)
         second = head({**inputs, "image_features": inputs["image_features"].flip(0)})
     assert not torch.allclose(first, second)
-    if config == "fused-mlp":  # the image changes weights, never which terms can fire
+    if config == "fused":  # the image changes weights, never which terms can fire
         assert ((first > 0) <= (inputs_mask := _input_terms(inputs))).all()
         assert ((second > 0) <= inputs_mask).all()
 
 
-@pytest.mark.parametrize("config", ["fused-mlp", "fused-mlm"])
+@pytest.mark.parametrize("config", ["fused", "fused-mlm"])
 def test_fused_head_against_a_naive_reference(config: str) -> None:
     """The image token sits right after [CLS]; MLP scores caption tokens, MLM all kept ones."""
     head = build(config).eval()
@@ -332,7 +402,7 @@ def test_fused_head_against_a_naive_reference(config: str) -> None:
         expected = torch.zeros(ids.shape[0], V)
         for b in range(ids.shape[0]):
             kept = [p for p in range(ids.shape[1]) if mask[b, p] and int(ids[b, p]) not in special]
-            if config == "fused-mlp":
+            if config == "fused":
                 for p in kept:
                     at = 0 if p == 0 else p + 1
                     score = torch.log1p(torch.relu(head.term_scorer(hidden[b, at])))[0]
@@ -352,7 +422,7 @@ def _input_terms(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def test_fused_head_rejects_too_long_captions() -> None:
-    head = build("fused-mlp")
+    head = build("fused")
     inputs = batch()
     inputs["input_ids"] = torch.full((2, 512), token_id("cat"))
     inputs["attention_mask"] = torch.ones(2, 512, dtype=torch.long)
@@ -488,7 +558,7 @@ def test_mlp_init_keeps_most_tokens_active_over_many_seeds() -> None:
     assert alive(FusedImageTextHead(**TINY_IMAGE).term_scorer) >= 0.5  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("config", list(BUILDERS))
+@pytest.mark.parametrize("config", list(CONFIGS))
 def test_new_parameters_are_the_layers_made_from_scratch(config: str) -> None:
     head = build(config)
     new = {id(p) for p in head.new_parameters()}

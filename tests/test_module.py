@@ -14,7 +14,7 @@ from lightning_mlsr.cli import main
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.heads import MLMHead, MLPHead
 from lightning_mlsr.losses import InfoNCE
-from lightning_mlsr.module import SparseBiEncoder
+from lightning_mlsr.module import SparseBiEncoder, lr_schedule
 from lightning_mlsr.regularizers import FLOPS, L1
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,3 +303,42 @@ def test_regularizer_warmup_ratio_counts_total_optimizer_steps(tmp_path: Path) -
     # T = 0.5 * 4 = 2 optimizer steps: lambda = 2.0 * min(1, step / 2) ** 2
     expected = [2.0 * min(1.0, s / 2) ** 2 for s in (0, 0, 1, 1, 2, 2, 3, 3)]
     assert [lam for _, lam in recorder.seen] == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- schedule and loss injection
+
+
+@pytest.mark.parametrize("decay", ["linear", "constant"])
+def test_lr_schedule_warms_up_over_the_ratio_then_decays(decay: str) -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = lr_schedule(optimizer, total_steps=100, warmup_ratio=0.1, decay=decay)  # type: ignore[arg-type]
+    lrs = []
+    for _ in range(101):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # linear warm-up from 0 over 10 steps, then linear decay to 0 at step 100 (or flat)
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(1.0) and lrs[10] == pytest.approx(2.0)
+    if decay == "linear":
+        assert lrs[55] == pytest.approx(1.0) and lrs[100] == pytest.approx(0.0)
+    else:
+        assert lrs[55] == lrs[100] == pytest.approx(2.0)
+
+
+def test_any_nn_module_with_the_loss_signature_is_a_loss() -> None:
+    class MarginLoss(torch.nn.Module):  # no InfoNCE attributes at all
+        def forward(self, q, d, false_negatives=None):
+            scores = q @ d.T  # (B, B)
+            return torch.relu(1 - scores.diag()[:, None] + scores).mean()
+
+    torch.manual_seed(0)
+    model = SparseBiEncoder(MLPHead(), MLPHead(pooling="max"), loss=MarginLoss()).eval()
+    from lightning_mlsr.backbones import load_tokenizer
+
+    texts = load_tokenizer("splade-tiny")(["a cat", "two dogs"], return_tensors="pt", padding=True)
+    side = {"input_ids": texts["input_ids"], "attention_mask": texts["attention_mask"]}
+    out = model._shared_step(
+        {"query": side, "doc": side, "query_idx": torch.arange(2)}, "validation"
+    )
+    q, d = model(side, side)
+    torch.testing.assert_close(out["rank_loss"], MarginLoss()(q, d))

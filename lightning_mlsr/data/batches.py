@@ -152,6 +152,8 @@ class Collator:
             "false_negatives": false_negative_mask(self.relevant, text_rows, image_rows),
             "query_idx": torch.tensor(text_rows, dtype=torch.long),
             "doc_idx": torch.tensor(image_rows, dtype=torch.long),
+            # (B, R), -1 padded: for the false negatives among documents of other DDP ranks
+            "relevant_doc_idx": torch.from_numpy(self.relevant.images_of(text_rows)),
             "skipped_images": bad,
         }
 

@@ -5,10 +5,14 @@ qrels. Validation/test batches are the same pairs of that split (for a held-out 
 retrieval evaluation over the whole corpus uses :meth:`RetrievalDataModule.corpus_dataloader`
 and :meth:`RetrievalDataModule.query_dataloader`, driven by the retrieval callback.
 
-What a batch holds is decided by the model's encoders (their ``modalities``, text backbone
-and image backbone), read from the attached LightningModule in :meth:`setup` — so the same
-YAML ``data:`` block serves caption-only, image-only and image+caption models, and image
-features are only computed when an image encoder needs them.
+What a batch holds is decided by the model's encoders: each states what it reads
+(:meth:`~lightning_mlsr.heads.Encoder.inputs`: modalities, tokenizer, max length, image
+backbone and whether its features may be cached), and the DataModule receives that
+explicitly — ``encoder_inputs`` linked from the model by the CLI at instantiation, or
+:meth:`RetrievalDataModule.attach_encoders` (called by ``SparseBiEncoder.setup`` under a
+Trainer, or by hand). So the same YAML ``data:`` block serves caption-only, image-only and
+image+caption models, and image features are only computed when an image encoder needs
+them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import lightning as L
 import numpy as np
 import pyarrow.compute as pc
-import torch
 from torch.utils.data import DataLoader, Sampler
 
 from lightning_mlsr.backbones import load_tokenizer
@@ -35,12 +38,12 @@ from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.corpus import EvalCorpus, eval_corpus_rows, shard_indices
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features import FeatureStore
-from lightning_mlsr.data.pairs import RelevantPairs, false_negative_mask
+from lightning_mlsr.data.pairs import RelevantPairs
 from lightning_mlsr.data.sampler import ResumableDataLoader, ResumableSampler
 
 if TYPE_CHECKING:
     from lightning_mlsr.backbones import ImageBackbone
-    from lightning_mlsr.heads.base import SparseEncoder
+    from lightning_mlsr.heads.encoder import Encoder, EncoderInputs
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -48,7 +51,6 @@ __all__ = [
     "Batch",
     "RetrievalDataModule",
     "SkipReportingLoader",
-    "false_negative_mask",
     "shard_indices",
 ]
 
@@ -77,6 +79,8 @@ class RetrievalDataModule(L.LightningDataModule):
             judged in the split, AToMiC's "small" setting) or ``judged+sampled`` (those
             plus ``eval_distractors`` others drawn with ``eval_seed``).
         predict_target: what ``predict`` encodes: ``corpus`` or ``queries:<split>``.
+        encoder_inputs: what the query and document encoders read (their ``inputs()``);
+            the CLI links it from the model. None: given later by :meth:`attach_encoders`.
     """
 
     def __init__(
@@ -100,9 +104,10 @@ class RetrievalDataModule(L.LightningDataModule):
         eval_corpus: EvalCorpus = "all",
         eval_distractors: int = 0,
         eval_seed: int = 0,
+        encoder_inputs: tuple[EncoderInputs, EncoderInputs] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["encoder_inputs"])  # modules; not configuration
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
         if eval_corpus not in ("all", "judged", "judged+sampled"):
@@ -117,7 +122,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self._collator: Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
         self._relevant: dict[str, RelevantPairs] = {}
-        self._encoders: tuple[SparseEncoder, SparseEncoder] | None = None
+        self._inputs: tuple[EncoderInputs, EncoderInputs] | None = encoder_inputs
         self._train_sampler: ResumableSampler | None = None
         self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
 
@@ -179,40 +184,39 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._pairs[split]
 
     # ------------------------------------------------------------------ model wiring
-    def attach_encoders(self, query_encoder: SparseEncoder, doc_encoder: SparseEncoder) -> None:
-        """Declare which encoders consume the batches (done automatically under a Trainer)."""
-        self._encoders = (query_encoder, doc_encoder)
-        self._collator = None
+    def attach_encoders(self, query_encoder: Encoder, doc_encoder: Encoder) -> None:
+        """Declare what the model's encoders read (see :meth:`Encoder.inputs`).
 
-    def _model_encoders(self) -> tuple[SparseEncoder, SparseEncoder]:
-        if self._encoders is not None:
-            return self._encoders
-        trainer = getattr(self, "trainer", None)
-        model = trainer.lightning_module if trainer is not None else None
-        if model is None or not hasattr(model, "query_encoder"):
+        ``SparseBiEncoder.setup`` calls it under a Trainer; call it by hand before using
+        the loaders outside one, or before a Trainer runs ``prepare_data`` with
+        ``feature_fill="upfront"``.
+        """
+        inputs = (query_encoder.inputs(), doc_encoder.inputs())
+        if inputs != self._inputs:
+            self._inputs, self._collator = inputs, None
+
+    def _encoder_inputs(self) -> tuple[EncoderInputs, EncoderInputs]:
+        if self._inputs is None:
             raise RuntimeError(
-                "RetrievalDataModule needs to know the model's encoders: use it with a Trainer "
-                "and a SparseBiEncoder, or call attach_encoders(query_encoder, doc_encoder)."
+                "RetrievalDataModule needs to know what the model's encoders read: call "
+                "attach_encoders(query_encoder, doc_encoder) first (SparseBiEncoder does it in "
+                "its setup hook, the CLI when it builds the model)."
             )
-        return model.query_encoder, model.doc_encoder
+        return self._inputs
 
-    def _side(self, encoder: SparseEncoder, max_length: int) -> SideSpec:
-        text = "text" in encoder.modalities
-        image = "image" in encoder.modalities
+    def _side(self, inputs: EncoderInputs, max_length: int) -> SideSpec:
+        text = "text" in inputs.modalities
+        image = "image" in inputs.modalities
+        if inputs.max_length is not None:
+            max_length = min(max_length, inputs.max_length)
         spec = SideSpec(text=text, image=image, max_length=max_length)
         if text:
-            if encoder.text_backbone_name is None:
-                raise RuntimeError(
-                    f"{type(encoder).__name__} reads text but names no text backbone"
-                )
-            spec.tokenizer = load_tokenizer(encoder.text_backbone_name)
+            assert inputs.tokenizer is not None, "Encoder.inputs() names the tokenizer"
+            spec.tokenizer = load_tokenizer(inputs.tokenizer)
         if image:
-            backbone = encoder.image_backbone
-            if backbone is None:
-                raise RuntimeError(
-                    f"{type(encoder).__name__} reads images but has no image_backbone"
-                )
-            if encoder.freeze_image_backbone:
+            backbone = inputs.image_backbone
+            assert backbone is not None, "Encoder.inputs() names the image backbone"
+            if inputs.frozen_image_features:
                 spec.features = self._feature_store(backbone)
             else:
                 spec.transform = backbone.transform()
@@ -241,10 +245,9 @@ class RetrievalDataModule(L.LightningDataModule):
         DDP ranks read it (lazy filling needs nothing here)."""
         if self._hp.feature_fill != "upfront":
             return
-        for encoder in self._model_encoders():
-            backbone = encoder.image_backbone
-            if "image" in encoder.modalities and encoder.freeze_image_backbone and backbone:
-                self._feature_store(backbone).fill(self.feature_rows())
+        for inputs in self._encoder_inputs():
+            if inputs.frozen_image_features and inputs.image_backbone is not None:
+                self._feature_store(inputs.image_backbone).fill(self.feature_rows())
 
     def teardown(self, stage: str) -> None:
         """Write the frozen features computed lazily in this process (for the next run)
@@ -254,26 +257,29 @@ class RetrievalDataModule(L.LightningDataModule):
             self._collator.doc.features.report_skipped()
 
     def setup(self, stage: str | None = None) -> None:
-        if self._collator is not None:
-            return
-        query_encoder, doc_encoder = self._model_encoders()
-        if "image" in query_encoder.modalities:
+        """Build the batch collator once the encoders' inputs are known (under a plain
+        Trainer they arrive after this hook, from the model's ``setup``: then the collator
+        is built when a loader first needs it)."""
+        if self._collator is None and self._inputs is not None:
+            self._build_collator()
+
+    def _build_collator(self) -> Collator:
+        query, doc = self._encoder_inputs()
+        if "image" in query.modalities:
             raise DataError("queries are texts: the query encoder must be a text head")
-        if not query_encoder.modalities & {"text"}:
-            raise DataError(f"query encoder {type(query_encoder).__name__} reads no text")
+        if "text" not in query.modalities:
+            raise DataError("the query encoder reads no text")
         self._collator = Collator(
             self.collection,
-            query=self._side(query_encoder, self._hp.query_max_length),
-            doc=self._side(doc_encoder, self._hp.doc_max_length),
+            query=self._side(query, self._hp.query_max_length),
+            doc=self._side(doc, self._hp.doc_max_length),
             on_corrupt_image=self._hp.on_corrupt_image,
         )
+        return self._collator
 
     @property
     def collator(self) -> Collator:
-        if self._collator is None:
-            self.setup()
-        assert self._collator is not None
-        return self._collator
+        return self._collator if self._collator is not None else self._build_collator()
 
     # ------------------------------------------------------------------ loaders
     def _pair_loader(
@@ -403,13 +409,3 @@ class RetrievalDataModule(L.LightningDataModule):
         if target.startswith("queries:"):
             return self.query_dataloader(target.split(":", 1)[1])
         raise ValueError(f"predict_target must be 'corpus' or 'queries:<split>', got {target!r}")
-
-    def false_negative_mask(
-        self, split: str, query_idx: torch.Tensor, doc_idx: torch.Tensor, offset: int = 0
-    ) -> torch.Tensor:
-        """``(len(query_idx), len(doc_idx))``: doc j relevant to query i but not its positive
-        (column ``offset + i``); used when documents are gathered from all DDP ranks."""
-        self._split_pairs(split)
-        return false_negative_mask(
-            self._relevant[split], query_idx.tolist(), doc_idx.tolist(), offset=offset
-        )

@@ -28,6 +28,20 @@ class RelevantPairs:
         pos = np.minimum(pos, len(self.keys) - 1) if len(self.keys) else pos
         return (self.keys[pos] == keys) if len(self.keys) else np.zeros(keys.shape, bool)
 
+    def images_of(self, text_rows: Sequence[int]) -> np.ndarray:
+        """The image rows relevant to each text row, padded with -1 to the longest list.
+
+        Shape: ``(len(text_rows), R)`` int64, ``R >= 1``.
+        """
+        t = np.asarray(text_rows, np.int64)
+        start = np.searchsorted(self.keys, t * self.num_images)  # (B,)
+        stop = np.searchsorted(self.keys, (t + 1) * self.num_images)  # (B,)
+        counts = stop - start
+        out = np.full((len(t), max(int(counts.max(initial=0)), 1)), -1, np.int64)  # (B, R)
+        for i, (lo, n) in enumerate(zip(start.tolist(), counts.tolist())):
+            out[i, :n] = self.keys[lo : lo + n] - t[i] * self.num_images
+        return out
+
 
 def false_negative_mask(
     relevant: RelevantPairs,

@@ -1,29 +1,31 @@
-"""The common interface of every sparse encoder, and the pieces the heads share.
+"""The pieces the heads share: pooling of token and vocabulary scores, splitting a masked
+LM into transformer and MLM head, the text-transformer plumbing, image backbones.
 
-A :class:`SparseEncoder` maps a batch dict to ``(B, V)`` non-negative term weights over
-the text vocabulary, so query and document encoders are interchangeable in YAML. Heads are
-plain ``torch``: they never call ``autocast`` or move tensors between devices (the Trainer
-owns precision and placement), and they import nothing from Lightning.
-
-Batch keys a head may read:
-
-- ``input_ids`` ``(B, L)`` long and ``attention_mask`` ``(B, L)`` long/bool — text;
-- ``image_features`` ``(B, D)`` float — pooled features of a *frozen* image backbone,
-  precomputed (and usually cached) by the DataModule;
-- ``pixel_values`` ``(B, 3, H, W)`` float — used when ``image_features`` is absent.
+The encoder types themselves live in :mod:`lightning_mlsr.heads.encoder` (re-exported
+here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from lightning_mlsr.backbones import DEFAULT_TEXT_BACKBONE, ImageBackbone, load_tokenizer
+from lightning_mlsr.backbones import ImageBackbone, load_tokenizer
+from lightning_mlsr.heads.encoder import (
+    DenseEncoder,
+    Encoder,
+    EncoderInputs,
+    MissingInputError,
+    SparseEncoder,
+)
 
 __all__ = [
+    "DenseEncoder",
+    "Encoder",
+    "EncoderInputs",
     "MissingInputError",
     "Pooling",
     "SparseEncoder",
@@ -39,13 +41,6 @@ __all__ = [
 
 Pooling = Literal["sum", "max"]
 _POOLINGS = ("sum", "max")
-
-
-class MissingInputError(KeyError):
-    """A head was given a batch without a key it needs."""
-
-    def __str__(self) -> str:  # KeyError would print the message inside quotes
-        return str(self.args[0]) if self.args else ""
 
 
 def _check_pooling(pooling: str, where: str) -> None:
@@ -155,163 +150,6 @@ def mlm_transform_dense(head: nn.Module) -> nn.Module | None:
     return None
 
 
-def _input_embedding_weight(model: nn.Module) -> torch.Tensor | None:
-    get = getattr(model, "get_input_embeddings", None)
-    embeddings = get() if callable(get) else None
-    return getattr(embeddings, "weight", None)
-
-
-def _retie_decoder(head: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    """Point decoder weights that were tied to ``old``'s word embeddings at ``new``'s."""
-    old_weight, new_weight = _input_embedding_weight(old), _input_embedding_weight(new)
-    if old_weight is None or new_weight is None or old_weight is new_weight:
-        return
-    for module in head.modules():
-        if isinstance(module, nn.Linear) and module.weight is old_weight:
-            if module.weight.shape != new_weight.shape:
-                raise ValueError(
-                    f"cannot tie an MLM decoder of shape {tuple(module.weight.shape)} to word "
-                    f"embeddings of shape {tuple(new_weight.shape)}: the backbones differ"
-                )
-            module.weight = new_weight
-
-
-class SparseEncoder(nn.Module):
-    """Base class: a batch dict -> ``(B, V)`` non-negative term weights.
-
-    Attributes:
-        modalities: the subset of ``{"text", "image"}`` the encoder reads.
-        vocab_size: ``V``.
-        text_backbone_name: name of the text transformer, or None when there is none.
-        image_backbone: the image backbone module (for ``.transform()``/``.cache_key``), or
-            None.
-        freeze_image_backbone: True when the image backbone is frozen, so its features may
-            be precomputed and passed as ``image_features``.
-        special_token_ids: buffer of the tokenizer's special ids, masked out of the output.
-        text_model: settable property, the transformer used for text (or None); assign
-            another encoder's ``text_model`` to share one backbone between encoders.
-
-    Shape:
-        ``forward(inputs)`` -> ``(B, V)``.
-    """
-
-    modalities: frozenset[str]
-    vocab_size: int
-    text_backbone_name: str | None
-    image_backbone: ImageBackbone | None
-    freeze_image_backbone: bool
-    special_token_ids: torch.Tensor
-
-    def __init__(self, vocab_size: int, special_token_ids: Iterable[int]) -> None:
-        super().__init__()
-        self.vocab_size = int(vocab_size)
-        ids = sorted({int(i) for i in special_token_ids})
-        self.register_buffer("special_token_ids", torch.tensor(ids, dtype=torch.long))
-
-    # nn.Module.__setattr__ would register an assigned module under the property's name
-    # and bypass the setter; route property assignments (``text_model``) to their setter.
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(getattr(type(self), name, None), property):
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    @property
-    def vocab_backbone_name(self) -> str | None:
-        """The text backbone whose vocabulary the output dimensions are (None: unknown)."""
-        return self.text_backbone_name
-
-    def term_vocabulary(self) -> list[str]:
-        """Output dimension -> wordpiece (the default backbone's when none is named)."""
-        tokenizer = load_tokenizer(self.vocab_backbone_name or DEFAULT_TEXT_BACKBONE)
-        return tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-
-    @property
-    def text_model(self) -> nn.Module | None:
-        """The text transformer, or None for encoders without one."""
-        return None
-
-    @text_model.setter
-    def text_model(self, model: nn.Module | None) -> None:
-        if model is not None:
-            raise AttributeError(
-                f"{type(self).__name__} has no text transformer, so one cannot be shared into "
-                "it; only tie text models between encoders whose text_backbone_name is set."
-            )
-
-    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Term weights. Shape: ``(B, V)``, non-negative."""
-        raise NotImplementedError
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        """Parameters of layers created from scratch (projections, term scorers).
-
-        They form the ``new`` optimizer parameter group (a higher learning rate, as in the
-        multimodal LSR reference); every other trainable parameter is pretrained.
-        """
-        return []
-
-    def train(self, mode: bool = True) -> SparseEncoder:
-        """Like ``nn.Module.train``, but a frozen image backbone stays in eval mode."""
-        super().train(mode)
-        backbone = self.image_backbone
-        if backbone is not None and self.freeze_image_backbone:
-            backbone.eval()  # frozen features (and BN statistics) must not drift
-        return self
-
-    # ------------------------------------------------------------------ helpers
-
-    def _require(self, inputs: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-        if key not in inputs:
-            raise MissingInputError(
-                f"{type(self).__name__} needs the batch key {key!r}, but the batch has "
-                f"{sorted(inputs)}; check that the DataModule provides the "
-                f"{sorted(self.modalities)} input(s) this encoder reads."
-            )
-        return inputs[key]
-
-    def _mask_special_terms(self, weights: torch.Tensor) -> torch.Tensor:
-        """Zero the vocabulary columns of special tokens. Shape: ``(B, V)`` -> ``(B, V)``."""
-        return weights.index_fill(1, self.special_token_ids, 0.0)
-
-    def _token_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """True for real, non-special tokens. Shape: ``(B, L)`` -> ``(B, L)`` bool."""
-        return attention_mask.bool() & ~torch.isin(input_ids, self.special_token_ids)
-
-    def _image_features(
-        self, inputs: Mapping[str, torch.Tensor], backbone: ImageBackbone | None, dtype: torch.dtype
-    ) -> torch.Tensor:
-        """Precomputed ``image_features`` if given, else the backbone on ``pixel_values``.
-
-        Shape: ``(B, D)``.
-        """
-        if "image_features" in inputs:
-            features = inputs["image_features"]
-        elif "pixel_values" in inputs:
-            if backbone is None:
-                raise MissingInputError(
-                    f"{type(self).__name__} has no image backbone to run on 'pixel_values'; "
-                    "pass precomputed 'image_features' instead."
-                )
-            if self.freeze_image_backbone:
-                with torch.no_grad():
-                    features = backbone(inputs["pixel_values"])  # (B, D)
-            else:
-                features = backbone(inputs["pixel_values"])  # (B, D)
-        else:
-            raise MissingInputError(
-                f"{type(self).__name__} needs 'image_features' or 'pixel_values' in the batch, "
-                f"but the batch has {sorted(inputs)}."
-            )
-        if backbone is not None and features.shape[-1] != backbone.num_features:
-            raise ValueError(
-                f"{type(self).__name__}: image features have dimension {features.shape[-1]}, but "
-                f"the image backbone {backbone.cache_key!r} produces {backbone.num_features}; "
-                "the feature cache was probably built with another backbone — rebuild it."
-            )
-        return features.to(dtype)  # cached features may be stored in another precision
-
-
 def init_term_scorer(scorer: nn.Linear, bias: float = 1.0, std: float = 0.02) -> None:
     """Initialise an MLP term scorer so that (almost) every token starts active.
 
@@ -339,9 +177,9 @@ class TextTransformerEncoder(SparseEncoder):
     """Shared plumbing for heads built on a text transformer.
 
     Holds the transformer as ``self.encoder`` and, for MLM heads, the pretrained MLM head
-    as ``self.mlm_head`` (hidden ``(..., H)`` -> logits ``(..., V)``). Assigning
-    ``text_model`` swaps the transformer; an MLM decoder that was tied to the old word
-    embeddings is re-tied to the new ones, so sharing a backbone keeps the pretrained tie.
+    as ``self.mlm_head`` (hidden ``(..., H)`` -> logits ``(..., V)``).
+    :func:`~lightning_mlsr.heads.tie_text_backbones` swaps the transformer for another
+    encoder's and re-ties the MLM decoder to the new word embeddings.
     """
 
     def __init__(
@@ -363,14 +201,6 @@ class TextTransformerEncoder(SparseEncoder):
     def text_model(self) -> nn.Module | None:
         """The text transformer (e.g. a ``BertModel``)."""
         return self.encoder
-
-    @text_model.setter
-    def text_model(self, model: nn.Module | None) -> None:
-        if model is None:
-            raise AttributeError(f"{type(self).__name__} needs a text transformer, got None")
-        if self.mlm_head is not None:
-            _retie_decoder(self.mlm_head, self.encoder, model)
-        self.encoder = model
 
     def _word_embeddings(self) -> nn.Module:
         """The transformer's input (word) embedding layer."""

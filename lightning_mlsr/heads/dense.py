@@ -1,10 +1,9 @@
 """Dense encoders for the dense bi-encoder baseline.
 
-They plug into the same module, DataModule and evaluator as the sparse heads, but return
-``(B, dim)`` real-valued (optionally L2-normalised) embeddings instead of term weights;
-``is_dense = True`` tells :class:`~lightning_mlsr.callbacks.RetrievalEvaluator` to search
-with faiss ``IndexFlatIP`` instead of the inverted index. They are deliberately not in
-``HEADS``: that registry holds the sparse, non-negative heads.
+They plug into the same module, DataModule and evaluator as the sparse heads, but are
+:class:`~lightning_mlsr.heads.encoder.DenseEncoder` s: they return ``(B, D)`` real-valued
+(optionally L2-normalised) embeddings instead of term weights, and the evaluator, seeing
+the type, searches them exactly (faiss ``IndexFlatIP``) instead of with the inverted index.
 """
 
 from __future__ import annotations
@@ -16,19 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_mlsr.backbones import (
-    DEFAULT_IMAGE_BACKBONE,
-    load_text_encoder,
-    load_tokenizer,
-)
-from lightning_mlsr.heads.base import SparseEncoder, TextTransformerEncoder, build_image_backbone
+from lightning_mlsr.backbones import DEFAULT_IMAGE_BACKBONE, load_text_encoder
+from lightning_mlsr.heads.base import build_image_backbone
+from lightning_mlsr.heads.encoder import DenseEncoder
+from lightning_mlsr.heads.registry import register_head
 
-__all__ = ["DENSE_HEADS", "DenseImageHead", "DenseTextHead"]
+__all__ = ["DenseImageHead", "DenseTextHead"]
 
 DensePooling = Literal["mean", "cls"]
 
 
-class DenseTextHead(TextTransformerEncoder):
+@register_head("dense_text")
+class DenseTextHead(DenseEncoder):
     """Mean (or [CLS]) pooled transformer states, optionally L2-normalised.
 
     Args:
@@ -41,23 +39,34 @@ class DenseTextHead(TextTransformerEncoder):
         ``input_ids``/``attention_mask`` ``(B, L)`` -> ``(B, H)``.
     """
 
-    is_dense = True
-
     def __init__(
         self, backbone: str = "minilm-l6", pooling: DensePooling = "mean", normalize: bool = True
     ) -> None:
         if pooling not in ("mean", "cls"):
             raise ValueError(f"DenseTextHead: pooling must be 'mean' or 'cls', got {pooling!r}")
-        super().__init__(backbone, load_text_encoder(backbone))
-        self.vocab_size = self.hidden_size  # the "vocabulary" of a dense vector: its dims
+        encoder = load_text_encoder(backbone)
+        config: Any = getattr(encoder, "config", None)
+        if config is None:
+            raise ValueError(f"text backbone {backbone!r} is not a transformers model (no config)")
+        super().__init__(int(config.hidden_size))
+        self.encoder = encoder
+        self.hidden_size = self.dim
+        self.text_backbone_name: str | None = backbone
         self.modalities = frozenset({"text"})
         self.image_backbone = None
         self.freeze_image_backbone = True
         self.pooling = pooling
         self.normalize = normalize
 
+    @property
+    def text_model(self) -> nn.Module | None:
+        """The text transformer."""
+        return self.encoder
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        input_ids, attention_mask = self._text_inputs(inputs)
+        """Pooled embeddings. Shape: ``(B, L)`` -> ``(B, H)``."""
+        input_ids = self._require(inputs, "input_ids")
+        attention_mask = self._require(inputs, "attention_mask")
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask
         ).last_hidden_state  # (B, L, H)
@@ -69,7 +78,8 @@ class DenseTextHead(TextTransformerEncoder):
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
 
-class DenseImageHead(SparseEncoder):
+@register_head("dense_image")
+class DenseImageHead(DenseEncoder):
     """Image embedding projected to ``dim`` (to meet a text encoder's space).
 
     Args:
@@ -82,8 +92,6 @@ class DenseImageHead(SparseEncoder):
         ``image_features`` ``(B, D)`` or ``pixel_values`` ``(B, 3, H, W)`` -> ``(B, dim)``.
     """
 
-    is_dense = True
-
     def __init__(
         self,
         dim: int = 384,
@@ -93,7 +101,7 @@ class DenseImageHead(SparseEncoder):
         freeze_image_backbone: bool = True,
         normalize: bool = True,
     ) -> None:
-        super().__init__(dim, load_tokenizer("splade-tiny").all_special_ids)
+        super().__init__(dim)
         self.modalities = frozenset({"image"})
         self.text_backbone_name = None
         self.freeze_image_backbone = freeze_image_backbone
@@ -108,12 +116,7 @@ class DenseImageHead(SparseEncoder):
         return list(self.projection.parameters())
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Projected image embeddings. Shape: ``(B, D_img)`` -> ``(B, dim)``."""
         features = self._image_features(inputs, self.image_backbone, self.projection.weight.dtype)
         emb = self.projection(features)  # (B, dim)
         return F.normalize(emb, dim=-1) if self.normalize else emb
-
-
-DENSE_HEADS: dict[str, type[SparseEncoder]] = {
-    "dense_text": DenseTextHead,
-    "dense_image": DenseImageHead,
-}

@@ -24,10 +24,12 @@ from lightning_mlsr.heads.base import (
     init_term_scorer,
     split_masked_lm,
 )
+from lightning_mlsr.heads.registry import register_head
 
 __all__ = ["FusedImageTextHead", "LateFusionHead"]
 
 
+@register_head("fused")
 class FusedImageTextHead(TextTransformerEncoder):
     """Early fusion: the image enters the text transformer as one extra token.
 
@@ -90,6 +92,11 @@ class FusedImageTextHead(TextTransformerEncoder):
             self.term_scorer = nn.Linear(self.hidden_size, 1)
             init_term_scorer(self.term_scorer)
 
+    def max_text_length(self) -> int | None:
+        """The backbone's positions less the one the image token takes."""
+        limit = super().max_text_length()
+        return None if limit is None else limit - 1
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Term weights of image + caption. Shape: ``(B, L)``, ``(B, D)`` -> ``(B, V)``."""
         input_ids, attention_mask = self._text_inputs(inputs)
@@ -128,13 +135,15 @@ class FusedImageTextHead(TextTransformerEncoder):
         return list(self.image_projection.parameters()) + scorer
 
 
+@register_head("late_fusion")
 class LateFusionHead(SparseEncoder):
     """Late fusion: two sub-encoders combined elementwise (``sum`` or ``max``).
 
     Typically a caption head (e.g. :class:`MLPHead`) and an image head (e.g.
     :class:`ImageMLMHead`), injected with ``class_path``/``init_args`` in YAML. Both must
-    produce the same vocabulary. ``text_model`` reads the first sub-head's transformer and
-    assignment sets it on every sub-head that has one; ``image_backbone`` and
+    produce the same vocabulary. ``text_model`` is the first sub-head's transformer
+    (:func:`~lightning_mlsr.heads.tie_text_backbones` replaces it in every sub-head that
+    has one); ``image_backbone`` and
     ``freeze_image_backbone`` come from the image sub-head (the text one if it has none).
 
     Args:
@@ -200,14 +209,6 @@ class LateFusionHead(SparseEncoder):
     def text_model(self) -> nn.Module | None:
         """The first sub-head's text transformer."""
         return next((h.text_model for h in self._heads if h.text_model is not None), None)
-
-    @text_model.setter
-    def text_model(self, model: nn.Module | None) -> None:
-        targets = [h for h in self._heads if h.text_model is not None]
-        if not targets and model is not None:
-            raise AttributeError("LateFusionHead: neither sub-head has a text transformer")
-        for head in targets:
-            head.text_model = model
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The new layers of both sub-heads."""

@@ -22,6 +22,7 @@ from lightning_mlsr.heads.base import (
     mlm_transform_dense,
     split_masked_lm,
 )
+from lightning_mlsr.heads.registry import register_head
 
 __all__ = ["ImageMLMHead"]
 
@@ -29,6 +30,7 @@ __all__ = ["ImageMLMHead"]
 Wiring = Literal["reference", "full"]
 
 
+@register_head("image_mlm")
 class ImageMLMHead(SparseEncoder):
     """Image -> vocabulary: ``log(1 + relu(decoder(LayerNorm(Linear(image_embedding)))))``.
 
@@ -45,8 +47,8 @@ class ImageMLMHead(SparseEncoder):
       activates the same filler terms for almost every image; on the bundled data its
       image vectors die within a few dozen steps (issue 12).
 
-    The encoder has no text transformer: ``text_backbone_name`` is None, ``text_model`` is
-    None, and assigning a module to ``text_model`` raises ``AttributeError`` (sharing a
+    The encoder has no text transformer: ``text_backbone_name`` and ``text_model`` are
+    None, and :func:`~lightning_mlsr.heads.tie_text_backbones` refuses it (sharing a
     transformer into it would have no effect). ``mlm_backbone_name`` names the backbone
     whose head and vocabulary it uses.
 

@@ -15,10 +15,12 @@ from lightning_mlsr.heads.base import (
     init_term_scorer,
     split_masked_lm,
 )
+from lightning_mlsr.heads.registry import register_head
 
 __all__ = ["MLMHead", "MLPHead"]
 
 
+@register_head("mlp")
 class MLPHead(TextTransformerEncoder):
     """Scores only the input tokens: ``log(1 + relu(Linear(h_l)))`` placed at each token id.
 
@@ -58,6 +60,7 @@ class MLPHead(TextTransformerEncoder):
         return list(self.term_scorer.parameters())
 
 
+@register_head("mlm")
 class MLMHead(TextTransformerEncoder):
     """SPLADE: MLM logits over the vocabulary, ``log(1 + relu(.))``, pooled over tokens.
 
