@@ -177,3 +177,17 @@ def brute_force_run(encoded: Any, k: int, dense: bool) -> dict[str, dict[str, fl
         best = candidates[np.lexsort((candidates, -row[candidates]))][:k]
         run[qid] = {encoded.doc_ids[j]: float(row[j]) for j in best}
     return run
+
+
+def quiet_trainer(root: Path, callbacks: list[Any], **kwargs: Any) -> Any:
+    """A Lightning Trainer for in-process tests: no logger, bar, summary; ``root`` for files."""
+    import lightning as L
+
+    return L.Trainer(
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    )

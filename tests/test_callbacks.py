@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -17,7 +16,7 @@ from lightning_mlsr.module import SparseBiEncoder
 from lightning_mlsr.trec import read_trec_run
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
-from tests.helpers import brute_force_run, write_atomic  # noqa: E402
+from tests.helpers import brute_force_run, quiet_trainer, write_atomic  # noqa: E402
 
 MEASURES = ("nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000")
 TREC = {"nDCG@10": "ndcg_cut_10", "AP": "map", "R@10": "recall_10", "R@100": "recall_100"}
@@ -58,14 +57,8 @@ def test_logged_metrics_equal_brute_force_and_trec_eval(collection: str, tmp_pat
         model = SparseBiEncoder(MLPHead(pooling="sum"), MLPHead(pooling="max")).eval()
     dm = RetrievalDataModule(source, batch_size=2, eval_batch_size=256)
     evaluator = RetrievalEvaluator(run_dir=str(tmp_path / "out"), run_tag="zero shot")
-    trainer = L.Trainer(
-        logger=False,
-        callbacks=[evaluator],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_test_batches=1,  # the held-out pair loss; retrieval always uses every query
-    )
+    # limit_test_batches: the held-out pair loss; retrieval always uses every query
+    trainer = quiet_trainer(tmp_path, [evaluator], limit_test_batches=1)
     trainer.test(model, datamodule=dm)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     qrels = dm.qrels(split)
@@ -115,14 +108,7 @@ def test_dense_baseline_metrics_equal_brute_force_inner_products(tmp_path: Path)
     model = SparseBiEncoder(DenseTextHead(), DenseTextHead()).eval()
     dm = RetrievalDataModule("emoji", batch_size=2, eval_batch_size=256)
     evaluator = RetrievalEvaluator(k=100)
-    trainer = L.Trainer(
-        logger=False,
-        callbacks=[evaluator],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=1,
-    )
+    trainer = quiet_trainer(tmp_path, [evaluator], limit_val_batches=1)
     trainer.validate(model, datamodule=dm)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert "val/q_nnz" not in logged  # sparsity means nothing for dense vectors

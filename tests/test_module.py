@@ -18,7 +18,7 @@ from lightning_mlsr.losses import InfoNCE
 from lightning_mlsr.metrics import evaluate
 from lightning_mlsr.module import SparseBiEncoder, lr_schedule
 from lightning_mlsr.regularizers import FLOPS, L1
-from tests.helpers import brute_force_run
+from tests.helpers import brute_force_run, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,16 +120,13 @@ def _small_model() -> SparseBiEncoder:
 
 
 def _trainer(max_steps: int, recorder: _LambdaRecorder, root: Path) -> L.Trainer:
-    return L.Trainer(
+    return quiet_trainer(
+        root,
+        [recorder],
         max_steps=max_steps,
         accumulate_grad_batches=2,
         limit_val_batches=0,
-        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-        default_root_dir=root,
     )
 
 
@@ -257,15 +254,8 @@ def test_parameter_groups_receive_their_configured_learning_rates(tmp_path: Path
         param_groups={"new": {"lr": 1e-3, "weight_decay": 0.0}, "pretrained": {"lr": 5e-5}},
     )
     recorder = _OptimizerRecorder()
-    trainer = L.Trainer(
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-        default_root_dir=tmp_path,
+    trainer = quiet_trainer(
+        tmp_path, [recorder], max_steps=1, limit_val_batches=0, enable_checkpointing=False
     )
     trainer.fit(model, RetrievalDataModule(batch_size=4))
     new, pretrained = recorder.groups

@@ -8,7 +8,6 @@ import logging
 import math
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,7 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.heads import MLPHead
 from lightning_mlsr.module import SparseBiEncoder
 from lightning_mlsr.trec import read_trec_run
+from tests.helpers import quiet_trainer
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -56,14 +56,7 @@ def test_metrics_json_and_trec_eval_on_the_run_file_reproduce_the_logged_values(
     model = SparseBiEncoder(MLPHead(pooling="sum"), MLPHead(pooling="max")).eval()
     dm = RetrievalDataModule("emoji", batch_size=2, eval_batch_size=512)
     evaluator = RetrievalEvaluator(measures=MEASURES, run_dir=str(tmp_path), log_samples=0)
-    trainer = L.Trainer(
-        logger=False,
-        callbacks=[evaluator],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_test_batches=1,
-    )
+    trainer = quiet_trainer(tmp_path, [evaluator], limit_test_batches=1)
     trainer.test(model, datamodule=dm, verbose=False)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
