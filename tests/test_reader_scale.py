@@ -237,3 +237,67 @@ def test_two_processes_read_disjoint_shards_covering_the_corpus(synthetic: Path)
             assert (
                 hashlib.sha1(c.images.image_bytes(c.images.index(image_id))).hexdigest() == digest
             )
+
+
+def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -> None:
+    """The feature cache is keyed by content, but a second run finds its features from the
+    row groups' stored key maps: no image bytes are read again (issue 11.c)."""
+    import hashlib as _hashlib
+
+    from lightning_mlsr.data.features import FeatureStore
+    from tests.test_features import direct, make_backbone
+
+    root = write_synthetic(tmp_path / "c", corrupt={})
+    c = load_collection(root)
+    rows = np.arange(0, N_IMAGES, 7)
+    # the keys are those of the bytes (an independent hash of what was written)
+    want = [
+        _hashlib.blake2b(
+            _hashlib.sha1(noise_jpeg(int(r))).hexdigest().encode(), digest_size=16
+        ).digest()
+        for r in rows
+    ]
+    np.testing.assert_array_equal(c.images.content_keys(rows), np.array(want, dtype="S16"))
+    backbone = make_backbone()
+    FeatureStore(backbone, c.images, cache_dir=tmp_path / "cache").fill(rows, progress=False)
+
+    again = load_collection(root)  # a new process: nothing of the first one in memory
+    reads: list[tuple[int, int]] = []
+    real = again.images.store._group
+    again.images.store._group = lambda f, g: reads.append((f, g)) or real(f, g)  # type: ignore[method-assign]
+    store = FeatureStore(backbone, again.images, cache_dir=tmp_path / "cache")
+    got = store.features(rows)
+    assert reads == []  # keys from the key maps, features from the shards
+    np.testing.assert_allclose(got, direct(backbone, again.images, rows.tolist()), atol=1e-5)
+
+    # a rewritten file gets new key maps: its changed image is not given stale features
+    table = pq.read_table(root / "images" / "part-0.parquet")
+    column = table["image"].combine_chunks()
+    blobs = column.field("bytes").to_pylist()
+    blobs[0] = noise_jpeg(10_000)
+    image = pa.StructArray.from_arrays(
+        [pa.array(blobs, pa.binary()), column.field("path")], ["bytes", "path"]
+    )
+    table = table.set_column(table.schema.get_field_index("image"), "image", image)
+    pq.write_table(table, root / "images" / "part-0.parquet", row_group_size=GROUP)
+    changed = load_collection(root)
+    store = FeatureStore(backbone, changed.images, cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(
+        store.features([0]), direct(backbone, changed.images, [0]), atol=1e-5
+    )
+
+
+def test_check_command_keeps_the_content_keys(tmp_path: Path) -> None:
+    from lightning_mlsr.data.check import check_images
+    from lightning_mlsr.data.content_keys import content_key
+
+    root = write_synthetic(tmp_path / "c", corrupt={})
+    check_images(root, workers=1, progress=False)
+    c = load_collection(root)
+    reads: list[tuple[int, int]] = []
+    real = c.images.store._group
+    c.images.store._group = lambda f, g: reads.append((f, g)) or real(f, g)  # type: ignore[method-assign]
+    keys = c.images.content_keys(np.arange(N_IMAGES))
+    assert reads == []  # every key came from the maps the check wrote
+    want = np.array([content_key(noise_jpeg(k)) for k in range(N_IMAGES)], dtype="S16")
+    np.testing.assert_array_equal(keys, want)

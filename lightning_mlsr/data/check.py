@@ -4,7 +4,9 @@
 
 Decodes every image (row group by row group, one worker process per CPU) with a progress
 bar, and writes ``image_id<TAB>reason`` for every image that is missing or undecodable
-to ``PATH/unusable_images.tsv`` (or ``--output``). Later ``load_collection`` calls skip
+to ``PATH/unusable_images.tsv`` (or ``--output``); on the way it keeps every row group's
+content keys (:mod:`~lightning_mlsr.data.content_keys`), so feature lookups never need to
+read the bytes again. Later ``load_collection`` calls skip
 the images it lists (``on_corrupt_image="skip"``) or name them (``"error"``), so training
 never meets them.
 """
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from lightning_mlsr.data.arrow import as_ids
+from lightning_mlsr.data.content_keys import GroupKeyCache, keys_of
 from lightning_mlsr.data.decode import CorruptImageError, decode_image
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.image_store import binary_column
@@ -37,6 +40,7 @@ def _check_group(task: tuple[str, int]) -> tuple[int, list[tuple[str, str]]]:
     table = pq.ParquetFile(path).read_row_group(group, columns=["image_id", "image"])
     ids = as_ids(table, "image_id", Path(path)).to_pylist()
     data = binary_column(table["image"], path)
+    GroupKeyCache().save(path, group, keys_of(data))  # later feature lookups skip the bytes
     bad = []
     for i, image_id in enumerate(ids):
         try:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_mlsr.data.content_keys import KEY_DTYPE
+
 log = logging.getLogger("lightning_mlsr.data")
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "write_shard",
 ]
 
-KEY_DTYPE = np.dtype("S16")  # 16-byte digest of an image's content hash
 _INDEX = ".index.npz"
 _STALE_SECONDS = 24 * 3600  # temporaries older than this belong to killed fills
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import hashlib
 import logging
 import os
 import time
@@ -45,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lightning_mlsr.data import feature_shards as shards
+from lightning_mlsr.data.decode import CorruptImageError
 from lightning_mlsr.data.errors import DataError, format_ids
 from lightning_mlsr.data.feature_shards import FeatureCacheError
 
@@ -72,17 +72,13 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lightning_mlsr"
 
 
-def _digest(content_hash: str) -> bytes:
-    return hashlib.blake2b(content_hash.encode(), digest_size=16).digest()
-
-
 class FeatureStore:
     """Frozen features of the images of one table, computed on demand and cached on disk.
 
     Args:
         backbone: the frozen image backbone; the store keeps its own CPU copy in eval mode.
         images: the image table; rows are its row numbers. Only ``len``,
-            ``load_image(i)``, ``content_hash(i)`` and ``ids`` are used.
+            ``load_image(i)``, ``content_keys(rows)`` and ``ids`` are used.
         cache_dir: cache root (None: :func:`default_cache_dir`).
         batch_size: images per forward pass when computing.
         shard_size: images per shard file (what an interrupted fill can lose at most).
@@ -316,16 +312,15 @@ class FeatureStore:
     def _resolve(self, rows: np.ndarray) -> dict[int, bytes]:
         """Look unknown rows up by content; returns row -> key of those not stored."""
         unknown = np.unique(rows[self._row_shard[rows] == _UNKNOWN])
-        keys: dict[int, bytes] = {}
-        for row in unknown.tolist():
-            try:
-                keys[row] = _digest(self.images.content_hash(row))
-            except DataError as err:  # no bytes at all: nothing to key or to compute
-                if self.on_corrupt_image == "error":
-                    raise
-                self._skipped[str(self.images.ids[row])] = str(err)
-                self._row_shard[row] = _UNDECODABLE
-        return self._lookup(keys)
+        found = self.images.content_keys(unknown)  # (U,) S16; b"" where a row has no bytes
+        for row in unknown[found == b""].tolist():  # nothing to key or to compute
+            err = CorruptImageError(str(self.images.ids[row]), "no image bytes")
+            if self.on_corrupt_image == "error":
+                raise err
+            self._skipped[err.image_id] = str(err)
+            self._row_shard[row] = _UNDECODABLE
+        has = found != b""
+        return self._lookup(dict(zip(unknown[has].tolist(), found[has].tolist(), strict=True)))
 
     def _lookup(self, keys: dict[int, bytes]) -> dict[int, bytes]:
         """Point rows at stored features where their key is stored; returns the rest."""

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lightning_mlsr.data.content_keys import KEY_DTYPE, GroupKeyCache, content_key, keys_of
 from lightning_mlsr.data.errors import DataError
 
 __all__ = ["ArrowImageStore", "ImageStore", "ParquetImageStore", "binary_column"]
@@ -65,6 +66,16 @@ class ImageStore:
         """Image bytes this process holds in memory now."""
         raise NotImplementedError
 
+    def content_keys(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Content keys (:func:`~lightning_mlsr.data.content_keys.content_key`) of ``rows``;
+        ``b""`` where a row has no bytes. Shape ``(len(rows),)``, dtype ``S16``."""
+        out = np.zeros(len(rows), dtype=KEY_DTYPE)
+        for j, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+            data = self.get(row)
+            if data:
+                out[j] = content_key(data)
+        return out
+
 
 class ArrowImageStore(ImageStore):
     """Bytes held in one in-memory Arrow array."""
@@ -87,6 +98,9 @@ class ArrowImageStore(ImageStore):
     def resident_bytes(self) -> int:
         return self._data.nbytes
 
+    def content_keys(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        return keys_of(self._data.take(pa.array(np.asarray(rows, dtype=np.int64))))
+
 
 class ParquetImageStore(ImageStore):
     """Bytes read on demand from parquet row groups, a few groups cached per process.
@@ -96,6 +110,9 @@ class ParquetImageStore(ImageStore):
         column: name of the image column (binary, or a struct with a ``bytes`` field).
         file_of / group_of / row_of: per image, its file, row group and row in the group.
         cache_groups: row groups kept decoded per process.
+        key_cache: where the content keys of row groups are kept (None: the default
+            :class:`~lightning_mlsr.data.content_keys.GroupKeyCache`), so that finding an
+            image's cached features does not read its bytes again.
     """
 
     def __init__(
@@ -106,6 +123,7 @@ class ParquetImageStore(ImageStore):
         group_of: np.ndarray,
         row_of: np.ndarray,
         cache_groups: int = 4,
+        key_cache: GroupKeyCache | None = None,
     ) -> None:
         self.files = [str(f) for f in files]
         self.column = column
@@ -115,6 +133,8 @@ class ParquetImageStore(ImageStore):
         self.cache_groups = cache_groups
         self._handles: dict[int, pq.ParquetFile] = {}
         self._cache: OrderedDict[tuple[int, int], pa.Array] = OrderedDict()
+        self.key_cache = key_cache
+        self._keys: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     @classmethod
     def scan(cls, files: Sequence[Path], column: str = "image") -> ParquetImageStore:
@@ -132,24 +152,27 @@ class ParquetImageStore(ImageStore):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_handles"], state["_cache"] = {}, OrderedDict()
+        state["_handles"], state["_cache"], state["_keys"] = {}, OrderedDict(), OrderedDict()
         return state
 
     def __len__(self) -> int:
         return len(self.file_of)
+
+    def _handle(self, f: int) -> pq.ParquetFile:
+        if f not in self._handles:
+            try:
+                self._handles[f] = pq.ParquetFile(self.files[f])
+            except (pa.ArrowException, OSError) as err:
+                raise DataError(f"{self.files[f]} cannot be opened ({err})") from err
+        return self._handles[f]
 
     def _group(self, f: int, g: int) -> pa.Array:
         key = (f, g)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        if f not in self._handles:
-            try:
-                self._handles[f] = pq.ParquetFile(self.files[f])
-            except (pa.ArrowException, OSError) as err:
-                raise DataError(f"{self.files[f]} cannot be opened ({err})") from err
         try:
-            table = self._handles[f].read_row_group(g, columns=[self.column])
+            table = self._handle(f).read_row_group(g, columns=[self.column])
         except (pa.ArrowException, OSError) as err:
             raise DataError(
                 f"{self.files[f]}: row group {g} cannot be read ({err}); the file may be truncated"
@@ -172,7 +195,36 @@ class ParquetImageStore(ImageStore):
             self.group_of[rows],
             self.row_of[rows],
             self.cache_groups,
+            self.key_cache,
         )
+
+    def content_keys(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Keys from the row groups' stored key maps; a group without one is read (once,
+        for all its rows) and its map stored."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=KEY_DTYPE)
+        codes = (self.file_of[rows].astype(np.int64) << 32) | self.group_of[rows]
+        for code in np.unique(codes).tolist():
+            where = np.flatnonzero(codes == code)
+            group_keys = self._group_keys(code >> 32, code & 0xFFFFFFFF)
+            out[where] = group_keys[self.row_of[rows[where]]]
+        return out
+
+    def _group_keys(self, f: int, g: int) -> np.ndarray:
+        if (f, g) in self._keys:
+            self._keys.move_to_end((f, g))
+            return self._keys[(f, g)]
+        if self.key_cache is None:
+            self.key_cache = GroupKeyCache()
+        path = self.files[f]
+        keys = self.key_cache.load(path, g, self._handle(f).metadata.row_group(g).num_rows)
+        if keys is None:
+            keys = keys_of(self._group(f, g))
+            self.key_cache.save(path, g, keys)
+        self._keys[(f, g)] = keys
+        while len(self._keys) > 256:  # 16 bytes an image: a few MB at most
+            self._keys.popitem(last=False)
+        return keys
 
     @property
     def resident_bytes(self) -> int:

@@ -195,8 +195,13 @@ class ImageTable:
         return decode_image(self.store.get(i), self.ids[i])
 
     def content_hash(self, i: int) -> str:
-        """sha1 hex digest of the image bytes of row ``i`` (a key for feature caches)."""
+        """sha1 hex digest of the image bytes of row ``i`` (read now)."""
         return hashlib.sha1(self.image_bytes(i)).hexdigest()
+
+    def content_keys(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Feature-cache keys of ``rows`` (:mod:`~lightning_mlsr.data.content_keys`), from
+        stored key maps where the store keeps them; ``b""`` where a row has no bytes."""
+        return self.store.content_keys(rows)
 
     def take(self, rows: Sequence[int] | np.ndarray) -> ImageTable:
         """A new table with the given rows, in that order."""
