@@ -279,6 +279,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--root", type=Path, default=Path("/tmp/bench_scale"))
     parser.add_argument("--eval-corpus", type=int, default=100_000)
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="evaluation passes per size, interleaved"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["load", "batch", "eval"])
     parser.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -292,6 +295,7 @@ def main() -> None:
             out = measure_eval(root, int(rest[0]))
         print(json.dumps(out))
         return
+    per_image: dict[int, list[float]] = {n: [] for n in args.sizes}
     for n in args.sizes:
         root = args.root / f"atomic_{n}"
         start = time.perf_counter()
@@ -306,9 +310,22 @@ def main() -> None:
             row["load"] = _run("load", root)
         if "batch" not in args.skip:
             row["first_batch"] = _run("batch", root, str(time.time()))
-        if "eval" not in args.skip:
-            row["eval"] = _run("eval", root, str(args.eval_corpus))
         print(json.dumps(row), flush=True)
+    if "eval" in args.skip:
+        return
+    # evaluation passes interleaved across sizes (A B A B ...), so that a change in the
+    # machine's load hits every size alike; the ratio is taken between medians
+    for repeat in range(args.repeats):
+        for n in args.sizes:
+            out = _run("eval", args.root / f"atomic_{n}", str(args.eval_corpus), timeout=3600)
+            per_image[n].append(out["ms_per_image"])
+            print(json.dumps({"images": n, "repeat": repeat, "eval": out}), flush=True)
+    base = float(np.median(per_image[args.sizes[0]]))
+    for n in args.sizes:
+        median = float(np.median(per_image[n]))
+        summary = {"images": n, "eval_ms_per_image_median": round(median, 3)}
+        summary["ratio_to_smallest"] = round(median / base, 3)
+        print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
