@@ -11,9 +11,9 @@ is evaluated on validation and test. What a finished run leaves under
 share of empty vectors, fit time, co-activation statistics for image-only models) and
 ``per_query.json`` (every measure per query and split). A run whose ``metrics.json`` exists
 is skipped, so an interrupted regeneration resumes where it stopped; the baselines are kept
-the same way under ``results/runs/baselines/``. ``m2_distilled`` is distilled from the
-trained ``dense_caption`` model of the same seed (its checkpoint kept under ``--work``)
-when that run finished in the same work folder. RESULTS.md is rebuilt from whatever has
+the same way under ``results/runs/baselines/``. ``m2_distilled`` and ``mlm_distilled``
+are distilled from the trained ``dense_caption`` model of the same seed (its checkpoint
+kept under ``--work``) when that run finished in the same work folder. RESULTS.md is rebuilt from whatever has
 finished: mean ± standard deviation over seeds, paired t-tests over queries (per-query
 values averaged over seeds; ``scipy.stats.ttest_rel``) for every comparison a finding rests
 on, with the Benjamini-Hochberg correction over all of them
@@ -48,15 +48,17 @@ EXPERIMENTS = [
     ("M4x (expanding)", "m4x_mlp_mlm_image_caption"),
     ("MLP-q image", "mlp_mlm_image"),
     ("M2 distilled", "m2_distilled"),
+    ("MLM/MLM distilled", "mlm_distilled"),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
-#: training order: dense_caption before m2_distilled, whose teacher it is
+#: training order: dense_caption before the distilled models, whose teacher it is
 ORDER = [
     "mlp_mlm_image",
     "m1_mlm_mlm_image",
     "dense_caption",
     "m2_distilled",
+    "mlm_distilled",
     "m4x_mlp_mlm_image_caption",
     "m2_mlp_mlm_caption",
     "m3_mlp_mlp_caption",
@@ -65,6 +67,7 @@ ORDER = [
 ]
 LABELS = {name: label for label, name in EXPERIMENTS}
 IMAGE_ONLY = ("m1_mlm_mlm_image", "mlp_mlm_image")
+DISTILLED = ("m2_distilled", "mlm_distilled")
 BASELINES = ("bm25", "splade-zero-shot", "dense-zero-shot")
 MEASURES = ["nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000"]
 FIRST_SEED = 42
@@ -80,6 +83,8 @@ COMPARISONS = [
     ("image", "mlp_mlm_image", "m1_mlm_mlm_image", "nDCG@10"),
     ("distil", "m2_distilled", "m2_mlp_mlm_caption", "nDCG@10"),
     ("distil", "m2_distilled", "splade-zero-shot", "nDCG@10"),
+    ("distil", "mlm_distilled", "splade-zero-shot", "nDCG@10"),
+    ("distil", "mlm_distilled", "m2_distilled", "nDCG@10"),
     ("distil", "m2_mlp_mlm_caption", "splade-zero-shot", "nDCG@10"),
 ]
 
@@ -211,7 +216,7 @@ def train_and_evaluate(name: str, seed: int, work: Path, extra: list[str]) -> No
         metrics["coactivation"] = _coactivation(evaluator.last_encoded.docs, cli.datamodule)
     _write_json(run_dir(name, seed) / "per_query.json", per_query)
     _write_json(run_dir(name, seed) / "metrics.json", metrics)
-    if name == "dense_caption" and best:  # the teacher of m2_distilled with the same seed
+    if name == "dense_caption" and best:  # the teacher of the distilled models, same seed
         shutil.copyfile(best, teacher_path(work, seed))
     for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
         ckpt.unlink()
@@ -223,10 +228,10 @@ def teacher_path(work: Path, seed: int) -> Path:
 
 
 def overrides_for(name: str, seed: int, work: Path) -> list[str]:
-    """``m2_distilled`` learns from the trained dense caption model of the same seed when
-    that run has finished here (else from MiniLM as shipped, as its YAML says)."""
+    """The distilled models learn from the trained dense caption model of the same seed
+    when that run has finished here (else from MiniLM as shipped, as their YAMLs say)."""
     teacher = teacher_path(work, seed)
-    if name == "m2_distilled" and teacher.is_file():
+    if name in DISTILLED and teacher.is_file():
         return [f"--model.distillation.init_args.checkpoint={teacher}"]
     return []
 
@@ -462,18 +467,20 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
                 f"- {_label(name)}: at most {100 * empty:.1f}% empty image vectors over seeds "
                 f"(target ≤ 10%: {'met' if empty <= 0.10 else 'missed'})."
             )
-    distilled = _mean_metric(runs, "m2_distilled")
-    if distilled is not None:
+    for name in DISTILLED:
+        distilled = _mean_metric(runs, name)
+        if distilled is None:
+            continue
         trained = sum(
             any("distillation.init_args.checkpoint" in o for o in r.get("overrides", []))
-            for r in runs["m2_distilled"]
+            for r in runs[name]
         )
-        test = runs["m2_distilled"][0]["test"]
+        test = runs[name][0]["test"]
         out.append(
-            f"- Distilled caption model {distilled:.4f} test nDCG@10 (target ≥ 0.42: "
+            f"- {_label(name)}: {distilled:.4f} test nDCG@10 (target ≥ 0.42: "
             f"{'met' if distilled >= 0.42 else f'missed by {0.42 - distilled:.4f}'}); teacher: "
             f"the trained dense caption model of the same seed in {trained} of "
-            f"{len(runs['m2_distilled'])} runs, MiniLM as shipped in the rest; first run: "
+            f"{len(runs[name])} runs, MiniLM as shipped in the rest; first run: "
             f"{test.get('q_nnz', 0):.1f} query / {test.get('d_nnz', 0):.1f} document non-zeros, "
             f"{test.get('flops_per_query', 0):.0f} FLOPS/query."
         )
