@@ -58,3 +58,21 @@ def test_significance_averages_seeds_per_query_then_corrects() -> None:
     assert row["mean_a"] == pytest.approx(sum(avg_bad.values()) / 30)
     assert row["diff"] < -0.3 and row["p"] < 1e-10 and row["p_adj"] == row["p"]
     assert make_results.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+
+
+def test_distilled_runs_take_the_teacher_of_their_seed_else_of_the_first(tmp_path: Path) -> None:
+    assert make_results.overrides_for("m2_distilled", 43, tmp_path) == []  # no teacher: MiniLM
+    first = make_results.teacher_path(tmp_path, make_results.FIRST_SEED)
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"x")
+    assert make_results.overrides_for("mlm_distilled", 43, tmp_path) == [
+        f"--model.distillation.init_args.checkpoint={first}"
+    ]
+    own = make_results.teacher_path(tmp_path, 43)
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"x")
+    options = make_results.overrides_for("m2_distilled", 43, tmp_path)
+    assert options == [f"--model.distillation.init_args.checkpoint={own}"]
+    assert make_results.teacher_seed({"overrides": options}) == 43
+    assert make_results.teacher_seed({"overrides": []}) is None
+    assert make_results.overrides_for("m2_mlp_mlm_caption", 43, tmp_path) == []
