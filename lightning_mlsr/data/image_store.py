@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lightning_mlsr.data.content_keys import KEY_DTYPE, GroupKeyCache, content_key, keys_of
+from lightning_mlsr.data.content_keys import KEY_DTYPE, GroupKeyCache, keys_of
 from lightning_mlsr.data.errors import DataError
 
 __all__ = ["ArrowImageStore", "ImageStore", "ParquetImageStore", "binary_column"]
@@ -69,12 +69,7 @@ class ImageStore:
     def content_keys(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Content keys (:func:`~lightning_mlsr.data.content_keys.content_key`) of ``rows``;
         ``b""`` where a row has no bytes. Shape ``(len(rows),)``, dtype ``S16``."""
-        out = np.zeros(len(rows), dtype=KEY_DTYPE)
-        for j, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
-            data = self.get(row)
-            if data:
-                out[j] = content_key(data)
-        return out
+        raise NotImplementedError
 
 
 class ArrowImageStore(ImageStore):
