@@ -217,3 +217,65 @@ def test_distillation_module_scores_with_a_frozen_teacher() -> None:
     drop.fill_diagonal_(False)
     want_fn = 0.5 * kl_distillation(q @ d.T, tq @ td.T / 0.1, drop)
     torch.testing.assert_close(kd(q, d, {"emb": tq}, {"emb": td}, fn), want_fn)
+
+
+class _CountingTeacher(torch.nn.Module):
+    """Mean of a fixed embedding table over the unpadded tokens; counts the texts it encodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(
+            torch.randn(50, 6, generator=torch.Generator().manual_seed(3))
+        )
+        self.seen = 0
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.seen += inputs["input_ids"].shape[0]
+        m = inputs["attention_mask"].unsqueeze(-1).float()  # (B, L, 1)
+        return (self.table[inputs["input_ids"]] * m).sum(1) / m.sum(1)
+
+
+def _tokens(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
+    ids = torch.zeros(len(rows), length, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_distillation_teacher_cache_gives_the_uncached_scores_and_encodes_each_text_once() -> None:
+    from lightning_mlsr.losses import Distillation
+
+    cached, plain = _CountingTeacher(), _CountingTeacher()
+    kd_cached = Distillation(cached, cache_size=100)
+    kd_plain = Distillation(plain, cache_size=0)
+    batches = [
+        (_tokens([[1, 2], [3], [4, 5, 6]], 4), _tokens([[7], [8, 9], [1, 2]], 3)),
+        # the same texts again, padded to another length and in another order, plus a new one
+        (_tokens([[3], [1, 2], [10, 11]], 5), _tokens([[1, 2], [7], [12]], 2)),
+    ]
+    for queries, docs in batches:
+        torch.testing.assert_close(
+            kd_cached.teacher_scores(queries, docs), kd_plain.teacher_scores(queries, docs)
+        )
+    assert plain.seen == 12  # 2 batches x (3 queries + 3 documents)
+    assert cached.seen == 4 + 4  # queries: 3 then 1 new; documents: 3 then 1 new (shared teacher)
+    assert len(kd_cached._cache["query"]) == 4 and len(kd_cached._cache["doc"]) == 4
+
+
+def test_distillation_teacher_cache_drops_the_least_recently_used_beyond_its_size() -> None:
+    from lightning_mlsr.losses import Distillation
+
+    teacher = _CountingTeacher()
+    kd = Distillation(teacher, cache_size=2)
+    for rows in ([[1]], [[2]], [[1]], [[3]]):  # [2] is the least recently used when [3] comes
+        kd.embed("query", _tokens(rows, 2))
+    assert list(kd._cache["query"]) == [
+        torch.tensor([1]).numpy().tobytes(),
+        torch.tensor([3]).numpy().tobytes(),
+    ]
+    seen = teacher.seen
+    kd.embed("query", _tokens([[1], [3]], 2))
+    assert teacher.seen == seen  # both cached
+    kd.embed("query", _tokens([[2]], 2))
+    assert teacher.seen == seen + 1  # [2] was dropped and is encoded again
