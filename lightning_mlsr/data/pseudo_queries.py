@@ -1,0 +1,290 @@
+"""Pseudo-queries labelled by a dense teacher: a training collection whose train split
+holds, beside the real judgments, one judgment per pseudo-query — the caption the teacher
+ranks first.
+
+Why: on the bundled collection most validation and test tags share no wordpiece with any
+training tag (DATA.md), so in-batch distillation on training queries never shows the
+student the words it is tested on. A frozen dense teacher can judge any text, so the
+student can be distilled on queries the qrels never had. Here a pseudo-query is a whole
+word of the teacher's WordPiece vocabulary (or a line of a file you give); the teacher
+scores it against every caption, and words whose best caption scores at least
+``min_score`` become training queries, judged relevant to their top ``positives``
+captions. No validation or test judgment is read: words are taken from the vocabulary
+whether or not they are test tags, and only the teacher (trained on the train split)
+labels them.
+
+The output is an ordinary collection directory (AToMiC layout) that any experiment reads
+with ``data.collection: DIR``: images and texts are symlinks to the source's parquet files,
+the pseudo-queries are one more texts file, the qrels are the source's, with the pseudo
+judgments added to ``train``; ``collection.json`` keeps the source's defaults and records
+how the pseudo-queries were made; ``pseudo_queries.tsv`` lists each word with the
+teacher's top captions and scores, to read.
+
+    python -m lightning_mlsr.data.pseudo_queries emoji --teacher teacher.pt --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.layout import find_layout, read_defaults
+from lightning_mlsr.data.load import load_collection
+
+__all__ = ["build_pseudo_query_collection", "teacher_embeddings", "vocabulary_words"]
+
+#: text ids of pseudo-queries: this prefix and a running number
+ID_PREFIX = "pseudo-"
+
+
+def vocabulary_words(tokenizer: Any, pattern: str = r"[a-z]{3,}") -> list[str]:
+    """Whole words of a WordPiece vocabulary (no ``##`` continuation, no special or
+    ``[unused]`` entries) that match ``pattern``, in vocabulary id order."""
+    vocab = tokenizer.get_vocab()  # token -> id
+    rx = re.compile(pattern)
+    return [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if rx.fullmatch(w)]
+
+
+@torch.no_grad()
+def teacher_embeddings(
+    distillation: Any,
+    tokenizer: Any,
+    side: str,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 256,
+    desc: str = "",
+) -> torch.Tensor:
+    """The teacher's embeddings of ``texts`` (``side`` = ``"query"`` or ``"doc"``).
+
+    Shape: ``(N,)`` texts -> ``(N, H)`` fp32.
+    """
+    from tqdm.auto import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=None):
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        out.append(distillation.embed(side, dict(batch)))
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(target.resolve(), link)
+
+
+def build_pseudo_query_collection(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    teacher_checkpoint: str | os.PathLike[str],
+    *,
+    backbone: str = "minilm-l6",
+    pooling: str = "mean",
+    words: Sequence[str] | None = None,
+    min_score: float = 0.5,
+    max_queries: int | None = 4000,
+    positives: int = 1,
+    query_max_length: int = 16,
+    doc_max_length: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write a copy of ``source`` whose train split also holds teacher-labelled
+    pseudo-queries; returns the provenance written to ``collection.json``.
+
+    Args:
+        source: a collection directory or bundled name (``"emoji"``).
+        out: the new collection's directory (created; files it already has are replaced).
+        teacher_checkpoint: a trained dense bi-encoder (``experiments/dense_caption.yaml``).
+        backbone, pooling: the teacher's text encoder, as in that experiment.
+        words: the pseudo-queries to consider; None takes the teacher tokenizer's whole
+            words (:func:`vocabulary_words`). Words equal to a training query are left out.
+        min_score: keep a word only if its best caption's cosine reaches this (a word the
+            teacher matches to nothing is noise, not a query).
+        max_queries: keep at most this many of the words that pass, drawn at random with
+            ``seed`` (None keeps all).
+        positives: how many of the teacher's top captions each pseudo-query is judged
+            relevant to.
+        query_max_length, doc_max_length: token limits, as in training.
+    """
+    from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.heads.dense import DenseTextHead
+    from lightning_mlsr.losses import Distillation
+
+    if positives < 1:
+        raise ValueError(f"positives must be >= 1, got {positives}")
+    if max_queries is not None and max_queries < 1:
+        raise ValueError(f"max_queries must be >= 1 or None, got {max_queries}")
+    collection = load_collection(source)
+    layout = find_layout(collection.root)
+    out = Path(out)
+    if out.resolve() == collection.root.resolve():
+        raise DataError(f"--out {out} is the source collection itself; pick a new directory")
+
+    tokenizer = load_tokenizer(backbone)
+    teacher = Distillation(
+        DenseTextHead(backbone=backbone, pooling=pooling),  # type: ignore[arg-type]
+        checkpoint=str(teacher_checkpoint),
+        cache_size=0,
+    )
+    candidates = list(words) if words is not None else vocabulary_words(tokenizer)
+    train_queries = {
+        collection.texts.query(collection.texts.index(t)).strip().lower()
+        for t in collection.query_ids("train")
+    }
+    candidates = [w for w in dict.fromkeys(c.strip() for c in candidates) if w]
+    candidates = [w for w in candidates if w.lower() not in train_queries]
+    if not candidates:
+        raise DataError("no pseudo-query candidates left (all empty or training queries)")
+
+    captions = collection.images.captions()
+    docs = teacher_embeddings(teacher, tokenizer, "doc", captions, doc_max_length, desc="captions")
+    queries = teacher_embeddings(
+        teacher, tokenizer, "query", candidates, query_max_length, desc="pseudo-queries"
+    )
+    k = min(max(positives, 3), len(captions))
+    top = (queries @ docs.T).topk(k, dim=1)  # (N, k)
+    best = top.values[:, 0].numpy()
+    keep = np.flatnonzero(best >= min_score)
+    passed = len(keep)
+    if max_queries is not None and len(keep) > max_queries:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, max_queries, replace=False))
+    if len(keep) == 0:
+        raise DataError(
+            f"no pseudo-query reaches min_score={min_score} (best teacher cosine "
+            f"{float(best.max()):.3f}); lower min_score"
+        )
+
+    ids = [f"{ID_PREFIX}{i + 1:06d}" for i in range(len(keep))]
+    clash = set(ids) & set(collection.texts.ids)
+    if clash:
+        raise DataError(f"source already has text ids like {sorted(clash)[:3]}; rename them")
+    chosen = [candidates[i] for i in keep]
+    image_ids = list(collection.images.ids)
+
+    for sub in ("images", "texts", "qrels"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for old in (out / sub).iterdir():
+            old.unlink()
+    for i, path in enumerate(layout.image_files):
+        _link(path, out / "images" / f"{i:05d}-{path.name}")
+    for i, path in enumerate(layout.text_files):
+        _link(path, out / "texts" / f"{i:05d}-{path.name}")
+    fields = collection.query_fields
+    columns = {"text_id": ids, fields[0]: chosen}
+    columns.update({f: [""] * len(chosen) for f in fields[1:]})
+    pq.write_table(pa.table(columns), out / "texts" / "zz-pseudo_queries.parquet")
+
+    for split in collection.splits:
+        table = collection.qrels_table.table(split)
+        lines = [
+            f"{t} Q0 {d} {r}"
+            for t, d, r in zip(
+                table["text_id"].to_pylist(),
+                table["image_id"].to_pylist(),
+                table["rel"].to_pylist(),
+                strict=True,
+            )
+        ]
+        if split == "train":
+            lines += [
+                f"{qid} Q0 {image_ids[j]} 1"
+                for qid, row in zip(ids, keep, strict=True)
+                for j in top.indices[row, :positives].tolist()
+            ]
+        (out / "qrels" / f"{split}.trec").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    unusable = collection.root / "unusable_images.tsv"
+    if unusable.is_file():
+        (out / "unusable_images.tsv").write_text(unusable.read_text("utf-8"), "utf-8")
+
+    with (out / "pseudo_queries.tsv").open("w", encoding="utf-8") as f:
+        f.write("text_id\tquery\tcosine@1..3\tcaptions@1..3\n")
+        for qid, row in zip(ids, keep, strict=True):
+            scores = " ".join(f"{v:.3f}" for v in top.values[row, :3].tolist())
+            caps = " | ".join(captions[j] for j in top.indices[row, :3].tolist())
+            f.write(f"{qid}\t{candidates[row]}\t{scores}\t{caps}\n")
+
+    provenance = {
+        "source": str(collection.root.resolve()),
+        "teacher_checkpoint": str(Path(teacher_checkpoint).resolve()),
+        "teacher_backbone": backbone,
+        "words": "given list" if words is not None else f"{backbone} vocabulary whole words",
+        "candidates": len(candidates),
+        "min_score": min_score,
+        "passed_min_score": passed,
+        "max_queries": max_queries,
+        "seed": seed,
+        "pseudo_queries": len(keep),
+        "positives": positives,
+    }
+    defaults = read_defaults(collection.root)
+    defaults.update(
+        name=f"{collection.name}+pseudo",
+        query_fields=list(fields),
+        caption_fields=list(collection.caption_fields),
+        caption_languages=(
+            "all" if collection.caption_languages is None else list(collection.caption_languages)
+        ),
+        pseudo_queries=provenance,
+    )
+    (out / "collection.json").write_text(json.dumps(defaults, indent=2) + "\n", "utf-8")
+    return provenance
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_mlsr.data.pseudo_queries",
+        description="Write a training collection with teacher-labelled pseudo-queries.",
+    )
+    parser.add_argument("source", help="collection directory or bundled name (emoji)")
+    parser.add_argument("--teacher", required=True, help="dense caption checkpoint (.ckpt/.pt)")
+    parser.add_argument("--out", required=True, help="directory of the new collection")
+    parser.add_argument("--words", help="file with one candidate pseudo-query per line")
+    parser.add_argument("--min-score", type=float, default=0.5)
+    parser.add_argument("--max-queries", type=int, default=4000, help="0 keeps all")
+    parser.add_argument("--positives", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    words = None
+    if args.words:
+        path = Path(args.words)
+        if not path.is_file():
+            raise SystemExit(f"--words {path}: no such file")
+        words = path.read_text(encoding="utf-8").splitlines()
+    info = build_pseudo_query_collection(
+        args.source,
+        args.out,
+        args.teacher,
+        words=words,
+        min_score=args.min_score,
+        max_queries=args.max_queries or None,
+        positives=args.positives,
+        seed=args.seed,
+    )
+    print(
+        f"{info['pseudo_queries']} pseudo-queries ({info['passed_min_score']} of "
+        f"{info['candidates']} candidates reached cosine {info['min_score']}) -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

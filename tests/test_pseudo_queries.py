@@ -1,0 +1,157 @@
+"""Teacher-labelled pseudo-queries (lightning_mlsr.data.pseudo_queries): the written
+collection keeps every source judgment, adds each kept word judged relevant to the caption a
+brute-force cosine ranking of the teacher puts first, and reads back as a collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_mlsr.data import load_collection
+from lightning_mlsr.data.errors import DataError
+from tests.helpers import write_atomic
+
+#: "colours blue" is the query of training text T2 of the helper collection
+WORDS = ["crimson", "azure", "banana", "the", "of", "transparent", "glass", "azure", "Colours Blue"]
+
+
+def _train_queries(source: Path) -> set[str]:
+    c = load_collection(source)
+    return {c.texts.query(c.texts.index(t)).lower() for t in c.query_ids("train")}
+
+
+def _candidates(source: Path) -> list[str]:
+    """WORDS as the builder should consider them: once each, training queries left out."""
+    train = _train_queries(source)
+    return [w for w in dict.fromkeys(WORDS) if w.lower() not in train]
+
+
+def _teacher_checkpoint(path: Path) -> Path:
+    """A bi-encoder checkpoint whose query and document encoders are MiniLM-L6 as shipped,
+    with the document side's last layer perturbed (so the two sides differ)."""
+    from lightning_mlsr.heads.dense import DenseTextHead
+
+    q = DenseTextHead(backbone="minilm-l6", pooling="mean")
+    d = DenseTextHead(backbone="minilm-l6", pooling="mean")
+    with torch.no_grad():
+        for p in d.encoder.encoder.layer[-1].parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    state = {f"query_encoder.{k}": v for k, v in q.state_dict().items()}
+    state.update({f"doc_encoder.{k}": v for k, v in d.state_dict().items()})
+    torch.save({"state_dict": state}, path)
+    return path
+
+
+def _brute_force_top(ckpt: Path, words: list[str], captions: list[str]) -> torch.Tensor:
+    """Cosines ``(len(words), len(captions))`` straight from the encoders: mean of the last
+    hidden states over the attention mask, L2-normalised."""
+    from lightning_mlsr.backbones import load_text_encoder, load_tokenizer
+
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    tok = load_tokenizer("minilm-l6")
+    out = []
+    for prefix, texts, length in (("query_encoder.", words, 16), ("doc_encoder.", captions, 32)):
+        enc = load_text_encoder("minilm-l6").eval()
+        enc.load_state_dict(
+            {
+                k[len(prefix) + len("encoder.") :]: v
+                for k, v in state.items()
+                if k.startswith(prefix)
+            }
+        )
+        embs = []
+        with torch.no_grad():
+            for text in texts:  # one at a time: no padding at all
+                b = tok([text], truncation=True, max_length=length, return_tensors="pt")
+                h = enc(
+                    input_ids=b["input_ids"], attention_mask=b["attention_mask"]
+                ).last_hidden_state
+                embs.append(F.normalize(h.mean(1), dim=-1)[0])
+        out.append(torch.stack(embs))
+    return out[0] @ out[1].T
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """The source collection, the written one, the teacher, the provenance, the brute-force cosines of the
+    distinct WORDS and the threshold used (halfway between two words' best cosines)."""
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+
+    tmp = tmp_path_factory.mktemp("pseudo")
+    source = write_atomic(tmp / "source")  # 4 images in two files, queries of 3 fields
+    ckpt = _teacher_checkpoint(tmp / "teacher.pt")
+    cos = _brute_force_top(ckpt, _candidates(source), load_collection(source).images.captions())
+    best = cos.max(dim=1).values.sort().values
+    threshold = float(best[len(best) // 2 - 1] + best[len(best) // 2]) / 2
+    info = build_pseudo_query_collection(
+        source, tmp / "out", ckpt, words=WORDS, min_score=threshold, positives=2
+    )
+    return source, tmp / "out", ckpt, info, cos, threshold
+
+
+def test_pseudo_queries_are_judged_relevant_to_the_teachers_top_captions(built) -> None:
+    src, out, _, info, cos, threshold = built
+    source, pseudo = load_collection(src), load_collection(out)
+    words = _candidates(src)
+    assert "colours blue" in _train_queries(src) and len(words) == 7
+    best, order = cos.max(dim=1).values, cos.argsort(dim=1, descending=True)  # cos: (W, N)
+    want = {w for w, b in zip(words, best.tolist(), strict=True) if b >= threshold}
+    assert 0 < len(want) < len(words)  # the threshold keeps some words and drops others
+    new = [t for t in pseudo.query_ids("train") if t.startswith("pseudo-")]
+    got = {pseudo.texts.query(pseudo.texts.index(t)): t for t in new}
+    assert set(got) == want and info["pseudo_queries"] == len(want)
+    assert info["candidates"] == len(words)
+    ids = list(source.images.ids)
+    for w, tid in got.items():
+        row = words.index(w)
+        assert set(pseudo.qrels["train"][tid]) == {ids[j] for j in order[row, :2].tolist()}
+        assert all(rel == 1 for rel in pseudo.qrels["train"][tid].values())
+
+
+def test_pseudo_query_collection_keeps_every_source_judgment_and_image(built) -> None:
+    src, out, _, info, _, _ = built
+    source, pseudo = load_collection(src), load_collection(out)
+    assert pseudo.name == f"{source.name}+pseudo" and len(pseudo.images) == len(source.images)
+    assert pseudo.images.captions() == source.images.captions()
+    for split in ("validation", "test"):
+        assert pseudo.qrels[split] == source.qrels[split]
+    train = {t: d for t, d in pseudo.qrels["train"].items() if not t.startswith("pseudo-")}
+    assert train == source.qrels["train"]
+    assert (out / "pseudo_queries.tsv").read_text().count("\n") == info["pseudo_queries"] + 1
+
+
+def test_max_queries_draws_a_seeded_subset(tmp_path: Path, built) -> None:
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+
+    src, ckpt = built[0], built[2]
+    picks = []
+    for _ in range(2):
+        info = build_pseudo_query_collection(
+            src,
+            tmp_path / f"s{len(picks)}",
+            ckpt,
+            words=WORDS,
+            min_score=0.0,
+            max_queries=3,
+            seed=7,
+        )
+        assert info["pseudo_queries"] == 3 and info["passed_min_score"] == len(_candidates(src))
+        picks.append((tmp_path / f"s{len(picks)}" / "pseudo_queries.tsv").read_text())
+    assert picks[0] == picks[1]  # same seed, same words
+    kept = [line.split("\t")[1] for line in picks[0].splitlines()[1:]]
+    assert len(set(kept)) == 3 and set(kept) <= set(_candidates(src))
+
+
+def test_bad_requests_fail_clearly(tmp_path: Path, built) -> None:
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+
+    src, ckpt = built[0], built[2]
+    with pytest.raises(DataError, match="source collection itself"):
+        build_pseudo_query_collection(src, src, ckpt, words=WORDS)
+    with pytest.raises(DataError, match="lower min_score"):
+        build_pseudo_query_collection(src, tmp_path / "x", ckpt, words=WORDS, min_score=1.5)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_pseudo_query_collection(src, tmp_path / "y", tmp_path / "none.pt", words=WORDS)
