@@ -49,6 +49,7 @@ EXPERIMENTS = [
     ("MLP-q image", "mlp_mlm_image"),
     ("M2 distilled", "m2_distilled"),
     ("MLM/MLM distilled", "mlm_distilled"),
+    ("MLM/MLM distilled + pseudo-queries", "mlm_pseudo_distilled"),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
@@ -59,6 +60,7 @@ ORDER = [
     "dense_caption",
     "m2_distilled",
     "mlm_distilled",
+    "mlm_pseudo_distilled",
     "m4x_mlp_mlm_image_caption",
     "m2_mlp_mlm_caption",
     "m3_mlp_mlp_caption",
@@ -67,7 +69,10 @@ ORDER = [
 ]
 LABELS = {name: label for label, name in EXPERIMENTS}
 IMAGE_ONLY = ("m1_mlm_mlm_image", "mlp_mlm_image")
-DISTILLED = ("m2_distilled", "mlm_distilled")
+DISTILLED = ("m2_distilled", "mlm_distilled", "mlm_pseudo_distilled")
+#: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
+#: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same)
+PSEUDO_QUERIES = {"mlm_pseudo_distilled": {"min_score": 0.4, "max_queries": None}}
 BASELINES = ("bm25", "splade-zero-shot", "dense-zero-shot")
 MEASURES = ["nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000"]
 FIRST_SEED = 42
@@ -86,6 +91,8 @@ COMPARISONS = [
     ("distil", "mlm_distilled", "splade-zero-shot", "nDCG@10"),
     ("distil", "mlm_distilled", "m2_distilled", "nDCG@10"),
     ("distil", "m2_mlp_mlm_caption", "splade-zero-shot", "nDCG@10"),
+    ("distil", "mlm_pseudo_distilled", "mlm_distilled", "nDCG@10"),
+    ("distil", "mlm_pseudo_distilled", "splade-zero-shot", "nDCG@10"),
 ]
 
 
@@ -236,8 +243,36 @@ def overrides_for(name: str, seed: int, work: Path) -> list[str]:
         return []
     for teacher in (teacher_path(work, seed), teacher_path(work, FIRST_SEED)):
         if teacher.is_file():
-            return [f"--model.distillation.init_args.checkpoint={teacher}"]
+            options = [f"--model.distillation.init_args.checkpoint={teacher}"]
+            if name in PSEUDO_QUERIES:
+                options.append(f"--data.collection={pseudo_collection(name, teacher, work)}")
+            return options
+    if name in PSEUDO_QUERIES:
+        raise FileNotFoundError(
+            f"{name} needs a trained dense caption teacher to label its pseudo-queries; none "
+            f"at {teacher_path(work, seed)} or {teacher_path(work, FIRST_SEED)}: run "
+            "`python scripts/make_results.py --experiments dense_caption` first"
+        )
     return []
+
+
+def pseudo_collection(name: str, teacher: Path, work: Path) -> Path:
+    """The bundled collection plus pseudo-queries labelled by ``teacher``, built once per
+    teacher under ``work/pseudo/`` (lightning_mlsr.data.pseudo_queries)."""
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+
+    options = PSEUDO_QUERIES[name]
+    tag = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
+    out = work / "pseudo" / f"{teacher.parent.name}-{tag}"
+    if not (out / "collection.json").is_file():
+        # built aside and renamed: queues running side by side never read a half-written one
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+        build_pseudo_query_collection("emoji", tmp, teacher, **options)  # type: ignore[arg-type]
+        try:
+            tmp.rename(out)
+        except OSError:  # another queue finished first: keep its copy
+            shutil.rmtree(tmp)
+    return out
 
 
 def teacher_seed(run: dict[str, Any]) -> int | None:
@@ -534,20 +569,56 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     return out
 
 
-def breakdown(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    seen, unseen = seen_query_ids("test")
+def breakdown(
+    runs: dict[str, list[dict[str, Any]]],
+    groups: dict[str, set[str]] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[str]:
+    """Test nDCG@10 per group of queries (default: seen / unseen), per model."""
+    if groups is None:
+        seen, unseen = seen_query_ids("test")
+        groups = {"seen": seen, "unseen": unseen}
     lines = [
-        f"| model | seen ({len(seen)} queries) | unseen ({len(unseen)} queries) |",
-        "|---|---:|---:|",
+        "| model | " + " | ".join(f"{g} ({len(ids)} queries)" for g, ids in groups.items()) + " |",
+        "|---" + "|---:" * len(groups) + "|",
     ]
-    for name in _order(runs):
+    for name in names or _order(runs):
+        if name not in runs:
+            continue
         per = seed_average([r["per_query"]["test"]["nDCG@10"] for r in runs[name]])
         cells = [
             _fmt(float(np.mean([per[q] for q in group if q in per])) if group else None)
-            for group in (seen, unseen)
+            for group in groups.values()
         ]
         lines.append(f"| {_label(name)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def pseudo_coverage(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Test queries that were pseudo-queries of the first pseudo-query run vs the rest."""
+    from lightning_mlsr.data import load_collection
+
+    name = next((n for n in PSEUDO_QUERIES if n in runs), None)
+    if name is None:
+        return []
+    option = next(o for o in runs[name][0]["overrides"] if o.startswith("--data.collection="))
+    tsv = Path(option.split("=", 1)[1]) / "pseudo_queries.tsv"
+    if not tsv.is_file():
+        return [f"(Not computed: the pseudo-query list {tsv} is not on this machine.)"]
+    words = {line.split("\t")[1].lower() for line in tsv.read_text("utf-8").splitlines()[1:]}
+    collection = load_collection("emoji")
+    ids = collection.query_ids("test")
+    inside = {q for q in ids if collection.texts.query(collection.texts.index(q)).lower() in words}
+    groups = {"a pseudo-query": inside, "not a pseudo-query": set(ids) - inside}
+    names = [name, "mlm_distilled", "splade-zero-shot", "dense_caption"]
+    return [
+        f"{len(words)} pseudo-queries (`{tsv.parent.name}`: {tsv.parent}); a test query is "
+        "counted as a pseudo-query when its text equals one of them (case-insensitive). The "
+        "student saw those words with the teacher's top caption as the label, never with the "
+        "test judgments.",
+        "",
+        *breakdown(runs, groups, names),
+    ]
 
 
 def report(runs: dict[str, list[dict[str, Any]]]) -> str:
@@ -599,6 +670,11 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> str:
         "",
         *breakdown(runs),
         "",
+        *(
+            ["## Test queries that were pseudo-queries (nDCG@10)", "", *coverage, ""]
+            if (coverage := pseudo_coverage(runs))
+            else []
+        ),
         "## Findings of BRIEF.md on this data",
         "",
         *findings(runs, tests),

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+import torch
 from PIL import Image
 
 
@@ -191,3 +192,19 @@ def quiet_trainer(root: Path, callbacks: list[Any], **kwargs: Any) -> Any:
         default_root_dir=root,
         **kwargs,
     )
+
+
+def dense_teacher_checkpoint(path: Path) -> Path:
+    """A bi-encoder checkpoint whose query and document encoders are MiniLM-L6 as shipped,
+    with the document side's last layer perturbed (so the two sides differ)."""
+    from lightning_mlsr.heads.dense import DenseTextHead
+
+    q = DenseTextHead(backbone="minilm-l6", pooling="mean")
+    d = DenseTextHead(backbone="minilm-l6", pooling="mean")
+    with torch.no_grad():
+        for p in d.encoder.encoder.layer[-1].parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    state = {f"query_encoder.{k}": v for k, v in q.state_dict().items()}
+    state.update({f"doc_encoder.{k}": v for k, v in d.state_dict().items()})
+    torch.save({"state_dict": state}, path)
+    return path

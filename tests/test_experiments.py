@@ -14,7 +14,7 @@ import yaml
 from lightning_mlsr.callbacks import RetrievalEvaluator
 from lightning_mlsr.cli import main
 from lightning_mlsr.metrics import evaluate
-from tests.helpers import brute_force_run
+from tests.helpers import brute_force_run, dense_teacher_checkpoint
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
 
@@ -34,10 +34,25 @@ def fast_args(config: Path, tmp_path: Path) -> list[str]:
         f"--trainer.default_root_dir={tmp_path}",
         "--data.batch_size=8",
     ]
+    if "pseudo_queries" in config.read_text():  # its collection is labelled by a teacher
+        args += _pseudo_query_collection(tmp_path)
     if _reads_images(config):
         # 64 px instead of 224: the frozen-feature cache fills in seconds, not minutes
         args.append("--model.doc_encoder.init_args.image_size=64")
     return args
+
+
+def _pseudo_query_collection(tmp_path: Path) -> list[str]:
+    """A small pseudo-query collection (three words, MiniLM as shipped as the teacher) and
+    the options that train on it, for experiments whose collection a teacher builds."""
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+
+    teacher = dense_teacher_checkpoint(tmp_path / "teacher.pt")
+    out = tmp_path / "pseudo"
+    build_pseudo_query_collection(
+        "emoji", out, teacher, words=["pilot", "sandwich", "tractor"], min_score=0.0
+    )
+    return [f"--data.collection={out}", f"--model.distillation.init_args.checkpoint={teacher}"]
 
 
 def test_every_experiment_is_found() -> None:

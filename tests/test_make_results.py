@@ -76,3 +76,35 @@ def test_distilled_runs_take_the_teacher_of_their_seed_else_of_the_first(tmp_pat
     assert make_results.teacher_seed({"overrides": options}) == 43
     assert make_results.teacher_seed({"overrides": []}) is None
     assert make_results.overrides_for("m2_mlp_mlm_caption", 43, tmp_path) == []
+
+
+def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_mlsr.data.pseudo_queries as pseudo
+
+    name = "mlm_pseudo_distilled"
+    with pytest.raises(FileNotFoundError, match="dense_caption"):  # nothing to label with
+        make_results.overrides_for(name, 43, tmp_path)
+    calls = []
+
+    def fake_build(source, out, teacher, **options):
+        calls.append((source, teacher, options))
+        out.mkdir(parents=True)
+        (out / "collection.json").write_text("{}")
+
+    monkeypatch.setattr(pseudo, "build_pseudo_query_collection", fake_build)
+    first = make_results.teacher_path(tmp_path, make_results.FIRST_SEED)
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"x")
+    for seed in (43, 44):  # both learn from the seed-42 teacher: one collection, built once
+        options = make_results.overrides_for(name, seed, tmp_path)
+        assert options[0] == f"--model.distillation.init_args.checkpoint={first}"
+        collection = Path(options[1].removeprefix("--data.collection="))
+        assert (
+            options[1].startswith("--data.collection=") and collection.parent == tmp_path / "pseudo"
+        )
+        assert (collection / "collection.json").is_file()
+        assert make_results.teacher_seed({"overrides": options}) == 42
+    assert calls == [("emoji", first, make_results.PSEUDO_QUERIES[name])]
+    assert [p.name for p in (tmp_path / "pseudo").iterdir()] == [collection.name]  # no temp left

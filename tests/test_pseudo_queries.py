@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.data.errors import DataError
-from tests.helpers import write_atomic
+from tests.helpers import dense_teacher_checkpoint, write_atomic
 
 #: "colours blue" is the query of training text T2 of the helper collection
 WORDS = ["crimson", "azure", "banana", "the", "of", "transparent", "glass", "azure", "Colours Blue"]
@@ -27,22 +27,6 @@ def _candidates(source: Path) -> list[str]:
     """WORDS as the builder should consider them: once each, training queries left out."""
     train = _train_queries(source)
     return [w for w in dict.fromkeys(WORDS) if w.lower() not in train]
-
-
-def _teacher_checkpoint(path: Path) -> Path:
-    """A bi-encoder checkpoint whose query and document encoders are MiniLM-L6 as shipped,
-    with the document side's last layer perturbed (so the two sides differ)."""
-    from lightning_mlsr.heads.dense import DenseTextHead
-
-    q = DenseTextHead(backbone="minilm-l6", pooling="mean")
-    d = DenseTextHead(backbone="minilm-l6", pooling="mean")
-    with torch.no_grad():
-        for p in d.encoder.encoder.layer[-1].parameters():
-            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
-    state = {f"query_encoder.{k}": v for k, v in q.state_dict().items()}
-    state.update({f"doc_encoder.{k}": v for k, v in d.state_dict().items()})
-    torch.save({"state_dict": state}, path)
-    return path
 
 
 def _brute_force_top(ckpt: Path, words: list[str], captions: list[str]) -> torch.Tensor:
@@ -82,7 +66,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple:
 
     tmp = tmp_path_factory.mktemp("pseudo")
     source = write_atomic(tmp / "source")  # 4 images in two files, queries of 3 fields
-    ckpt = _teacher_checkpoint(tmp / "teacher.pt")
+    ckpt = dense_teacher_checkpoint(tmp / "teacher.pt")
     cos = _brute_force_top(ckpt, _candidates(source), load_collection(source).images.captions())
     best = cos.max(dim=1).values.sort().values
     threshold = float(best[len(best) // 2 - 1] + best[len(best) // 2]) / 2
