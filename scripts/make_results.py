@@ -11,9 +11,11 @@ is evaluated on validation and test. What a finished run leaves under
 share of empty vectors, fit time, co-activation statistics for image-only models) and
 ``per_query.json`` (every measure per query and split). A run whose ``metrics.json`` exists
 is skipped, so an interrupted regeneration resumes where it stopped; the baselines are kept
-the same way under ``results/runs/baselines/``. ``m2_distilled`` and ``mlm_distilled``
-are distilled from the trained ``dense_caption`` model of the same seed (its checkpoint
-kept under ``--work``) when that run finished in the same work folder. RESULTS.md is rebuilt from whatever has
+the same way under ``results/runs/baselines/``. The distilled experiments learn from the
+trained ``dense_caption`` model of the same seed (its checkpoint kept under ``--work``)
+when that run finished in the same work folder, else from that of seed 42;
+``mlm_pseudo_distilled`` also trains on pseudo-queries that teacher labels (the collection
+built once per teacher under ``--work/pseudo/``). RESULTS.md is rebuilt from whatever has
 finished: mean ± standard deviation over seeds, paired t-tests over queries (per-query
 values averaged over seeds; ``scipy.stats.ttest_rel``) for every comparison a finding rests
 on, with the Benjamini-Hochberg correction over all of them
@@ -495,20 +497,43 @@ def findings(runs: dict[str, list[dict[str, Any]]], tests: list[dict[str, Any]])
 
 
 DISTILLATION_TRIED = (
-    "  What was tried for the distillation target: the KL divergence between the teacher's "
-    "and the student's in-batch score distributions (`losses.Distillation`, weight 1.0, "
-    "teacher temperature 0.05 as the dense model was trained, student temperature 1.0) "
+    "  What was tried for the distillation target: (1) the KL divergence between the "
+    "teacher's and the student's in-batch score distributions (`losses.Distillation`, weight "
+    "1.0, teacher temperature 0.05 as the dense model was trained, student temperature 1.0) "
     "added to InfoNCE, with the trained dense caption model of the table above as the "
     "teacher, for two students: MLP queries as M2 (`m2_distilled`) and MLM queries that can "
-    "expand (`mlm_distilled`), 5 epochs of batch 64. Validation nDCG@10 against the "
-    "undistilled counterparts: {gains} (no MLM/MLM model was trained without "
-    "distillation, so the second gain mixes training and distillation). A likely reason: a batch's other captions are mostly unrelated to the query, so the "
-    "teacher's in-batch distribution says little beyond InfoNCE's label, and it is only "
-    "ever computed for training queries, while most test tags share no wordpiece with them "
-    "(see the seen/unseen table). Not tried yet: distilling on teacher-mined hard negatives "
-    "(as SPLADE++ and D2S do, e.g. with Margin-MSE), pseudo-queries drawn from caption "
-    "text, and other weights and temperatures."
+    "expand (`mlm_distilled`), 5 epochs of batch 64. A batch's other captions are mostly "
+    "unrelated to the query, so the teacher's in-batch distribution says little beyond "
+    "InfoNCE's label, and it is only ever computed for training queries, while most test "
+    "tags share no wordpiece with them (see the seen/unseen table). (2) Pseudo-queries "
+    "(`mlm_pseudo_distilled`): the same MLM/MLM student also trained on every whole word of "
+    "the vocabulary that the teacher matches to some caption with cosine ≥ 0.4 ({pseudo}), "
+    "each judged relevant to the teacher's top caption, 4 epochs; the table of test queries "
+    "that were pseudo-queries shows where that gains and how far the student stays below "
+    "the teacher on words it was trained on. Validation nDCG@10 against the counterparts: "
+    "{gains} (no MLM/MLM model was trained without distillation, so the mlm_distilled gain "
+    "mixes training and distillation). Not tried yet: several positives per pseudo-query "
+    "or a listwise KL over the teacher's top captions (one positive per word teaches one "
+    "caption, while a test tag marks 2.8 images on average), teacher-mined hard negatives "
+    "with Margin-MSE (SPLADE++, D2S), a student larger than SPLADE-tiny (2 layers, 128 "
+    "hidden), other weights and temperatures."
 )
+
+
+def _pseudo_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """How many pseudo-queries the first pseudo-query run learnt from, from its collection."""
+    name = next((n for n in PSEUDO_QUERIES if n in runs), None)
+    if name is None:
+        return "no run finished yet"
+    option = next(o for o in runs[name][0]["overrides"] if o.startswith("--data.collection="))
+    info = Path(option.split("=", 1)[1]) / "collection.json"
+    if not info.is_file():
+        return "collection not on this machine"
+    made = json.loads(info.read_text("utf-8"))["pseudo_queries"]
+    return (
+        f"{made['pseudo_queries']:,} of {made['candidates']:,} words with the seed-"
+        f"{teacher_seed(runs[name][0])} teacher"
+    )
 
 
 def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -556,11 +581,16 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         for name, base in (
             ("m2_distilled", "m2_mlp_mlm_caption"),
             ("mlm_distilled", "splade-zero-shot"),
+            ("mlm_pseudo_distilled", "mlm_distilled"),
         ):
             a, b = (_mean_metric(runs, n, split="validation") for n in (name, base))
             if a is not None and b is not None:
                 gains.append(f"{_label(name)} {a:.4f} vs {_label(base)} {b:.4f} ({a - b:+.4f})")
-        out.append(DISTILLATION_TRIED.format(gains="; ".join(gains) or "not available"))
+        out.append(
+            DISTILLATION_TRIED.format(
+                gains="; ".join(gains) or "not available", pseudo=_pseudo_summary(runs)
+            )
+        )
     m4x, m3 = (
         _mean_metric(runs, n, "R@1000") for n in ("m4x_mlp_mlm_image_caption", "m3_mlp_mlp_caption")
     )
