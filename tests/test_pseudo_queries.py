@@ -139,3 +139,26 @@ def test_bad_requests_fail_clearly(tmp_path: Path, built) -> None:
         build_pseudo_query_collection(src, tmp_path / "x", ckpt, words=WORDS, min_score=1.5)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_pseudo_query_collection(src, tmp_path / "y", tmp_path / "none.pt", words=WORDS)
+
+
+def test_more_words_than_one_scoring_block_keep_their_own_labels(tmp_path: Path, built) -> None:
+    """Words are scored in blocks of 1024: the 1030 words here span two blocks."""
+    from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection, vocabulary_words
+
+    src, ckpt = built[0], built[2]
+    train = _train_queries(src)
+    words = [w for w in vocabulary_words(load_tokenizer("minilm-l6"))[:1030] if w not in train]
+    assert len(words) > 1024
+    build_pseudo_query_collection(src, tmp_path / "o", ckpt, words=words, min_score=-1.0)
+    cos = _brute_force_top(ckpt, words, load_collection(src).images.captions())
+    pseudo = load_collection(tmp_path / "o")
+    ids = list(pseudo.images.ids)
+    got = {
+        pseudo.texts.query(pseudo.texts.index(t)): set(pseudo.qrels["train"][t])
+        for t in pseudo.query_ids("train")
+        if t.startswith("pseudo-")
+    }
+    assert len(got) == len(words)
+    wrong = [w for i, w in enumerate(words) if got[w] != {ids[int(cos[i].argmax())]}]
+    assert not wrong, wrong[:5]

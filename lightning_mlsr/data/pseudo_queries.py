@@ -13,6 +13,9 @@ captions. No validation or test judgment is read: words are taken from the vocab
 whether or not they are test tags, and only the teacher (trained on the train split)
 labels them.
 
+Every word is scored against every caption (exactly, in blocks of 1024 words): meant for
+collections of up to ~10^5 images, not for AToMiC's 10M (that would need an ANN index).
+
 The output is an ordinary collection directory (AToMiC layout) that any experiment reads
 with ``data.collection: DIR``: images and texts are symlinks to the source's parquet files,
 the pseudo-queries are one more texts file, the qrels are the source's, with the pseudo
@@ -161,8 +164,10 @@ def build_pseudo_query_collection(
         teacher, tokenizer, "query", candidates, query_max_length, desc="pseudo-queries"
     )
     k = min(max(positives, 3), len(captions))
-    top = (queries @ docs.T).topk(k, dim=1)  # (N, k)
-    best = top.values[:, 0].numpy()
+    blocks = [(block @ docs.T).topk(k, dim=1) for block in queries.split(1024)]  # (<=1024, k)
+    top_values = torch.cat([b.values for b in blocks])  # (N, k)
+    top_indices = torch.cat([b.indices for b in blocks])  # (N, k)
+    best = top_values[:, 0].numpy()
     keep = np.flatnonzero(best >= min_score)
     passed = len(keep)
     if max_queries is not None and len(keep) > max_queries:
@@ -208,7 +213,7 @@ def build_pseudo_query_collection(
             lines += [
                 f"{qid} Q0 {image_ids[j]} 1"
                 for qid, row in zip(ids, keep, strict=True)
-                for j in top.indices[row, :positives].tolist()
+                for j in top_indices[row, :positives].tolist()
             ]
         (out / "qrels" / f"{split}.trec").write_text("\n".join(lines) + "\n", encoding="utf-8")
     unusable = collection.root / "unusable_images.tsv"
@@ -218,8 +223,8 @@ def build_pseudo_query_collection(
     with (out / "pseudo_queries.tsv").open("w", encoding="utf-8") as f:
         f.write("text_id\tquery\tcosine@1..3\tcaptions@1..3\n")
         for qid, row in zip(ids, keep, strict=True):
-            scores = " ".join(f"{v:.3f}" for v in top.values[row, :3].tolist())
-            caps = " | ".join(captions[j] for j in top.indices[row, :3].tolist())
+            scores = " ".join(f"{v:.3f}" for v in top_values[row, :3].tolist())
+            caps = " | ".join(captions[j] for j in top_indices[row, :3].tolist())
             f.write(f"{qid}\t{candidates[row]}\t{scores}\t{caps}\n")
 
     provenance = {
