@@ -642,7 +642,7 @@ def pseudo_coverage(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     groups = {"a pseudo-query": inside, "not a pseudo-query": set(ids) - inside}
     names = [name, "mlm_distilled", "splade-zero-shot", "dense_caption"]
     return [
-        f"{len(words)} pseudo-queries (`{tsv.parent.name}`: {tsv.parent}); a test query is "
+        f"{len(words)} pseudo-queries (`{tsv.parent.name}` under the work folder); a test query is "
         "counted as a pseudo-query when its text equals one of them (case-insensitive). The "
         "student saw those words with the teacher's top caption as the label, never with the "
         "test judgments.",
