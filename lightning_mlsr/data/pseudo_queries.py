@@ -73,18 +73,12 @@ def teacher_embeddings(
 
     Shape: ``(N,)`` texts -> ``(N, H)`` fp32.
     """
-    from tqdm.auto import tqdm
+    from lightning_mlsr.baselines.common import text_batches
 
-    out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=None):
-        batch = tokenizer(
-            list(texts[start : start + batch_size]),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        out.append(distillation.embed(side, dict(batch)))
+    out = [
+        distillation.embed(side, batch)
+        for batch in text_batches(texts, tokenizer, batch_size, max_length, desc, progress=True)
+    ]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
