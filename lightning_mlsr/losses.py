@@ -259,7 +259,11 @@ class Distillation(nn.Module):
         ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()  # (B, L)
         rows = ids.masked_fill(~mask, -1).cpu().numpy()  # (B, L); padding -> -1
         keys = [row[row >= 0].tobytes() for row in rows]
-        todo = sorted({i for i, key in enumerate(keys) if key not in cache})
+        first: dict[bytes, int] = {}  # each text missing from the cache -> its first row
+        for i, key in enumerate(keys):
+            if key not in cache:
+                first.setdefault(key, i)
+        todo = list(first.values())  # a caption repeated in the batch is encoded once
         if todo:
             pick = torch.tensor(todo, device=ids.device)
             fresh = encoder({k: v.index_select(0, pick) for k, v in inputs.items()})

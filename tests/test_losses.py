@@ -279,3 +279,16 @@ def test_distillation_teacher_cache_drops_the_least_recently_used_beyond_its_siz
     assert teacher.seen == seen  # both cached
     kd.embed("query", _tokens([[2]], 2))
     assert teacher.seen == seen + 1  # [2] was dropped and is encoded again
+
+
+def test_distillation_teacher_cache_encodes_a_text_repeated_in_one_batch_once() -> None:
+    from lightning_mlsr.losses import Distillation
+
+    teacher = _CountingTeacher()
+    kd = Distillation(teacher, cache_size=10)
+    batch = _tokens([[4, 5], [6], [4, 5], [4, 5]], 3)  # one caption for three queries
+    got = kd.embed("doc", batch)
+    assert teacher.seen == 2
+    torch.testing.assert_close(
+        got, Distillation(_CountingTeacher(), cache_size=0).embed("doc", batch)
+    )
