@@ -82,13 +82,6 @@ def teacher_embeddings(
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def _link(target: Path, link: Path) -> None:
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    os.symlink(target.resolve(), link)
-
-
 def build_pseudo_query_collection(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -123,8 +116,10 @@ def build_pseudo_query_collection(
         query_max_length, doc_max_length: token limits, as in training.
     """
     from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.heads.dense import DenseTextHead
     from lightning_mlsr.losses import Distillation
+    from lightning_mlsr.trec import write_trec_qrels
 
     if positives < 1:
         raise ValueError(f"positives must be >= 1, got {positives}")
@@ -143,10 +138,7 @@ def build_pseudo_query_collection(
         cache_size=0,
     )
     candidates = list(words) if words is not None else vocabulary_words(tokenizer)
-    train_queries = {
-        collection.texts.query(collection.texts.index(t)).strip().lower()
-        for t in collection.query_ids("train")
-    }
+    train_queries = {q.strip().lower() for q in split_texts(collection, "train")[1]}
     candidates = [w for w in dict.fromkeys(c.strip() for c in candidates) if w]
     candidates = [w for w in candidates if w.lower() not in train_queries]
     if not candidates:
@@ -183,33 +175,20 @@ def build_pseudo_query_collection(
         (out / sub).mkdir(parents=True, exist_ok=True)
         for old in (out / sub).iterdir():
             old.unlink()
-    for i, path in enumerate(layout.image_files):
-        _link(path, out / "images" / f"{i:05d}-{path.name}")
-    for i, path in enumerate(layout.text_files):
-        _link(path, out / "texts" / f"{i:05d}-{path.name}")
+    for sub, files in (("images", layout.image_files), ("texts", layout.text_files)):
+        for i, path in enumerate(files):
+            os.symlink(path.resolve(), out / sub / f"{i:05d}-{path.name}")
     fields = collection.query_fields
     columns = {"text_id": ids, fields[0]: chosen}
     columns.update({f: [""] * len(chosen) for f in fields[1:]})
     pq.write_table(pa.table(columns), out / "texts" / "zz-pseudo_queries.parquet")
 
     for split in collection.splits:
-        table = collection.qrels_table.table(split)
-        lines = [
-            f"{t} Q0 {d} {r}"
-            for t, d, r in zip(
-                table["text_id"].to_pylist(),
-                table["image_id"].to_pylist(),
-                table["rel"].to_pylist(),
-                strict=True,
-            )
-        ]
+        qrels = dict(collection.qrels[split])
         if split == "train":
-            lines += [
-                f"{qid} Q0 {image_ids[j]} 1"
-                for qid, row in zip(ids, keep, strict=True)
-                for j in top_indices[row, :positives].tolist()
-            ]
-        (out / "qrels" / f"{split}.trec").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            for qid, row in zip(ids, keep, strict=True):
+                qrels[qid] = {image_ids[j]: 1 for j in top_indices[row, :positives].tolist()}
+        write_trec_qrels(out / "qrels" / f"{split}.trec", qrels)
     unusable = collection.root / "unusable_images.tsv"
     if unusable.is_file():
         (out / "unusable_images.tsv").write_text(unusable.read_text("utf-8"), "utf-8")
