@@ -520,13 +520,22 @@ DISTILLATION_TRIED = (
 )
 
 
-def _pseudo_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """How many pseudo-queries the first pseudo-query run learnt from, from its collection."""
+def _first_pseudo_run(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, Path] | None:
+    """The first finished pseudo-query experiment and the collection its first run trained on."""
     name = next((n for n in PSEUDO_QUERIES if n in runs), None)
     if name is None:
-        return "no run finished yet"
+        return None
     option = next(o for o in runs[name][0]["overrides"] if o.startswith("--data.collection="))
-    info = Path(option.split("=", 1)[1]) / "collection.json"
+    return name, Path(option.split("=", 1)[1])
+
+
+def _pseudo_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """How many pseudo-queries the first pseudo-query run learnt from, from its collection."""
+    found = _first_pseudo_run(runs)
+    if found is None:
+        return "no run finished yet"
+    name, collection = found
+    info = collection / "collection.json"
     if not info.is_file():
         return "collection not on this machine"
     made = json.loads(info.read_text("utf-8"))["pseudo_queries"]
@@ -626,19 +635,19 @@ def breakdown(
 
 def pseudo_coverage(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Test queries that were pseudo-queries of the first pseudo-query run vs the rest."""
+    from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
 
-    name = next((n for n in PSEUDO_QUERIES if n in runs), None)
-    if name is None:
+    found = _first_pseudo_run(runs)
+    if found is None:
         return []
-    option = next(o for o in runs[name][0]["overrides"] if o.startswith("--data.collection="))
-    tsv = Path(option.split("=", 1)[1]) / "pseudo_queries.tsv"
+    name, collection = found
+    tsv = collection / "pseudo_queries.tsv"
     if not tsv.is_file():
         return [f"(Not computed: the pseudo-query list {tsv} is not on this machine.)"]
     words = {line.split("\t")[1].lower() for line in tsv.read_text("utf-8").splitlines()[1:]}
-    collection = load_collection("emoji")
-    ids = collection.query_ids("test")
-    inside = {q for q in ids if collection.texts.query(collection.texts.index(q)).lower() in words}
+    ids, queries = split_texts(load_collection("emoji"), "test")
+    inside = {q for q, text in zip(ids, queries, strict=True) if text.lower() in words}
     groups = {"a pseudo-query": inside, "not a pseudo-query": set(ids) - inside}
     names = [name, "mlm_distilled", "splade-zero-shot", "dense_caption"]
     return [
