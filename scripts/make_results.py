@@ -52,6 +52,8 @@ EXPERIMENTS = [
     ("M2 distilled", "m2_distilled"),
     ("MLM/MLM distilled", "mlm_distilled"),
     ("MLM/MLM distilled + pseudo-queries", "mlm_pseudo_distilled"),
+    ("MLM/MLM distilled + pseudo-queries, top 3", "mlm_pseudo_top3_distilled"),
+    ("MLM/MLM distilled + English pseudo-queries", "mlm_pseudo_english_distilled"),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
@@ -63,6 +65,8 @@ ORDER = [
     "m2_distilled",
     "mlm_distilled",
     "mlm_pseudo_distilled",
+    "mlm_pseudo_top3_distilled",
+    "mlm_pseudo_english_distilled",
     "m4x_mlp_mlm_image_caption",
     "m2_mlp_mlm_caption",
     "m3_mlp_mlp_caption",
@@ -71,10 +75,20 @@ ORDER = [
 ]
 LABELS = {name: label for label, name in EXPERIMENTS}
 IMAGE_ONLY = ("m1_mlm_mlm_image", "mlp_mlm_image")
-DISTILLED = ("m2_distilled", "mlm_distilled", "mlm_pseudo_distilled")
+DISTILLED = (
+    "m2_distilled",
+    "mlm_distilled",
+    "mlm_pseudo_distilled",
+    "mlm_pseudo_top3_distilled",
+    "mlm_pseudo_english_distilled",
+)
 #: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
 #: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same)
-PSEUDO_QUERIES = {"mlm_pseudo_distilled": {"min_score": 0.4, "max_queries": None}}
+PSEUDO_QUERIES = {
+    "mlm_pseudo_distilled": {"min_score": 0.4, "max_queries": None},
+    "mlm_pseudo_top3_distilled": {"min_score": 0.4, "max_queries": None, "positives": 3},
+    "mlm_pseudo_english_distilled": {"min_score": 0.4, "max_queries": None, "english": 50000},
+}
 BASELINES = ("bm25", "splade-zero-shot", "dense-zero-shot")
 MEASURES = ["nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000"]
 FIRST_SEED = 42
@@ -95,6 +109,9 @@ COMPARISONS = [
     ("distil", "m2_mlp_mlm_caption", "splade-zero-shot", "nDCG@10"),
     ("distil", "mlm_pseudo_distilled", "mlm_distilled", "nDCG@10"),
     ("distil", "mlm_pseudo_distilled", "splade-zero-shot", "nDCG@10"),
+    ("distil", "mlm_pseudo_top3_distilled", "mlm_pseudo_distilled", "nDCG@10"),
+    ("distil", "mlm_pseudo_english_distilled", "mlm_pseudo_distilled", "nDCG@10"),
+    ("distil", "mlm_pseudo_english_distilled", "splade-zero-shot", "nDCG@10"),
 ]
 
 
@@ -591,6 +608,8 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             ("m2_distilled", "m2_mlp_mlm_caption"),
             ("mlm_distilled", "splade-zero-shot"),
             ("mlm_pseudo_distilled", "mlm_distilled"),
+            ("mlm_pseudo_top3_distilled", "mlm_pseudo_distilled"),
+            ("mlm_pseudo_english_distilled", "mlm_pseudo_distilled"),
         ):
             a, b = (_mean_metric(runs, n, split="validation") for n in (name, base))
             if a is not None and b is not None:
@@ -649,7 +668,8 @@ def pseudo_coverage(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     ids, queries = split_texts(load_collection("emoji"), "test")
     inside = {q for q, text in zip(ids, queries, strict=True) if text.lower() in words}
     groups = {"a pseudo-query": inside, "not a pseudo-query": set(ids) - inside}
-    names = [name, "mlm_distilled", "splade-zero-shot", "dense_caption"]
+    students = [n for n in PSEUDO_QUERIES if n in runs]  # same words: same teacher and cut-off
+    names = [*students, "mlm_distilled", "splade-zero-shot", "dense_caption"]
     return [
         f"{len(words)} pseudo-queries (`{tsv.parent.name}` under the work folder); a test query is "
         "counted as a pseudo-query when its text equals one of them (case-insensitive). The "

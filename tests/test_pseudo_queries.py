@@ -162,3 +162,33 @@ def test_more_words_than_one_scoring_block_keep_their_own_labels(tmp_path: Path,
     assert len(got) == len(words)
     wrong = [w for i, w in enumerate(words) if got[w] != {ids[int(cos[i].argmax())]}]
     assert not wrong, wrong[:5]
+
+
+def test_english_words_are_wordfreqs_most_frequent_plain_words() -> None:
+    from wordfreq import top_n_list, word_frequency
+
+    from lightning_mlsr.data.pseudo_queries import english_words
+
+    got = english_words(2000)
+    plain = [w for w in top_n_list("en", 2000) if len(w) >= 3 and w.isascii() and w.isalpha()]
+    assert got == [w for w in plain if w.islower()] and 1000 < len(got) < 2000
+    freqs = [word_frequency(w, "en") for w in got]
+    assert all(a >= b for a, b in zip(freqs, freqs[1:]))  # most frequent first
+    with pytest.raises(ValueError, match="n must be"):
+        english_words(0)
+
+
+def test_english_words_join_the_candidates(tmp_path: Path, built) -> None:
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection, english_words
+
+    src, ckpt = built[0], built[2]
+    info = build_pseudo_query_collection(
+        src, tmp_path / "e", ckpt, words=WORDS, english=40, min_score=-1.0
+    )
+    train = _train_queries(src)
+    want = [w for w in dict.fromkeys(WORDS + english_words(40)) if w.lower() not in train]
+    assert "the" in WORDS and "of" not in english_words(40)  # a word of both is counted once
+    assert info["candidates"] == info["pseudo_queries"] == len(want) > len(_candidates(src))
+    assert info["words"] == "given list + wordfreq top 40 English words"
+    tsv = (tmp_path / "e" / "pseudo_queries.tsv").read_text("utf-8").splitlines()[1:]
+    assert [line.split("\t")[1] for line in tsv] == want

@@ -6,7 +6,9 @@ Why: on the bundled collection most validation and test tags share no wordpiece 
 training tag (DATA.md), so in-batch distillation on training queries never shows the
 student the words it is tested on. A frozen dense teacher can judge any text, so the
 student can be distilled on queries the qrels never had. Here a pseudo-query is a whole
-word of the teacher's WordPiece vocabulary (or a line of a file you give); the teacher
+word of the teacher's WordPiece vocabulary (or a line of a file you give), optionally
+joined by the most frequent English words of ``wordfreq`` (``english_words``; most words a
+WordPiece vocabulary splits into pieces — "calculator", "chopsticks" — are there); the teacher
 scores it against every caption, and words whose best caption scores at least
 ``min_score`` become training queries, judged relevant to their top ``positives``
 captions. No validation or test judgment is read: words are taken from the vocabulary
@@ -45,7 +47,12 @@ from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.layout import find_layout, read_defaults
 from lightning_mlsr.data.load import load_collection
 
-__all__ = ["build_pseudo_query_collection", "teacher_embeddings", "vocabulary_words"]
+__all__ = [
+    "build_pseudo_query_collection",
+    "english_words",
+    "teacher_embeddings",
+    "vocabulary_words",
+]
 
 #: text ids of pseudo-queries: this prefix and a running number
 ID_PREFIX = "pseudo-"
@@ -57,6 +64,22 @@ def vocabulary_words(tokenizer: Any, pattern: str = r"[a-z]{3,}") -> list[str]:
     vocab = tokenizer.get_vocab()  # token -> id
     rx = re.compile(pattern)
     return [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if rx.fullmatch(w)]
+
+
+def english_words(n: int, pattern: str = r"[a-z]{3,}") -> list[str]:
+    """Of the ``n`` most frequent English words of ``wordfreq`` (``top_n_list("en", n)``: a
+    blend of Wikipedia, subtitles, news, books, web and social text), those that match
+    ``pattern``, most frequent first. Needs the ``pseudo`` extra (``wordfreq``)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    try:
+        from wordfreq import top_n_list
+    except ImportError as e:  # not a runtime dependency of training
+        raise ImportError(
+            "English word candidates come from wordfreq: pip install -e '.[pseudo]'"
+        ) from e
+    rx = re.compile(pattern)
+    return [w for w in top_n_list("en", n) if rx.fullmatch(w)]
 
 
 @torch.no_grad()
@@ -90,6 +113,7 @@ def build_pseudo_query_collection(
     backbone: str = "minilm-l6",
     pooling: str = "mean",
     words: Sequence[str] | None = None,
+    english: int = 0,
     min_score: float = 0.5,
     max_queries: int | None = 4000,
     positives: int = 1,
@@ -107,6 +131,8 @@ def build_pseudo_query_collection(
         backbone, pooling: the teacher's text encoder, as in that experiment.
         words: the pseudo-queries to consider; None takes the teacher tokenizer's whole
             words (:func:`vocabulary_words`). Words equal to a training query are left out.
+        english: also consider this many of the most frequent English words
+            (:func:`english_words`; 0: none), after ``words``.
         min_score: keep a word only if its best caption's cosine reaches this (a word the
             teacher matches to nothing is noise, not a query).
         max_queries: keep at most this many of the words that pass, drawn at random with
@@ -138,6 +164,8 @@ def build_pseudo_query_collection(
         cache_size=0,
     )
     candidates = list(words) if words is not None else vocabulary_words(tokenizer)
+    if english:
+        candidates += english_words(english)
     train_queries = {q.strip().lower() for q in split_texts(collection, "train")[1]}
     candidates = [w for w in dict.fromkeys(c.strip() for c in candidates) if w]
     candidates = [w for w in candidates if w.lower() not in train_queries]
@@ -204,7 +232,8 @@ def build_pseudo_query_collection(
         "source": str(collection.root.resolve()),
         "teacher_checkpoint": str(Path(teacher_checkpoint).resolve()),
         "teacher_backbone": backbone,
-        "words": "given list" if words is not None else f"{backbone} vocabulary whole words",
+        "words": ("given list" if words is not None else f"{backbone} vocabulary whole words")
+        + (f" + wordfreq top {english} English words" if english else ""),
         "candidates": len(candidates),
         "min_score": min_score,
         "passed_min_score": passed,
@@ -236,6 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--teacher", required=True, help="dense caption checkpoint (.ckpt/.pt)")
     parser.add_argument("--out", required=True, help="directory of the new collection")
     parser.add_argument("--words", help="file with one candidate pseudo-query per line")
+    parser.add_argument(
+        "--english",
+        type=int,
+        default=0,
+        help="also the N most frequent English words (wordfreq; the pseudo extra)",
+    )
     parser.add_argument("--min-score", type=float, default=0.5)
     parser.add_argument("--max-queries", type=int, default=4000, help="0 keeps all")
     parser.add_argument("--positives", type=int, default=1)
@@ -252,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out,
         args.teacher,
         words=words,
+        english=args.english,
         min_score=args.min_score,
         max_queries=args.max_queries or None,
         positives=args.positives,
