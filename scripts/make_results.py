@@ -356,17 +356,14 @@ def load_runs() -> dict[str, list[dict[str, Any]]]:
 def seen_query_ids(split: str = "test") -> tuple[set[str], set[str]]:
     """Queries of ``split`` whose wordpieces all occur in some training query, and the rest."""
     from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
 
     collection = load_collection("emoji")
     tokenizer = load_tokenizer("splade-tiny")
-
-    def pieces(qid: str) -> set[str]:
-        return set(tokenizer.tokenize(collection.texts.query(collection.texts.index(qid))))
-
-    train = set().union(*(pieces(q) for q in collection.query_ids("train")))
-    ids = collection.query_ids(split)
-    seen = {q for q in ids if pieces(q) <= train}
+    train = set().union(*(tokenizer.tokenize(t) for t in split_texts(collection, "train")[1]))
+    ids, texts = split_texts(collection, split)
+    seen = {q for q, t in zip(ids, texts, strict=True) if set(tokenizer.tokenize(t)) <= train}
     return seen, set(ids) - seen
 
 
