@@ -540,13 +540,18 @@ DISTILLATION_TRIED = (
 )
 
 
+def _run_collection(run: dict[str, Any]) -> Path:
+    """The pseudo-query collection a run trained on (its ``--data.collection`` override)."""
+    option = next(o for o in run["overrides"] if o.startswith("--data.collection="))
+    return Path(option.split("=", 1)[1])
+
+
 def _first_pseudo_run(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, Path] | None:
     """The first finished pseudo-query experiment and the collection its first run trained on."""
     name = next((n for n in PSEUDO_QUERIES if n in runs), None)
     if name is None:
         return None
-    option = next(o for o in runs[name][0]["overrides"] if o.startswith("--data.collection="))
-    return name, Path(option.split("=", 1)[1])
+    return name, _run_collection(runs[name][0])
 
 
 def _pseudo_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
@@ -656,31 +661,37 @@ def breakdown(
 
 
 def pseudo_coverage(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Test queries that were pseudo-queries of the first pseudo-query run vs the rest."""
+    """Per list of pseudo-queries (that of each pseudo-query experiment's first run; runs with
+    the same words share a table): test queries that were among them vs the rest."""
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
 
-    found = _first_pseudo_run(runs)
-    if found is None:
-        return []
-    name, collection = found
-    tsv = collection / "pseudo_queries.tsv"
-    if not tsv.is_file():
-        return [f"(Not computed: the pseudo-query list {tsv} is not on this machine.)"]
-    words = {line.split("\t")[1].lower() for line in tsv.read_text("utf-8").splitlines()[1:]}
     ids, queries = split_texts(load_collection("emoji"), "test")
-    inside = {q for q, text in zip(ids, queries, strict=True) if text.lower() in words}
-    groups = {"a pseudo-query": inside, "not a pseudo-query": set(ids) - inside}
-    students = [n for n in PSEUDO_QUERIES if n in runs]  # same words: same teacher and cut-off
-    names = [*students, "mlm_distilled", "splade-zero-shot", "dense_caption"]
-    return [
-        f"{len(words)} pseudo-queries (`{tsv.parent.name}` under the work folder); a test query is "
-        "counted as a pseudo-query when its text equals one of them (case-insensitive). The "
-        "student saw those words with the teacher's top caption as the label, never with the "
-        "test judgments.",
-        "",
-        *breakdown(runs, groups, names),
-    ]
+    tables: dict[frozenset[str], tuple[Path, list[str]]] = {}
+    out: list[str] = []
+    for name in (n for n in PSEUDO_QUERIES if n in runs):
+        tsv = _run_collection(runs[name][0]) / "pseudo_queries.tsv"
+        if not tsv.is_file():
+            out += [f"(Not computed for {_label(name)}: {tsv} is not on this machine.)", ""]
+            continue
+        lines = tsv.read_text("utf-8").splitlines()[1:]
+        words = frozenset(line.split("\t")[1].lower() for line in lines)
+        tables.setdefault(words, (tsv, []))[1].append(name)
+    for words, (tsv, students) in tables.items():
+        inside = {q for q, text in zip(ids, queries, strict=True) if text.lower() in words}
+        groups = {"a pseudo-query": inside, "not a pseudo-query": set(ids) - inside}
+        out += [
+            f"{len(words)} pseudo-queries (`{tsv.parent.name}` under the work folder), those "
+            f"of {', '.join(_label(n) for n in students)}; a test query is counted as a "
+            "pseudo-query when its text equals one of them (case-insensitive). The student saw "
+            "those words with the teacher's labels, never with the test judgments.",
+            "",
+            *breakdown(
+                runs, groups, [*students, "mlm_distilled", "splade-zero-shot", "dense_caption"]
+            ),
+            "",
+        ]
+    return out[:-1] if out else out
 
 
 def report(runs: dict[str, list[dict[str, Any]]]) -> str:

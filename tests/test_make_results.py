@@ -108,3 +108,43 @@ def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
         assert make_results.teacher_seed({"overrides": options}) == 42
     assert calls == [("emoji", first, make_results.PSEUDO_QUERIES[name])]
     assert [p.name for p in (tmp_path / "pseudo").iterdir()] == [collection.name]  # no temp left
+
+
+def test_pseudo_coverage_has_one_table_per_word_list(tmp_path: Path) -> None:
+    """Students trained on the same pseudo-queries share a table; another list gets its own,
+    and a query counts as a pseudo-query of a list when its text is in that list."""
+    from lightning_mlsr.baselines.common import split_texts
+    from lightning_mlsr.data import load_collection
+
+    ids, texts = split_texts(load_collection("emoji"), "test")
+    first, second = texts[0].lower(), texts[1].lower()
+
+    def collection(name: str, words: list[str]) -> list[str]:
+        d = tmp_path / name
+        d.mkdir()
+        rows = "".join(f"pseudo-{i:06d}\t{w}\t0.5\tcap\n" for i, w in enumerate(words))
+        (d / "pseudo_queries.tsv").write_text("text_id\tquery\tcos\tcaps\n" + rows, "utf-8")
+        return [f"--data.collection={d}"]
+
+    def run(overrides: list[str], value: float) -> dict:
+        per_query = {q: (value if q == ids[0] else 0.0) for q in ids}
+        return {"overrides": overrides, "per_query": {"test": {"nDCG@10": per_query}}}
+
+    small, large = collection("small", [first]), collection("large", [first, second, "zzz"])
+    runs = {
+        "mlm_pseudo_distilled": [run(small, 0.6)],
+        "mlm_pseudo_top3_distilled": [run(small, 0.4)],
+        "mlm_pseudo_english_distilled": [run(large, 1.0)],
+    }
+    lines = make_results.pseudo_coverage(runs)
+    heads = [line for line in lines if line.startswith("| model |")]
+    assert heads == [
+        f"| model | a pseudo-query (1 queries) | not a pseudo-query ({len(ids) - 1} queries) |",
+        f"| model | a pseudo-query (2 queries) | not a pseudo-query ({len(ids) - 2} queries) |",
+    ]
+    rows = [line for line in lines if line.startswith("| MLM/MLM")]
+    assert rows == [
+        "| MLM/MLM distilled + pseudo-queries | 0.6000 | 0.0000 |",
+        "| MLM/MLM distilled + pseudo-queries, top 3 | 0.4000 | 0.0000 |",
+        "| MLM/MLM distilled + English pseudo-queries | 0.5000 | 0.0000 |",  # (1.0 + 0.0) / 2
+    ]
