@@ -28,7 +28,9 @@ def _world() -> tuple[int, int]:
 class InfoNCE(nn.Module):
     """In-batch-negatives InfoNCE: cross-entropy over ``q @ d.T / temperature``.
 
-    Document ``i`` is the positive of query ``i``; every other document in the batch (and,
+    Document ``i`` is the positive of query ``i``; documents after the ``B`` positives (hard
+    negatives, :mod:`lightning_mlsr.data.negatives`) are negatives of every query, as is
+    every other document in the batch (and,
     with ``gather_across_ranks``, on every rank) is a negative, except those marked in
     ``false_negatives``, which are removed from the softmax (their score is set to -inf)
     so duplicates and co-relevant documents are not pushed away.
@@ -36,16 +38,16 @@ class InfoNCE(nn.Module):
     With ``gather_across_ranks=True`` and a process group of world size > 1, the documents
     of all ranks are gathered *with gradients* (``torch.distributed.nn.functional.
     all_gather``); each rank keeps its own ``B`` queries, and the positive of local query
-    ``i`` is column ``rank * B + i``. All ranks must use the same batch size. Then
-    ``false_negatives`` must describe the gathered documents, shape ``(B, B * world)``, or
-    be None.
+    ``i`` is column ``rank * N + i`` (``N`` documents per rank). All ranks must use the same
+    batch size. Then ``false_negatives`` must describe the gathered documents, shape
+    ``(B, N * world)``, or be None.
 
     Args:
         temperature: scores are divided by it.
         gather_across_ranks: use the documents of all ranks as negatives.
 
     Shape:
-        q ``(B, V)``, d ``(B, V)``, false_negatives ``(B, B_all)`` bool -> scalar.
+        q ``(B, V)``, d ``(N, V)`` (``N >= B``), false_negatives ``(B, N_all)`` bool -> scalar.
     """
 
     def __init__(self, temperature: float = 1.0, gather_across_ranks: bool = False) -> None:
@@ -73,12 +75,13 @@ class InfoNCE(nn.Module):
         """Masked fp32 logits and the column of each query's positive.
 
         Shape:
-            q ``(B, V)``, d ``(B, V)`` -> logits ``(B, B_all)``, labels ``(B,)`` long.
+            q ``(B, V)``, d ``(N, V)`` -> logits ``(B, N_all)``, labels ``(B,)`` long.
         """
-        if q.shape[0] != d.shape[0]:
+        if d.shape[0] < q.shape[0]:
             raise ValueError(
                 f"InfoNCE: {q.shape[0]} queries but {d.shape[0]} documents; each query needs "
-                "its positive document at the same batch index."
+                "its positive document at the same batch index (extra documents after the "
+                "positives are hard negatives)."
             )
         docs, offset = self._gather(d)  # (B_all, V)
         logits = (q.float() @ docs.float().T) / self.temperature  # (B, B_all)
@@ -102,7 +105,7 @@ class InfoNCE(nn.Module):
         d: torch.Tensor,
         false_negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean cross-entropy of each query's positive. Shape: ``(B, V)``, ``(B, V)`` -> scalar."""
+        """Mean cross-entropy of each query's positive. Shape: ``(B, V)``, ``(N, V)`` -> scalar."""
         logits, labels = self.scores(q, d, false_negatives)
         return F.cross_entropy(logits, labels)
 
@@ -185,7 +188,8 @@ class Distillation(nn.Module):
             collection whole (~5.5k texts; 384 floats each for MiniLM-L6).
 
     Shape:
-        student q ``(B, V)``, d ``(B, V)`` and the two tokenized batches -> scalar.
+        student q ``(B, V)``, d ``(N, V)`` (positives first, then any hard negatives) and
+        the two tokenized batches -> scalar.
     """
 
     def __init__(
@@ -280,7 +284,7 @@ class Distillation(nn.Module):
     def teacher_scores(
         self, queries: Mapping[str, torch.Tensor], docs: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
-        """The teacher's in-batch logits. Shape: ``(B, B)`` fp32."""
+        """The teacher's in-batch logits. Shape: ``(B, N)`` fp32."""
         q = self.embed("query", queries)  # (B, H)
         d = self.embed("doc", docs)  # (B, H)
         return q @ d.T / self.teacher_temperature
@@ -295,10 +299,10 @@ class Distillation(nn.Module):
     ) -> torch.Tensor:
         """Weighted KL of the student's in-batch scores to the teacher's.
 
-        Shape: q ``(B, V)``, d ``(B, V)``, false_negatives ``(B, B)`` -> scalar.
+        Shape: q ``(B, V)``, d ``(N, V)``, false_negatives ``(B, N)`` -> scalar.
         """
-        student = q.float() @ d.float().T / self.student_temperature  # (B, B)
-        teacher = self.teacher_scores(queries, docs)  # (B, B)
+        student = q.float() @ d.float().T / self.student_temperature  # (B, N)
+        teacher = self.teacher_scores(queries, docs)  # (B, N)
         drop = None
         if false_negatives is not None:
             drop = false_negatives.bool().clone()

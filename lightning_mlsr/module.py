@@ -42,7 +42,8 @@ class SparseBiEncoder(L.LightningModule):
         doc_encoder: a head of the same kind (caption, image, or both).
         loss: ranking loss over in-batch negatives (default ``InfoNCE()``): any
             ``nn.Module`` called as ``loss(q, d, false_negatives)`` -> scalar, with ``q``
-            ``(B, V)``, ``d`` ``(B, V)`` and ``false_negatives`` ``(B, B)`` bool or None.
+            ``(B, V)``, ``d`` ``(N, V)`` (the B positives, then any hard negatives) and
+            ``false_negatives`` ``(B, N)`` bool or None.
             A loss with ``gather_across_ranks = True`` gets the ``(B, B * world)`` mask of
             the documents of every DDP rank instead.
         query_regularizer / doc_regularizer: FLOPS or L1 penalty on each side (weights
@@ -140,25 +141,25 @@ class SparseBiEncoder(L.LightningModule):
         return self.doc_encoder(inputs)
 
     def _false_negatives(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        """This rank's ``(B, B)`` mask, or for a loss that gathers the documents of every
-        rank the ``(B, B * world)`` mask, recomputed from the gathered document ids."""
+        """This rank's ``(B, N)`` mask, or for a loss that gathers the documents of every
+        rank the ``(B, N * world)`` mask, recomputed from the gathered document ids."""
         mask = batch.get("false_negatives")
         world = self.trainer.world_size if self._trainer is not None else 1
         if not (getattr(self.loss, "gather_across_ranks", False) and world > 1):
             return mask
-        doc_idx = cast(torch.Tensor, self.all_gather(batch["doc_idx"])).reshape(-1)  # (W * B,)
+        doc_idx = cast(torch.Tensor, self.all_gather(batch["doc_idx"])).reshape(-1)  # (W * N,)
         offset = self.global_rank * batch["doc_idx"].shape[0]
         return gathered_false_negatives(batch["relevant_doc_idx"], doc_idx, offset)
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> dict[str, torch.Tensor]:
-        q, d = self(batch["query"], batch["doc"])  # (B, V), (B, V)
+        q, d = self(batch["query"], batch["doc"])  # (B, V), (N, V)
         rank_loss = self.loss(q, d, self._false_negatives(batch))
         out = {"rank_loss": rank_loss}
         if split == "train" and self._logs_this_step():  # full (B, V) passes: only when logged
             out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
         total = rank_loss
         if self.distillation is not None:
-            # local in-batch scores; batch["false_negatives"] is this rank's (B, B) mask
+            # local in-batch scores; batch["false_negatives"] is this rank's (B, N) mask
             kd = self.distillation(q, d, batch["query"], batch["doc"], batch.get("false_negatives"))
             out["distill_loss"] = kd
             total = total + kd

@@ -54,6 +54,7 @@ EXPERIMENTS = [
     ("MLM/MLM distilled + pseudo-queries", "mlm_pseudo_distilled"),
     ("MLM/MLM distilled + pseudo-queries, top 3", "mlm_pseudo_top3_distilled"),
     ("MLM/MLM distilled + English pseudo-queries", "mlm_pseudo_english_distilled"),
+    ("… + teacher-mined hard negatives", "mlm_pseudo_english_hardneg_distilled"),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
@@ -67,6 +68,7 @@ ORDER = [
     "mlm_pseudo_distilled",
     "mlm_pseudo_top3_distilled",
     "mlm_pseudo_english_distilled",
+    "mlm_pseudo_english_hardneg_distilled",
     "m4x_mlp_mlm_image_caption",
     "m2_mlp_mlm_caption",
     "m3_mlp_mlp_caption",
@@ -81,6 +83,7 @@ DISTILLED = (
     "mlm_pseudo_distilled",
     "mlm_pseudo_top3_distilled",
     "mlm_pseudo_english_distilled",
+    "mlm_pseudo_english_hardneg_distilled",
 )
 #: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
 #: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same)
@@ -88,7 +91,15 @@ PSEUDO_QUERIES = {
     "mlm_pseudo_distilled": {"min_score": 0.4, "max_queries": None},
     "mlm_pseudo_top3_distilled": {"min_score": 0.4, "max_queries": None, "positives": 3},
     "mlm_pseudo_english_distilled": {"min_score": 0.4, "max_queries": None, "english": 50000},
+    "mlm_pseudo_english_hardneg_distilled": {
+        "min_score": 0.4,
+        "max_queries": None,
+        "english": 50000,
+    },
 }
+#: experiments whose training batches hold teacher-mined hard negatives, and how deep each
+#: query's list is mined (lightning_mlsr.data.negatives; the YAML says the same)
+HARD_NEGATIVES = {"mlm_pseudo_english_hardneg_distilled": 30}
 BASELINES = ("bm25", "splade-zero-shot", "dense-zero-shot")
 MEASURES = ["nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000"]
 FIRST_SEED = 42
@@ -112,6 +123,8 @@ COMPARISONS = [
     ("distil", "mlm_pseudo_top3_distilled", "mlm_pseudo_distilled", "nDCG@10"),
     ("distil", "mlm_pseudo_english_distilled", "mlm_pseudo_distilled", "nDCG@10"),
     ("distil", "mlm_pseudo_english_distilled", "splade-zero-shot", "nDCG@10"),
+    ("distil", "mlm_pseudo_english_hardneg_distilled", "mlm_pseudo_english_distilled", "nDCG@10"),
+    ("distil", "mlm_pseudo_english_hardneg_distilled", "splade-zero-shot", "nDCG@10"),
 ]
 
 
@@ -264,7 +277,11 @@ def overrides_for(name: str, seed: int, work: Path) -> list[str]:
         if teacher.is_file():
             options = [f"--model.distillation.init_args.checkpoint={teacher}"]
             if name in PSEUDO_QUERIES:
-                options.append(f"--data.collection={pseudo_collection(name, teacher, work)}")
+                collection = pseudo_collection(name, teacher, work)
+                options.append(f"--data.collection={collection}")
+                if name in HARD_NEGATIVES:
+                    negatives = hard_negatives(collection, teacher, HARD_NEGATIVES[name])
+                    options.append(f"--data.hard_negatives={negatives}")
             return options
     if name in PSEUDO_QUERIES:
         raise FileNotFoundError(
@@ -291,6 +308,18 @@ def pseudo_collection(name: str, teacher: Path, work: Path) -> Path:
             tmp.rename(out)
         except OSError:  # another queue finished first: keep its copy
             shutil.rmtree(tmp)
+    return out
+
+
+def hard_negatives(collection: Path, teacher: Path, depth: int) -> Path:
+    """The teacher's top ``depth`` non-relevant captions of every training query of
+    ``collection``, mined once beside it (lightning_mlsr.data.negatives; written aside and
+    renamed, so a parallel queue never reads half a file)."""
+    from lightning_mlsr.data.negatives import mine_hard_negatives
+
+    out = collection / f"hard_negatives-depth{depth}.tsv"
+    if not out.is_file():
+        mine_hard_negatives(collection, out, teacher, depth=depth)
     return out
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -208,3 +209,33 @@ def dense_teacher_checkpoint(path: Path) -> Path:
     state.update({f"doc_encoder.{k}": v for k, v in d.state_dict().items()})
     torch.save({"state_dict": state}, path)
     return path
+
+
+def teacher_cosines(ckpt: Path, words: list[str], captions: list[str]) -> torch.Tensor:
+    """A dense bi-encoder checkpoint's cosines ``(len(words), len(captions))`` straight from
+    its encoders, one text at a time (no padding): mean of the last hidden states,
+    L2-normalised. The oracle for what a teacher ranks (pseudo-queries, hard negatives)."""
+    from lightning_mlsr.backbones import load_text_encoder, load_tokenizer
+
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    tok = load_tokenizer("minilm-l6")
+    out = []
+    for prefix, texts, length in (("query_encoder.", words, 16), ("doc_encoder.", captions, 32)):
+        enc = load_text_encoder("minilm-l6").eval()
+        enc.load_state_dict(
+            {
+                k[len(prefix) + len("encoder.") :]: v
+                for k, v in state.items()
+                if k.startswith(prefix)
+            }
+        )
+        embs = []
+        with torch.no_grad():
+            for text in texts:  # one at a time: no padding at all
+                b = tok([text], truncation=True, max_length=length, return_tensors="pt")
+                h = enc(
+                    input_ids=b["input_ids"], attention_mask=b["attention_mask"]
+                ).last_hidden_state
+                embs.append(F.normalize(h.mean(1), dim=-1)[0])
+        out.append(torch.stack(embs))
+    return out[0] @ out[1].T

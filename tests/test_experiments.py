@@ -36,6 +36,8 @@ def fast_args(config: Path, tmp_path: Path) -> list[str]:
     ]
     if "pseudo_queries" in config.read_text():  # its collection is labelled by a teacher
         args += _pseudo_query_collection(tmp_path)
+    if "hard_negatives:" in config.read_text():  # mined by a teacher for its collection
+        args += _hard_negatives(tmp_path / "pseudo", tmp_path / "negatives.tsv")
     if _reads_images(config):
         # 64 px instead of 224: the frozen-feature cache fills in seconds, not minutes
         args.append("--model.doc_encoder.init_args.image_size=64")
@@ -53,6 +55,26 @@ def _pseudo_query_collection(tmp_path: Path) -> list[str]:
         "emoji", out, teacher, words=["pilot", "sandwich", "tractor"], min_score=0.0
     )
     return [f"--data.collection={out}", f"--model.distillation.init_args.checkpoint={teacher}"]
+
+
+def _hard_negatives(collection: Path, out: Path) -> list[str]:
+    """Five random images per training query of ``collection`` (a smoke test of the
+    experiment; mining itself is tested in test_negatives.py)."""
+    from lightning_mlsr.baselines.common import split_texts
+    from lightning_mlsr.data import load_collection
+
+    c = load_collection(collection)
+    ids, _ = split_texts(c, "train")
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(c.images), (len(ids), 5))
+    out.write_text(
+        "".join(
+            "\t".join([q, *(c.images.ids[int(j)] for j in row)]) + "\n"
+            for q, row in zip(ids, picks)
+        ),
+        "utf-8",
+    )
+    return [f"--data.hard_negatives={out}"]
 
 
 def test_every_experiment_is_found() -> None:

@@ -7,12 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.data.errors import DataError
-from tests.helpers import dense_teacher_checkpoint, write_atomic
+from tests.helpers import dense_teacher_checkpoint, teacher_cosines, write_atomic
 
 #: "colours blue" is the query of training text T2 of the helper collection
 WORDS = ["crimson", "azure", "banana", "the", "of", "transparent", "glass", "azure", "Colours Blue"]
@@ -29,35 +27,6 @@ def _candidates(source: Path) -> list[str]:
     return [w for w in dict.fromkeys(WORDS) if w.lower() not in train]
 
 
-def _brute_force_top(ckpt: Path, words: list[str], captions: list[str]) -> torch.Tensor:
-    """Cosines ``(len(words), len(captions))`` straight from the encoders: mean of the last
-    hidden states over the attention mask, L2-normalised."""
-    from lightning_mlsr.backbones import load_text_encoder, load_tokenizer
-
-    state = torch.load(ckpt, weights_only=False)["state_dict"]
-    tok = load_tokenizer("minilm-l6")
-    out = []
-    for prefix, texts, length in (("query_encoder.", words, 16), ("doc_encoder.", captions, 32)):
-        enc = load_text_encoder("minilm-l6").eval()
-        enc.load_state_dict(
-            {
-                k[len(prefix) + len("encoder.") :]: v
-                for k, v in state.items()
-                if k.startswith(prefix)
-            }
-        )
-        embs = []
-        with torch.no_grad():
-            for text in texts:  # one at a time: no padding at all
-                b = tok([text], truncation=True, max_length=length, return_tensors="pt")
-                h = enc(
-                    input_ids=b["input_ids"], attention_mask=b["attention_mask"]
-                ).last_hidden_state
-                embs.append(F.normalize(h.mean(1), dim=-1)[0])
-        out.append(torch.stack(embs))
-    return out[0] @ out[1].T
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """The source collection, the written one, the teacher, the provenance, the brute-force cosines of the
@@ -67,7 +36,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     tmp = tmp_path_factory.mktemp("pseudo")
     source = write_atomic(tmp / "source")  # 4 images in two files, queries of 3 fields
     ckpt = dense_teacher_checkpoint(tmp / "teacher.pt")
-    cos = _brute_force_top(ckpt, _candidates(source), load_collection(source).images.captions())
+    cos = teacher_cosines(ckpt, _candidates(source), load_collection(source).images.captions())
     best = cos.max(dim=1).values.sort().values
     threshold = float(best[len(best) // 2 - 1] + best[len(best) // 2]) / 2
     info = build_pseudo_query_collection(
@@ -151,7 +120,7 @@ def test_more_words_than_one_scoring_block_keep_their_own_labels(tmp_path: Path,
     words = [w for w in vocabulary_words(load_tokenizer("minilm-l6"))[:1030] if w not in train]
     assert len(words) > 1024
     build_pseudo_query_collection(src, tmp_path / "o", ckpt, words=words, min_score=-1.0)
-    cos = _brute_force_top(ckpt, words, load_collection(src).images.captions())
+    cos = teacher_cosines(ckpt, words, load_collection(src).images.captions())
     pseudo = load_collection(tmp_path / "o")
     ids = list(pseudo.images.ids)
     got = {

@@ -23,6 +23,7 @@ from lightning_mlsr.data.tables import Collection
 
 if TYPE_CHECKING:
     from lightning_mlsr.data.features import FeatureStore
+    from lightning_mlsr.data.negatives import HardNegatives
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -67,6 +68,10 @@ class Collator:
         pairs: np.ndarray | None = None,
         relevant: RelevantPairs | None = None,
         on_corrupt_image: Literal["skip", "error"] = "skip",
+        negatives: HardNegatives | None = None,
+        negatives_per_query: int = 1,
+        negative_depth: int | None = None,
+        seed: int = 0,
     ) -> None:
         self.collection = collection
         self.query = query
@@ -74,6 +79,12 @@ class Collator:
         self.pairs = pairs  # (P, 2) [text row, image row]
         self.relevant = relevant or RelevantPairs(np.zeros(0), np.zeros(0), 1)
         self.on_corrupt_image = on_corrupt_image
+        # pair batches also get negatives_per_query hard negatives per pair, drawn from each
+        # query's first negative_depth (see lightning_mlsr.data.negatives)
+        self.negatives = negatives
+        self.negatives_per_query = negatives_per_query
+        self.negative_depth = negative_depth
+        self.seed = seed
 
     def encode_texts(self, texts: list[str], side: SideSpec) -> dict[str, torch.Tensor]:
         enc = side.tokenizer(
@@ -126,11 +137,14 @@ class Collator:
 
     # collate functions ---------------------------------------------------------------
     def pair_batch(self, pair_rows: list[int]) -> Batch:
-        """A batch of (query, positive image) pairs.
+        """A batch of (query, positive image) pairs; with hard negatives, the ``B``
+        positives are followed by ``B * negatives_per_query`` negatives (pair ``i``'s at
+        ``B + i * n ...``), so documents are ``(B * (1 + n), ...)``.
 
         A pair whose image is corrupt is replaced by a copy of a good pair of the same
         batch, so every batch (and every DDP rank) keeps its size; the copy's image is
         relevant to its query, so the false-negative mask keeps it out of the negatives.
+        A corrupt hard negative is replaced by the next pair's positive.
         """
         assert self.pairs is not None
         pairs = self.pairs[pair_rows]
@@ -146,6 +160,10 @@ class Collator:
             by_row = dict(zip(good, decoded))
             decoded = [by_row[r] for r in pairs[:, 1].tolist()]
         text_rows, image_rows = pairs[:, 0].tolist(), pairs[:, 1].tolist()
+        if self.negatives is not None:
+            negs, neg_decoded, neg_bad = self._hard_negatives(pair_rows, text_rows, image_rows)
+            image_rows, bad = image_rows + negs, bad + neg_bad
+            decoded = [*decoded, *neg_decoded]
         return {
             "query": self.queries(text_rows),
             "doc": self.docs(image_rows, decoded),
@@ -156,6 +174,28 @@ class Collator:
             "relevant_doc_idx": torch.from_numpy(self.relevant.images_of(text_rows)),
             "skipped_images": bad,
         }
+
+    def _hard_negatives(
+        self, pair_rows: list[int], text_rows: list[int], positives: list[int]
+    ) -> tuple[list[int], list[Any], list[str]]:
+        """Image rows of each pair's sampled hard negatives (pair-major), their decoded
+        images (pixel path only) and the ids of corrupt ones (replaced by the next pair's
+        positive). The draw is seeded by the batch's pair indices: reproducible, and new
+        each epoch as batches are reshuffled."""
+        assert self.negatives is not None
+        n, b = self.negatives_per_query, len(text_rows)
+        rng = np.random.default_rng([self.seed, *pair_rows])
+        negs = self.negatives.sample(text_rows, n, rng, self.negative_depth).reshape(-1)  # (B*n,)
+        good, bad, decoded = self.usable(negs.tolist())
+        if not bad:
+            return negs.tolist(), decoded, []
+        kept = set(good)
+        rows = [
+            r if r in kept else positives[(k // n + 1) % b] for k, r in enumerate(negs.tolist())
+        ]
+        by_row = dict(zip(good, decoded))
+        decoded = [by_row[r] if r in by_row else self.collection.images.load_image(r) for r in rows]
+        return rows, decoded, bad
 
     def doc_batch(self, rows: list[int]) -> Batch:
         """Corpus rows; corrupt images are left out of the batch (and so of the index)."""

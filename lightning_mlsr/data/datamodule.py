@@ -38,6 +38,7 @@ from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.corpus import EvalCorpus, eval_corpus_rows, shard_indices
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features import FeatureStore
+from lightning_mlsr.data.negatives import HardNegatives
 from lightning_mlsr.data.pairs import RelevantPairs
 from lightning_mlsr.data.sampler import ResumableDataLoader, ResumableSampler
 
@@ -79,6 +80,11 @@ class RetrievalDataModule(L.LightningDataModule):
             judged in the split, AToMiC's "small" setting) or ``judged+sampled`` (those
             plus ``eval_distractors`` others drawn with ``eval_seed``).
         predict_target: what ``predict`` encodes: ``corpus`` or ``queries:<split>``.
+        hard_negatives: a TSV of each training query's ranked negative images (mined by a
+            teacher: :mod:`lightning_mlsr.data.negatives`); each training batch then holds,
+            after its ``B`` positives, ``negatives_per_query`` of them per pair, drawn from
+            the first ``negative_depth`` (None: all) of the query's list. None: in-batch
+            negatives only.
         encoder_inputs: what the query and document encoders read (their ``inputs()``);
             the CLI links it from the model. None: given later by :meth:`attach_encoders`.
     """
@@ -104,6 +110,9 @@ class RetrievalDataModule(L.LightningDataModule):
         eval_corpus: EvalCorpus = "all",
         eval_distractors: int = 0,
         eval_seed: int = 0,
+        hard_negatives: str | None = None,
+        negatives_per_query: int = 1,
+        negative_depth: int | None = None,
         encoder_inputs: tuple[EncoderInputs, EncoderInputs] | None = None,
     ) -> None:
         super().__init__()
@@ -116,6 +125,11 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         if eval_distractors < 0:
             raise ValueError(f"eval_distractors must be >= 0, got {eval_distractors}")
+        if negatives_per_query < 1 or (negative_depth is not None and negative_depth < 1):
+            raise ValueError(
+                "negatives_per_query and negative_depth must be >= 1, got "
+                f"{negatives_per_query} and {negative_depth}"
+            )
         if feature_fill not in ("lazy", "upfront"):
             raise ValueError(f"feature_fill must be 'lazy' or 'upfront', got {feature_fill!r}")
         self._collection: Collection | None = None
@@ -125,6 +139,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self._inputs: tuple[EncoderInputs, EncoderInputs] | None = encoder_inputs
         self._train_sampler: ResumableSampler | None = None
         self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
+        self._negatives: HardNegatives | None = None
 
     @property
     def _hp(self) -> Any:
@@ -282,8 +297,25 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._collator if self._collator is not None else self._build_collator()
 
     # ------------------------------------------------------------------ loaders
+    def hard_negatives(self) -> HardNegatives | None:
+        """The training queries' hard negatives (``hard_negatives``), read once; every
+        training query must have some."""
+        if self._hp.hard_negatives is None:
+            return None
+        if self._negatives is None:
+            negatives = HardNegatives.read(self._hp.hard_negatives, self.collection)
+            negatives.check_covers(self._split_pairs("train")[:, 0], self.collection)
+            self._negatives = negatives
+        return self._negatives
+
     def _pair_loader(
-        self, split: str, shuffle: bool, batch_size: int, sampler: Sampler | None = None
+        self,
+        split: str,
+        shuffle: bool,
+        batch_size: int,
+        sampler: Sampler | None = None,
+        negatives: HardNegatives | None = None,
+        seed: int = 0,
     ) -> DataLoader:
         pairs = self._split_pairs(split)
         n_items = len(pairs) if sampler is None else len(cast(Any, sampler))  # on this rank
@@ -294,6 +326,10 @@ class RetrievalDataModule(L.LightningDataModule):
             pairs=pairs,
             relevant=self._relevant[split],
             on_corrupt_image=self._hp.on_corrupt_image,
+            negatives=negatives,
+            negatives_per_query=self._hp.negatives_per_query,
+            negative_depth=self._hp.negative_depth,
+            seed=seed,
         )
         loader = SkipReportingLoader if sampler is None else ResumableDataLoader
         return loader(
@@ -336,7 +372,14 @@ class RetrievalDataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(pairs), self._hp.batch_size, seed, world, rank, epoch)
         sampler.resume(epoch, batches_seen)
         self._train_sampler = sampler
-        return self._pair_loader("train", True, self._hp.batch_size, sampler=sampler)
+        return self._pair_loader(
+            "train",
+            True,
+            self._hp.batch_size,
+            sampler=sampler,
+            negatives=self.hard_negatives(),
+            seed=sampler.seed,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The training order's position, which Lightning saves in every checkpoint: its
