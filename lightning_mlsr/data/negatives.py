@@ -21,7 +21,6 @@ index). No validation or test judgment is read.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -167,9 +166,7 @@ def mine_hard_negatives(
     from lightning_mlsr.backbones import load_tokenizer
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data.load import load_collection
-    from lightning_mlsr.data.pseudo_queries import teacher_embeddings
-    from lightning_mlsr.heads.dense import DenseTextHead
-    from lightning_mlsr.losses import Distillation
+    from lightning_mlsr.data.pseudo_queries import load_teacher, teacher_embeddings
 
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
@@ -183,11 +180,7 @@ def mine_hard_negatives(
         raise DataError(f"image ids with a tab or newline cannot be written: {format_ids(bad)}")
 
     tokenizer = load_tokenizer(backbone)
-    teacher = Distillation(
-        DenseTextHead(backbone=backbone, pooling=pooling),  # type: ignore[arg-type]
-        checkpoint=str(teacher_checkpoint),
-        cache_size=0,
-    )
+    teacher = load_teacher(teacher_checkpoint, backbone, pooling)
     docs = teacher_embeddings(teacher, tokenizer, "doc", captions, doc_max_length, desc="captions")
     queries = teacher_embeddings(
         teacher, tokenizer, "query", texts, query_max_length, desc=f"{split} queries"
@@ -213,13 +206,13 @@ def mine_hard_negatives(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lightning_mlsr.data.negatives",
-        description="Mine each training query's hard negatives with a dense teacher.",
+    from lightning_mlsr.data.pseudo_queries import teacher_parser
+
+    parser = teacher_parser(
+        "python -m lightning_mlsr.data.negatives",
+        "Mine each training query's hard negatives with a dense teacher.",
+        "TSV to write",
     )
-    parser.add_argument("source", help="collection directory or bundled name (emoji)")
-    parser.add_argument("--teacher", required=True, help="dense caption checkpoint (.ckpt/.pt)")
-    parser.add_argument("--out", required=True, help="TSV to write")
     parser.add_argument("--depth", type=int, default=30, help="negatives per query")
     parser.add_argument("--split", default="train")
     args = parser.parse_args(argv)

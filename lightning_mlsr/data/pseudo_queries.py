@@ -83,6 +83,29 @@ def english_words(n: int, pattern: str = r"[a-z]{3,}") -> list[str]:
 
 
 @torch.no_grad()
+def load_teacher(checkpoint: str | os.PathLike[str], backbone: str, pooling: str) -> Any:
+    """A trained dense bi-encoder (``experiments/dense_caption.yaml``) as a frozen
+    :class:`~lightning_mlsr.losses.Distillation` teacher whose ``embed`` encodes either side
+    (no cache: each text is encoded once here anyway)."""
+    from lightning_mlsr.heads.dense import DenseTextHead
+    from lightning_mlsr.losses import Distillation
+
+    return Distillation(
+        DenseTextHead(backbone=backbone, pooling=pooling),  # type: ignore[arg-type]
+        checkpoint=str(checkpoint),
+        cache_size=0,
+    )
+
+
+def teacher_parser(prog: str, description: str, out_help: str) -> argparse.ArgumentParser:
+    """The command line shared by the tools that run a dense teacher over a collection."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("source", help="collection directory or bundled name (emoji)")
+    parser.add_argument("--teacher", required=True, help="dense caption checkpoint (.ckpt/.pt)")
+    parser.add_argument("--out", required=True, help=out_help)
+    return parser
+
+
 def teacher_embeddings(
     distillation: Any,
     tokenizer: Any,
@@ -143,8 +166,6 @@ def build_pseudo_query_collection(
     """
     from lightning_mlsr.backbones import load_tokenizer
     from lightning_mlsr.baselines.common import split_texts
-    from lightning_mlsr.heads.dense import DenseTextHead
-    from lightning_mlsr.losses import Distillation
     from lightning_mlsr.trec import write_trec_qrels
 
     if positives < 1:
@@ -158,11 +179,7 @@ def build_pseudo_query_collection(
         raise DataError(f"--out {out} is the source collection itself; pick a new directory")
 
     tokenizer = load_tokenizer(backbone)
-    teacher = Distillation(
-        DenseTextHead(backbone=backbone, pooling=pooling),  # type: ignore[arg-type]
-        checkpoint=str(teacher_checkpoint),
-        cache_size=0,
-    )
+    teacher = load_teacher(teacher_checkpoint, backbone, pooling)
     candidates = list(words) if words is not None else vocabulary_words(tokenizer)
     if english:
         candidates += english_words(english)
@@ -257,13 +274,11 @@ def build_pseudo_query_collection(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lightning_mlsr.data.pseudo_queries",
-        description="Write a training collection with teacher-labelled pseudo-queries.",
+    parser = teacher_parser(
+        "python -m lightning_mlsr.data.pseudo_queries",
+        "Write a training collection with teacher-labelled pseudo-queries.",
+        "directory of the new collection",
     )
-    parser.add_argument("source", help="collection directory or bundled name (emoji)")
-    parser.add_argument("--teacher", required=True, help="dense caption checkpoint (.ckpt/.pt)")
-    parser.add_argument("--out", required=True, help="directory of the new collection")
     parser.add_argument("--words", help="file with one candidate pseudo-query per line")
     parser.add_argument(
         "--english",
