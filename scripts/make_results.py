@@ -559,10 +559,14 @@ DISTILLATION_TRIED = (
     "(4) `mlm_pseudo_english_distilled`: candidates also the 50,000 most frequent English "
     "words of `wordfreq` (most uncovered tags are words the WordPiece vocabulary splits into "
     "pieces) and a 5x learning rate for the student (2.5e-4; with 5e-5 it under-fits the "
-    "words it is trained on), 2 epochs. Validation nDCG@10 against the counterparts: "
+    "words it is trained on), 2 epochs. (5) `mlm_pseudo_english_hardneg_distilled`: as (4), "
+    "plus one teacher-mined hard negative per training pair (drawn from the teacher's 30 "
+    "best captions not judged relevant to the query, `lightning_mlsr.data.negatives`), so "
+    "the KL term sees the teacher's scores over captions that compete with the positive, as "
+    "in SPLADE++ / D2S. Validation nDCG@10 against the counterparts: "
     "{gains} (no MLM/MLM model was trained without distillation, so the mlm_distilled gain "
-    "mixes training and distillation). Not tried yet: teacher-mined hard negatives in the "
-    "batch with Margin-MSE or KL over them (SPLADE++, D2S) or topic-aware batches (TAS-B), "
+    "mixes training and distillation). Not tried yet: Margin-MSE over the hard negatives, "
+    "more than one negative per pair or other mining depths, topic-aware batches (TAS-B), "
     "a student larger than SPLADE-tiny (2 layers, 128 hidden; no larger pretrained MLM head "
     "ships offline, and an untrained MLM head on MiniLM-L6 activates ~27.8k of 30.5k terms "
     "per text at init), a learning-rate sweep over seeds, other weights and temperatures."
@@ -647,6 +651,7 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             ("mlm_pseudo_distilled", "mlm_distilled"),
             ("mlm_pseudo_top3_distilled", "mlm_pseudo_distilled"),
             ("mlm_pseudo_english_distilled", "mlm_pseudo_distilled"),
+            ("mlm_pseudo_english_hardneg_distilled", "mlm_pseudo_english_distilled"),
         ):
             a, b = (_mean_metric(runs, n, split="validation") for n in (name, base))
             if a is not None and b is not None:
