@@ -54,7 +54,10 @@ EXPERIMENTS = [
     ("MLM/MLM distilled + pseudo-queries", "mlm_pseudo_distilled"),
     ("MLM/MLM distilled + pseudo-queries, top 3", "mlm_pseudo_top3_distilled"),
     ("MLM/MLM distilled + English pseudo-queries", "mlm_pseudo_english_distilled"),
-    ("… + teacher-mined hard negatives", "mlm_pseudo_english_hardneg_distilled"),
+    (
+        "MLM/MLM distilled + English pseudo-queries + hard negatives",
+        "mlm_pseudo_english_hardneg_distilled",
+    ),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
