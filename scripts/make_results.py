@@ -58,6 +58,10 @@ EXPERIMENTS = [
         "MLM/MLM distilled + English pseudo-queries + hard negatives",
         "mlm_pseudo_english_hardneg_distilled",
     ),
+    (
+        "MLM/MLM distilled + English pseudo-queries + expanded captions",
+        "mlm_pseudo_english_docexp_distilled",
+    ),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
@@ -72,6 +76,7 @@ ORDER = [
     "mlm_pseudo_top3_distilled",
     "mlm_pseudo_english_distilled",
     "mlm_pseudo_english_hardneg_distilled",
+    "mlm_pseudo_english_docexp_distilled",
     "m4x_mlp_mlm_image_caption",
     "m2_mlp_mlm_caption",
     "m3_mlp_mlp_caption",
@@ -87,6 +92,7 @@ DISTILLED = (
     "mlm_pseudo_top3_distilled",
     "mlm_pseudo_english_distilled",
     "mlm_pseudo_english_hardneg_distilled",
+    "mlm_pseudo_english_docexp_distilled",
 )
 #: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
 #: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same)
@@ -99,6 +105,10 @@ PSEUDO_QUERIES = {
         "max_queries": None,
         "english": 50000,
     },
+}
+PSEUDO_QUERIES["mlm_pseudo_english_docexp_distilled"] = {
+    **PSEUDO_QUERIES["mlm_pseudo_english_distilled"],
+    "expand_captions": 1,
 }
 #: experiments whose training batches hold teacher-mined hard negatives, and how deep each
 #: query's list is mined (lightning_mlsr.data.negatives; the YAML says the same)
@@ -128,6 +138,8 @@ COMPARISONS = [
     ("distil", "mlm_pseudo_english_distilled", "splade-zero-shot", "nDCG@10"),
     ("distil", "mlm_pseudo_english_hardneg_distilled", "mlm_pseudo_english_distilled", "nDCG@10"),
     ("distil", "mlm_pseudo_english_hardneg_distilled", "splade-zero-shot", "nDCG@10"),
+    ("distil", "mlm_pseudo_english_docexp_distilled", "mlm_pseudo_english_distilled", "nDCG@10"),
+    ("distil", "mlm_pseudo_english_docexp_distilled", "splade-zero-shot", "nDCG@10"),
 ]
 
 
@@ -655,6 +667,7 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             ("mlm_pseudo_top3_distilled", "mlm_pseudo_distilled"),
             ("mlm_pseudo_english_distilled", "mlm_pseudo_distilled"),
             ("mlm_pseudo_english_hardneg_distilled", "mlm_pseudo_english_distilled"),
+            ("mlm_pseudo_english_docexp_distilled", "mlm_pseudo_english_distilled"),
         ):
             a, b = (_mean_metric(runs, n, split="validation") for n in (name, base))
             if a is not None and b is not None:

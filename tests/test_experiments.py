@@ -35,7 +35,7 @@ def fast_args(config: Path, tmp_path: Path) -> list[str]:
         "--data.batch_size=8",
     ]
     if "pseudo_queries" in config.read_text():  # its collection is labelled by a teacher
-        args += _pseudo_query_collection(tmp_path)
+        args += _pseudo_query_collection(tmp_path, expand="--expand-captions" in config.read_text())
     if "hard_negatives:" in config.read_text():  # mined by a teacher for its collection
         args += _hard_negatives(tmp_path / "pseudo", tmp_path / "negatives.tsv")
     if _reads_images(config):
@@ -44,7 +44,7 @@ def fast_args(config: Path, tmp_path: Path) -> list[str]:
     return args
 
 
-def _pseudo_query_collection(tmp_path: Path) -> list[str]:
+def _pseudo_query_collection(tmp_path: Path, expand: bool = False) -> list[str]:
     """A small pseudo-query collection (three words, MiniLM as shipped as the teacher) and
     the options that train on it, for experiments whose collection a teacher builds."""
     from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
@@ -52,7 +52,12 @@ def _pseudo_query_collection(tmp_path: Path) -> list[str]:
     teacher = dense_teacher_checkpoint(tmp_path / "teacher.pt")
     out = tmp_path / "pseudo"
     build_pseudo_query_collection(
-        "emoji", out, teacher, words=["pilot", "sandwich", "tractor"], min_score=0.0
+        "emoji",
+        out,
+        teacher,
+        words=["pilot", "sandwich", "tractor"],
+        min_score=0.0,
+        expand_captions=int(expand),
     )
     return [f"--data.collection={out}", f"--model.distillation.init_args.checkpoint={teacher}"]
 

@@ -161,3 +161,33 @@ def test_english_words_join_the_candidates(tmp_path: Path, built) -> None:
     assert info["words"] == "given list + wordfreq top 40 English words"
     tsv = (tmp_path / "e" / "pseudo_queries.tsv").read_text("utf-8").splitlines()[1:]
     assert [line.split("\t")[1] for line in tsv] == want
+
+
+def test_expanded_captions_append_each_word_to_its_top_caption(tmp_path: Path, built) -> None:
+    """Doc2query-style expansion: a caption gains the kept words the teacher ranks it first
+    for, in order of the teacher's cosine; images, ids and judgments stay the same."""
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+
+    src, _, ckpt, _, cos, threshold = built
+    words = _candidates(src)
+    info = build_pseudo_query_collection(
+        src, tmp_path / "x", ckpt, words=WORDS, min_score=threshold, expand_captions=1
+    )
+    source, expanded = load_collection(src), load_collection(tmp_path / "x")
+    best, top = cos.max(dim=1)  # (W,), over the source's captions
+    gained = 0
+    for j, (caption, got) in enumerate(
+        zip(source.images.captions(), expanded.images.captions(), strict=True)
+    ):
+        mine = [(float(b), w) for w, b, t in zip(words, best, top, strict=True) if t == j]
+        kept = [w for b, w in sorted(mine, reverse=True) if b >= threshold]
+        first, *rest = caption.split(" ; ")  # entries are joined with " ; "
+        assert got.split(" ; ")[0] == " ".join([first, *kept]), (caption, got)
+        assert set(got.split(" ; ")[1:]) | {first} >= set(rest)  # other entries kept
+        gained += bool(kept)
+    assert gained and info["expanded_images"] == gained
+    assert list(expanded.images.ids) == list(source.images.ids)
+    assert expanded.images.image_bytes(0) == source.images.image_bytes(0)
+    assert expanded.qrels["test"] == source.qrels["test"]
+    with pytest.raises(ValueError, match="expand_captions"):
+        build_pseudo_query_collection(src, tmp_path / "y", ckpt, words=WORDS, expand_captions=4)

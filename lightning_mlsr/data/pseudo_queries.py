@@ -140,6 +140,7 @@ def build_pseudo_query_collection(
     min_score: float = 0.5,
     max_queries: int | None = 4000,
     positives: int = 1,
+    expand_captions: int = 0,
     query_max_length: int = 16,
     doc_max_length: int = 32,
     seed: int = 0,
@@ -162,6 +163,12 @@ def build_pseudo_query_collection(
             ``seed`` (None keeps all).
         positives: how many of the teacher's top captions each pseudo-query is judged
             relevant to.
+        expand_captions: also expand the documents (doc2query-style, with the teacher as
+            the query generator): each pseudo-query is appended to the caption of the
+            images the teacher ranks in its top ``expand_captions`` (0: captions as they
+            are), a caption's words in order of the teacher's cosine. The image files are
+            then rewritten copies (the caption list of the first caption field, at the
+            first entry in a caption language), not links: meant for small collections.
         query_max_length, doc_max_length: token limits, as in training.
     """
     from lightning_mlsr.backbones import load_tokenizer
@@ -170,6 +177,8 @@ def build_pseudo_query_collection(
 
     if positives < 1:
         raise ValueError(f"positives must be >= 1, got {positives}")
+    if not 0 <= expand_captions <= 3:
+        raise ValueError(f"expand_captions must be in 0..3, got {expand_captions}")
     if max_queries is not None and max_queries < 1:
         raise ValueError(f"max_queries must be >= 1 or None, got {max_queries}")
     collection = load_collection(source)
@@ -222,7 +231,32 @@ def build_pseudo_query_collection(
             old.unlink()
     for sub, files in (("images", layout.image_files), ("texts", layout.text_files)):
         for i, path in enumerate(files):
+            if sub == "images" and expand_captions:
+                continue
             os.symlink(path.resolve(), out / sub / f"{i:05d}-{path.name}")
+    expanded = 0
+    if expand_captions:
+        additions: dict[str, list[tuple[float, str]]] = {}
+        for row in keep:
+            for score, j in zip(
+                top_values[row, :expand_captions].tolist(),
+                top_indices[row, :expand_captions].tolist(),
+                strict=True,
+            ):
+                additions.setdefault(image_ids[j], []).append((score, candidates[row]))
+        words_of = {
+            image: [w for _, w in sorted(pairs, key=lambda p: -p[0])]
+            for image, pairs in additions.items()
+        }
+        expanded = len(words_of)
+        for i, path in enumerate(layout.image_files):
+            table = _expand_captions(
+                pq.read_table(path),
+                words_of,
+                collection.caption_fields[0],
+                collection.caption_languages,
+            )
+            pq.write_table(table, out / "images" / f"{i:05d}-{path.name}")
     fields = collection.query_fields
     columns = {"text_id": ids, fields[0]: chosen}
     columns.update({f: [""] * len(chosen) for f in fields[1:]})
@@ -258,6 +292,8 @@ def build_pseudo_query_collection(
         "seed": seed,
         "pseudo_queries": len(keep),
         "positives": positives,
+        "expand_captions": expand_captions,
+        "expanded_images": expanded,
     }
     defaults = read_defaults(collection.root)
     defaults.update(
@@ -271,6 +307,35 @@ def build_pseudo_query_collection(
     )
     (out / "collection.json").write_text(json.dumps(defaults, indent=2) + "\n", "utf-8")
     return provenance
+
+
+def _expand_captions(
+    table: pa.Table,
+    words_of: dict[str, list[str]],
+    field: str,
+    languages: Sequence[str] | None,
+) -> pa.Table:
+    """``table`` with ``words_of[image_id]`` appended to the first entry of ``field`` in one
+    of ``languages`` (None: the first entry). Shape: rows unchanged."""
+    ids = table.column("image_id").to_pylist()
+    lists = table.column(field).to_pylist()
+    langs = table.column("language").to_pylist() if languages is not None else None
+    wanted = set(languages or ())
+    out = []
+    for k, (image_id, caps) in enumerate(zip(ids, lists, strict=True)):
+        words = words_of.get(image_id)
+        if not words or not caps:
+            out.append(caps)
+            continue
+        caps = list(caps)
+        at = 0
+        if langs is not None:
+            at = next((i for i, lang in enumerate(langs[k] or []) if lang in wanted), -1)
+        if at >= 0:
+            caps[at] = f"{caps[at] or ''} {' '.join(words)}".strip()
+        out.append(caps)
+    column = pa.array(out, table.schema.field(field).type)
+    return table.set_column(table.schema.get_field_index(field), field, column)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,6 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=0.5)
     parser.add_argument("--max-queries", type=int, default=4000, help="0 keeps all")
     parser.add_argument("--positives", type=int, default=1)
+    parser.add_argument(
+        "--expand-captions",
+        type=int,
+        default=0,
+        help="append each pseudo-query to its top-K captions (doc2query-style; 0: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     words = None
@@ -306,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_score=args.min_score,
         max_queries=args.max_queries or None,
         positives=args.positives,
+        expand_captions=args.expand_captions,
         seed=args.seed,
     )
     print(
