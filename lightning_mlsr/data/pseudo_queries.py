@@ -82,7 +82,6 @@ def english_words(n: int, pattern: str = r"[a-z]{3,}") -> list[str]:
     return [w for w in top_n_list("en", n) if rx.fullmatch(w)]
 
 
-@torch.no_grad()
 def load_teacher(checkpoint: str | os.PathLike[str], backbone: str, pooling: str) -> Any:
     """A trained dense bi-encoder (``experiments/dense_caption.yaml``) as a frozen
     :class:`~lightning_mlsr.losses.Distillation` teacher whose ``embed`` encodes either side
@@ -106,6 +105,7 @@ def teacher_parser(prog: str, description: str, out_help: str) -> argparse.Argum
     return parser
 
 
+@torch.no_grad()
 def teacher_embeddings(
     distillation: Any,
     tokenizer: Any,
