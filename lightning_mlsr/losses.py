@@ -28,12 +28,11 @@ def _world() -> tuple[int, int]:
 class InfoNCE(nn.Module):
     """In-batch-negatives InfoNCE: cross-entropy over ``q @ d.T / temperature``.
 
-    Document ``i`` is the positive of query ``i``; documents after the ``B`` positives (hard
-    negatives, :mod:`lightning_mlsr.data.negatives`) are negatives of every query, as is
-    every other document in the batch (and,
-    with ``gather_across_ranks``, on every rank) is a negative, except those marked in
-    ``false_negatives``, which are removed from the softmax (their score is set to -inf)
-    so duplicates and co-relevant documents are not pushed away.
+    Document ``i`` is the positive of query ``i``; every other document in the batch (and,
+    with ``gather_across_ranks``, on every rank), including any hard negatives after the
+    ``B`` positives (:mod:`lightning_mlsr.data.negatives`), is a negative, except those
+    marked in ``false_negatives``, which are removed from the softmax (their score is set
+    to -inf) so duplicates and co-relevant documents are not pushed away.
 
     With ``gather_across_ranks=True`` and a process group of world size > 1, the documents
     of all ranks are gathered *with gradients* (``torch.distributed.nn.functional.

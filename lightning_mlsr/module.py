@@ -44,7 +44,7 @@ class SparseBiEncoder(L.LightningModule):
             ``nn.Module`` called as ``loss(q, d, false_negatives)`` -> scalar, with ``q``
             ``(B, V)``, ``d`` ``(N, V)`` (the B positives, then any hard negatives) and
             ``false_negatives`` ``(B, N)`` bool or None.
-            A loss with ``gather_across_ranks = True`` gets the ``(B, B * world)`` mask of
+            A loss with ``gather_across_ranks = True`` gets the ``(B, N * world)`` mask of
             the documents of every DDP rank instead.
         query_regularizer / doc_regularizer: FLOPS or L1 penalty on each side (weights
             ramped from ``trainer.global_step``).
