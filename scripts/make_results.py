@@ -96,19 +96,13 @@ DISTILLED = (
 )
 #: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
 #: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same)
+_ENGLISH = {"min_score": 0.4, "max_queries": None, "english": 50000}
 PSEUDO_QUERIES = {
     "mlm_pseudo_distilled": {"min_score": 0.4, "max_queries": None},
     "mlm_pseudo_top3_distilled": {"min_score": 0.4, "max_queries": None, "positives": 3},
-    "mlm_pseudo_english_distilled": {"min_score": 0.4, "max_queries": None, "english": 50000},
-    "mlm_pseudo_english_hardneg_distilled": {
-        "min_score": 0.4,
-        "max_queries": None,
-        "english": 50000,
-    },
-}
-PSEUDO_QUERIES["mlm_pseudo_english_docexp_distilled"] = {
-    **PSEUDO_QUERIES["mlm_pseudo_english_distilled"],
-    "expand_captions": 1,
+    "mlm_pseudo_english_distilled": _ENGLISH,
+    "mlm_pseudo_english_hardneg_distilled": _ENGLISH,  # the same collection, built once
+    "mlm_pseudo_english_docexp_distilled": {**_ENGLISH, "expand_captions": 1},
 }
 #: experiments whose training batches hold teacher-mined hard negatives, and how deep each
 #: query's list is mined (lightning_mlsr.data.negatives; the YAML says the same)
