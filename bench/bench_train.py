@@ -8,7 +8,13 @@ weights (deep copies of one freshly built model):
   bar, model summary or validation; its only callback is this benchmark's timer);
 - plain: the same work by hand — both encoders, InfoNCE with the batch's false-negative
   mask, the FLOPS penalties at the same step, backward, AdamW step, LR-scheduler step,
-  ``zero_grad`` — under ``torch.autocast("cpu", dtype=torch.bfloat16)`` for bf16.
+  ``zero_grad`` — under ``torch.autocast(device, dtype=torch.bfloat16)`` for bf16.
+
+``--accelerator cuda`` runs both paths on the GPU (the plain model and its batches moved
+there by hand; Lightning moves its own). Each timed region then ends in a host read of the
+step's loss, which waits for every kernel queued before it, so CPU clocks time GPU work.
+Lightning's step includes its host-to-device batch copy; in lockstep the plain step reuses
+the batch Lightning has already moved (on the CPU no copy is made at all).
 
 Batches are built once, before any timing, so tokenising and the python-built
 false-negative mask cost nothing here and are identical for both paths. Each run does
@@ -42,7 +48,7 @@ Usage::
 
     python bench/bench_train.py [--steps 12] [--batch-size 64] [--configs m2 m1]
                                 [--precision 32-true bf16-mixed] [--threads 1]
-                                [--mode lockstep] [--quick]
+                                [--mode lockstep] [--accelerator cpu] [--quick]
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
+
 from lightning_mlsr.cli import BASE_CONFIG, main  # noqa: E402
 from lightning_mlsr.module import SparseBiEncoder, lr_schedule  # noqa: E402
 
@@ -96,6 +104,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--mode", choices=["lockstep", "alternate"], default="lockstep")
     parser.add_argument(
+        "--accelerator", choices=["cpu", "cuda"], default="cpu", help="where both paths run"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -117,6 +128,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warmup, args.steps, args.repeats = 1, 3, 1
     if args.steps < 1 or args.warmup < 0 or args.repeats < 1 or args.batch_size < 2:
         parser.error("need --steps >= 1, --warmup >= 0, --repeats >= 1, --batch-size >= 2")
+    if args.accelerator == "cuda" and not torch.cuda.is_available():
+        parser.error("--accelerator cuda: torch sees no CUDA device")
     return args
 
 
@@ -191,32 +204,51 @@ class Run:
 class PlainStep:
     """One optimizer step of the plain PyTorch loop on a private copy of the model."""
 
-    def __init__(self, pristine: SparseBiEncoder, total_steps: int, precision: Precision) -> None:
-        model = copy.deepcopy(pristine).train()
+    def __init__(
+        self, pristine: SparseBiEncoder, total_steps: int, precision: Precision, device: str
+    ) -> None:
+        model = copy.deepcopy(pristine).to(device).train()
+        self.device = torch.device(device)
         self.model = model
         self.regularizers = (model.query_regularizer, model.doc_regularizer)
-        self.optimizer = model.optimizer_factory(model.parameters())  # AdamW, YAML's arguments
+        self.optimizer = model.optimizer_factory(model.optimizer_parameters())  # YAML's groups
         self.scheduler = lr_schedule(
             self.optimizer, total_steps, model.warmup_ratio, model.lr_decay
         )
+        self.total_steps = total_steps  # the regularizers' warm-up is a ratio of it
         self.bf16 = precision == "bf16-mixed"
         self.step = 0  # optimizer steps taken, as trainer.global_step
 
     def __call__(self, batch: Batch) -> float:
         model = self.model
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        batch = move_data_to_device(batch, self.device)  # no copy where it is already there
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             q = model.query_encoder(batch["query"])  # (B, V)
             d = model.doc_encoder(batch["doc"])  # (B, V)
             loss = model.loss(q, d, batch["false_negatives"])
             for reg, w in zip(self.regularizers, (q, d)):
                 if reg is not None:
-                    loss = loss + reg(w, self.step)[0]
+                    loss = loss + reg(w, self.step, self.total_steps)[0]
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return float(loss)
+        return float(loss)  # a host read: waits for every queued kernel of this step
+
+
+def _rng_state() -> list[torch.Tensor]:
+    """The CPU generator's state and, where CUDA is set up, the current GPU's (dropout)."""
+    states = [torch.get_rng_state()]
+    if torch.cuda.is_initialized():
+        states.append(torch.cuda.get_rng_state())
+    return states
+
+
+def _set_rng_state(states: list[torch.Tensor]) -> None:
+    torch.set_rng_state(states[0])
+    if len(states) > 1:
+        torch.cuda.set_rng_state(states[1])
 
 
 class _Timer(L.Callback):
@@ -225,7 +257,7 @@ class _Timer(L.Callback):
     def __init__(self, lightning: Run, plain: PlainStep | None, plain_run: Run) -> None:
         self.lightning, self.plain, self.plain_run = lightning, plain, plain_run
         self.started: float | None = None
-        self.plain_rng: torch.Tensor | None = None  # the plain side's own dropout stream
+        self.plain_rng: list[torch.Tensor] | None = None  # the plain side's own dropout stream
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
@@ -233,15 +265,15 @@ class _Timer(L.Callback):
             self.lightning.seconds.append(now - self.started)
         if self.plain is not None:
             if self.plain_rng is None:  # both sides start from the RNG state of step 0
-                self.plain_rng = torch.get_rng_state()
-            lightning_rng = torch.get_rng_state()
-            torch.set_rng_state(self.plain_rng)
+                self.plain_rng = _rng_state()
+            lightning_rng = _rng_state()
+            _set_rng_state(self.plain_rng)
             t0 = time.perf_counter()
             loss = self.plain(batch)
             self.plain_run.seconds.append(time.perf_counter() - t0)
             self.plain_run.losses.append(loss)
-            self.plain_rng = torch.get_rng_state()
-            torch.set_rng_state(lightning_rng)
+            self.plain_rng = _rng_state()
+            _set_rng_state(lightning_rng)
         self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -249,15 +281,20 @@ class _Timer(L.Callback):
 
 
 def run_lightning(
-    pristine: SparseBiEncoder, batches: list[Batch], precision: Precision, seed: int, lockstep: bool
+    pristine: SparseBiEncoder,
+    batches: list[Batch],
+    precision: Precision,
+    seed: int,
+    lockstep: bool,
+    accelerator: str = "cpu",
 ) -> tuple[Run, Run]:
     """Lightning's run and, in lockstep mode, the plain run interleaved with it."""
     lightning, plain = Run(), Run()
-    plain_step = PlainStep(pristine, len(batches), precision) if lockstep else None
+    plain_step = PlainStep(pristine, len(batches), precision, accelerator) if lockstep else None
     timer = _Timer(lightning, plain_step, plain)
     model = copy.deepcopy(pristine)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         max_steps=len(batches),
         precision=precision,
@@ -275,10 +312,14 @@ def run_lightning(
 
 
 def run_plain(
-    pristine: SparseBiEncoder, batches: list[Batch], precision: Precision, seed: int
+    pristine: SparseBiEncoder,
+    batches: list[Batch],
+    precision: Precision,
+    seed: int,
+    accelerator: str = "cpu",
 ) -> Run:
     """The plain loop on its own (``--mode alternate``); a step includes its batch fetch."""
-    run, step = Run(), PlainStep(pristine, len(batches), precision)
+    run, step = Run(), PlainStep(pristine, len(batches), precision, accelerator)
     torch.manual_seed(seed)
     started = time.perf_counter()
     for batch in _loader(batches):
@@ -374,14 +415,23 @@ def _measure(
     """One repeat of one cell; returns a progress line."""
     with _quiet():
         if args.mode == "lockstep":
-            runs = dict(zip(PATHS, run_lightning(pristine, batches, precision, args.seed, True)))
+            runs = dict(
+                zip(
+                    PATHS,
+                    run_lightning(pristine, batches, precision, args.seed, True, args.accelerator),
+                )
+            )
         else:  # alternate whole runs, and which goes first
             runs = {}
             for path in PATHS if rep % 2 == 0 else PATHS[::-1]:
                 if path == "lightning":
-                    runs[path] = run_lightning(pristine, batches, precision, args.seed, False)[0]
+                    runs[path] = run_lightning(
+                        pristine, batches, precision, args.seed, False, args.accelerator
+                    )[0]
                 else:
-                    runs[path] = run_plain(pristine, batches, precision, args.seed)
+                    runs[path] = run_plain(
+                        pristine, batches, precision, args.seed, args.accelerator
+                    )
     for path in PATHS:
         cell.seconds[path].append(runs[path].timed(args.warmup, args.steps))
     diffs = [abs(a - b) for a, b in zip(runs["lightning"].losses, runs["plain"].losses)]
@@ -400,6 +450,12 @@ def _load() -> str:
     return "unknown"
 
 
+def _device_name(accelerator: str) -> str:
+    if accelerator == "cuda":
+        return f"GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    return "CPU"
+
+
 def main_bench(args: argparse.Namespace) -> dict[tuple[str, str], Cell]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
@@ -410,7 +466,7 @@ def main_bench(args: argparse.Namespace) -> dict[tuple[str, str], Cell]:
     print(
         f"# bench_train — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"lightning {L.__version__}; batch {args.batch_size}, {args.warmup} warm-up + "
+        f"lightning {L.__version__}; {_device_name(args.accelerator)}; batch {args.batch_size}, {args.warmup} warm-up + "
         f"{args.steps} timed steps, {args.repeats} repeats, mode {args.mode}, seed {args.seed}; "
         f"load average {_load()}\n",
         flush=True,
