@@ -170,7 +170,9 @@ class SparseBiEncoder(L.LightningModule):
             penalty, lam = reg(w, step, total_steps)
             total = total + penalty
             out[f"{side}_reg"] = penalty
-            out[f"{side}_lambda"] = torch.tensor(lam)
+            # a fill kernel on w's device: torch.tensor(lam) would be a CPU scalar that
+            # Lightning copies to the GPU, a blocking copy that stalls the step mid-way
+            out[f"{side}_lambda"] = torch.full((), lam, device=w.device)
         out["loss"] = total
         return out
 
@@ -201,9 +203,9 @@ class SparseBiEncoder(L.LightningModule):
         if self._trainer is not None and self.trainer.optimizers:
             for i, group in enumerate(self.trainer.optimizers[0].param_groups):
                 name = "train/lr" if i == 0 else f"train/lr_{group.get('name', i)}"
-                self.log(
-                    name, float(group["lr"]), on_step=True, on_epoch=False, batch_size=batch_size
-                )
+                # made on the device (as the lambdas): a Python float would be copied there
+                lr = torch.full((), float(group["lr"]), device=self.device)
+                self.log(name, lr, on_step=True, on_epoch=False, batch_size=batch_size)
         return out["loss"]
 
     # ------------------------------------------------------------------ validation / test

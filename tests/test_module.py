@@ -159,6 +159,43 @@ def test_lambda_follows_optimizer_steps_and_survives_resume(tmp_path: Path) -> N
         torch.testing.assert_close(state["exp_avg"], restored["state"][key]["exp_avg"])
 
 
+class _LogRecorder(SparseBiEncoder):
+    """Records what each ``self.log``/``log_dict`` of a training step hands to Lightning."""
+
+    logged: list[tuple[str, object]]
+
+    def log(self, name: str, value, *args, **kwargs) -> None:  # type: ignore[override]
+        if self.trainer.training:
+            self.logged.append((name, value))
+        super().log(name, value, *args, **kwargs)
+
+
+def test_training_step_logs_only_tensors_made_on_the_module_device(tmp_path: Path) -> None:
+    """A Python number or a CPU tensor logged from the GPU would be copied to the device by
+    Lightning: a blocking copy in the middle of every step (bench/README.md, GPU)."""
+    torch.manual_seed(0)
+    model = _LogRecorder(
+        MLPHead(pooling="sum"),
+        MLPHead(pooling="max"),
+        loss=InfoNCE(),
+        query_regularizer=FLOPS(weight=1.0, warmup_steps=2),
+        doc_regularizer=FLOPS(weight=2.0, warmup_steps=4),
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+        param_groups={"new": {"lr": 1e-3}, "pretrained": {"lr": 5e-5}},
+    )
+    model.logged = []
+    trainer = quiet_trainer(
+        tmp_path, [], max_steps=2, limit_val_batches=0, enable_checkpointing=False,
+        log_every_n_steps=1,
+    )  # fmt: skip
+    trainer.fit(model, RetrievalDataModule(batch_size=4))
+    names = {name for name, _ in model.logged}
+    assert {"train/q_lambda", "train/d_lambda", "train/lr", "train/lr_pretrained"} <= names
+    for name, value in model.logged:
+        assert isinstance(value, torch.Tensor), (name, type(value))
+        assert value.device == model.device, name
+
+
 def test_bf16_mixed_fit_on_cpu(tmp_path: Path) -> None:
     config = REPO / "experiments" / "m2_mlp_mlm_caption.yaml"
     cli = main(
