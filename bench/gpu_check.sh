@@ -20,12 +20,11 @@ export WANDB_MODE=offline PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if compgen -G ".whl/*.whl" >/dev/null; then  # they go first on the path: their versions win
     if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl; then
-        export PYTHONPATH=/tmp/site:$PWD
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     else
         echo "gpu_check: the wheels in .whl/ do not install here; going on without them" >&2
     fi
 fi
-export PYTHONPATH=${PYTHONPATH:-$PWD}
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
     python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), '| lightning', lightning.__version__, '| transformers', transformers.__version__)"
