@@ -466,8 +466,9 @@ def main_bench(args: argparse.Namespace) -> dict[tuple[str, str], Cell]:
     print(
         f"# bench_train — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"lightning {L.__version__}; {_device_name(args.accelerator)}; batch {args.batch_size}, {args.warmup} warm-up + "
-        f"{args.steps} timed steps, {args.repeats} repeats, mode {args.mode}, seed {args.seed}; "
+        f"lightning {L.__version__}; {_device_name(args.accelerator)}; "
+        f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
+        f"{args.repeats} repeats, mode {args.mode}, seed {args.seed}; "
         f"load average {_load()}\n",
         flush=True,
     )
