@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from lightning_mlsr.backbones import load_tokenizer
 from lightning_mlsr.heads import (
@@ -28,7 +29,11 @@ from lightning_mlsr.heads import (
     list_heads,
     tie_text_backbones,
 )
-from lightning_mlsr.heads.base import pool_vocab_logits, scatter_token_weights
+from lightning_mlsr.heads.base import (
+    pool_kept_vocab_logits,
+    pool_vocab_logits,
+    scatter_token_weights,
+)
 
 V = 30522
 TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
@@ -234,6 +239,58 @@ def test_pool_vocab_logits_matches_activation_then_pooling() -> None:
         pool_vocab_logits(logits.clone(), keep, "max"), activated.amax(1), atol=0, rtol=0
     )
     assert (pool_vocab_logits(logits.clone(), keep, "max")[2] == 0).all()
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_pooling_gives_the_padded_values_and_gradients(
+    pooling: str, dtype: torch.dtype
+) -> None:
+    """The head run only at kept positions: same output and the same gradients for the
+    hidden states and the head's weights as running it everywhere and masking."""
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(6, 6), nn.GELU(), nn.LayerNorm(6), nn.Linear(6, 13)).to(dtype)
+    hidden = torch.randn(4, 5, 6, dtype=dtype)
+    hidden[0, 2] = hidden[0, 1]  # a tie: max's gradient is shared between the two positions
+    keep = torch.tensor(
+        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [1, 0, 1, 0, 1]], dtype=torch.bool
+    )
+    weights = torch.randn(4, 13, dtype=dtype)
+    results = []
+    for pool in (
+        lambda h: pool_vocab_logits(head(h), keep, pooling),  # type: ignore[arg-type]
+        lambda h: pool_kept_vocab_logits(head, h, keep, pooling),  # type: ignore[arg-type]
+    ):
+        h = hidden.clone().requires_grad_(True)
+        out = pool(h)
+        grads = torch.autograd.grad((out * weights).sum(), [h, *head.parameters()])
+        results.append((out, grads))
+    (padded, padded_grads), (packed, packed_grads) = results
+    torch.testing.assert_close(packed, padded)  # a (N, H) matmul may round unlike (B, L, H)
+    assert (packed[2] == 0).all()  # no kept token: an all-zero vector
+    assert (packed[0] > 0).any()  # the test exercises active terms
+    for got, want in zip(packed_grads, padded_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_mlm_head_runs_its_vocabulary_projection_only_at_kept_positions() -> None:
+    """Padding is not projected onto the vocabulary (the speed-up); a batch without padding
+    takes the unpacked path; both give the padded computation's vectors."""
+    torch.manual_seed(0)
+    head = MLMHead().eval()
+    seen: list[int] = []
+    hook = head.mlm_head.register_forward_hook(lambda m, i, o: seen.append(o.shape[:-1].numel()))
+    for texts in (["a dog runs in the park with a ball", "cat"], ["cat", "dog"]):
+        inputs = batch(texts)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        seen.clear()
+        with torch.no_grad():
+            got = head(inputs)
+            hidden = head.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            want = pool_vocab_logits(head.mlm_head(hidden), mask.bool(), "max")
+        assert seen[0] == int(mask.sum())  # padded batch: kept positions only; full: all
+        torch.testing.assert_close(got, head._mask_special_terms(want))
+    hook.remove()
 
 
 def test_mlp_head_against_a_naive_loop_for_sum_and_max() -> None:
@@ -527,8 +584,6 @@ def test_mlm_pooling_over_the_attention_mask_against_a_naive_loop(exclude: bool)
 def test_mlp_init_keeps_most_tokens_active_over_many_seeds() -> None:
     """No init of the term scorer leaves fewer than half the real tokens active; the
     default ``nn.Linear`` init does (so this test can fail)."""
-    from torch import nn
-
     from lightning_mlsr.heads.base import init_term_scorer
 
     queries = ["nerd face", "smiling cat with heart eyes", "red apple", "flag: japan", "rocket"]
