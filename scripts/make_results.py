@@ -62,6 +62,10 @@ EXPERIMENTS = [
         "MLM/MLM distilled + English pseudo-queries + expanded captions",
         "mlm_pseudo_english_docexp_distilled",
     ),
+    (
+        "MLM/MLM distilled + English pseudo-queries + captions expanded to the top 3",
+        "mlm_pseudo_english_docexp3_distilled",
+    ),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
 ]
@@ -77,6 +81,7 @@ ORDER = [
     "mlm_pseudo_english_distilled",
     "mlm_pseudo_english_hardneg_distilled",
     "mlm_pseudo_english_docexp_distilled",
+    "mlm_pseudo_english_docexp3_distilled",
     "m4x_mlp_mlm_image_caption",
     "m2_mlp_mlm_caption",
     "m3_mlp_mlp_caption",
@@ -93,6 +98,7 @@ DISTILLED = (
     "mlm_pseudo_english_distilled",
     "mlm_pseudo_english_hardneg_distilled",
     "mlm_pseudo_english_docexp_distilled",
+    "mlm_pseudo_english_docexp3_distilled",
 )
 #: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
 #: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same)
@@ -103,6 +109,7 @@ PSEUDO_QUERIES = {
     "mlm_pseudo_english_distilled": _ENGLISH,
     "mlm_pseudo_english_hardneg_distilled": _ENGLISH,  # the same collection, built once
     "mlm_pseudo_english_docexp_distilled": {**_ENGLISH, "expand_captions": 1},
+    "mlm_pseudo_english_docexp3_distilled": {**_ENGLISH, "expand_captions": 3},
 }
 #: experiments whose training batches hold teacher-mined hard negatives, and how deep each
 #: query's list is mined (lightning_mlsr.data.negatives; the YAML says the same)
@@ -134,6 +141,13 @@ COMPARISONS = [
     ("distil", "mlm_pseudo_english_hardneg_distilled", "splade-zero-shot", "nDCG@10"),
     ("distil", "mlm_pseudo_english_docexp_distilled", "mlm_pseudo_english_distilled", "nDCG@10"),
     ("distil", "mlm_pseudo_english_docexp_distilled", "splade-zero-shot", "nDCG@10"),
+    (
+        "distil",
+        "mlm_pseudo_english_docexp3_distilled",
+        "mlm_pseudo_english_docexp_distilled",
+        "nDCG@10",
+    ),
+    ("distil", "mlm_pseudo_english_docexp3_distilled", "splade-zero-shot", "nDCG@10"),
 ]
 
 
