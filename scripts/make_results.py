@@ -10,8 +10,11 @@ is evaluated on validation and test. What a finished run leaves under
 ``results/runs/<experiment>/seed<k>/`` (committed): ``metrics.json`` (means, sparsity,
 share of empty vectors, fit time, co-activation statistics for image-only models) and
 ``per_query.json`` (every measure per query and split). A run whose ``metrics.json`` exists
-is skipped, so an interrupted regeneration resumes where it stopped; the baselines are kept
-the same way under ``results/runs/baselines/``. The distilled experiments learn from the
+is skipped, so an interrupted regeneration resumes where it stopped, and a fit stopped
+midway resumes from the newest checkpoint it left under ``--work`` (``on_exception.ckpt``,
+which a SIGTERM saves at the step reached, else ``last.ckpt`` from an epoch's end;
+``--restart-unfinished`` starts it over); the baselines are kept the same way under
+``results/runs/baselines/``. The distilled experiments learn from the
 trained ``dense_caption`` model of the same seed (its checkpoint kept under ``--work``)
 when that run finished in the same work folder, else from that of seed 42;
 ``mlm_pseudo_distilled`` also trains on pseudo-queries that teacher labels (the collection
@@ -226,14 +229,35 @@ def _empty_share(matrix: Any) -> float:
     return float(np.mean(np.diff(matrix.indptr) == 0))
 
 
-def train_and_evaluate(name: str, seed: int, work: Path, extra: list[str]) -> None:
-    """Train one (experiment, seed), evaluate its best checkpoint, keep what the report needs."""
+def unfinished_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint an interrupted fit left under ``root``: ``on_exception.ckpt``
+    (a fit stopped by SIGTERM or an error saves it at the step it reached) or ``last.ckpt``
+    (saved at each epoch's end); None when there is none."""
+    found = [
+        p for p in root.glob("version_*/checkpoints/*.ckpt") if p.stem in ("on_exception", "last")
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def train_and_evaluate(
+    name: str, seed: int, work: Path, extra: list[str], resume_unfinished: bool = True
+) -> None:
+    """Train one (experiment, seed), evaluate its best checkpoint, keep what the report needs.
+
+    A fit that an earlier invocation left unfinished (killed, out of time) is resumed from
+    its newest checkpoint (``unfinished_checkpoint``) unless ``resume_unfinished`` is False;
+    a finished run removes its checkpoints, so it never resumes by mistake.
+    """
     from lightning_mlsr.callbacks import RetrievalEvaluator
     from lightning_mlsr.cli import main
     from lightning_mlsr.metrics import evaluate
 
     root = work / name / f"seed{seed}"
-    shutil.rmtree(root, ignore_errors=True)  # an unfinished earlier attempt
+    resume = unfinished_checkpoint(root) if resume_unfinished else None
+    if resume is None:
+        shutil.rmtree(root, ignore_errors=True)  # an unfinished earlier attempt
+    else:
+        print(f"=== {name} seed {seed}: resuming the unfinished fit from {resume}", flush=True)
     start = time.perf_counter()
     cli = main(
         [
@@ -246,6 +270,7 @@ def train_and_evaluate(name: str, seed: int, work: Path, extra: list[str]) -> No
             f"--trainer.logger.save_dir={root}",
             "--trainer.enable_progress_bar=false",
             "--test_after_fit=false",
+            *([f"--ckpt_path={resume}"] if resume else []),
             *extra,
         ]
     )
@@ -258,9 +283,11 @@ def train_and_evaluate(name: str, seed: int, work: Path, extra: list[str]) -> No
         "seed": seed,
         "epochs": int(trainer.current_epoch),
         "steps": int(trainer.global_step),
-        "fit_seconds": fit_seconds,
+        "fit_seconds": fit_seconds,  # of this attempt only, when it resumed another
         "overrides": extra,
     }
+    if resume is not None:
+        metrics["resumed_from"] = str(resume.relative_to(root))
     per_query: dict[str, Any] = {}
     for split, run_eval in (("validation", trainer.validate), ("test", trainer.test)):
         run_eval(cli.model, datamodule=cli.datamodule, ckpt_path=best)
@@ -846,6 +873,11 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md only")
     parser.add_argument(
+        "--restart-unfinished",
+        action="store_true",
+        help="start an interrupted (experiment, seed) fit over instead of resuming it",
+    )
+    parser.add_argument(
         "--cli-args",
         default="",
         help="extra `fit` overrides in one string: --cli-args='--trainer.limit_train_batches=5'",
@@ -867,7 +899,8 @@ def main() -> None:
                 print(f"=== {name} seed {seed}", flush=True)
                 try:
                     work = Path(args.work)
-                    train_and_evaluate(name, seed, work, extra + overrides_for(name, seed, work))
+                    options = extra + overrides_for(name, seed, work)
+                    train_and_evaluate(name, seed, work, options, not args.restart_unfinished)
                 except Exception:  # one failed run must not stop the regeneration
                     traceback.print_exc()
                     print(f"=== {name} seed {seed} FAILED; continuing", flush=True)

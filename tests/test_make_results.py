@@ -148,3 +148,51 @@ def test_pseudo_coverage_has_one_table_per_word_list(tmp_path: Path) -> None:
         "| MLM/MLM distilled + pseudo-queries, top 3 | 0.4000 | 0.0000 |",
         "| MLM/MLM distilled + English pseudo-queries | 0.5000 | 0.0000 |",  # (1.0 + 0.0) / 2
     ]
+
+
+def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import lightning_mlsr.cli as cli
+
+    root = tmp_path / "m2_mlp_mlm_caption" / "seed43"
+    assert make_results.unfinished_checkpoint(root) is None  # nothing ran yet
+    files = {}
+    for i, rel in enumerate(
+        [
+            "version_0/checkpoints/epoch0-ndcg0.3000.ckpt",  # a best checkpoint: not a resume point
+            "version_0/checkpoints/last.ckpt",  # epoch 0's end
+            "version_1/checkpoints/on_exception.ckpt",  # the resumed attempt, SIGTERM mid-epoch
+            "version_1/metrics.csv",
+        ]
+    ):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+        files[rel] = path
+    assert (
+        make_results.unfinished_checkpoint(root) == files["version_1/checkpoints/on_exception.ckpt"]
+    )
+    os.utime(files["version_0/checkpoints/last.ckpt"], (2000, 2000))  # newer after all
+    assert make_results.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
+
+    calls: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_main(args: list[str]) -> None:
+        calls.append(args)
+        raise Stop
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    with pytest.raises(Stop):
+        make_results.train_and_evaluate("m2_mlp_mlm_caption", 43, tmp_path, ["--x=1"])
+    assert f"--ckpt_path={files['version_0/checkpoints/last.ckpt']}" in calls[0]
+    assert calls[0][-1] == "--x=1" and root.is_dir()  # kept, not wiped
+    with pytest.raises(Stop):  # asked to start over: the attempt is wiped, no --ckpt_path
+        make_results.train_and_evaluate("m2_mlp_mlm_caption", 43, tmp_path, [], False)
+    assert not any(a.startswith("--ckpt_path") for a in calls[1]) and not root.exists()
