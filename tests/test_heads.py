@@ -269,8 +269,10 @@ def test_packed_pooling_gives_the_padded_values_and_gradients(
     torch.testing.assert_close(packed, padded)  # a (N, H) matmul may round unlike (B, L, H)
     assert (packed[2] == 0).all()  # no kept token: an all-zero vector
     assert (packed[0] > 0).any()  # the test exercises active terms
+    # bf16 gradients are sums over positions rounded to 8 bits, in another order when packed
+    tolerance = {"atol": 1e-2, "rtol": 5e-2} if dtype == torch.bfloat16 else {}
     for got, want in zip(packed_grads, padded_grads, strict=True):
-        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, want, **tolerance)
 
 
 def test_mlm_head_runs_its_vocabulary_projection_only_at_kept_positions() -> None:
