@@ -859,7 +859,9 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> str:
             if "seed" in r:
                 lines.append(
                     f"| {_label(name)} | {r['seed']} | {r['epochs']} | {r['steps']} | "
-                    f"{r['fit_seconds'] / 60:.1f} min |"
+                    f"{r['fit_seconds'] / 60:.1f} min"
+                    + (" (resumed: this attempt only)" if "resumed_from" in r else "")
+                    + " |"
                 )
     return "\n".join(lines) + "\n"
 

@@ -99,11 +99,11 @@ def pool_kept_vocab_logits(
     kept positions.
 
     The vocabulary projection is most of an MLM encoder's cost (``V / H`` = 238 for
-    SPLADE-tiny), and a dynamically padded batch of captions is mostly padding (44% of the
-    positions of a training batch of the expanded emoji captions are tokens), so the kept
-    positions are packed into one ``(N, H)`` matrix and pooled back per example with
-    ``index_reduce``/``index_add``. Same values and gradients as the padded computation, up
-    to floating-point rounding (a max's gradient is shared among ties in both).
+    SPLADE-tiny), and a dynamically padded batch is often half padding (M2's training batches
+    on the bundled captions; ``bench/bench_pooling.py``), so the kept positions are packed
+    into one ``(N, H)`` matrix and pooled back per example with ``index_reduce``/``index_add``.
+    Same values and gradients as the padded computation, up to floating-point rounding (a
+    max's gradient is shared among ties in both).
 
     Shape:
         hidden ``(B, L, H)``, mask ``(B, L)`` bool (True = keep) -> ``(B, V)``.
