@@ -692,15 +692,26 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             for r, t in zip(runs[name], teachers, strict=True)
         )
         test = runs[name][0]["test"]
+        n = len(runs[name])
+        if distilled < 0.42:
+            verdict = f"missed by {0.42 - distilled:.4f}"
+        elif n >= 3:
+            verdict = "met"
+        else:  # the target is a mean over 3 seeds
+            verdict = f"reached on {n} seed(s) so far; the target is a mean of 3"
         out.append(
-            f"- {_label(name)}: {distilled:.4f} test nDCG@10 (target ≥ 0.42: "
-            f"{'met' if distilled >= 0.42 else f'missed by {0.42 - distilled:.4f}'}); "
+            f"- {_label(name)}: {distilled:.4f} test nDCG@10, mean of {n} seed(s) (target ≥ "
+            f"0.42: {verdict}); "
             f"teachers (trained dense caption models): {pairs}; first run: "
             f"{test.get('q_nnz', 0):.1f} query / {test.get('d_nnz', 0):.1f} document non-zeros, "
             f"{test.get('flops_per_query', 0):.0f} FLOPS/query."
         )
-    reached = [v for v in (_mean_metric(runs, n) for n in DISTILLED) if v is not None]
-    if reached and max(reached) < 0.42:
+    reached = [
+        v
+        for v in (_mean_metric(runs, n) for n in DISTILLED if len(runs.get(n, [])) >= 3)
+        if v is not None
+    ]
+    if any(n in runs for n in DISTILLED) and max(reached, default=0.0) < 0.42:
         gains = []
         for name, base in (
             ("m2_distilled", "m2_mlp_mlm_caption"),
