@@ -267,7 +267,7 @@ class TextTransformerEncoder(SparseEncoder):
             hidden ``(B, L, H)``, keep ``(B, L)`` bool -> ``(B, V)``.
         """
         assert self.mlm_head is not None, "only MLM heads expand"
-        if bool(keep.all()):  # nothing to skip (image patches, full-length captions)
+        if bool(keep.all()):  # nothing to skip (every text of the batch at full length)
             logits = self.mlm_head(hidden)  # (B, L, V)
             return self._mask_special_terms(pool_vocab_logits(logits, keep, pooling))  # (B, V)
         pooled = pool_kept_vocab_logits(self.mlm_head, hidden, keep, pooling)  # (B, V)
