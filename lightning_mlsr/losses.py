@@ -5,6 +5,7 @@ InfoNCE in YAML (``model.distillation``)."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -218,11 +219,28 @@ class Distillation(nn.Module):
         self.doc_teacher = doc_teacher if doc_teacher is not None else teacher
         if checkpoint is not None:
             self._load(checkpoint)
+        self.checkpoint = checkpoint
         self.weight = float(weight)
         self.teacher_temperature = float(teacher_temperature)
         self.student_temperature = float(student_temperature)
         self.requires_grad_(False)
         self.eval()
+        # now, as built: a precision plugin may cast the teacher later (bf16-true)
+        self._fingerprint = self._hash_weights()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the teacher's weights as built (names, dtypes, shapes and bytes of
+        both sides; the teacher is frozen). A training checkpoint records it instead of the
+        weights, which building the module loads again from ``checkpoint`` or the backbone."""
+        return self._fingerprint
+
+    def _hash_weights(self) -> str:
+        digest = hashlib.sha256()
+        for name, tensor in self.state_dict().items():
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def _load(self, checkpoint: str) -> None:
         path = Path(checkpoint)

@@ -8,6 +8,7 @@ belong to the Trainer.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -31,6 +32,8 @@ _MODULE_ARGS = [
     "distillation",
 ]
 _GROUPS = ("new", "pretrained")
+_TEACHER_PREFIX = "distillation."
+_TEACHER_FINGERPRINT = "distillation_teacher_sha256"
 
 
 class SparseBiEncoder(L.LightningModule):
@@ -114,6 +117,46 @@ class SparseBiEncoder(L.LightningModule):
         # from_pretrained returns modules in eval mode (dropout off); Lightning keeps the mode
         # a module had before fit, so start in train mode (frozen image backbones stay eval)
         self.train()
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave the frozen distillation teacher's weights out of the checkpoint (~180 MB
+        for MiniLM-L6 on both sides, twice the student with its optimizer state): building
+        the module from its hyperparameters loads them again from the teacher's own
+        checkpoint or backbone. Their fingerprint is kept, so that resuming from a teacher
+        that has changed since fails instead of distilling from another model."""
+        if self.distillation is None:
+            return
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(_TEACHER_PREFIX)]:
+            del state[key]
+        checkpoint[_TEACHER_FINGERPRINT] = self.distillation.fingerprint()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the teacher this module was built with back into a checkpoint saved without
+        it (see :meth:`on_save_checkpoint`); a checkpoint that has its teacher's weights
+        (saved before they were left out) loads them as they are. A teacher whose weights
+        differ from those the checkpoint was trained with stops a resumed fit and is
+        warned about otherwise (encoding and evaluation never use the teacher)."""
+        state = checkpoint.get("state_dict", {})
+        if self.distillation is None or any(k.startswith(_TEACHER_PREFIX) for k in state):
+            return
+        saved = checkpoint.get(_TEACHER_FINGERPRINT)
+        if saved is not None and saved != self.distillation.fingerprint():
+            source = self.distillation.checkpoint or "the backbone's own weights"
+            now = self.distillation.fingerprint()
+            message = (
+                f"the distillation teacher built from {source} is not the one this "
+                f"checkpoint was trained with (weights sha256 {now[:12]}, trained with "
+                f"{saved[:12]}); it was replaced or retrained since"
+            )
+            if self._trainer is not None and self.trainer.state.fn == "fit":
+                raise ValueError(
+                    f"cannot resume: {message}. Point model.distillation.init_args.checkpoint "
+                    "at the teacher the run started with, or start the fit afresh"
+                )
+            warnings.warn(f"{message}; the student's weights load as saved", stacklevel=2)
+        state.update(self.distillation.state_dict(prefix=_TEACHER_PREFIX))
 
     def setup(self, stage: str) -> None:
         """Hand the DataModule what the encoders read (its explicit interface,

@@ -18,7 +18,7 @@ from lightning_mlsr.losses import InfoNCE
 from lightning_mlsr.metrics import evaluate
 from lightning_mlsr.module import SparseBiEncoder, lr_schedule
 from lightning_mlsr.regularizers import FLOPS, L1
-from tests.helpers import brute_force_run, quiet_trainer
+from tests.helpers import brute_force_run, dense_teacher_checkpoint, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,6 +89,64 @@ def test_load_from_checkpoint_rebuilds_a_non_default_configuration(tmp_path: Pat
         expected = trained.encode_queries(batch["query"])
         got = restored.encode_queries(batch["query"])
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.slow  # three fits and four rebuilds of m2_distilled with its MiniLM teacher
+def test_distilled_checkpoints_leave_the_frozen_teacher_out_and_load_it_back(
+    tmp_path: Path,
+) -> None:
+    teacher = dense_teacher_checkpoint(tmp_path / "teacher.pt")
+    config = str(REPO / "experiments" / "m2_distilled.yaml")
+    args = [
+        *_fit_args(tmp_path, "--trainer.limit_val_batches=0"),
+        f"--model.distillation.init_args.checkpoint={teacher}",
+    ]
+    cli = main(["fit", "--config", config, *args])
+    trained = cli.model.eval()
+    ckpt = tmp_path / "model.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+
+    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
+    kept = set(raw["state_dict"])
+    teacher_keys = {k for k in trained.state_dict() if k.startswith("distillation.")}
+    assert teacher_keys and not teacher_keys & kept
+    assert kept == set(trained.state_dict()) - teacher_keys  # every student weight is kept
+    assert raw["distillation_teacher_sha256"] == trained.distillation.fingerprint()
+
+    # rebuilt from the hyperparameters: the student as saved, the teacher from teacher.pt
+    # (whose document side differs from MiniLM as shipped and from its query side)
+    restored = SparseBiEncoder.load_from_checkpoint(ckpt, map_location="cpu")
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(tensor, restored.state_dict()[name]), name
+    shipped = torch.load(teacher, weights_only=False)["state_dict"]
+    for key, value in shipped.items():
+        side, rest = key.split(".", 1)
+        teacher_key = f"distillation.{side.replace('_encoder', '_teacher')}.{rest}"
+        assert torch.equal(restored.state_dict()[teacher_key], value), key
+
+    resumed = main(
+        ["fit", "--config", config, *args, "--trainer.max_steps=3", f"--ckpt_path={ckpt}"]
+    )
+    assert resumed.trainer.global_step == 3
+
+    # the teacher file changes under the run: resuming stops, loading warns
+    perturbed = next(k for k in shipped if k.startswith("doc_encoder.") and k.endswith("weight"))
+    torch.save({"state_dict": {**shipped, perturbed: shipped[perturbed] + 0.5}}, teacher)
+    with pytest.raises(ValueError, match=r"cannot resume: the distillation teacher built from"):
+        main(["fit", "--config", config, *args, "--trainer.max_steps=4", f"--ckpt_path={ckpt}"])
+    with pytest.warns(UserWarning, match="not the one this checkpoint was trained with"):
+        student = SparseBiEncoder.load_from_checkpoint(ckpt, map_location="cpu")
+    for name, tensor in trained.state_dict().items():
+        if not name.startswith("distillation."):
+            assert torch.equal(tensor, student.state_dict()[name]), name
+
+    # a checkpoint saved with its teacher's weights (before they were left out) loads them
+    raw["state_dict"].update({k: trained.state_dict()[k] for k in teacher_keys})
+    del raw["distillation_teacher_sha256"]
+    torch.save(raw, ckpt)
+    old = SparseBiEncoder.load_from_checkpoint(ckpt, map_location="cpu")
+    rest = perturbed.split(".", 1)[1]
+    assert torch.equal(old.state_dict()[f"distillation.doc_teacher.{rest}"], shipped[perturbed])
 
 
 class _LambdaRecorder(L.Callback):
