@@ -100,12 +100,11 @@ def _gather_worker(rank: int, world: int, port: int, q, d, false_negatives, out)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        b = q.shape[0] // world
-        mine = slice(rank * b, (rank + 1) * b)
-        q_local = q[mine].clone().requires_grad_(True)
-        d_local = d[mine].clone().requires_grad_(True)
+        b, n = q.shape[0] // world, d.shape[0] // world  # n = b * (1 + hard negatives)
+        q_local = q[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+        d_local = d[rank * n : (rank + 1) * n].clone().requires_grad_(True)
         loss = InfoNCE(temperature=0.5, gather_across_ranks=True)(
-            q_local, d_local, false_negatives[mine]
+            q_local, d_local, false_negatives[rank * b : (rank + 1) * b]
         )
         loss.backward()
         out[rank] = (loss.detach(), q_local.grad, d_local.grad)
@@ -114,15 +113,20 @@ def _gather_worker(rank: int, world: int, port: int, q, d, false_negatives, out)
 
 
 @pytest.mark.slow
-def test_gathering_across_ranks_matches_one_big_batch() -> None:
-    """Each rank's loss uses every rank's documents; summed gradients match a single process."""
+@pytest.mark.parametrize("negatives", [0, 2], ids=["in-batch", "hard-negatives"])
+def test_gathering_across_ranks_matches_one_big_batch(negatives: int) -> None:
+    """Each rank's loss uses every rank's documents; summed gradients match a single process.
+    With hard negatives each rank holds ``B`` positives then ``B * negatives`` negatives, and
+    the positive of rank r's query i is gathered column ``r * N + i``."""
     world, b = 2, 3
+    n = b * (1 + negatives)  # documents per rank
     generator = torch.Generator().manual_seed(0)
     q = torch.rand(world * b, 5, generator=generator)
-    d = torch.rand(world * b, 5, generator=generator)
-    false_negatives = torch.zeros(world * b, world * b, dtype=torch.bool)
-    false_negatives[0, 4] = True  # across ranks: query 0 (rank 0), doc 4 (rank 1)
+    d = torch.rand(world * n, 5, generator=generator)
+    false_negatives = torch.zeros(world * b, world * n, dtype=torch.bool)
+    false_negatives[0, n + 1] = True  # across ranks: query 0 (rank 0), doc 1 of rank 1
     false_negatives[5, 1] = True
+    false_negatives[4, n - 1] = True  # rank 1's query, rank 0's last document
     out = mp.get_context("spawn").Manager().dict()
     mp.spawn(
         _gather_worker,
@@ -132,16 +136,16 @@ def test_gathering_across_ranks_matches_one_big_batch() -> None:
     )
     # reference: one process, the ranks' losses summed (DDP then averages gradients)
     q_ref, d_ref = q.clone().requires_grad_(True), d.clone().requires_grad_(True)
-    logits, _ = InfoNCE(temperature=0.5).scores(q_ref, d_ref, false_negatives)
-    losses = torch.nn.functional.cross_entropy(logits, torch.arange(world * b), reduction="none")
+    labels = torch.cat([torch.arange(b) + r * n for r in range(world)])  # (world * b,)
+    logits = (q_ref @ d_ref.T / 0.5).masked_fill(false_negatives, float("-inf"))
+    losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     per_rank = losses.view(world, b).mean(dim=1)
     per_rank.sum().backward()
     for rank in range(world):
         loss, q_grad, d_grad = out[rank]
-        mine = slice(rank * b, (rank + 1) * b)
         assert loss.item() == pytest.approx(per_rank[rank].item(), rel=1e-6)
-        torch.testing.assert_close(q_grad, q_ref.grad[mine])
-        torch.testing.assert_close(d_grad, d_ref.grad[mine])
+        torch.testing.assert_close(q_grad, q_ref.grad[rank * b : (rank + 1) * b])
+        torch.testing.assert_close(d_grad, d_ref.grad[rank * n : (rank + 1) * n])
 
 
 # ---------------------------------------------------------------- distillation (issue 12)
