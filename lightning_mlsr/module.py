@@ -141,10 +141,9 @@ class SparseBiEncoder(L.LightningModule):
         state = checkpoint.get("state_dict", {})
         if self.distillation is None or any(k.startswith(_TEACHER_PREFIX) for k in state):
             return
-        saved = checkpoint.get(_TEACHER_FINGERPRINT)
-        if saved is not None and saved != self.distillation.fingerprint():
+        saved, now = checkpoint.get(_TEACHER_FINGERPRINT), self.distillation.fingerprint()
+        if saved is not None and saved != now:
             source = self.distillation.checkpoint or "the backbone's own weights"
-            now = self.distillation.fingerprint()
             message = (
                 f"the distillation teacher built from {source} is not the one this "
                 f"checkpoint was trained with (weights sha256 {now[:12]}, trained with "
