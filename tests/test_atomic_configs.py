@@ -58,3 +58,63 @@ def test_num_nodes_is_a_command_line_override(capsys: pytest.CaptureFixture[str]
             ["fit", "--config", str(ATOMIC / "m2.yaml"), "--trainer.num_nodes=4", "--print_config"]
         )
     assert yaml.safe_load(capsys.readouterr().out)["trainer"]["num_nodes"] == 4
+
+
+#: the emoji experiment each AToMiC config reproduces at full scale
+EMOJI_TWINS = {
+    "m1": "m1_mlm_mlm_image",
+    "m2": "m2_mlp_mlm_caption",
+    "m3": "m3_mlp_mlp_caption",
+    "m4": "m4_mlp_mlp_image_caption",
+}
+#: init_args that name a pretrained model, which differ by design between the two settings
+BACKBONE_KEYS = {"backbone", "text_backbone", "image_backbone"}
+
+
+def _leaves(tree: object, prefix: str = "") -> dict[str, object]:
+    """Every leaf of a resolved config as ``dotted.path -> value`` (list items by index)."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in items:
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _science(printed: dict) -> dict[str, object]:
+    """A resolved config without what the two settings may differ in: data, trainer and the
+    backbones' names."""
+    return {
+        path: value
+        for path, value in _leaves(printed).items()
+        if path.split(".")[0] not in ("data", "trainer")
+        and path.rsplit(".", 1)[-1] not in BACKBONE_KEYS
+    }
+
+
+def test_differences_outside_data_trainer_backbones_are_reported() -> None:
+    emoji = {"model": {"query_regularizer": None, "doc_encoder": {"init_args": {"backbone": "a"}}}}
+    atomic = {"model": {"query_regularizer": {"class_path": "FLOPS"}}, "data": {"x": 1}}
+    atomic["model"]["doc_encoder"] = {"init_args": {"backbone": "b"}}
+    assert _science(emoji) != _science(atomic)
+    atomic["model"]["query_regularizer"] = None
+    assert _science(emoji) == _science(atomic)
+
+
+@pytest.mark.parametrize("stem", sorted(EMOJI_TWINS))
+def test_atomic_config_equals_its_emoji_twin_but_data_trainer_and_backbones(
+    stem: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ATOMIC.parents[1] / "tests")
+    atomic = _science(printed_config(ATOMIC / f"{stem}.yaml", capsys))
+    emoji = _science(printed_config(ATOMIC.parent / f"{EMOJI_TWINS[stem]}.yaml", capsys))
+    differ = {
+        path: (atomic.get(path, "<absent>"), emoji.get(path, "<absent>"))
+        for path in sorted(set(atomic) | set(emoji))
+        if atomic.get(path, "<absent>") != emoji.get(path, "<absent>")
+    }
+    assert not differ, f"atomic/{stem}.yaml vs {EMOJI_TWINS[stem]}.yaml (atomic, emoji): {differ}"
