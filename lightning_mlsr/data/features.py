@@ -135,6 +135,7 @@ class FeatureStore:
         # computed features not yet written: up to shard_size rows (rows, keys, ok, features)
         self._buffer: _Part | None = None
         self._held = 0
+        self._to_come = 0  # rows of the current pass not computed yet (for disk-full errors)
         self._last_write = time.monotonic()
         self._skipped: dict[str, str] = {}  # undecodable image id -> reason, this pass
         self._refresh()
@@ -162,10 +163,14 @@ class FeatureStore:
         """Compute and store the features of ``rows`` (None: every image) that are missing,
         with a progress bar in images/second; undecodable images are reported once at the
         end. Interrupted, it keeps every finished shard. Returns the images encoded.
+
+        Raises :class:`FeatureCacheError` before computing anything when the cache's
+        filesystem reports less free space than the missing features need, and when a
+        write fails (a full disk: the failed shard's files are removed).
         """
         rows = np.arange(len(self.images)) if rows is None else np.asarray(rows, dtype=np.int64)
         try:
-            encoded = self._compute_missing(rows, progress=progress)
+            encoded = self._compute_missing(rows, progress=progress, whole_pass=True)
         finally:  # also on Ctrl-C: keep what was computed
             self.flush()
         self.report_skipped()
@@ -180,7 +185,12 @@ class FeatureStore:
         """
         if self._held and self._buffer is not None:
             rows, keys, ok, features = (a[: self._held].copy() for a in self._buffer)
-            self._write_shard(rows, keys, ok, features)
+            self._held = 0
+            try:
+                self._write_shard(rows, keys, ok, features)
+            except FeatureCacheError:
+                self._row_shard[rows] = _UNKNOWN  # not stored: computed again when asked for
+                raise
         self._held = 0
         self._last_write = time.monotonic()
 
@@ -215,7 +225,7 @@ class FeatureStore:
             out[where] = self._shard_array(shard)[self._row_offset[rows[where]]]
         return out
 
-    def _compute_missing(self, rows: np.ndarray, progress: bool) -> int:
+    def _compute_missing(self, rows: np.ndarray, progress: bool, whole_pass: bool = False) -> int:
         keys = self._resolve(rows)
         if not keys:
             return 0
@@ -235,13 +245,17 @@ class FeatureStore:
             unit="img",
             disable=not progress,
         )
+        if whole_pass:  # fail now if it cannot fit, not after hours of work
+            shards.check_space(self.root, len(missing), self.dim)
         start = time.perf_counter()
         try:
             for begin in range(0, len(missing), self.batch_size):
                 chunk = missing[begin : begin + self.batch_size]
+                self._to_come = len(missing) - begin - len(chunk)
                 self._hold(*self._encode(chunk, keys))
                 bar.update(len(chunk))
         finally:
+            self._to_come = 0
             bar.close()
             if time.monotonic() - self._last_write > _FLUSH_SECONDS:
                 self.flush()
@@ -352,7 +366,7 @@ class FeatureStore:
     def _write_shard(
         self, rows: np.ndarray, keys: np.ndarray, ok: np.ndarray, features: np.ndarray
     ) -> None:
-        stem, checksum = shards.write_shard(self.root, keys, ok, features)
+        stem, checksum = shards.write_shard(self.root, keys, ok, features, self._to_come)
         shard = len(self._shards)
         self._shards.append(stem)
         self._checksums.append(checksum)
