@@ -15,6 +15,7 @@ import pytest
 
 from lightning_mlsr.data import Collection, DataError, ImageTable, TextTable, load_collection
 from lightning_mlsr.data.collection import BUNDLED_DIR
+from lightning_mlsr.data.layout import bundled_collections
 from tests.helpers import (
     BLUE_JPEG,
     RED,
@@ -484,9 +485,10 @@ def test_bundled_emoji_matches_data_md() -> None:
     assert json.loads((root / "collection.json").read_text())["counts"]["images"] == len(image_ids)
 
 
-def test_bundled_emoji_images_are_real_and_load_fast() -> None:
+@pytest.mark.parametrize("name", bundled_collections())
+def test_bundled_emoji_images_are_real_and_load_fast(name: str) -> None:
     start = time.perf_counter()
-    c = load_collection("emoji")  # metadata only: images are decoded when used
+    c = load_collection(name)  # metadata only: images are decoded when used
     elapsed = time.perf_counter() - start
     assert elapsed < 15, f"loading the bundled collection took {elapsed:.1f}s (expected ~1s)"
     i = c.images.index("1F913")
@@ -494,7 +496,7 @@ def test_bundled_emoji_images_are_real_and_load_fast() -> None:
     assert c.images.image_bytes(i)[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(set(map(len, c.images.ids))) > 1  # multi-code-point ids such as flags
     assert all(" " not in t for t in c.texts.ids)
-    every = load_collection("emoji", caption_languages="all")
+    every = load_collection(name, caption_languages="all")
     caption = every.images.caption(i)
     assert caption.startswith("nerd face ; ") and "书呆子脸" in caption
 

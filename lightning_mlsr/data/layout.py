@@ -6,7 +6,8 @@
       texts/*.parquet    text_id, page_title, section_title, context_* ...
       qrels/*.trec       "text_id Q0 image_id rel", one file per split (train.trec, ...)
       qrels/*.parquet    text_id, image_id, rel (+ optional Q0, split)
-      collection.json    optional defaults (name, query_fields, caption_fields, ...)
+      collection.json    optional defaults (name, query_fields, caption_fields, ...) and
+                         ``folders``: any of the three taken from another collection
 
 - **Hugging Face download layout**: a root holding ``AToMiC-Images-v0.2/data/*.parquet``,
   ``AToMiC-Texts-v0.2.1/data/*.parquet`` and ``AToMiC-Qrels-v0.2/data/*.parquet``.
@@ -80,8 +81,28 @@ def _visible_parquet(folder: Path) -> list[Path]:
     )
 
 
+def _folders(root: Path) -> dict[str, Path]:
+    """The AToMiC-layout folders, where ``collection.json``'s ``folders`` may point one at
+    another collection's (``{"images": "../emoji/images"}``) so variants share files."""
+    given = read_defaults(root).get("folders", {})
+    where = f"{root / 'collection.json'}"
+    if not isinstance(given, dict) or not set(given) <= {"images", "texts", "qrels"}:
+        raise DataError(
+            f"'folders' in {where} must map some of images, texts, qrels to paths, got {given!r}"
+        )
+    out = {d: root / d for d in ("images", "texts", "qrels")}
+    for name, rel in given.items():
+        if not isinstance(rel, str) or not (root / rel).is_dir():
+            raise DataError(
+                f"'folders' in {where} points {name} at {rel!r}, which is not a folder under "
+                f"{root}; fix the path or rebuild the collection it shares files with"
+            )
+        out[name] = (root / rel).resolve()
+    return out
+
+
 def find_layout(root: Path) -> Layout:
-    atomic = {d: root / d for d in ("images", "texts", "qrels")}
+    atomic = _folders(root)
     hf_dirs = {
         kind: sorted(p for p in root.glob(f"AToMiC-{kind}*") if p.is_dir())
         for kind in ("Images", "Texts", "Qrels")
