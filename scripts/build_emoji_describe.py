@@ -662,9 +662,10 @@ def build(
         g_licence,
     )
     twemoji = (
-        f"Images: Twemoji PNGs from the npm package `{TWEMOJI.spec}`, Copyright 2019-2025 "
-        "Twitter, Inc and other contributors, licensed under CC-BY 4.0 "
-        "(https://creativecommons.org/licenses/by/4.0/). The graphics are unmodified.",
+        f"Images: Twemoji PNGs from the npm package `{TWEMOJI.spec}` (Twemoji, the "
+        "jdecked/twemoji fork, v16.0.1), Copyright Twitter, Inc and other contributors, "
+        "licensed under CC-BY 4.0 (https://github.com/jdecked/twemoji/blob/main/LICENSE-GRAPHICS,"
+        " https://creativecommons.org/licenses/by/4.0/). The PNGs are unmodified.",
         TWEMOJI.spec,
         tw["package/LICENSE"],
     )
