@@ -99,6 +99,15 @@ def test_describe_counts_match_the_files_collection_json_and_data_md() -> None:
     assert f"emoji-describe queries: **{total}**" in data_md
     for reason, n in counts["senses_dropped"].items():
         assert f"`{reason}` | {n} |" in data_md, reason
+    chosen = counts["sense_selection"]
+    prose = " ".join(data_md.split())
+    for sentence in (
+        f"{chosen['phrases_not_in_wordnet']} phrases are not in WordNet",
+        f"{chosen['label_ambiguous_dropped']} label and {chosen['tag_ambiguous_dropped']} tag "
+        f"phrases, plus {chosen['tag_single_sense_without_evidence_dropped']} tags",
+        f"too vague: {chosen['hypernym_of_one_image_dropped']} dropped",
+    ):
+        assert sentence in prose, sentence
     assert counts["splits"]["test"]["queries"] > counts["splits"]["train"]["queries"]
 
 
