@@ -95,6 +95,10 @@ def resolve_text_backbone(name: str) -> str:
     if path.exists():
         if (path / "config.json").is_file():
             return str(path)
+        if (path / "modules.json").is_file():  # a sentence-transformers SparseEncoder folder
+            from lightning_mlsr.hub.public import masked_lm_folder
+
+            return str(masked_lm_folder(path))
         raise BackboneNotFoundError(
             f"text backbone path {str(path)!r} exists but has no config.json; give a directory "
             "written by `save_pretrained` (config.json, weights, tokenizer files)."

@@ -7,12 +7,14 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lightning_mlsr.checkpoint_files import CheckpointError, load_checkpoint
 
 __all__ = ["Distillation", "InfoNCE", "gathered_false_negatives", "kl_distillation"]
 
@@ -210,11 +212,15 @@ class Distillation(nn.Module):
                 f"student_temperature={student_temperature}, cache_size={cache_size}"
             )
         self.cache_size = int(cache_size)
-        # per side: token ids of one text (bytes) -> its teacher embedding (H,), on the CPU
-        self._cache: dict[str, OrderedDict[bytes, torch.Tensor]] = {
+        # per side: token ids of one text (bytes) -> its row in the side's embedding table,
+        # least recently used first; the tables (R, H) live where the module does (_apply),
+        # so a cached embedding never crosses between host and device
+        self._cache: dict[str, OrderedDict[bytes, int]] = {
             "query": OrderedDict(),
             "doc": OrderedDict(),
         }
+        self._table: dict[str, torch.Tensor | None] = {"query": None, "doc": None}
+        self._free: dict[str, list[int]] = {"query": [], "doc": []}  # rows of evicted texts
         self.query_teacher = teacher
         self.doc_teacher = doc_teacher if doc_teacher is not None else teacher
         if checkpoint is not None:
@@ -250,7 +256,10 @@ class Distillation(nn.Module):
                 "with experiments/dense_caption.yaml or set checkpoint: null to use the "
                 "backbone's own weights"
             )
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # weights_only: a teacher file never runs code while it loads
+            state = load_checkpoint(path)
+        except CheckpointError as err:
+            raise ValueError(f"Distillation: teacher checkpoint: {err}") from err
         state = state.get("state_dict", state)
         parts = {}
         for prefix in ("query_encoder.", "doc_encoder."):
@@ -288,14 +297,44 @@ class Distillation(nn.Module):
         if todo:
             pick = torch.tensor(todo, device=ids.device)
             fresh = encoder({k: v.index_select(0, pick) for k, v in inputs.items()})
-            for i, emb in zip(todo, fresh.float().cpu(), strict=True):
-                cache[keys[i]] = emb
-        out = torch.stack([cache[key] for key in keys]).to(ids.device)  # (B, H)
+            self._store(side, [keys[i] for i in todo], fresh.float())  # (T, H)
+        table = self._table[side]
+        if table is None:  # an empty batch
+            return encoder(inputs).float()
+        slots = torch.tensor([cache[key] for key in keys], device=table.device)  # (B,)
+        out = table.index_select(0, slots).to(ids.device)  # (B, H); no copy on one device
         for key in keys:  # most recently used last; drop the oldest beyond the size
             cache.move_to_end(key)
         while len(cache) > self.cache_size:
-            cache.popitem(last=False)
+            self._free[side].append(cache.popitem(last=False)[1])
         return out
+
+    def _store(self, side: str, keys: list[bytes], embeddings: torch.Tensor) -> None:
+        """Put new texts' embeddings into the side's table, in rows of evicted texts first;
+        the table grows (doubling) on the embeddings' device. Shape: ``(T, H)``."""
+        table, free = self._table[side], self._free[side]
+        if table is None:
+            table = embeddings.new_empty((0, embeddings.shape[1]))
+        table = table.to(embeddings.device)
+        missing = len(keys) - len(free)
+        if missing > 0:
+            # doubling, but past the cache's bound only as far as this batch needs
+            grown = max(len(table) + missing, min(2 * len(table), self.cache_size + len(keys)))
+            free += range(len(table), grown)
+            table = torch.cat([table, table.new_empty((grown - len(table), table.shape[1]))])
+        slots = [free.pop() for _ in keys]
+        table[torch.tensor(slots, device=table.device)] = embeddings.to(table.dtype)
+        self._table[side] = table
+        self._cache[side].update(zip(keys, slots))
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> Distillation:
+        """Move (or cast) the embedding tables with the module, as its buffers would be
+        (they are not buffers: DDP would broadcast them, and each rank has its own)."""
+        super()._apply(fn, recurse)
+        self._table = {s: None if t is None else fn(t) for s, t in self._table.items()}
+        return self
 
     @torch.no_grad()
     def teacher_scores(
@@ -325,3 +364,91 @@ class Distillation(nn.Module):
             drop = false_negatives.bool().clone()
             drop.fill_diagonal_(False)  # the positives stay
         return self.weight * kl_distillation(student, teacher, drop)
+
+
+def margin_mse(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    negatives_per_query: int,
+    drop: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MarginMSE: ``mean_(i,j) ((s_ip - s_ij) - (t_ip - t_ij))^2`` over each query ``i``'s
+    own hard negatives ``j``, with ``p`` its positive.
+
+    The columns are a training batch's documents: ``B`` positives (query ``i``'s at column
+    ``i``), then ``negatives_per_query`` hard negatives per query (query ``i``'s at columns
+    ``B + i * n .. B + i * n + n - 1``). Triples whose negative is marked in ``drop`` (a
+    document also relevant to the query) are left out of the mean.
+
+    Shape:
+        student ``(B, N)``, teacher ``(B, N)``, drop ``(B, N)`` bool, ``N = B * (1 + n)``
+        -> scalar (fp32).
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"margin_mse: student scores {tuple(student.shape)} and teacher scores "
+            f"{tuple(teacher.shape)} must have the same shape (queries x documents)"
+        )
+    b, n = student.shape[0], int(negatives_per_query)
+    if n < 1 or student.shape[1] != b * (1 + n):
+        raise ValueError(
+            f"margin_mse: {student.shape[1]} documents for {b} queries; MarginMSE needs each "
+            f"query's positive and its {n} hard negative(s) ({b * (1 + n)} documents): set "
+            "data.hard_negatives (mined with python -m lightning_mlsr.data.negatives)"
+        )
+    rows = torch.arange(b, device=student.device)[:, None]  # (B, 1)
+    cols = b + rows * n + torch.arange(n, device=student.device)[None, :]  # (B, n)
+    student, teacher = student.float(), teacher.float()
+    s_margin = student[rows[:, 0], rows[:, 0]][:, None] - student[rows, cols]  # (B, n)
+    t_margin = teacher[rows[:, 0], rows[:, 0]][:, None] - teacher[rows, cols]  # (B, n)
+    errors = (s_margin - t_margin).square()  # (B, n)
+    if drop is None:
+        return errors.mean()
+    keep = ~drop.bool()[rows, cols]  # (B, n)
+    return (errors * keep).sum() / keep.sum().clamp_min(1)
+
+
+class MarginMSE(Distillation):
+    """MarginMSE distillation (Hofstätter et al., 2020; the recipe of naver/splade,
+    sentence-transformers' ``SparseMarginMSELoss`` and lsr): the student's score margin
+    between a query's positive and each of its hard negatives matches the teacher's.
+
+    A drop-in for :class:`Distillation` in ``model.distillation`` (same teacher, checkpoint
+    and cache); it needs teacher-mined hard negatives in every training batch
+    (``data.hard_negatives``, :mod:`lightning_mlsr.data.negatives`), the triples whose
+    margins it compares. The teacher's scores are divided by ``teacher_temperature``, which
+    so sets the scale of its margins (0.05: cosine margins times 20); the student's dot
+    products by ``student_temperature``.
+
+    Args:
+        teacher, doc_teacher, checkpoint, cache_size: as :class:`Distillation`.
+        weight: multiplier of the MarginMSE term.
+        teacher_temperature: divides the teacher's scores.
+        student_temperature: divides the student's scores.
+
+    Shape:
+        student q ``(B, V)``, d ``(B * (1 + n), V)`` and the two tokenized batches -> scalar.
+    """
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        d: torch.Tensor,
+        queries: Mapping[str, torch.Tensor],
+        docs: Mapping[str, torch.Tensor],
+        false_negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Weighted MarginMSE over each query's (positive, hard negative) pairs.
+
+        Shape: q ``(B, V)``, d ``(N, V)``, false_negatives ``(B, N)`` -> scalar.
+        """
+        b = q.shape[0]
+        if d.shape[0] <= b or d.shape[0] % b:
+            raise ValueError(
+                f"MarginMSE: a batch of {b} queries and {d.shape[0]} documents has no hard "
+                "negatives per query; set data.hard_negatives (a TSV mined with python -m "
+                "lightning_mlsr.data.negatives) or use Distillation (KL over in-batch scores)"
+            )
+        student = q.float() @ d.float().T / self.student_temperature  # (B, N)
+        teacher = self.teacher_scores(queries, docs)  # (B, N)
+        return self.weight * margin_mse(student, teacher, d.shape[0] // b - 1, false_negatives)

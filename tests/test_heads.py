@@ -96,7 +96,14 @@ def token_id(word: str) -> int:
 
 
 def test_the_registry_holds_every_head_of_both_kinds() -> None:
-    assert set(list_heads(SparseEncoder)) == {"mlp", "mlm", "image_mlm", "fused", "late_fusion"}
+    assert set(list_heads(SparseEncoder)) == {
+        "mlp",
+        "mlm",
+        "image_mlm",
+        "fused",
+        "late_fusion",
+        "static",
+    }
     assert set(list_heads(DenseEncoder)) == {"dense_text", "dense_image"}
     assert list_heads() == sorted(HEADS)
     for name, cls in HEADS.items():  # every head is exactly one kind

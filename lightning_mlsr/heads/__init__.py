@@ -23,6 +23,7 @@ from lightning_mlsr.heads.fusion import FusedImageTextHead, LateFusionHead
 from lightning_mlsr.heads.image import ImageMLMHead
 from lightning_mlsr.heads.registry import HEADS, list_heads, register_head
 from lightning_mlsr.heads.sharing import tie_text_backbones
+from lightning_mlsr.heads.static import StaticQueryHead
 from lightning_mlsr.heads.text import MLMHead, MLPHead
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "MLPHead",
     "MissingInputError",
     "SparseEncoder",
+    "StaticQueryHead",
     "TextTransformerEncoder",
     "check_encoder_pair",
     "is_dense_model",

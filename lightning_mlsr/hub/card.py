@@ -1,0 +1,171 @@
+"""The model card (``README.md`` in the Hugging Face layout: YAML front matter, then
+Markdown) written beside every exported encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bootstrap_interval", "metrics_with_intervals", "model_card"]
+
+
+def bootstrap_interval(
+    values: list[float], resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of per-query values and its percentile bootstrap interval (queries resampled
+    with replacement; seeded, so a card is reproducible)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("bootstrap_interval: no per-query values")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (resamples, x.size))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(x.mean()), float(low), float(high)
+
+
+def metrics_with_intervals(metrics_file: str | Path) -> dict[str, Any]:
+    """``{"split", "queries", "measures": {name: (mean, low, high)}}`` from a run's
+    ``runs/<split>.metrics.json`` (written by the evaluator with per-query values)."""
+    path = Path(metrics_file)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    per_query: dict[str, dict[str, float]] = report.get("per_query") or {}
+    if not per_query:
+        raise ValueError(f"{str(path)!r} has no per-query values; give a runs/*.metrics.json")
+    names = list(report.get("aggregate") or next(iter(per_query.values())))
+    measures = {m: bootstrap_interval([q[m] for q in per_query.values()]) for m in names}
+    return {
+        "split": path.name.split(".")[0],
+        "queries": len(per_query),
+        "measures": measures,
+    }
+
+
+def _yaml_value(value: Any) -> str:
+    return json.dumps(value)  # JSON scalars and lists are valid YAML
+
+
+def model_card(
+    *,
+    name: str,
+    side: str,
+    manifest: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    license: str = "apache-2.0",
+) -> str:
+    """The card of one exported side: what it is, how it was trained, its metrics (with
+    95% bootstrap intervals where per-query values exist), its license, how to load it."""
+    head = str(manifest["class_path"]).rsplit(".", 1)[-1]
+    st = manifest.get("sentence_transformers") == "SparseEncoder"
+    tags = ["lightning_mlsr", "learned-sparse-retrieval", "sparse", side]
+    if st:
+        tags += ["sentence-transformers", "sparse-encoder"]
+    if "image" in manifest.get("modalities", []):
+        tags.append("image-text-retrieval")
+    front = [
+        "---",
+        f"license: {license}",
+        f"library_name: {'sentence-transformers' if st else 'lightning_mlsr'}",
+        f"pipeline_tag: {'feature-extraction' if st else 'other'}",
+        f"tags: {_yaml_value(tags)}",
+    ]
+    if training and training.get("collection"):
+        front.append(f"datasets: {_yaml_value([str(training['collection'])])}")
+    if metrics:
+        front += [
+            "model-index:",
+            f"- name: {_yaml_value(name)}",
+            "  results:",
+            "  - task: {type: text-to-image-retrieval}",
+            f"    dataset: {{name: {_yaml_value(str((training or {}).get('collection', 'unknown')))}, "
+            f"split: {metrics['split']}, type: retrieval}}",
+            "    metrics:",
+        ]
+        for m, (mean, _, _) in metrics["measures"].items():
+            front.append(f"    - {{type: {_yaml_value(m)}, value: {mean:.6f}}}")
+    front.append("---")
+
+    inputs = " and ".join(manifest.get("modalities", []))
+    lines = [
+        f"# {name}: {side} encoder ({head})",
+        "",
+        f"The {side} side of a learned sparse bi-encoder trained with "
+        "lightning_mlsr (multimodal learned sparse retrieval). It maps "
+        f"{inputs} to a non-negative weight per term of a {manifest.get('vocab_size')}-term "
+        "wordpiece vocabulary; the score of a query and a document is the dot product of "
+        "their vectors, searched with an inverted index.",
+        "",
+        "## Architecture",
+        "",
+        f"- head: `{manifest['class_path']}`",
+        f"- constructor arguments: `{json.dumps(manifest.get('init_args', {}))}`",
+    ]
+    image = manifest.get("image_backbone")
+    if image:
+        lines.append(
+            f"- image backbone: `{image['name']}` ({image['num_features']}-d pooled features), "
+            f"preprocessing `{json.dumps(image['preprocessing'])}`"
+        )
+    lines += ["", "## Training", ""]
+    if training:
+        for key, value in training.items():
+            lines.append(f"- {key}: `{json.dumps(value) if not isinstance(value, str) else value}`")
+    else:
+        lines.append("Not recorded (exported from a head built in Python).")
+    lines += ["", "## Evaluation", ""]
+    if metrics:
+        lines += [
+            f"On the {metrics['split']} split ({metrics['queries']} judged queries; trec_eval "
+            "semantics, a query that retrieves nothing counts as 0). Intervals: 95% "
+            "percentile bootstrap over queries (1000 resamples, seed 0).",
+            "",
+            "| measure | value | 95% CI |",
+            "|---|---|---|",
+        ]
+        for m, (mean, low, high) in metrics["measures"].items():
+            lines.append(f"| {m} | {mean:.4f} | [{low:.4f}, {high:.4f}] |")
+    else:
+        lines.append("No metrics file was given with the export.")
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from lightning_mlsr.hub import load_encoder",
+        "",
+        'encoder = load_encoder("PATH/TO/THIS/FOLDER")  # a lightning_mlsr head, eval mode',
+        "```",
+    ]
+    if st:
+        lines += [
+            "",
+            "It is also a sentence-transformers `SparseEncoder`, with the same vectors:",
+            "",
+            "```python",
+            "from sentence_transformers import SparseEncoder",
+            "",
+            'model = SparseEncoder("PATH/TO/THIS/FOLDER")',
+            'vectors = model.encode(["a red apple"])',
+            "```",
+        ]
+    else:
+        lines += [
+            "",
+            "It loads in lightning_mlsr only: sentence-transformers has no module for its "
+            "term scorer or image input.",
+        ]
+    lines += [
+        "",
+        "To publish it: `huggingface_hub.HfApi().upload_folder(folder_path=PATH, "
+        "repo_id=USER/NAME)` (or `python -m lightning_mlsr.hub push PATH USER/NAME`).",
+        "",
+        "## License",
+        "",
+        f"{license}, as the pretrained weights it starts from (see the training backbone).",
+        "",
+    ]
+    return "\n".join(front + [""] + lines)

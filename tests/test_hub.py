@@ -1,0 +1,415 @@
+"""Exported heads: round trips, sentence-transformers as the oracle of the exported text
+sides, public sparse checkpoints (written by sentence-transformers itself) as starting
+points, the static query head and MarginMSE against hand-computed values."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_mlsr.backbones import load_tokenizer, resolve_text_backbone
+from lightning_mlsr.heads import (
+    FusedImageTextHead,
+    ImageMLMHead,
+    LateFusionHead,
+    MLMHead,
+    MLPHead,
+    StaticQueryHead,
+)
+from lightning_mlsr.heads.static import idf_weights
+from lightning_mlsr.hub import load_encoder, save_encoder
+from lightning_mlsr.hub.card import bootstrap_interval, model_card
+from lightning_mlsr.hub.folder import _save_masked_lm
+from lightning_mlsr.losses import MarginMSE, margin_mse
+
+TEXTS = ["a cat sitting on a red sofa", "two dogs, two dogs and a ball [SEP] on the grass"]
+TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
+
+
+@functools.cache
+def tokenizer():
+    return load_tokenizer("splade-tiny")
+
+
+def text_batch(texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
+    tokens = tokenizer()(texts, return_tensors="pt", padding=True)
+    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+
+def batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {**text_batch(), "image_features": torch.rand(2, 256, generator=generator) * 2}
+
+
+def perturbed(head: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every trainable weight moved off its initial value, as training would (so a folder
+    that silently loaded the original backbone would fail the round trip)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.01)
+    return head.eval()
+
+
+def _heads() -> dict[str, torch.nn.Module]:
+    return {
+        "mlm": MLMHead(),
+        "mlm-sum-nospecial": MLMHead(pooling="sum", exclude_special_tokens=True),
+        "mlp": MLPHead(),
+        "static": StaticQueryHead(),
+        "image_mlm": ImageMLMHead(**TINY_IMAGE),
+        "fused-mlp": FusedImageTextHead(**TINY_IMAGE),
+        "late_fusion": LateFusionHead(MLPHead(), ImageMLMHead(**TINY_IMAGE)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_heads()))
+def test_every_exported_side_loads_back_with_the_same_vectors(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    head = perturbed(_heads()[name])
+    manifest = save_encoder(head, tmp_path / name, max_length=32)
+    loaded = load_encoder(tmp_path / name)
+    assert type(loaded) is type(head)
+    with torch.no_grad():
+        before, after = head(batch()), loaded(batch())
+    assert (before > 0).any(dim=1).all()
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert json.loads((tmp_path / name / "lightning_mlsr.json").read_text()) == manifest
+    if "image" in head.modalities and name != "late_fusion":
+        assert manifest["image_backbone"]["name"] == "test_efficientnet"
+        assert manifest["image_backbone"]["preprocessing"]["input_size"][0] == 3
+
+
+def test_exported_mlm_side_is_a_sentence_transformers_model_with_identical_vectors(
+    tmp_path: Path,
+) -> None:
+    """Every column, the special tokens' included: sentence-transformers does not zero them
+    (MLMHead does), so the export must make them unable to activate."""
+    from sentence_transformers import SparseEncoder
+
+    from lightning_mlsr.heads.base import mlm_head_parts
+
+    special = tokenizer().all_special_ids
+    torch.manual_seed(0)
+    head = perturbed(MLMHead())
+    _, decoder = mlm_head_parts(head.mlm_head)
+    with torch.no_grad():
+        decoder.bias[special] = 5.0  # every special term active before MLMHead zeroes it
+    # the premise, on the oracle itself: without the export's silencing they activate there
+    unsilenced = tmp_path / "unsilenced"
+    _save_masked_lm(head, unsilenced, silence=False)
+    tokenizer().save_pretrained(unsilenced)
+    raw = SparseEncoder(str(unsilenced), local_files_only=True)
+    assert (raw.encode(TEXTS, convert_to_tensor=True).to_dense()[:, special] > 0).any(dim=1).all()
+    save_encoder(head, tmp_path / "mlm")
+    model = SparseEncoder(str(tmp_path / "mlm"), local_files_only=True)
+    got = model.encode(TEXTS, convert_to_tensor=True).to_dense()
+    with torch.no_grad():
+        expected = head(text_batch())
+    assert (got[:, special] == 0).all()
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # the bound holds for any LayerNorm input, not only these texts
+    loaded = load_encoder(tmp_path / "mlm")
+    assert isinstance(loaded, MLMHead) and loaded.mlm_head is not None
+    hidden = torch.randn(4096, loaded.hidden_size) * 1000
+    with torch.no_grad():
+        logits = loaded.mlm_head(hidden)[:, special]
+    assert (logits < 0).all()
+
+
+def test_exported_static_side_is_a_sentence_transformers_static_embedding(tmp_path: Path) -> None:
+    from sentence_transformers import SparseEncoder
+
+    torch.manual_seed(0)
+    head = perturbed(StaticQueryHead())
+    with torch.no_grad():
+        head.weight[tokenizer().convert_tokens_to_ids("cat")] = -1.0  # relu: never active
+    save_encoder(head, tmp_path / "static")
+    model = SparseEncoder(str(tmp_path / "static"), local_files_only=True)
+    got = model.encode(TEXTS, convert_to_tensor=True).to_dense()
+    with torch.no_grad():
+        expected = head(text_batch())
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_mlp_and_image_sides_are_lightning_mlsr_only(tmp_path: Path) -> None:
+    for name, head in (("mlp", MLPHead()), ("image", ImageMLMHead(**TINY_IMAGE))):
+        manifest = save_encoder(head, tmp_path / name)
+        assert manifest["sentence_transformers"] is None
+        assert not (tmp_path / name / "modules.json").exists()
+
+
+# --------------------------------------------------------------- public checkpoints
+
+
+@functools.cache
+def _st_folders(root: str) -> tuple[Path, Path, torch.Tensor]:
+    """A SPLADE and an inference-free SparseEncoder, saved by sentence-transformers from
+    SPLADE-tiny (decoder bias and static weights random, so nothing matches by chance)."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Router, Transformer
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
+
+    path = resolve_text_backbone("splade-tiny")
+    torch.manual_seed(1)
+
+    def splade_modules() -> list[torch.nn.Module]:
+        mlm = Transformer(path, transformer_task="fill-mask")
+        with torch.no_grad():
+            for p in mlm.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
+        return [mlm, SpladePooling("max")]
+
+    splade = Path(root) / "splade"
+    SparseEncoder(modules=splade_modules()).save(str(splade))
+    weight = torch.rand(len(tokenizer())) * 3
+    router = Router.for_query_document(
+        query_modules=[SparseStaticEmbedding(tokenizer(), weight=weight.clone())],
+        document_modules=splade_modules(),
+    )
+    inference_free = Path(root) / "inference_free"
+    SparseEncoder(modules=[router]).save(str(inference_free))
+    return splade, inference_free, weight
+
+
+@pytest.fixture(scope="module")
+def st_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, torch.Tensor]:
+    return _st_folders(str(tmp_path_factory.mktemp("st")))
+
+
+def _non_special(x: torch.Tensor) -> torch.Tensor:
+    keep = torch.ones(x.shape[1], dtype=torch.bool)
+    keep[tokenizer().all_special_ids] = False
+    return x[:, keep]
+
+
+def test_an_mlm_head_starts_from_a_sentence_transformers_splade_folder(st_folders) -> None:
+    from sentence_transformers import SparseEncoder
+
+    splade, inference_free, _ = st_folders
+    for folder, encode in ((splade, "encode"), (inference_free, "encode_document")):
+        model = SparseEncoder(str(folder), local_files_only=True)
+        expected = getattr(model, encode)(TEXTS, convert_to_tensor=True).to_dense()
+        head = MLMHead(backbone=str(folder)).eval()
+        with torch.no_grad():
+            got = head(text_batch())
+        # MLMHead zeroes the special terms; every other column is the checkpoint's
+        assert (got[:, tokenizer().all_special_ids] == 0).all()
+        torch.testing.assert_close(_non_special(got), _non_special(expected), rtol=0, atol=1e-6)
+
+
+def test_a_static_head_starts_from_an_inference_free_folder(st_folders) -> None:
+    from sentence_transformers import SparseEncoder
+
+    _, inference_free, weight = st_folders
+    head = StaticQueryHead(backbone=str(inference_free), checkpoint=str(inference_free))
+    torch.testing.assert_close(head.weight.detach(), weight, rtol=0, atol=0)
+    model = SparseEncoder(str(inference_free), local_files_only=True)
+    expected = model.encode_query(TEXTS, convert_to_tensor=True).to_dense()
+    with torch.no_grad():
+        got = head(text_batch())
+    torch.testing.assert_close(_non_special(got), _non_special(expected), rtol=0, atol=0)
+
+
+def test_a_folder_that_is_not_a_sparse_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "modules.json").write_text("[]")
+    with pytest.raises(ValueError, match="0 masked-LM modules"):
+        MLMHead(backbone=str(tmp_path))
+    with pytest.raises(ValueError, match="0 SparseStaticEmbedding"):
+        StaticQueryHead(checkpoint=str(tmp_path))
+    with pytest.raises(ValueError, match="lightning_mlsr.json"):
+        load_encoder(tmp_path)
+
+
+# --------------------------------------------------------------- static head, by hand
+
+
+def test_static_head_weights_each_distinct_input_term_once() -> None:
+    head = StaticQueryHead()
+    ids = {w: tokenizer().convert_tokens_to_ids(w) for w in ("two", "dogs", "ball", "cat")}
+    with torch.no_grad():
+        head.weight.fill_(0.0)
+        head.weight[ids["two"]] = 0.5
+        head.weight[ids["dogs"]] = 2.0
+        head.weight[ids["ball"]] = -3.0  # relu: 0
+        head.weight[tokenizer().sep_token_id] = 7.0  # a special token: never a term
+        head.weight[tokenizer().pad_token_id] = 7.0
+    inputs = text_batch(["two dogs two dogs ball [SEP]", "cat"])
+    out = head(inputs)
+    expected = torch.zeros(2, head.vocab_size)
+    expected[0, ids["two"]] = 0.5  # twice in the text, counted once
+    expected[0, ids["dogs"]] = 2.0
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out.sum().backward()
+    grad = head.weight.grad
+    assert grad is not None
+    assert grad[ids["two"]] == 1 and grad[ids["dogs"]] == 1 and grad[ids["ball"]] == 0
+
+
+def test_idf_weights_by_hand() -> None:
+    texts = ["cat cat dog", "dog", "bird dog"]
+    idf = idf_weights(texts, tokenizer(), len(tokenizer()))
+
+    def expected(df: int) -> float:
+        return math.log(1 + (3 - df + 0.5) / (df + 0.5))
+
+    for word, df in (("cat", 1), ("dog", 3), ("bird", 1), ("fish", 0)):
+        assert idf[tokenizer().convert_tokens_to_ids(word)].item() == pytest.approx(expected(df))
+
+
+def test_static_head_starts_from_idf_of_the_bundled_captions() -> None:
+    from lightning_mlsr.data.load import load_collection
+
+    head = StaticQueryHead(init="idf")
+    captions = load_collection("emoji").images.captions()
+    n = len(captions)
+    word = "face"
+    df = sum(word in tokenizer().tokenize(c) for c in captions)
+    assert 0 < df < n
+    value = head.weight[tokenizer().convert_tokens_to_ids(word)].item()
+    assert value == pytest.approx(math.log(1 + (n - df + 0.5) / (df + 0.5)), rel=1e-6)
+
+
+# --------------------------------------------------------------- MarginMSE, by hand
+
+
+def test_margin_mse_by_hand() -> None:
+    # B = 2 queries, n = 1 negative each: columns [pos0, pos1, neg0, neg1]
+    student = torch.tensor([[5.0, 1.0, 3.0, 9.0], [0.0, 4.0, 8.0, 1.0]])
+    teacher = torch.tensor([[2.0, 0.0, 1.5, 0.0], [0.0, 1.0, 0.0, 3.0]])
+    # margins: q0 student 5-3=2, teacher 2-1.5=0.5; q1 student 4-1=3, teacher 1-3=-2
+    assert margin_mse(student, teacher, 1).item() == pytest.approx(((2 - 0.5) ** 2 + 5**2) / 2)
+    drop = torch.zeros(2, 4, dtype=torch.bool)
+    drop[1, 3] = True  # q1's negative is also relevant: left out
+    assert margin_mse(student, teacher, 1, drop).item() == pytest.approx(1.5**2)
+
+
+def test_margin_mse_with_two_negatives_per_query_by_hand() -> None:
+    # B = 1, n = 2: columns [pos, neg_a, neg_b]
+    student = torch.tensor([[4.0, 1.0, 2.0]])
+    teacher = torch.tensor([[1.0, 0.0, 1.0]])
+    assert margin_mse(student, teacher, 2).item() == pytest.approx(
+        ((3 - 1) ** 2 + (2 - 0) ** 2) / 2
+    )
+
+
+class _FixedTeacher(torch.nn.Module):
+    """A 'dense teacher' returning given embeddings for the batch's rows."""
+
+    text_backbone_name = "splade-tiny"
+
+    def __init__(self, embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embeddings[inputs["row"]]
+
+
+def test_margin_mse_module_scores_with_the_teacher_and_weights_the_loss() -> None:
+    q_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    d_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.0], [0.0, 0.25]])
+    queries, docs = _FixedTeacher(q_emb), _FixedTeacher(d_emb)
+    loss = MarginMSE(queries, doc_teacher=docs, weight=2.0, teacher_temperature=0.5, cache_size=0)
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # student vectors (V = 2)
+    d = torch.tensor([[3.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    value = loss(q, d, {"row": torch.arange(2)}, {"row": torch.arange(4)})
+    # teacher scores / 0.5: q0 pos 2, neg0 1 -> margin 1; q1 pos 2, neg1 0.5 -> 1.5
+    # student: q0 pos 3, neg0 1 -> 2; q1 pos 2, neg1 2 -> 0
+    assert value.item() == pytest.approx(2.0 * ((2 - 1) ** 2 + (0 - 1.5) ** 2) / 2)
+    with pytest.raises(ValueError, match="hard_negatives"):
+        loss(q, d[:2], {"row": torch.arange(2)}, {"row": torch.arange(2)})
+
+
+# --------------------------------------------------------------- model card
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_reproducible() -> None:
+    values = [0.0, 1.0] * 50
+    mean, low, high = bootstrap_interval(values)
+    assert mean == 0.5 and low < 0.5 < high
+    assert (mean, low, high) == bootstrap_interval(values)
+    assert bootstrap_interval([0.3] * 10) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_model_card_has_front_matter_metrics_and_loading(tmp_path: Path) -> None:
+    import yaml
+
+    manifest = save_encoder(MLMHead(), tmp_path / "doc")
+    metrics = {"split": "test", "queries": 100, "measures": {"nDCG@10": (0.4, 0.35, 0.45)}}
+    card = model_card(
+        name="m2",
+        side="document",
+        manifest=manifest,
+        training={"collection": "emoji"},
+        metrics=metrics,
+    )
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "apache-2.0" and front["library_name"] == "sentence-transformers"
+    assert front["datasets"] == ["emoji"]
+    assert front["model-index"][0]["results"][0]["metrics"][0] == {"type": "nDCG@10", "value": 0.4}
+    assert "| nDCG@10 | 0.4000 | [0.3500, 0.4500] |" in card
+    assert 'SparseEncoder("PATH/TO/THIS/FOLDER")' in card and "load_encoder" in card
+
+
+# --------------------------------------------------------------- the export command
+
+
+def test_export_command_writes_both_sides_of_a_fit_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint as ``fit`` writes it (encoders recorded by class_path, the run's
+    ``runs/test.metrics.json`` beside its checkpoints): both sides load back with the same
+    vectors and their cards carry the run's metrics."""
+    from lightning_mlsr.hub.__main__ import main
+
+    torch.manual_seed(0)
+    query, doc = perturbed(StaticQueryHead()), perturbed(MLMHead(), seed=1)
+    state = {f"query_encoder.{k}": v for k, v in query.state_dict().items()}
+    state.update({f"doc_encoder.{k}": v for k, v in doc.state_dict().items()})
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "runs").mkdir()
+    per_query = {f"q{i}": {"nDCG@10": float(i % 2)} for i in range(10)}
+    (run / "runs" / "test.metrics.json").write_text(
+        json.dumps({"aggregate": {"nDCG@10": 0.5}, "per_query": per_query})
+    )
+    torch.save(
+        {
+            "state_dict": state,
+            "epoch": 1,
+            "global_step": 7,
+            "hyper_parameters": {
+                "query_encoder": {"class_path": "lightning_mlsr.heads.StaticQueryHead"},
+                "doc_encoder": {"class_path": "lightning_mlsr.heads.MLMHead", "init_args": {}},
+            },
+            "datamodule_hyper_parameters": {"collection": "emoji", "query_max_length": 16},
+        },
+        run / "checkpoints" / "last.ckpt",
+    )
+    assert (
+        main(
+            [
+                "export",
+                "--ckpt_path",
+                str(run / "checkpoints" / "last.ckpt"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    for side, head in (("query", query), ("doc", doc)):
+        loaded = load_encoder(tmp_path / "out" / side)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(text_batch()), head(text_batch()), rtol=0, atol=0)
+        card = (tmp_path / "out" / side / "README.md").read_text()
+        assert "| nDCG@10 | 0.5000 |" in card and "global_step: `7`" in card
+    tokenizer_config = json.loads(
+        (tmp_path / "out" / "query" / "tokenizer_config.json").read_text()
+    )
+    assert tokenizer_config["model_max_length"] == 16
