@@ -338,8 +338,10 @@ def margin_mse(
 
     The columns are a training batch's documents: ``B`` positives (query ``i``'s at column
     ``i``), then ``negatives_per_query`` hard negatives per query (query ``i``'s at columns
-    ``B + i * n .. B + i * n + n - 1``). Triples whose negative is marked in ``drop`` (a
-    document also relevant to the query) are left out of the mean.
+    ``B + i * n .. B + i * n + n - 1``). With ``negatives_per_query=0`` (a batch of
+    positives only, e.g. validation) every other query's positive is a negative. Triples
+    whose negative is marked in ``drop`` (a document also relevant to the query) are left
+    out of the mean.
 
     Shape:
         student ``(B, N)``, teacher ``(B, N)``, drop ``(B, N)`` bool, ``N = B * (1 + n)``
@@ -351,14 +353,18 @@ def margin_mse(
             f"{tuple(teacher.shape)} must have the same shape (queries x documents)"
         )
     b, n = student.shape[0], int(negatives_per_query)
-    if n < 1 or student.shape[1] != b * (1 + n):
+    if n < 0 or student.shape[1] != b * (1 + n) or (n == 0 and b < 2):
         raise ValueError(
             f"margin_mse: {student.shape[1]} documents for {b} queries; MarginMSE needs each "
-            f"query's positive and its {n} hard negative(s) ({b * (1 + n)} documents): set "
-            "data.hard_negatives (mined with python -m lightning_mlsr.data.negatives)"
+            f"query's positive and its {n} hard negative(s) ({b * (1 + n)} documents), or "
+            "with no hard negatives at least 2 queries"
         )
     rows = torch.arange(b, device=student.device)[:, None]  # (B, 1)
-    cols = b + rows * n + torch.arange(n, device=student.device)[None, :]  # (B, n)
+    if n == 0:  # in-batch: the other queries' positives
+        others = ~torch.eye(b, dtype=torch.bool, device=student.device)  # (B, B)
+        cols = torch.arange(b, device=student.device).expand(b, b)[others].view(b, b - 1)
+    else:
+        cols = b + rows * n + torch.arange(n, device=student.device)[None, :]  # (B, n)
     student, teacher = student.float(), teacher.float()
     s_margin = student[rows[:, 0], rows[:, 0]][:, None] - student[rows, cols]  # (B, n)
     t_margin = teacher[rows[:, 0], rows[:, 0]][:, None] - teacher[rows, cols]  # (B, n)
@@ -375,9 +381,10 @@ class MarginMSE(Distillation):
     between a query's positive and each of its hard negatives matches the teacher's.
 
     A drop-in for :class:`Distillation` in ``model.distillation`` (same teacher, checkpoint
-    and cache); it needs teacher-mined hard negatives in every training batch
+    and cache), meant for training batches with teacher-mined hard negatives
     (``data.hard_negatives``, :mod:`lightning_mlsr.data.negatives`), the triples whose
-    margins it compares. The teacher's scores are divided by ``teacher_temperature``, which
+    margins it compares; a batch without them (validation) compares each positive with the
+    other queries' positives. The teacher's scores are divided by ``teacher_temperature``, which
     so sets the scale of its margins (0.05: cosine margins times 20); the student's dot
     products by ``student_temperature``.
 
@@ -404,11 +411,11 @@ class MarginMSE(Distillation):
         Shape: q ``(B, V)``, d ``(N, V)``, false_negatives ``(B, N)`` -> scalar.
         """
         b = q.shape[0]
-        if d.shape[0] <= b or d.shape[0] % b:
+        if d.shape[0] < b or d.shape[0] % b:
             raise ValueError(
-                f"MarginMSE: a batch of {b} queries and {d.shape[0]} documents has no hard "
-                "negatives per query; set data.hard_negatives (a TSV mined with python -m "
-                "lightning_mlsr.data.negatives) or use Distillation (KL over in-batch scores)"
+                f"MarginMSE: a batch of {b} queries and {d.shape[0]} documents; it needs the "
+                "B positives, then the same number of hard negatives for every query "
+                "(data.hard_negatives with negatives_per_query)"
             )
         student = q.float() @ d.float().T / self.student_temperature  # (B, N)
         teacher = self.teacher_scores(queries, docs)  # (B, N)
