@@ -323,8 +323,19 @@ def test_margin_mse_module_scores_with_the_teacher_and_weights_the_loss() -> Non
     # teacher scores / 0.5: q0 pos 2, neg0 1 -> margin 1; q1 pos 2, neg1 0.5 -> 1.5
     # student: q0 pos 3, neg0 1 -> 2; q1 pos 2, neg1 2 -> 0
     assert value.item() == pytest.approx(2.0 * ((2 - 1) ** 2 + (0 - 1.5) ** 2) / 2)
-    with pytest.raises(ValueError, match="hard_negatives"):
-        loss(q, d[:2], {"row": torch.arange(2)}, {"row": torch.arange(2)})
+    # no hard negatives (validation batches): the other query's positive is the negative
+    # teacher: q0 2 - 0 = 2, q1 2 - 0 = 2; student: q0 3 - 0 = 3, q1 2 - 0 = 2
+    value = loss(q, d[:2], {"row": torch.arange(2)}, {"row": torch.arange(2)})
+    assert value.item() == pytest.approx(2.0 * ((3 - 2) ** 2 + 0**2) / 2)
+    with pytest.raises(ValueError, match="same number of hard negatives"):
+        loss(q, d[:3], {"row": torch.arange(2)}, {"row": torch.arange(3)})
+
+
+def test_in_batch_margin_mse_by_hand() -> None:
+    student = torch.tensor([[4.0, 1.0, 0.0], [2.0, 2.0, 1.0], [0.0, 0.0, 3.0]])
+    teacher = torch.zeros(3, 3)
+    # margins s_ii - s_ij: q0 3, 4; q1 0, 1; q2 3, 3
+    assert margin_mse(student, teacher, 0).item() == pytest.approx((9 + 16 + 0 + 1 + 9 + 9) / 6)
 
 
 # --------------------------------------------------------------- model card
