@@ -1,0 +1,134 @@
+"""lightning_mlsr.analysis.significance against hand-computed answers and scipy on seeded data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lightning_mlsr.analysis.significance import (
+    bootstrap_mean_ci,
+    holm,
+    independent_test,
+    paired_test,
+    seed_query_bootstrap,
+)
+
+
+def _t_sf_two_sided_df3(t: float) -> float:
+    """Two-sided p of Student's t with 3 degrees of freedom, from its closed-form CDF."""
+    cdf = 0.5 + (t / (math.sqrt(3) * (1 + t * t / 3)) + math.atan(t / math.sqrt(3))) / math.pi
+    return 2 * (1 - cdf)
+
+
+def test_holm_by_hand() -> None:
+    # sorted: 0.01 x4 = 0.04; 0.03 x3 = 0.09; 0.04 x2 = 0.08 -> running max 0.09; 0.2 x1
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped
+    assert holm([0.02]) == pytest.approx([0.02]) and holm([]) == []
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.1, 1.5])
+
+
+def test_holm_is_stricter_than_benjamini_hochberg_on_the_same_family() -> None:
+    p = np.random.default_rng(0).uniform(0, 0.1, size=12)
+    bh = stats.false_discovery_control(p, method="bh")
+    assert np.all(np.asarray(holm(p)) >= bh - 1e-12)
+
+
+def test_paired_test_on_two_synthetic_runs_with_a_known_answer() -> None:
+    a = {"q1": 0.5, "q2": 0.6, "q3": 0.9, "q4": 1.0}
+    b = {"q1": 0.4, "q2": 0.4, "q3": 0.6, "q4": 0.6, "only_b": 0.0}  # differences .1 .2 .3 .4
+    got = paired_test(a, b)
+    diffs = [0.1, 0.2, 0.3, 0.4]
+    sd = math.sqrt(sum((d - 0.25) ** 2 for d in diffs) / 3)
+    t = 0.25 / (sd / 2)  # 3.873
+    assert got["n"] == 4
+    assert got["diff"] == pytest.approx(0.25)
+    assert got["t"] == pytest.approx(t)
+    assert got["p"] == pytest.approx(_t_sf_two_sided_df3(t), rel=1e-6)  # 0.0305
+    # Wilcoxon, exact: all 4 signed ranks positive is 1 of 2^4 sign patterns, two-sided
+    assert got["wilcoxon_p"] == pytest.approx(2 / 16)
+    low, high = got["diff_ci"]
+    assert 0.1 <= low < 0.25 < high <= 0.4  # a bootstrap mean never leaves the sample's range
+    swapped = paired_test(b, a)
+    assert swapped["t"] == pytest.approx(-t) and swapped["p"] == pytest.approx(got["p"])
+    same = paired_test(a, dict(a))
+    assert (same["diff"], same["p"], same["wilcoxon_p"], same["diff_ci"]) == (
+        0.0,
+        1.0,
+        1.0,
+        (0.0, 0.0),
+    )
+    with pytest.raises(ValueError, match="at least 2 shared"):
+        paired_test({"q1": 1.0}, {"q1": 0.0})
+
+
+def test_bootstrap_mean_ci_is_scipys_bca_interval() -> None:
+    x = np.random.default_rng(1).beta(0.5, 2.0, size=200)
+    got = bootstrap_mean_ci(x, seed=3, n_resamples=2000)
+    ref = stats.bootstrap((x,), np.mean, n_resamples=2000, rng=np.random.default_rng(3))
+    assert got == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
+    # and it behaves like a 95% interval: t-interval of the same sample is close
+    t_low, t_high = stats.t.interval(0.95, len(x) - 1, x.mean(), stats.sem(x))
+    assert got[0] == pytest.approx(t_low, abs=0.01) and got[1] == pytest.approx(t_high, abs=0.01)
+    assert bootstrap_mean_ci([0.3, 0.3, 0.3]) == (0.3, 0.3)
+
+
+def test_seed_query_bootstrap_with_one_seed_is_the_paired_query_bootstrap() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0, 1, size=(1, 300))
+    b = a - rng.normal(0.03, 0.2, size=(1, 300))  # a better by 0.018 here: t-test p 0.16
+    got = seed_query_bootstrap(a, b, n_resamples=4000, seed=0)
+    ref = stats.bootstrap(
+        (a[0], b[0]),
+        lambda u, v, axis=-1: np.mean(u - v, axis=axis),
+        paired=True,
+        method="percentile",
+        n_resamples=4000,
+        rng=np.random.default_rng(5),
+    ).confidence_interval
+    width = ref.high - ref.low
+    assert got["estimate"] == pytest.approx(float(a.mean() - b.mean()))
+    assert got["ci"][0] == pytest.approx(ref.low, abs=0.1 * width)
+    assert got["ci"][1] == pytest.approx(ref.high, abs=0.1 * width)
+    t_p = stats.ttest_rel(a[0], b[0]).pvalue
+    assert 0.05 < t_p < 0.5 and t_p / 1.5 < got["p"] < 1.5 * t_p  # large-sample agreement
+    assert seed_query_bootstrap(a, a)["p"] == 1.0
+
+
+def test_seed_query_bootstrap_carries_the_seed_spread() -> None:
+    """With no spread over queries, the interval is the bootstrap over seeds alone."""
+    seeds_a = np.array([0.30, 0.34, 0.41])
+    seeds_b = np.array([0.28, 0.29, 0.33])
+    a = np.repeat(seeds_a[:, None], 50, axis=1)  # (3, 50): each seed scores every query alike
+    b = np.repeat(seeds_b[:, None], 50, axis=1)
+    got = seed_query_bootstrap(a, b, n_resamples=6000, seed=0)
+    ref = stats.bootstrap(
+        (seeds_a, seeds_b),
+        lambda u, v, axis=-1: np.mean(u, axis=axis) - np.mean(v, axis=axis),
+        method="percentile",
+        n_resamples=6000,
+        rng=np.random.default_rng(1),
+    ).confidence_interval
+    assert got["ci"][0] == pytest.approx(ref.low, abs=0.01)
+    assert got["ci"][1] == pytest.approx(ref.high, abs=0.01)
+    single = seed_query_bootstrap(a[:1], b[:1])  # one seed each: no spread left
+    assert single["ci"] == pytest.approx((0.02, 0.02))
+    mean_only = seed_query_bootstrap(a)
+    assert "p" not in mean_only and mean_only["estimate"] == pytest.approx(seeds_a.mean())
+    with pytest.raises(ValueError, match="same queries"):
+        seed_query_bootstrap(a, b[:, :10])
+
+
+def test_independent_test_is_exact_over_every_relabelling() -> None:
+    x, y = [0.03, 0.025, 0.031], [0.09, 0.08, 0.1]
+    got = independent_test(x, y)
+    assert got["p"] == pytest.approx(2 / 20)  # separated groups: 2 of C(6,3) relabellings
+    assert got["welch_p"] == pytest.approx(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    assert got["diff"] == pytest.approx(np.mean(x) - np.mean(y))
+    assert got["diff_ci"][0] <= got["diff"] <= got["diff_ci"][1] < 0
+    mixed = independent_test([1.0, 3.0, 5.0], [2.0, 4.0, 6.0])
+    assert mixed["p"] > 0.5
