@@ -424,3 +424,10 @@ def test_export_command_writes_both_sides_of_a_fit_checkpoint(tmp_path: Path) ->
         (tmp_path / "out" / "query" / "tokenizer_config.json").read_text()
     )
     assert tokenizer_config["model_max_length"] == 16
+
+
+def test_export_refuses_a_folder_that_holds_files(tmp_path: Path) -> None:
+    (tmp_path / "side").mkdir()
+    (tmp_path / "side" / "lightning_mlsr_head.safetensors").write_bytes(b"stale")
+    with pytest.raises(ValueError, match="not empty"):
+        save_encoder(StaticQueryHead(), tmp_path / "side")

@@ -85,8 +85,9 @@ def export_checkpoint(
 
     Args:
         ckpt_path: a checkpoint written by ``python -m lightning_mlsr fit``.
-        out: the folder to write into.
-        name: the model's name on its card (default: the run directory's name).
+        out: the folder to write into (its ``query`` and ``doc`` must not hold files).
+        name: the model's name on its card (default: the logger's name and version, from
+            the run directory).
         metrics_file: a ``runs/<split>.metrics.json`` of the run, whose per-query values give
             the card's metrics and bootstrap intervals; None looks for
             ``runs/test.metrics.json`` in the checkpoint's run directory.
@@ -105,7 +106,7 @@ def export_checkpoint(
     info = {k: checkpoint[k] for k in ("epoch", "global_step") if k in checkpoint}
     training = _training_summary(ckpt_path, hparams, info)
     data = hparams.get("datamodule", {})
-    name = name or run_dir.name
+    name = name or f"{run_dir.parent.name}-{run_dir.name}"
     written: dict[str, Path] = {}
     for side, encoder in encoders.items():
         folder = Path(out) / side

@@ -66,7 +66,7 @@ def save_encoder(head: Encoder, out: str | Path, max_length: int | None = None) 
 
     Args:
         head: a trained head (its weights are copied, the head is not changed).
-        out: the folder to write (created; existing files of the same names are replaced).
+        out: the folder to write: new or empty.
         max_length: the most tokens the head was trained on, recorded as the tokenizer's
             ``model_max_length`` so that other libraries truncate alike (None: keep it).
 
@@ -74,6 +74,11 @@ def save_encoder(head: Encoder, out: str | Path, max_length: int | None = None) 
         the manifest written to ``lightning_mlsr.json``.
     """
     out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(
+            f"{str(out)!r} is not empty; export into a new folder (files left from another "
+            "head would be read as this one's)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "format": FORMAT,
