@@ -4,6 +4,7 @@ brute-force cosine ranking of the teacher puts first, and reads back as a collec
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,58 @@ def test_expanded_captions_append_each_word_to_its_top_caption(tmp_path: Path, b
     assert expanded.qrels["test"] == source.qrels["test"]
     with pytest.raises(ValueError, match="expand_captions"):
         build_pseudo_query_collection(src, tmp_path / "y", ckpt, words=WORDS, expand_captions=4)
+
+
+@pytest.mark.slow
+def test_evaluation_queries_are_left_out_unless_transductive(tmp_path: Path, built) -> None:
+    """A candidate equal to a validation or test query (any case, any padding) never becomes
+    a pseudo-query or a caption expansion by default; --transductive keeps it."""
+    from lightning_mlsr.baselines.common import split_texts
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection, main
+
+    src, ckpt = built[0], built[2]
+    source = load_collection(src)
+    test_query = split_texts(source, "test")[1][0]
+    words = [*WORDS, f"  {test_query.upper()} "]
+    kept = {}
+    for transductive in (False, True):
+        out = tmp_path / f"t{transductive}"
+        info = build_pseudo_query_collection(
+            src,
+            out,
+            ckpt,
+            words=words,
+            min_score=-1.0,
+            expand_captions=3,
+            include_evaluation_queries=transductive,
+        )
+        tsv = (out / "pseudo_queries.tsv").read_text("utf-8").splitlines()[1:]
+        kept[transductive] = [line.split("\t")[1].lower() for line in tsv]
+        captions = " ".join(load_collection(out).images.captions()).lower()
+        assert (test_query.lower() in captions) is transductive
+        assert info["excluded_evaluation_queries"] == (0 if transductive else 1)
+        assert info["evaluation_queries"] == (
+            "included (transductive)" if transductive else "excluded"
+        )
+    assert kept[True] == [*kept[False], test_query.lower()]
+    assert kept[False] == [w.lower() for w in _candidates(src)]
+    words_file = tmp_path / "words.txt"
+    words_file.write_text("\n".join(words), "utf-8")
+    out = tmp_path / "cli"  # the command line's switch for the transductive variant
+    argv = [str(src), "--teacher", str(ckpt), "--out", str(out), "--words", str(words_file)]
+    assert main([*argv, "--min-score", "-1", "--transductive"]) == 0
+    info = json.loads((out / "collection.json").read_text())["pseudo_queries"]
+    assert info["candidates"] == len(_candidates(src)) + 1
+
+
+def test_unseen_queries_by_hand() -> None:
+    from lightning_mlsr.data.pseudo_queries import unseen_queries
+
+    ids = ["q1", "q2", "q3", "q4", "q5"]
+    texts = ["red apple", "Apple", " banana ", "kiwi", "grape"]
+    train, candidates = ["RED APPLE"], {"apple", "banana", "pear"}
+    assert unseen_queries(ids, texts, train, candidates) == ["q4", "q5"]
+    assert unseen_queries(ids, texts, train) == ["q2", "q3", "q4", "q5"]
+    assert unseen_queries(ids, texts) == ids
+    with pytest.raises(ValueError, match="5 query ids but 4 texts"):
+        unseen_queries(ids, texts[:4])

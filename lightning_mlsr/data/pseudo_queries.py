@@ -11,9 +11,12 @@ joined by the most frequent English words of ``wordfreq`` (``english_words``; mo
 WordPiece vocabulary splits into pieces — "calculator", "chopsticks" — are there); the teacher
 scores it against every caption, and words whose best caption scores at least
 ``min_score`` become training queries, judged relevant to their top ``positives``
-captions. No validation or test judgment is read: words are taken from the vocabulary
-whether or not they are test tags, and only the teacher (trained on the train split)
-labels them.
+captions. No validation or test judgment is read, and by default no validation or test
+query either: a candidate equal to the query text of any split but ``train`` is left out
+before the teacher sees it, so neither the training queries nor the expanded captions hold
+an evaluation string, and the evaluation queries stay unseen by every training signal
+(:func:`unseen_queries`). ``include_evaluation_queries=True`` (``--transductive``) keeps
+them: a transductive variant whose results must say so.
 
 Every word is scored against every caption (exactly, in blocks of 1024 words): meant for
 collections of up to ~10^5 images, not for AToMiC's 10M (that would need an ANN index).
@@ -49,8 +52,11 @@ from lightning_mlsr.data.load import load_collection
 
 __all__ = [
     "build_pseudo_query_collection",
+    "candidate_words",
     "english_words",
+    "evaluation_query_texts",
     "teacher_embeddings",
+    "unseen_queries",
     "vocabulary_words",
 ]
 
@@ -80,6 +86,42 @@ def english_words(n: int, pattern: str = r"[a-z]{3,}") -> list[str]:
         ) from e
     rx = re.compile(pattern)
     return [w for w in top_n_list("en", n) if rx.fullmatch(w)]
+
+
+def candidate_words(
+    tokenizer: Any, words: Sequence[str] | None = None, english: int = 0
+) -> list[str]:
+    """The pseudo-query candidates before any split's queries are left out: ``words`` (None:
+    the tokenizer's whole words, :func:`vocabulary_words`), then the ``english`` most
+    frequent English words (:func:`english_words`; 0: none), stripped, each once, in order."""
+    candidates = list(words) if words is not None else vocabulary_words(tokenizer)
+    if english:
+        candidates += english_words(english)
+    return [w for w in dict.fromkeys(c.strip() for c in candidates) if w]
+
+
+def evaluation_query_texts(collection: Any) -> set[str]:
+    """Lower-cased, stripped query strings of every split but ``train``."""
+    from lightning_mlsr.baselines.common import split_texts
+
+    return {
+        text.strip().lower()
+        for split in collection.splits
+        if split != "train"
+        for text in split_texts(collection, split)[1]
+    }
+
+
+def unseen_queries(
+    ids: Sequence[str], texts: Sequence[str], *seen: Sequence[str] | set[str]
+) -> list[str]:
+    """The ids of the queries whose text (stripped, case-insensitive) is in none of the
+    ``seen`` string collections (training queries, pseudo-query candidates), in input
+    order: the queries no training signal can have shown the model by their text."""
+    if len(ids) != len(texts):
+        raise ValueError(f"{len(ids)} query ids but {len(texts)} texts")
+    known = {s.strip().lower() for strings in seen for s in strings}
+    return [q for q, text in zip(ids, texts, strict=True) if text.strip().lower() not in known]
 
 
 def load_teacher(checkpoint: str | os.PathLike[str], backbone: str, pooling: str) -> Any:
@@ -137,6 +179,7 @@ def build_pseudo_query_collection(
     pooling: str = "mean",
     words: Sequence[str] | None = None,
     english: int = 0,
+    include_evaluation_queries: bool = False,
     min_score: float = 0.5,
     max_queries: int | None = 4000,
     positives: int = 1,
@@ -157,6 +200,9 @@ def build_pseudo_query_collection(
             words (:func:`vocabulary_words`). Words equal to a training query are left out.
         english: also consider this many of the most frequent English words
             (:func:`english_words`; 0: none), after ``words``.
+        include_evaluation_queries: keep candidates equal to a validation or test query
+            (transductive: the student is then trained on, and the expanded captions hold,
+            the teacher's answers to evaluation queries). False leaves them out.
         min_score: keep a word only if its best caption's cosine reaches this (a word the
             teacher matches to nothing is noise, not a query).
         max_queries: keep at most this many of the words that pass, drawn at random with
@@ -189,14 +235,16 @@ def build_pseudo_query_collection(
 
     tokenizer = load_tokenizer(backbone)
     teacher = load_teacher(teacher_checkpoint, backbone, pooling)
-    candidates = list(words) if words is not None else vocabulary_words(tokenizer)
-    if english:
-        candidates += english_words(english)
+    candidates = candidate_words(tokenizer, words, english)
     train_queries = {q.strip().lower() for q in split_texts(collection, "train")[1]}
-    candidates = [w for w in dict.fromkeys(c.strip() for c in candidates) if w]
     candidates = [w for w in candidates if w.lower() not in train_queries]
+    evaluation = set() if include_evaluation_queries else evaluation_query_texts(collection)
+    excluded = sum(w.lower() in evaluation for w in candidates)
+    candidates = [w for w in candidates if w.lower() not in evaluation]
     if not candidates:
-        raise DataError("no pseudo-query candidates left (all empty or training queries)")
+        raise DataError(
+            "no pseudo-query candidates left (all empty, training or evaluation queries)"
+        )
 
     captions = collection.images.captions()
     docs = teacher_embeddings(teacher, tokenizer, "doc", captions, doc_max_length, desc="captions")
@@ -286,6 +334,10 @@ def build_pseudo_query_collection(
         "words": ("given list" if words is not None else f"{backbone} vocabulary whole words")
         + (f" + wordfreq top {english} English words" if english else ""),
         "candidates": len(candidates),
+        "evaluation_queries": "included (transductive)"
+        if include_evaluation_queries
+        else "excluded",
+        "excluded_evaluation_queries": excluded,
         "min_score": min_score,
         "passed_min_score": passed,
         "max_queries": max_queries,
@@ -351,6 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0,
         help="also the N most frequent English words (wordfreq; the pseudo extra)",
     )
+    parser.add_argument(
+        "--transductive",
+        action="store_true",
+        help="keep candidates equal to a validation or test query (left out by default)",
+    )
     parser.add_argument("--min-score", type=float, default=0.5)
     parser.add_argument("--max-queries", type=int, default=4000, help="0 keeps all")
     parser.add_argument("--positives", type=int, default=1)
@@ -374,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.teacher,
         words=words,
         english=args.english,
+        include_evaluation_queries=args.transductive,
         min_score=args.min_score,
         max_queries=args.max_queries or None,
         positives=args.positives,
