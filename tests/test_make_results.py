@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import math
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,37 +18,9 @@ make_results = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_results)
 
 
-def _t_sf_two_sided_df3(t: float) -> float:
-    """Two-sided p of Student's t with 3 degrees of freedom, from its closed-form CDF."""
-    cdf = 0.5 + (t / (math.sqrt(3) * (1 + t * t / 3)) + math.atan(t / math.sqrt(3))) / math.pi
-    return 2 * (1 - cdf)
-
-
-def test_paired_test_on_two_synthetic_runs_with_a_known_answer() -> None:
-    a = {"q1": 0.5, "q2": 0.6, "q3": 0.9, "q4": 1.0}
-    b = {"q1": 0.4, "q2": 0.4, "q3": 0.6, "q4": 0.6, "only_b": 0.0}  # differences .1 .2 .3 .4
-    got = make_results.paired_test(a, b)
-    diffs = [0.1, 0.2, 0.3, 0.4]
-    sd = math.sqrt(sum((d - 0.25) ** 2 for d in diffs) / 3)
-    t = 0.25 / (sd / 2)  # 3.873
-    assert got["n"] == 4
-    assert got["diff"] == pytest.approx(0.25)
-    assert got["t"] == pytest.approx(t)
-    assert got["p"] == pytest.approx(_t_sf_two_sided_df3(t), rel=1e-6)  # 0.0305
-    swapped = make_results.paired_test(b, a)
-    assert swapped["t"] == pytest.approx(-t) and swapped["p"] == pytest.approx(got["p"])
-    same = make_results.paired_test(a, dict(a))
-    assert (same["diff"], same["p"]) == (0.0, 1.0)
-
-
-def test_benjamini_hochberg_by_hand() -> None:
-    got = make_results.adjust([0.01, 0.04, 0.03, 0.2])
-    assert got == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
-
-
 def test_significance_averages_seeds_per_query_then_corrects() -> None:
     def run(values: dict[str, float]) -> dict:
-        return {"per_query": {"test": {"nDCG@10": values}}}
+        return {"test": {}, "per_query": {"test": {"nDCG@10": values}}}
 
     qids = [f"q{i}" for i in range(30)]
     good = [run({q: 0.5 + 0.01 * (i % 3) for i, q in enumerate(qids)}) for _ in range(3)]
@@ -56,7 +31,17 @@ def test_significance_averages_seeds_per_query_then_corrects() -> None:
     (row,) = rows
     avg_bad = make_results.seed_average([r["per_query"]["test"]["nDCG@10"] for r in bad])
     assert row["mean_a"] == pytest.approx(sum(avg_bad.values()) / 30)
-    assert row["diff"] < -0.3 and row["p"] < 1e-10 and row["p_adj"] == row["p"]
+    assert row["diff"] < -0.3 and row["p"] < 1e-10 and row["p_holm"] == row["p"]  # family of 1
+    assert row["p_seed"] == row["p_seed_holm"] < 0.01 and row["equal_seeds"]
+    assert row["seed_ci"][1] < -0.3 and row["diff_ci"][1] < -0.3
+    unseen = qids[:10]
+    (sub,) = make_results.significance(runs, unseen=unseen)  # finding 1 asks on all queries
+    assert sub["n"] == 30
+    runs["m4_mlp_mlp_image_caption"] = [run({q: 0.2 for q in qids}) for _ in range(2)]
+    rows = [r for r in make_results.significance(runs) if r["finding"] == "1"]
+    assert [r["b"] for r in rows] == ["m2_mlp_mlm_caption", "m4_mlp_mlp_image_caption"]
+    assert [r["p_holm"] for r in rows] == pytest.approx(make_results.holm([r["p"] for r in rows]))
+    assert [r["equal_seeds"] for r in rows] == [True, False]  # 3 seeds vs 2
     assert make_results.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
 
 
@@ -91,9 +76,11 @@ def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
     def fake_build(source, out, teacher, **options):
         calls.append((source, teacher, options))
         out.mkdir(parents=True)
-        (out / "collection.json").write_text("{}")
+        made = {"candidates": 9, "pseudo_queries": 4, "evaluation_queries": "excluded"}
+        (out / "collection.json").write_text(json.dumps({"pseudo_queries": made}))
 
     monkeypatch.setattr(pseudo, "build_pseudo_query_collection", fake_build)
+    monkeypatch.setattr(make_results, "PSEUDO_MANIFEST", tmp_path / "manifest.json")
     first = make_results.teacher_path(tmp_path, make_results.FIRST_SEED)
     first.parent.mkdir(parents=True)
     first.write_bytes(b"x")
@@ -107,47 +94,13 @@ def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
         assert (collection / "collection.json").is_file()
         assert make_results.teacher_seed({"overrides": options}) == 42
     assert calls == [("emoji", first, make_results.PSEUDO_QUERIES[name])]
-    assert [p.name for p in (tmp_path / "pseudo").iterdir()] == [collection.name]  # no temp left
-
-
-def test_pseudo_coverage_has_one_table_per_word_list(tmp_path: Path) -> None:
-    """Students trained on the same pseudo-queries share a table; another list gets its own,
-    and a query counts as a pseudo-query of a list when its text is in that list."""
-    from lightning_mlsr.baselines.common import split_texts
-    from lightning_mlsr.data import load_collection
-
-    ids, texts = split_texts(load_collection("emoji"), "test")
-    first, second = texts[0].lower(), texts[1].lower()
-
-    def collection(name: str, words: list[str]) -> list[str]:
-        d = tmp_path / name
-        d.mkdir()
-        rows = "".join(f"pseudo-{i:06d}\t{w}\t0.5\tcap\n" for i, w in enumerate(words))
-        (d / "pseudo_queries.tsv").write_text("text_id\tquery\tcos\tcaps\n" + rows, "utf-8")
-        return [f"--data.collection={d}"]
-
-    def run(overrides: list[str], value: float) -> dict:
-        per_query = {q: (value if q == ids[0] else 0.0) for q in ids}
-        return {"overrides": overrides, "per_query": {"test": {"nDCG@10": per_query}}}
-
-    small, large = collection("small", [first]), collection("large", [first, second, "zzz"])
-    runs = {
-        "mlm_pseudo_distilled": [run(small, 0.6)],
-        "mlm_pseudo_top3_distilled": [run(small, 0.4)],
-        "mlm_pseudo_english_distilled": [run(large, 1.0)],
+    assert calls[0][2]["include_evaluation_queries"] is True  # the transductive variant
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest == {
+        collection.name: {"candidates": 9, "pseudo_queries": 4, "evaluation_queries": "excluded"}
     }
-    lines = make_results.pseudo_coverage(runs)
-    heads = [line for line in lines if line.startswith("| model |")]
-    assert heads == [
-        f"| model | a pseudo-query (1 queries) | not a pseudo-query ({len(ids) - 1} queries) |",
-        f"| model | a pseudo-query (2 queries) | not a pseudo-query ({len(ids) - 2} queries) |",
-    ]
-    rows = [line for line in lines if line.startswith("| MLM/MLM")]
-    assert rows == [
-        "| MLM/MLM distilled + pseudo-queries | 0.6000 | 0.0000 |",
-        "| MLM/MLM distilled + pseudo-queries, top 3 | 0.4000 | 0.0000 |",
-        "| MLM/MLM distilled + English pseudo-queries | 0.5000 | 0.0000 |",  # (1.0 + 0.0) / 2
-    ]
+    assert "include_evaluation_queries" not in make_results.PSEUDO_QUERIES[f"{name}_heldout"]
+    assert [p.name for p in (tmp_path / "pseudo").iterdir()] == [collection.name]  # no temp left
 
 
 def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
@@ -240,3 +193,99 @@ def test_distillation_target_is_met_only_on_a_mean_of_three_seeds(tmp_path: Path
     assert accounts["missed"][0].startswith("  What was tried for the distillation target: (1)")
     assert accounts["two"][0].startswith("  What was tried for the distillation target: (1)")
     assert accounts["met"][0].startswith("  How the distillation target was reached, step by")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_unseen_queries_are_those_no_run_could_have_seen() -> None:
+    """results/unseen_queries.tsv is what compute_unseen_queries gives today, and every listed
+    query is neither a training query nor a candidate of the transductive runs."""
+    from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.baselines.common import split_texts
+    from lightning_mlsr.data import load_collection
+    from lightning_mlsr.data.pseudo_queries import vocabulary_words
+
+    rows = make_results.compute_unseen_queries()
+    committed = make_results.UNSEEN.read_text("utf-8").splitlines()
+    assert committed == ["split\ttext_id\tquery", *("\t".join(r) for r in rows)]
+    collection = load_collection("emoji")
+    train = {t.lower() for t in split_texts(collection, "train")[1]}
+    vocab = set(vocabulary_words(load_tokenizer(make_results.PSEUDO_BACKBONE)))
+    for split in ("validation", "test"):
+        ids, texts = split_texts(collection, split)
+        text_of = dict(zip(ids, texts, strict=True))
+        listed = make_results.unseen_query_ids(split)
+        assert 0 < len(listed) < len(ids) and set(listed) <= set(ids)
+        assert not any(text_of[q].lower() in train | vocab for q in listed)
+
+
+def test_protocol_lists_known_experiments_and_marks_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = make_results.protocol()
+    known = set(make_results.LABELS)
+    assert set(chosen["final"]) <= known and set(chosen["test_informed"]) <= known
+    assert set(make_results.VARIANTS) <= set(chosen["final"])
+    assert all(n in chosen["test_informed"] for n in make_results.PSEUDO_QUERIES)
+    assert "†" in make_results._label("mlm_pseudo_english_docexp3_distilled")
+    assert "[transductive]" in make_results._label("mlm_pseudo_english_docexp3_distilled")
+    assert make_results._label("m2_mlp_mlm_caption") == "M2"
+
+    bad = tmp_path / "protocol.yaml"
+    bad.write_text("final: []\nfrozen: []\n")
+    monkeypatch.setattr(make_results, "PROTOCOL", bad)
+    with pytest.raises(ValueError, match="unknown keys"):
+        make_results.protocol()
+
+
+def test_finding_three_is_tested_per_seed() -> None:
+    def run(co: float, overlap: float) -> dict:
+        return {"coactivation": {"coactivation": co, "caption_overlap@10": overlap}}
+
+    runs = {
+        "mlp_mlm_image": [run(0.03, 0.04), run(0.02, 0.05), run(0.035, 0.03)],
+        "m1_mlm_mlm_image": [run(0.09, 0.01), run(0.08, 0.02), run(0.1, 0.015)],
+    }
+    rows = make_results.coactivation_tests(runs)
+    assert [r["measure"] for r in rows] == ["coactivation", "caption_overlap@10"]
+    assert all(r["p"] == pytest.approx(0.1) for r in rows)  # 3 vs 3 separated: exact minimum
+    assert [r["p_holm"] for r in rows] == pytest.approx([0.2, 0.2])
+
+
+@pytest.mark.slow
+def test_report_only_on_a_fresh_clone_reproduces_results_md(tmp_path: Path) -> None:
+    """Only the repository's tracked files (no work folder, no pseudo-query collections):
+    --report-only rebuilds RESULTS.md exactly but for its date line."""
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--", "scripts", "results", "RESULTS.md"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    clone = tmp_path / "clone"
+    for rel in filter(None, tracked):
+        (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, clone / rel)
+    out = tmp_path / "RESULTS.md"
+    script = str(clone / "scripts" / "make_results.py")
+    done = subprocess.run(
+        [sys.executable, script, "--report-only", "--results", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = (REPO / "RESULTS.md").read_text("utf-8").splitlines()
+    got = out.read_text("utf-8").splitlines()
+    assert len(got) == len(want)
+    differ = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+    assert all(
+        got[i].startswith("Generated by `python scripts/make_results.py` on ") for i in differ
+    )
+    assert len(differ) <= 1
