@@ -1,27 +1,29 @@
 #!/usr/bin/env python3
-"""Build the descriptive-query and Twemoji variants of the bundled emoji collection.
+"""Build the descriptive-query and other-artist variants of the bundled emoji collection.
 
-Three collections, written next to ``emoji`` under ``lightning_mlsr/data/bundled/``:
+Five collections, written next to ``emoji`` under ``lightning_mlsr/data/bundled/``:
 
 - ``emoji-describe``: the Noto images and captions of ``emoji``; the queries are WordNet 3.0
   glosses (definitions) of the senses that the emoji's CLDR label and tags name, so a query
   describes the picture without naming it. Its images folder is ``emoji``'s.
-- ``emoji-twemoji``: the same emoji drawn by Twemoji (same ids, captions, queries and
-  judgments as ``emoji``); its texts and qrels folders are ``emoji``'s.
-- ``emoji-describe-twemoji``: the Twemoji images with ``emoji-describe``'s queries and
-  judgments; it holds no data file of its own.
+- ``emoji-twemoji`` and ``emoji-openmoji``: the same emoji drawn by Twemoji or OpenMoji
+  (same ids, captions, queries and judgments as ``emoji``); their texts and qrels folders
+  are ``emoji``'s.
+- ``emoji-describe-twemoji`` and ``emoji-describe-openmoji``: those images with
+  ``emoji-describe``'s queries and judgments; they hold no data file of their own.
 
 Sources, each pinned by the sha256 of its archive: the two npm packages the emoji build
-reads, ``emoji-datasource-twitter@16.0.0`` (Twemoji PNGs) and the Debian package
-``wordnet-base`` 1:3.0-37 (``apt-get download wordnet-base=1:3.0-37``; read here with
-``tarfile``, no ``dpkg`` needed). How senses are chosen and which queries are left out is
-written in DATA.md ("The bundled emoji-describe collection") and in :func:`select_senses`.
+reads, ``emoji-datasource-twitter@16.0.0`` (Twemoji PNGs), ``openmoji@17.0.0`` (SVGs,
+rasterized with a pinned ``resvg-py``) and the Debian package ``wordnet-base`` 1:3.0-37
+(``apt-get download wordnet-base=1:3.0-37``; read here with ``tarfile``, no ``dpkg``
+needed). How senses are chosen and which queries are left out is written in DATA.md
+("The bundled emoji-describe collection") and in :func:`select_senses`.
 
 Usage::
 
-    python scripts/build_emoji_describe.py            # fetch with npm and apt-get, rebuild in place
+    python scripts/build_emoji_describe.py     # fetch with npm and apt-get, rebuild in place
     python scripts/build_emoji_describe.py --out /tmp/bundled --emoji-datasource G.tgz \
-        --emojibase B.tgz --twemoji T.tgz --wordnet wordnet-base_3.0-37_all.deb
+        --emojibase B.tgz --twemoji T.tgz --openmoji O.tgz --wordnet wordnet-base_3.0-37_all.deb
 
 Running it twice gives byte-identical files. It prints the counts for DATA.md.
 """
@@ -65,7 +67,18 @@ WORDNET = Source(
     "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752",
     "WordNet 3.0 license (Princeton University), BSD-style",
 )
+OPENMOJI = Source(
+    "openmoji",
+    "17.0.0",
+    "55ee7d13485dec86e9f38c1f3a645a13382d33ff97c0cd845ee824b0aef45e68",
+    "images CC BY-SA 4.0 (OpenMoji, HfG Schwäbisch Gmünd); code LGPL-3.0",
+)
+#: The SVG rasterizer (build time only; ``pip install -e ".[bundled-data]"``): resvg
+#: through its Python binding, pinned because the PNG bytes are part of the collection.
+RASTERIZER = ("resvg-py", "0.5.0")
 TWEMOJI_IMAGE_DIR = "package/img/twitter/64/"
+OPENMOJI_SVG_DIR = "package/color/svg/"
+IMAGE_SIZE = 64
 WORDNET_DIR = "./usr/share/wordnet/"
 WORDNET_COPYRIGHT = "./usr/share/doc/wordnet-base/copyright"
 
@@ -579,9 +592,18 @@ def build_describe(wn: WordNet, docs: list[Emoji]) -> tuple[dict[str, bytes], di
     return files, counts
 
 
-def twemoji_images(emoji_images: bytes, twemoji_files: dict[str, bytes]) -> tuple[bytes, int]:
-    """``emoji``'s images table with each Noto PNG replaced by the Twemoji one."""
+def replace_images(emoji_images: bytes, pngs: dict[str, tuple[bytes, str]]) -> bytes:
+    """``emoji``'s images table with each Noto PNG replaced by ``pngs[image_id]``
+    (``(png bytes, file name)``); ids, captions and row order stay."""
     table = pq.read_table(io.BytesIO(emoji_images))
+    structs = [{"bytes": pngs[i][0], "path": pngs[i][1]} for i in table["image_id"].to_pylist()]
+    column = pa.array(structs, table.schema.field("image").type)
+    table = table.set_column(table.column_names.index("image"), "image", column)
+    return emoji_build.parquet_bytes(table, emoji_build.IMAGES_ROW_GROUP)
+
+
+def twemoji_pngs(ids: list[str], twemoji_files: dict[str, bytes]) -> dict[str, tuple[bytes, str]]:
+    """The 64x64 Twemoji PNG of each emoji, matched on code points as the Noto ones are."""
     datasource = json.loads(twemoji_files["package/emoji.json"])
     by_code: dict[str, dict] = {}
     for entry in datasource:
@@ -589,16 +611,39 @@ def twemoji_images(emoji_images: bytes, twemoji_files: dict[str, bytes]) -> tupl
     for entry in datasource:
         if entry.get("non_qualified"):
             by_code.setdefault(entry["non_qualified"].upper(), entry)
-    structs = []
-    for image_id in table["image_id"].to_pylist():
+    out = {}
+    for image_id in ids:
         ds = by_code.get(image_id.upper())
         png = twemoji_files.get(TWEMOJI_IMAGE_DIR + ds["image"]) if ds else None
         if ds is None or not ds.get("has_img_twitter") or png is None:
             raise RuntimeError(f"{TWEMOJI.spec} has no 64px image for emoji {image_id}")
-        structs.append({"bytes": png, "path": ds["image"]})
-    column = pa.array(structs, table.schema.field("image").type)
-    table = table.set_column(table.column_names.index("image"), "image", column)
-    return emoji_build.parquet_bytes(table, emoji_build.IMAGES_ROW_GROUP), len(structs)
+        out[image_id] = (png, ds["image"])
+    return out
+
+
+def openmoji_pngs(ids: list[str], openmoji_files: dict[str, bytes]) -> dict[str, tuple[bytes, str]]:
+    """Each emoji's OpenMoji colour SVG (named by the emojibase hexcode) rasterized to a
+    64x64 RGBA PNG by resvg, with no system fonts (the SVGs hold no text)."""
+    try:
+        import resvg_py
+    except ImportError:
+        sys.exit(
+            f"error: rasterizing OpenMoji needs {RASTERIZER[0]}=={RASTERIZER[1]}: "
+            f'pip install -e ".[bundled-data]"'
+        )
+    out = {}
+    for image_id in ids:
+        svg = openmoji_files.get(f"{OPENMOJI_SVG_DIR}{image_id}.svg")
+        if svg is None:
+            raise RuntimeError(f"{OPENMOJI.spec} has no colour SVG for emoji {image_id}")
+        png = resvg_py.svg_to_bytes(
+            svg_string=svg.decode("utf-8"),
+            width=IMAGE_SIZE,
+            height=IMAGE_SIZE,
+            skip_system_fonts=True,
+        )
+        out[image_id] = (bytes(png), f"{image_id}.png")
+    return out
 
 
 def collection_json(name: str, description: str, extra: dict) -> bytes:
@@ -607,12 +652,15 @@ def collection_json(name: str, description: str, extra: dict) -> bytes:
 
 
 def source_entry(source: Source) -> dict[str, str]:
-    return {
+    entry = {
         "package": source.package,
         "version": source.version,
         "sha256": source.tgz_sha256,
         "license": source.license,
     }
+    if source is OPENMOJI:
+        entry["rasterized_with"] = f"{RASTERIZER[0]}=={RASTERIZER[1]}"
+    return entry
 
 
 def notice(title: str, parts: list[tuple[str, str, bytes]]) -> bytes:
@@ -625,12 +673,22 @@ def notice(title: str, parts: list[tuple[str, str, bytes]]) -> bytes:
 
 
 def build(
-    datasource_tgz: Path, emojibase_tgz: Path, twemoji_tgz: Path, wordnet_deb: Path
+    datasource_tgz: Path,
+    emojibase_tgz: Path,
+    twemoji_tgz: Path,
+    openmoji_tgz: Path,
+    wordnet_deb: Path,
 ) -> tuple[dict[str, bytes], dict]:
-    """Every file of the three collections (paths relative to the bundled folder)."""
+    """Every file of the variant collections (paths relative to the bundled folder)."""
     check_deb(wordnet_deb, WORDNET)
     emoji_build.check_tgz(twemoji_tgz, TWEMOJI)
+    emoji_build.check_tgz(openmoji_tgz, OPENMOJI)
     emoji_files, _ = emoji_build.build(datasource_tgz, emojibase_tgz)
+    om = emoji_build.read_tgz(
+        openmoji_tgz,
+        re.compile(rf"package/LICENSE\.txt|{re.escape(OPENMOJI_SVG_DIR)}[0-9A-F-]+\.svg"),
+        f"reading {OPENMOJI.spec}",
+    )
     tw = emoji_build.read_tgz(
         twemoji_tgz,
         re.compile(rf"package/(emoji\.json|LICENSE)|{re.escape(TWEMOJI_IMAGE_DIR)}[0-9a-f-]+\.png"),
@@ -646,7 +704,12 @@ def build(
     wn = parse_wordnet(wn_files)
     docs = read_emoji(emoji_files)
     describe_files, counts = build_describe(wn, docs)
-    tw_images, n_tw = twemoji_images(emoji_files["images/images.parquet"], tw)
+    noto_images = emoji_files["images/images.parquet"]
+    ids = [e.image_id for e in docs]
+    artist_images = {
+        "twemoji": replace_images(noto_images, twemoji_pngs(ids, tw)),
+        "openmoji": replace_images(noto_images, openmoji_pngs(ids, om)),
+    }
 
     g_licence = b"".join(
         emoji_build.read_tgz(datasource_tgz, re.compile("package/LICENSE"), "licence").values()
@@ -668,6 +731,15 @@ def build(
         " https://creativecommons.org/licenses/by/4.0/). The PNGs are unmodified.",
         TWEMOJI.spec,
         tw["package/LICENSE"],
+    )
+    openmoji = (
+        f"Images: OpenMoji colour SVGs from the npm package `{OPENMOJI.spec}`, rasterized to "
+        f"{IMAGE_SIZE}x{IMAGE_SIZE} PNG with {RASTERIZER[0]} {RASTERIZER[1]} (resvg); otherwise "
+        "unmodified. All emojis designed by OpenMoji (https://openmoji.org/) – the open-source "
+        "emoji and icon project. License: CC BY-SA 4.0 "
+        "(https://creativecommons.org/licenses/by-sa/4.0/); the PNGs are under the same licence.",
+        OPENMOJI.spec,
+        om["package/LICENSE.txt"],
     )
     cldr = (
         f"Captions (labels) and keyword tags: the npm package `{emoji_build.EMOJIBASE.spec}`, "
@@ -708,39 +780,42 @@ def build(
         },
     )
     files["emoji-describe/NOTICE.md"] = notice("emoji-describe", [noto, cldr, wordnet])
-    files["emoji-twemoji/images/images.parquet"] = tw_images
-    tw_sources = [source_entry(s) for s in (emoji_build.EMOJI_DATASOURCE, emoji_build.EMOJIBASE)]
-    tw_sources.insert(1, source_entry(TWEMOJI))
-    files["emoji-twemoji/collection.json"] = collection_json(
-        "emoji-twemoji",
-        "`emoji` with each Noto image replaced by the Twemoji drawing of the same emoji: "
-        "same ids, captions, queries and judgments. Built by scripts/build_emoji_describe.py.",
-        {
-            **tags_defaults,
-            "folders": {"texts": "../emoji/texts", "qrels": "../emoji/qrels"},
-            "sources": tw_sources,
-            "counts": {"images": n_tw},
-        },
-    )
-    files["emoji-twemoji/NOTICE.md"] = notice("emoji-twemoji", [twemoji, cldr])
-    files["emoji-describe-twemoji/collection.json"] = collection_json(
-        "emoji-describe-twemoji",
-        "`emoji-describe` with the Twemoji images of `emoji-twemoji`: same ids, captions, "
-        "queries and judgments. Built by scripts/build_emoji_describe.py.",
-        {
-            **describe_defaults,
-            "folders": {
-                "images": "../emoji-twemoji/images",
-                "texts": "../emoji-describe/texts",
-                "qrels": "../emoji-describe/qrels",
+    artists = {
+        "twemoji": ("Twemoji", TWEMOJI, twemoji),
+        "openmoji": ("OpenMoji", OPENMOJI, openmoji),
+    }
+    for key, (artist, source, part) in artists.items():
+        tags_name, describe_name = f"emoji-{key}", f"emoji-describe-{key}"
+        files[f"{tags_name}/images/images.parquet"] = artist_images[key]
+        files[f"{tags_name}/collection.json"] = collection_json(
+            tags_name,
+            f"`emoji` with each Noto image replaced by the {artist} drawing of the same emoji: "
+            "same ids, captions, queries and judgments. Built by "
+            "scripts/build_emoji_describe.py.",
+            {
+                **tags_defaults,
+                "folders": {"texts": "../emoji/texts", "qrels": "../emoji/qrels"},
+                "sources": [source_entry(source), *sources[:2]],
+                "counts": {"images": len(ids)},
             },
-            "sources": [source_entry(TWEMOJI), *sources[1:]],
-            "counts": counts,
-        },
-    )
-    files["emoji-describe-twemoji/NOTICE.md"] = notice(
-        "emoji-describe-twemoji", [twemoji, cldr, wordnet]
-    )
+        )
+        files[f"{tags_name}/NOTICE.md"] = notice(tags_name, [part, cldr])
+        files[f"{describe_name}/collection.json"] = collection_json(
+            describe_name,
+            f"`emoji-describe` with the {artist} images of `{tags_name}`: same ids, captions, "
+            "queries and judgments. Built by scripts/build_emoji_describe.py.",
+            {
+                **describe_defaults,
+                "folders": {
+                    "images": f"../{tags_name}/images",
+                    "texts": "../emoji-describe/texts",
+                    "qrels": "../emoji-describe/qrels",
+                },
+                "sources": [source_entry(source), *sources],
+                "counts": counts,
+            },
+        )
+        files[f"{describe_name}/NOTICE.md"] = notice(describe_name, [part, cldr, wordnet])
     return files, {"emoji": emoji_files, "describe": counts}
 
 
@@ -788,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emoji-datasource", type=Path, help="local emoji-datasource-google tgz")
     parser.add_argument("--emojibase", type=Path, help="local emojibase-data tgz")
     parser.add_argument("--twemoji", type=Path, help=f"local {TWEMOJI.spec} tgz")
+    parser.add_argument("--openmoji", type=Path, help=f"local {OPENMOJI.spec} tgz")
     parser.add_argument("--wordnet", type=Path, help="local wordnet-base 1:3.0-37 .deb")
     parser.add_argument("--sample", type=int, default=0, help="print N random pairs to read")
     args = parser.parse_args(argv)
@@ -798,8 +874,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         b = args.emojibase or emoji_build.fetch_with_npm(emoji_build.EMOJIBASE, Path(tmp))
         t = args.twemoji or emoji_build.fetch_with_npm(TWEMOJI, Path(tmp))
+        o = args.openmoji or emoji_build.fetch_with_npm(OPENMOJI, Path(tmp))
         w = args.wordnet or fetch_deb(WORDNET, Path(tmp))
-        files, built = build(g, b, t, w)
+        files, built = build(g, b, t, o, w)
 
     shared = args.out / "emoji"
     for rel, data in sorted(built["emoji"].items()):

@@ -1,5 +1,5 @@
 """The bundled emoji variants: descriptive WordNet queries (``emoji-describe``) and the
-Twemoji drawings of the same emoji (``emoji-twemoji``, ``emoji-describe-twemoji``)."""
+same emoji drawn by other artists (``emoji-{twemoji,openmoji}``, ``emoji-describe-*``)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,18 @@ from tests.helpers import write_atomic
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "build_emoji_describe.py"
 SPLITS = ("train", "validation", "test")
-VARIANTS = ("emoji-describe", "emoji-twemoji", "emoji-describe-twemoji")
-NPM = ("emoji-datasource-google@16.0.0", "emojibase-data@17.0.0", "emoji-datasource-twitter@16.0.0")
+ARTISTS = ("twemoji", "openmoji")
+VARIANTS = (
+    "emoji-describe",
+    *(f"emoji-{a}" for a in ARTISTS),
+    *(f"emoji-describe-{a}" for a in ARTISTS),
+)
+NPM = (
+    "emoji-datasource-google@16.0.0",
+    "emojibase-data@17.0.0",
+    "emoji-datasource-twitter@16.0.0",
+    "openmoji@17.0.0",
+)
 
 
 def _qrels(root: Path, split: str) -> list[tuple[str, str]]:
@@ -207,28 +217,33 @@ def test_no_query_names_a_relevant_images_label_word_or_tag() -> None:
 # ----------------------------------------------------------------------------- the variants
 
 
-def test_twemoji_variants_share_ids_captions_and_judgments_with_other_drawings() -> None:
+@pytest.mark.parametrize("artist", ARTISTS)
+def test_artist_variants_share_ids_captions_and_judgments_with_other_drawings(
+    artist: str,
+) -> None:
     noto = load_collection("emoji")
-    twemoji = load_collection("emoji-twemoji", validate_images=True, on_corrupt_image="error")
+    other = load_collection(f"emoji-{artist}", validate_images=True, on_corrupt_image="error")
     describe = load_collection("emoji-describe")
-    both = load_collection("emoji-describe-twemoji")
-    for a, b in ((noto, twemoji), (describe, both)):
+    both = load_collection(f"emoji-describe-{artist}")
+    for a, b in ((noto, other), (describe, both)):
         assert a.images.ids == b.images.ids and a.texts.ids == b.texts.ids
         assert a.images.captions() == b.images.captions()
         assert a.texts.queries() == b.texts.queries()
         assert a.qrels == b.qrels
     assert describe.images.ids == noto.images.ids
     same = sum(
-        noto.images.image_bytes(i) == twemoji.images.image_bytes(i) for i in range(len(noto.images))
+        noto.images.image_bytes(i) == other.images.image_bytes(i) for i in range(len(noto.images))
     )
     assert same == 0  # every image is another artist's drawing
-    for i in (0, twemoji.images.index("1F913"), len(twemoji.images) - 1):
-        assert both.images.image_bytes(i) == twemoji.images.image_bytes(i)
-        assert Image.open(io.BytesIO(twemoji.images.image_bytes(i))).size == (64, 64)
+    for i in (0, other.images.index("1F913"), len(other.images) - 1):
+        assert both.images.image_bytes(i) == other.images.image_bytes(i)
+        assert Image.open(io.BytesIO(other.images.image_bytes(i))).size == (64, 64)
+        darkest = min(lo for lo, _ in other.images.load_image(i).getextrema())
+        assert darkest < 128  # a drawing, not a blank (or all-white) raster
     # the variants hold no copy of a file they share
     assert not (BUNDLED_DIR / "emoji-describe" / "images").exists()
-    assert not (BUNDLED_DIR / "emoji-twemoji" / "texts").exists()
-    assert not any((BUNDLED_DIR / "emoji-describe-twemoji").glob("*/*"))
+    assert not (BUNDLED_DIR / f"emoji-{artist}" / "texts").exists()
+    assert not any((BUNDLED_DIR / f"emoji-describe-{artist}").glob("*/*"))
 
 
 @pytest.mark.parametrize("name", bundled_collections())
@@ -287,8 +302,8 @@ def test_smoke_fit_on_emoji_describe(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("collection", ["emoji-twemoji", "emoji-describe-twemoji"])
-def test_smoke_fit_on_twemoji_images(collection: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("collection", [c for c in VARIANTS if c != "emoji-describe"])
+def test_smoke_fit_on_other_artists_images(collection: str, tmp_path: Path) -> None:
     _fit(
         "m1_mlm_mlm_image.yaml",
         collection,
@@ -321,6 +336,7 @@ def _fetch(dest: Path) -> list[str]:
         f"--emoji-datasource={dest / 'emoji-datasource-google-16.0.0.tgz'}",
         f"--emojibase={dest / 'emojibase-data-17.0.0.tgz'}",
         f"--twemoji={dest / 'emoji-datasource-twitter-16.0.0.tgz'}",
+        f"--openmoji={dest / 'openmoji-17.0.0.tgz'}",
         f"--wordnet={deb}",
     ]
 
@@ -347,13 +363,13 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
         for rel, path in committed.items():
             assert built[rel].read_bytes() == path.read_bytes(), f"{name}/{rel} differs"
     added = sum(p.stat().st_size for n in VARIANTS for p in (BUNDLED_DIR / n).rglob("*"))
-    assert added < 5e6
+    assert added < 9e6
 
 
 def test_rejects_a_wordnet_package_that_is_not_the_pinned_one(tmp_path: Path) -> None:
     fake = tmp_path / "wordnet-base_3.0-37_all.deb"
     fake.write_bytes(b"!<arch>\n")
-    tgz = [f"--{k}={fake}" for k in ("emoji-datasource", "emojibase", "twemoji")]
+    tgz = [f"--{k}={fake}" for k in ("emoji-datasource", "emojibase", "twemoji", "openmoji")]
     done = subprocess.run(
         [sys.executable, str(SCRIPT), f"--out={tmp_path / 'out'}", *tgz, f"--wordnet={fake}"],
         capture_output=True,
