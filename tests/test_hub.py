@@ -128,7 +128,7 @@ def test_exported_static_side_is_a_sentence_transformers_static_embedding(tmp_pa
     torch.manual_seed(0)
     head = perturbed(StaticQueryHead())
     with torch.no_grad():
-        head.weight[tokenizer().convert_tokens_to_ids("cat")] = -1.0  # relu: never active
+        head.term_scorer[tokenizer().convert_tokens_to_ids("cat")] = -1.0  # relu: never active
     save_encoder(head, tmp_path / "static")
     model = SparseEncoder(str(tmp_path / "static"), local_files_only=True)
     got = model.encode(TEXTS, convert_to_tensor=True).to_dense()
@@ -208,7 +208,7 @@ def test_a_static_head_starts_from_an_inference_free_folder(st_folders) -> None:
 
     _, inference_free, weight = st_folders
     head = StaticQueryHead(backbone=str(inference_free), checkpoint=str(inference_free))
-    torch.testing.assert_close(head.weight.detach(), weight, rtol=0, atol=0)
+    torch.testing.assert_close(head.term_scorer.detach(), weight, rtol=0, atol=0)
     model = SparseEncoder(str(inference_free), local_files_only=True)
     expected = model.encode_query(TEXTS, convert_to_tensor=True).to_dense()
     with torch.no_grad():
@@ -233,12 +233,12 @@ def test_static_head_weights_each_distinct_input_term_once() -> None:
     head = StaticQueryHead()
     ids = {w: tokenizer().convert_tokens_to_ids(w) for w in ("two", "dogs", "ball", "cat")}
     with torch.no_grad():
-        head.weight.fill_(0.0)
-        head.weight[ids["two"]] = 0.5
-        head.weight[ids["dogs"]] = 2.0
-        head.weight[ids["ball"]] = -3.0  # relu: 0
-        head.weight[tokenizer().sep_token_id] = 7.0  # a special token: never a term
-        head.weight[tokenizer().pad_token_id] = 7.0
+        head.term_scorer.fill_(0.0)
+        head.term_scorer[ids["two"]] = 0.5
+        head.term_scorer[ids["dogs"]] = 2.0
+        head.term_scorer[ids["ball"]] = -3.0  # relu: 0
+        head.term_scorer[tokenizer().sep_token_id] = 7.0  # a special token: never a term
+        head.term_scorer[tokenizer().pad_token_id] = 7.0
     inputs = text_batch(["two dogs two dogs ball [SEP]", "cat"])
     out = head(inputs)
     expected = torch.zeros(2, head.vocab_size)
@@ -246,7 +246,7 @@ def test_static_head_weights_each_distinct_input_term_once() -> None:
     expected[0, ids["dogs"]] = 2.0
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     out.sum().backward()
-    grad = head.weight.grad
+    grad = head.term_scorer.grad
     assert grad is not None
     assert grad[ids["two"]] == 1 and grad[ids["dogs"]] == 1 and grad[ids["ball"]] == 0
 
@@ -271,7 +271,7 @@ def test_static_head_starts_from_idf_of_the_bundled_captions() -> None:
     word = "face"
     df = sum(word in tokenizer().tokenize(c) for c in captions)
     assert 0 < df < n
-    value = head.weight[tokenizer().convert_tokens_to_ids(word)].item()
+    value = head.term_scorer[tokenizer().convert_tokens_to_ids(word)].item()
     assert value == pytest.approx(math.log(1 + (n - df + 0.5) / (df + 0.5)), rel=1e-6)
 
 

@@ -87,25 +87,28 @@ class StaticQueryHead(SparseEncoder):
             start = idf_weights(captions, tokenizer, vocab_size)
         else:
             start = torch.ones(vocab_size)
-        self.weight = nn.Parameter(start.clone().float())  # (V,)
+        # the term scorer is the table itself (V,), named as the MLP head's scorer is
+        self.term_scorer = nn.Parameter(start.clone().float())
+        self._max_length = int(tokenizer.model_max_length)
 
     def max_text_length(self) -> int | None:
-        """No position embeddings: any length (the DataModule's own limit applies)."""
-        return None
+        """The tokenizer's limit (no position embeddings; sentence-transformers truncates
+        there too); None when the tokenizer sets none."""
+        return self._max_length if self._max_length < 1_000_000 else None
 
     def term_weights(self) -> torch.Tensor:
         """The effective, non-negative weight of every term. Shape: ``(V,)``."""
-        return torch.relu(self.weight)
+        return torch.relu(self.term_scorer)
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Weights of the distinct input terms. Shape: ``(B, L)`` -> ``(B, V)``."""
         input_ids = self._require(inputs, "input_ids")
         attention_mask = self._require(inputs, "attention_mask")
-        keep = self._token_mask(input_ids, attention_mask).to(self.weight.dtype)  # (B, L)
+        keep = self._token_mask(input_ids, attention_mask).to(self.term_scorer.dtype)  # (B, L)
         present = keep.new_zeros(input_ids.shape[0], self.vocab_size)  # (B, V)
         present = present.scatter_reduce(1, input_ids, keep, reduce="amax", include_self=True)
         return present * self.term_weights()  # (B, V)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The weight table (nothing here is pretrained)."""
-        return [self.weight]
+        return [self.term_scorer]
