@@ -55,8 +55,9 @@ import numpy as np
 import yaml
 
 from lightning_mlsr.analysis.significance import (
+    FINDING3,
+    coactivation_finding,
     holm,
-    independent_test,
     paired_test,
     seed_query_bootstrap,
 )
@@ -735,29 +736,16 @@ def _significant(t: dict[str, Any] | None) -> bool:
 
 
 def coactivation_tests(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Finding 3's family: the MLP-query image model against M1 on co-activation (lower is
-    better) and on the share of top-10 terms found in the caption (higher is better), one
-    value per seed (:func:`independent_test`), Holm-adjusted."""
-    rows = []
-    for key in ("coactivation", "caption_overlap@10"):
-        mlp, mlm = (
-            [r["coactivation"][key] for r in runs.get(n, []) if r.get("coactivation")]
-            for n in ("mlp_mlm_image", "m1_mlm_mlm_image")
-        )
-        if len(mlp) >= 2 and len(mlm) >= 2:
-            rows.append(
-                {
-                    "measure": key,
-                    "a": mlp,
-                    "b": mlm,
-                    "mean_a": float(np.mean(mlp)),
-                    "mean_b": float(np.mean(mlm)),
-                }
-                | independent_test(mlp, mlm)
-            )
-    for row, value in zip(rows, holm([r["p"] for r in rows]), strict=True):
-        row["p_holm"] = value
-    return rows
+    """Finding 3's family (:func:`coactivation_finding`): the MLP-query image model against
+    M1, one value per seed; empty when either has fewer than 2 seeds with the statistics."""
+    mlp, mlm = (
+        [r["coactivation"] for r in runs.get(n, []) if r.get("coactivation")]
+        for n in ("mlp_mlm_image", "m1_mlm_mlm_image")
+    )
+    if len(mlp) < 2 or len(mlm) < 2:
+        return []
+    per_seed = [{key: [r[key] for r in rows] for key in FINDING3} for rows in (mlp, mlm)]
+    return list(coactivation_finding(*per_seed)["rows"])
 
 
 def _mean_metric(
@@ -846,14 +834,11 @@ def findings(
     by_key = {t["measure"]: t for t in co_tests}
     if len(by_key) == 2:
         co, ov = by_key["coactivation"], by_key["caption_overlap@10"]
-        direction = co["diff"] < 0 and ov["diff"] > 0
-        significant = co["p_holm"] < 0.05 and ov["p_holm"] < 0.05
-        if direction and significant:
-            verdict = "holds"
-        elif direction:
+        verdict = coactivation_finding(
+            {k: by_key[k]["a"] for k in FINDING3}, {k: by_key[k]["b"] for k in FINDING3}
+        )["verdict"]
+        if verdict == "not shown":
             verdict = "not shown: the direction agrees, the test does not support it"
-        else:
-            verdict = "does not hold in direction"
         empty_b = mean_std([r["test"]["empty_docs"] for r in runs["mlp_mlm_image"]])[0]
         out.append(
             f"3. **An MLP query head makes image representations more interpretable and less "

@@ -132,3 +132,23 @@ def test_independent_test_is_exact_over_every_relabelling() -> None:
     assert got["diff_ci"][0] <= got["diff"] <= got["diff_ci"][1] < 0
     mixed = independent_test([1.0, 3.0, 5.0], [2.0, 4.0, 6.0])
     assert mixed["p"] > 0.5
+
+
+def test_finding_three_needs_the_test_not_just_the_direction() -> None:
+    from lightning_mlsr.analysis.significance import coactivation_finding
+
+    def seeds(co: list[float], overlap: list[float]) -> dict[str, list[float]]:
+        return {"coactivation": co, "caption_overlap@10": overlap}
+
+    mlp3, m13 = seeds([0.03, 0.02, 0.025], [0.04, 0.05, 0.03]), seeds([0.09, 0.1, 0.08], [0.01] * 3)
+    three = coactivation_finding(mlp3, m13)
+    assert three["verdict"] == "not shown"  # separated, but 3 vs 3 seeds: exact p >= 0.1
+    assert [r["p_holm"] for r in three["rows"]] == pytest.approx([0.2, 0.2])
+    mlp5 = seeds([0.03, 0.02, 0.025, 0.028, 0.022], [0.04, 0.05, 0.03, 0.045, 0.035])
+    m15 = seeds([0.09, 0.1, 0.08, 0.085, 0.095], [0.01, 0.012, 0.011, 0.009, 0.013])
+    five = coactivation_finding(mlp5, m15)
+    assert five["verdict"] == "holds"  # 2 of C(10,5) = 252 relabellings, x2 for Holm
+    assert [r["p_holm"] for r in five["rows"]] == pytest.approx([4 / 252, 4 / 252])
+    assert coactivation_finding(m15, mlp5)["verdict"] == "does not hold"
+    with pytest.raises(ValueError, match="2\\+ seeds"):
+        coactivation_finding(seeds([0.1], [0.1]), m13)

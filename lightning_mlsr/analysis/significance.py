@@ -21,6 +21,7 @@ from scipy import stats
 
 __all__ = [
     "bootstrap_mean_ci",
+    "coactivation_finding",
     "holm",
     "independent_test",
     "paired_test",
@@ -222,3 +223,46 @@ def independent_test(
         "p": float(perm.pvalue),
         "welch_p": 1.0 if np.isnan(welch) else welch,
     }
+
+
+#: finding 3's two statistics and which way is better for the MLP query head
+FINDING3 = {"coactivation": "lower", "caption_overlap@10": "higher"}
+
+
+def coactivation_finding(
+    mlp: Mapping[str, Sequence[float]],
+    mlm: Mapping[str, Sequence[float]],
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """BRIEF.md's finding 3 tested on per-seed values: is the MLP-query image model less
+    co-activated (``coactivation``) and more interpretable (``caption_overlap@10``) than the
+    MLM-query one (M1)?
+
+    Each statistic gets :func:`independent_test` over seeds, Holm-adjusted over the two
+    (``p_holm``). ``verdict``: ``"holds"`` when both differ in the finding's direction and
+    both reject at ``alpha``; ``"not shown"`` when the direction agrees but the test does not
+    support it; ``"does not hold"`` when a direction is against it. ``rows``: one dict per
+    statistic (``measure``, ``better``, per-seed ``a``/``b``, means, the test's fields).
+    """
+    rows = []
+    for key, better in FINDING3.items():
+        a, b = list(mlp.get(key, [])), list(mlm.get(key, []))
+        if len(a) < 2 or len(b) < 2:
+            raise ValueError(
+                f"finding 3 needs 2+ seeds per model for {key}: got {len(a)} and {len(b)}"
+            )
+        rows.append(
+            {"measure": key, "better": better, "a": a, "b": b}
+            | {"mean_a": float(np.mean(a)), "mean_b": float(np.mean(b))}
+            | independent_test(a, b)
+        )
+    for row, value in zip(rows, holm([r["p"] for r in rows]), strict=True):
+        row["p_holm"] = value
+    direction = all((r["diff"] < 0) if r["better"] == "lower" else (r["diff"] > 0) for r in rows)
+    if not direction:
+        verdict = "does not hold"
+    elif all(r["p_holm"] < alpha for r in rows):
+        verdict = "holds"
+    else:
+        verdict = "not shown"
+    return {"verdict": verdict, "rows": rows}
