@@ -8,6 +8,13 @@ per query and scored with trec_eval semantics (:func:`lightning_mlsr.metrics.eva
 Every rank logs the same values, so ``ModelCheckpoint(monitor="val/nDCG@10")`` works
 under DDP. ``test`` also writes a TREC run file and, next to it, the per-query metrics
 (JSON) that the logged means are made of.
+
+A limited evaluation (``fast_dev_run=n``; with ``follow_batch_limits``, also
+``limit_val_batches`` / ``limit_test_batches``) encodes only that many batches of the corpus
+and of the queries, as Lightning does for its own loops, and its figures are those of what
+was encoded: the encoded queries ranked against the encoded documents. The counts are
+logged beside them (``val/eval_docs``, ``val/eval_queries``) and a warning says the
+evaluation was limited.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import lightning as L
 import numpy as np
 import scipy.sparse as sp
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lightning_mlsr.encoding import encode_loader
 from lightning_mlsr.gather import gather_dense_rows, gather_sparse_rows
@@ -36,7 +43,7 @@ from lightning_mlsr.wandb_panels import log_sample_terms
 
 log = logging.getLogger("lightning_mlsr")
 
-__all__ = ["EncodedSplit", "RetrievalEvaluator", "encode_split", "is_dense"]
+__all__ = ["EncodedSplit", "RetrievalEvaluator", "batch_limit", "encode_split", "is_dense"]
 
 
 def _encode_side(
@@ -54,6 +61,36 @@ def _encode_side(
         module=pl_module,
         context=trainer.precision_plugin.forward_context() if trainer is not None else None,
     )
+
+
+def batch_limit(trainer: L.Trainer | None, split: str, follow_limits: bool) -> int | float | None:
+    """How much of each evaluation loader a run encodes: ``None`` (all of it), a number of
+    batches (int) or a fraction of them (float).
+
+    ``fast_dev_run=n`` always gives ``n``; ``limit_val_batches`` (split ``"validation"``)
+    or ``limit_test_batches`` (``"test"``) only with ``follow_limits``.
+    """
+    if trainer is None:
+        return None
+    fast = int(cast(Any, trainer).fast_dev_run)
+    if fast:
+        return fast
+    if not follow_limits:
+        return None
+    limit = trainer.limit_test_batches if split == "test" else trainer.limit_val_batches
+    if limit is None or (isinstance(limit, float) and limit >= 1.0):
+        return None
+    return limit
+
+
+def _limited(loader: Any, limit: int | float | None) -> Any:
+    """``loader`` itself, or its first batches under ``limit`` (a float keeps that fraction
+    of its batches, rounded down as Lightning does, but at least one)."""
+    if limit is None:
+        return loader
+    if isinstance(limit, float):
+        limit = max(1, int(len(loader) * limit))
+    return _first_batches(loader, int(limit))
 
 
 def _first_batches(loader: Iterable[Any], n: int) -> list[Any]:
@@ -94,26 +131,23 @@ class EncodedSplit:
 
 
 def encode_split(
-    pl_module: L.LightningModule, datamodule: Any, split: str, trainer: L.Trainer | None = None
+    pl_module: L.LightningModule,
+    datamodule: Any,
+    split: str,
+    trainer: L.Trainer | None = None,
+    limit: int | float | None = None,
 ) -> EncodedSplit:
     """Encode the evaluation corpus and a split's judged queries (sharded under DDP).
 
-    Under ``fast_dev_run=n`` only the first ``n`` batches of each side are encoded, as
-    Lightning does for every other loop: a smoke run checks the whole path without
-    encoding (or computing image features for) the whole corpus. Its figures then rank
-    that part of the corpus only and count the queries not encoded as 0.
+    With ``limit`` (see :func:`batch_limit`) only the first batches of each side's loader
+    are encoded, on every rank: a smoke run checks the whole path without encoding (or
+    computing image features for) the whole corpus.
     """
     rank = trainer.global_rank if trainer is not None else 0
     world = trainer.world_size if trainer is not None else 1
     dense = is_dense(pl_module)
-    doc_loader = datamodule.corpus_dataloader(rank, world, split=split)
-    query_loader = datamodule.query_dataloader(split, rank, world)
-    limit = int(cast(Any, trainer).fast_dev_run) if trainer is not None else 0
-    if limit:
-        doc_loader, query_loader = (
-            _first_batches(doc_loader, limit),
-            _first_batches(query_loader, limit),
-        )
+    doc_loader = _limited(datamodule.corpus_dataloader(rank, world, split=split), limit)
+    query_loader = _limited(datamodule.query_dataloader(split, rank, world), limit)
     d_rows, docs = _encode_side(pl_module, doc_loader, "doc", trainer, dense)
     q_rows, queries = _encode_side(pl_module, query_loader, "query", trainer, dense)
     if world > 1:
@@ -143,6 +177,12 @@ class RetrievalEvaluator(Callback):
             (0 disables; histograms of non-zeros per query and per document are logged
             alongside). Only with a ``WandbLogger``.
         sample_terms: top terms listed per sample image.
+        follow_batch_limits: also limit the evaluation under the Trainer's
+            ``limit_val_batches`` / ``limit_test_batches`` (``fast_dev_run`` always limits
+            it). Off by default: those limits then shorten the held-out pair loss only, and
+            retrieval ranks the whole corpus that ``data.eval_corpus`` chose — a figure
+            over part of the corpus (fewer distractors, higher values) would be logged
+            under the same name as full ones and compared with them by ``ModelCheckpoint``.
     """
 
     def __init__(
@@ -154,8 +194,10 @@ class RetrievalEvaluator(Callback):
         run_tag: str | None = None,
         log_samples: int = 16,
         sample_terms: int = 10,
+        follow_batch_limits: bool = False,
     ) -> None:
         super().__init__()
+        self.follow_batch_limits = follow_batch_limits
         self.k = check_k(k)
         self.measures = tuple(measures)
         self.every_n_epochs = every_n_epochs
@@ -193,8 +235,11 @@ class RetrievalEvaluator(Callback):
                 "RetrievalEvaluator needs a RetrievalDataModule attached to the Trainer"
             )
         start = time.perf_counter()
-        encoded = encode_split(pl_module, datamodule, split, trainer)
+        limit = batch_limit(trainer, split, self.follow_batch_limits)
+        encoded = encode_split(pl_module, datamodule, split, trainer, limit)
         qrels = datamodule.qrels(split)
+        if limit is not None:
+            qrels = self._limited_qrels(trainer, datamodule, split, qrels, encoded, limit)
         dense = is_dense(pl_module)
         if dense:
             scores, indices = dense_search(encoded.docs, encoded.queries, self.k)
@@ -208,6 +253,8 @@ class RetrievalEvaluator(Callback):
             results["eval_seconds"] = time.perf_counter() - start
         else:
             results.update(self._efficiency(index, encoded, start))
+        results["eval_docs"] = float(len(encoded.doc_ids))
+        results["eval_queries"] = float(len(encoded.query_ids))
         # every rank holds identical matrices, so every rank logs identical values
         for name, value in results.items():
             pl_module.log(f"{prefix}/{name}", value, sync_dist=False, batch_size=1)
@@ -228,6 +275,29 @@ class RetrievalEvaluator(Callback):
                 self.sample_terms,
             )
         return results
+
+    @staticmethod
+    def _limited_qrels(
+        trainer: L.Trainer,
+        datamodule: Any,
+        split: str,
+        qrels: dict[str, dict[str, int]],
+        encoded: EncodedSplit,
+        limit: int | float,
+    ) -> dict[str, dict[str, int]]:
+        """The judgments of the encoded queries only: a limited evaluation's figures are
+        means over the queries it encoded, as a limited Lightning loop's are over its
+        batches (said in a warning naming the counts)."""
+        fast = int(cast(Any, trainer).fast_dev_run)
+        loop = "val" if split == "validation" else split
+        setting = f"fast_dev_run={fast}" if fast else f"limit_{loop}_batches={limit}"
+        rank_zero_warn(
+            f"{split} retrieval is limited ({setting}): {len(encoded.query_ids)} of "
+            f"{len(qrels)} judged queries ranked against {len(encoded.doc_ids)} of "
+            f"{len(datamodule.corpus_rows(split))} documents; its figures are not comparable "
+            "with a full evaluation"
+        )
+        return {q: qrels[q] for q in encoded.query_ids if q in qrels}
 
     @staticmethod
     def _efficiency(index: InvertedIndex, encoded: EncodedSplit, start: float) -> dict[str, float]:

@@ -109,8 +109,15 @@ def test_experiment_fast_dev_run(config: Path, tmp_path: Path) -> None:
     # the logged retrieval figures are those of the full score matrix (no index, no faiss)
     (evaluator,) = [c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator)]
     encoded = evaluator.last_encoded
+    # fast_dev_run=1: one corpus batch and one query batch, scored over those queries
+    dm, batch = cli.datamodule, cli.datamodule.hparams.eval_batch_size
+    n_docs, n_queries = len(dm.corpus_rows("validation")), len(dm.query_rows("validation"))
+    assert len(encoded.doc_ids) == metrics["val/eval_docs"] == min(batch, n_docs)
+    assert len(encoded.query_ids) == metrics["val/eval_queries"] == min(batch, n_queries)
     brute = brute_force_run(encoded, evaluator.k, dense=config.stem.startswith("dense_"))
-    expected = evaluate(brute, cli.datamodule.qrels("validation"), ("nDCG@10", "R@1000"))
+    qrels = cli.datamodule.qrels("validation")
+    qrels = {q: qrels[q] for q in encoded.query_ids}
+    expected = evaluate(brute, qrels, ("nDCG@10", "R@1000"))
     for name, value in expected.items():
         assert float(metrics[f"val/{name}"]) == pytest.approx(value, abs=1e-6), name
     # ... and the evaluated vectors are the model's: a few documents encoded directly
