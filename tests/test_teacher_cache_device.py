@@ -1,0 +1,88 @@
+"""The distillation teacher's embedding cache lives where the module does.
+
+Lightning moves the LightningModule (``.to(device)``, a precision plugin's cast); the cached
+teacher embeddings must follow it, so that a cached text costs a gather on the device, not
+a host-to-device copy of its embedding every step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from lightning_mlsr.losses import Distillation
+
+
+class _Teacher(nn.Module):
+    """Mean of a seeded embedding table over the unpadded tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(50, 6, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        m = inputs["attention_mask"].unsqueeze(-1).to(self.table.dtype)  # (B, L, 1)
+        return (self.table[inputs["input_ids"]] * m).sum(1) / m.sum(1)  # (B, H)
+
+
+def _tokens(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
+    ids = torch.zeros(len(rows), length, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class _HostCopies(TorchFunctionMode):
+    """Records floating-point tensors copied to the host (``.cpu()``, ``.numpy()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copied: list[tuple[int, ...]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in ("cpu", "numpy") and args and args[0].is_floating_point():
+            self.copied.append(tuple(args[0].shape))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_cache_follows_the_module_to_its_device_and_dtype() -> None:
+    parent = nn.Module()  # as the LightningModule holds it: moved as a submodule
+    parent.kd = Distillation(_Teacher(), cache_size=10)
+    kd: Distillation = parent.kd
+    batch = _tokens([[1, 2], [3], [4, 5, 6]], 4)
+    want = _Teacher()(batch)  # (3, H), the same seeded weights
+    torch.testing.assert_close(kd.embed("query", batch), want)
+    assert kd._table["query"] is not None and kd._table["query"].device.type == "cpu"
+
+    parent.to(torch.float64)  # a precision plugin's cast reaches the cached rows too
+    got = kd.embed("query", _tokens([[3], [1, 2]], 2))  # both cached: no teacher call
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want[[1, 0]].double())
+
+    parent.to("meta")  # a device move (the meta device stands in for an accelerator)
+    table = kd._table["query"]
+    assert table is not None and table.device.type == "meta"
+    assert kd.query_teacher.table.device.type == "meta"
+    assert len(kd._cache["query"]) == 3  # the texts stay known: their rows moved with them
+
+
+def test_embeddings_never_go_to_the_host() -> None:
+    kd = Distillation(_Teacher(), cache_size=10)
+    with _HostCopies() as mode:
+        kd.embed("doc", _tokens([[7], [8, 9], [7]], 3))  # new texts: computed and stored
+        kd.embed("doc", _tokens([[8, 9], [7], [10]], 2))  # two cached, one new
+    assert mode.copied == []  # only the integer token ids (the cache keys) are read there
+
+
+def test_evicted_rows_are_reused_and_the_table_stays_bounded() -> None:
+    kd = Distillation(_Teacher(), cache_size=4)
+    reference = Distillation(_Teacher(), cache_size=0)
+    for start in range(0, 40, 3):  # 3 new texts a batch, each seen once then dropped
+        batch = _tokens([[start % 50], [(start + 1) % 50], [(start + 2) % 50]], 2)
+        torch.testing.assert_close(kd.embed("query", batch), reference.embed("query", batch))
+    table = kd._table["query"]
+    assert table is not None and len(table) <= 4 + 3  # the bound plus one batch's new texts
+    assert len(kd._cache["query"]) == 4
