@@ -1066,6 +1066,70 @@ def breakdown(
     return lines
 
 
+def majority_category(
+    qrels: dict[str, dict[str, int]], category_of: dict[str, str]
+) -> dict[str, str]:
+    """Each query's image type: the category most of its relevant images (rel > 0) belong to,
+    ties to the alphabetically first; queries with no categorised relevant image are left out."""
+    out = {}
+    for qid, docs in qrels.items():
+        counts: dict[str, int] = {}
+        for doc, rel in docs.items():
+            if rel > 0 and doc in category_of:
+                counts[category_of[doc]] = counts.get(category_of[doc], 0) + 1
+        if counts:
+            out[qid] = min(counts, key=lambda c: (-counts[c], c))
+    return out
+
+
+def query_categories(split: str = "test") -> dict[str, str]:
+    """The emoji category (Unicode group: Smileys & Emotion, Animals & Nature, ...) of each
+    query of ``split`` by :func:`majority_category`, from the bundled images' ``category``."""
+    import pyarrow.parquet as pq
+
+    from lightning_mlsr.data import load_collection
+    from lightning_mlsr.data.layout import find_layout
+
+    collection = load_collection("emoji")
+    category_of: dict[str, str] = {}
+    for path in find_layout(collection.root).image_files:
+        table = pq.read_table(path, columns=["image_id", "category"])
+        category_of.update(
+            zip(table.column("image_id").to_pylist(), table.column("category").to_pylist())
+        )
+    return majority_category(collection.qrels[split], category_of)
+
+
+def category_table(
+    runs: dict[str, list[dict[str, Any]]], split: str = "test", measure: str = "nDCG@10"
+) -> list[str]:
+    """Each final (non-†) model and baseline per image category: mean over the category's
+    queries and its 95% interval over queries and seeds."""
+    category = query_categories(split)
+    groups: dict[str, list[str]] = {}
+    for qid, name in sorted(category.items()):
+        groups.setdefault(name, []).append(qid)
+    order = sorted(groups, key=lambda g: -len(groups[g]))
+    informed = set(protocol()["test_informed"])
+    lines = [
+        "| model | " + " | ".join(f"{g} ({len(groups[g])})" for g in order) + " |",
+        "|---" + "|---:" * len(order) + "|",
+    ]
+    for name in _order(runs):
+        if name in informed or not _has(runs, name, split):
+            continue
+        cells = []
+        for g in order:
+            qids = _query_set(runs, [name], split, measure, groups[g])
+            if len(qids) < 2:
+                cells.append("–")
+                continue
+            got = seed_query_bootstrap(_matrix(runs, name, split, measure, qids))
+            cells.append(f"{got['estimate']:.3f} [{got['ci'][0]:.3f}, {got['ci'][1]:.3f}]")
+        lines.append(f"| {_label(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _seeds_cell(n: int | None) -> str:
     return "–" if n is None else str(n)
 
@@ -1211,6 +1275,15 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> str:
         "Seen: every wordpiece of the query occurs in some training query; unseen: the rest.",
         "",
         *breakdown(runs),
+        "",
+        "## By image type (test nDCG@10)",
+        "",
+        "A test query's type is the emoji category (Unicode group) most of its relevant images "
+        "belong to (ties to the alphabetically first); cells: mean [95% interval over queries "
+        "and seeds]; column heads give each category's number of queries. Models marked † "
+        "are left out.",
+        "",
+        *category_table(runs),
         "",
         "## Development targets (the distillation target drove the † chain)",
         "",
