@@ -13,15 +13,17 @@ import logging
 import os
 import signal
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any, cast
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lightning_mlsr.checkpoint_files import CheckpointError, load_checkpoint, newest_resumable
+from lightning_mlsr.runs import run_dir
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 
@@ -62,47 +64,67 @@ def quiet_startup_noise() -> None:
         hf_logging.disable_progress_bar()
 
 
-def run_dir(trainer: Trainer) -> Path:
-    """A directory that belongs to this run only (versioned), for config and run files.
-
-    CSV/TensorBoard loggers have a versioned ``log_dir``; for others (W&B) the
-    ``save_dir/name/version`` layout that ModelCheckpoint also uses. ``trainer.log_dir``
-    would be W&B's shared ``save_dir``, where two runs clash. Without a logger: a new
-    ``<default_root_dir>/lightning_mlsr/version_<N>`` per Trainer.
-    """
-    logger = trainer.logger
-    if logger is None:
-        return _unlogged_run_dir(trainer)
-    if isinstance(logger, CSVLogger | TensorBoardLogger):
-        return Path(logger.log_dir)
-    save_dir = logger.save_dir or trainer.default_root_dir
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(save_dir) / str(logger.name) / version
+_SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
+_MISSING = object()
 
 
-_UNLOGGED_RUN_DIRS: weakref.WeakKeyDictionary[Trainer, Path] = weakref.WeakKeyDictionary()
+def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """The configured Trainer plugins, plus atomic checkpoint writes unless one of them
+    already is a CheckpointIO."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    from lightning_mlsr.checkpointing import AtomicCheckpointIO
+
+    given = [] if plugins is None else list(plugins if isinstance(plugins, list) else [plugins])
+    if not any(isinstance(p, CheckpointIO) for p in given):
+        given.append(AtomicCheckpointIO())
+    return given
 
 
-def _unlogged_run_dir(trainer: Trainer) -> Path:
-    """``<default_root_dir>/lightning_mlsr/version_<N>``, a new N per Trainer, for runs
-    without a logger (``--trainer.logger=false``): their run files and exports never
-    overwrite another run's. Rank 0 picks the directory; every rank gets the same one."""
-    if trainer not in _UNLOGGED_RUN_DIRS:
-        path = None
-        if trainer.is_global_zero:
-            root = Path(trainer.default_root_dir) / "lightning_mlsr"
-            root.mkdir(parents=True, exist_ok=True)
-            taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
-            version = max(taken, default=-1) + 1
-            while True:  # another process may take a number at the same time
-                try:
-                    (root / f"version_{version}").mkdir()
-                    break
-                except FileExistsError:
-                    version += 1
-            path = str(root / f"version_{version}")
-        _UNLOGGED_RUN_DIRS[trainer] = Path(cast(str, trainer.strategy.broadcast(path)))
-    return _UNLOGGED_RUN_DIRS[trainer]
+def _run_roots(trainer_config: Any) -> list[Path]:
+    """Directories a run's checkpoints live under: ``default_root_dir`` and the logger's
+    ``save_dir``."""
+    trainer_config = trainer_config or {}
+    roots = [Path(trainer_config.get("default_root_dir") or ".")]
+    logger = trainer_config.get("logger")
+    loggers = logger if isinstance(logger, list) else [logger]
+    for item in loggers:
+        init_args = item.get("init_args") if hasattr(item, "get") else None
+        save_dir = init_args.get("save_dir") if init_args is not None else None
+        if save_dir and Path(save_dir) not in roots:
+            roots.append(Path(save_dir))
+    return roots
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> leaf values of a nested config (jsonargparse Namespaces, dicts, lists)."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "__path__":
+                continue
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list | tuple) and any(
+        hasattr(v, "as_dict") or isinstance(v, dict) for v in value
+    ):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def _show(value: Any) -> str:
+    return "(not set)" if value is _MISSING else repr(value)
+
+
+def _run_config_hint(ckpt_path: Path) -> str:
+    """`` (<run dir>/config.yaml)`` when the checkpoint sits in a run directory with one."""
+    config = ckpt_path.resolve().parent.parent / "config.yaml"
+    return f" ({config})" if config.is_file() else ""
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -174,7 +196,75 @@ class MLSRCLI(LightningCLI):
             and wants_log_lines()
         ):
             kwargs["callbacks"] = [*configured, ProgressLines()]
+        if "plugins" not in kwargs:
+            kwargs["plugins"] = _with_atomic_checkpoints(trainer_config.get("plugins"))
         return super().instantiate_trainer(**kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """Checks ``--ckpt_path`` before Lightning replaces the model config with its own.
+
+        - ``--ckpt_path=last`` (fit) resumes from the newest intact ``last``/``on_exception``
+          checkpoint under the run's root directory; a fit without ``--ckpt_path`` starts
+          fresh (the run directories are versioned, so nothing is resumed by accident).
+        - The file is loaded without running code from it, and a damaged one is named.
+        - Lightning's CLI builds the model from the checkpoint's own hyperparameters; when
+          the config states model settings that differ from them, the run is refused with
+          the differences listed, instead of evaluating or resuming another model than the
+          config describes while the overrides are silently dropped.
+        """
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last" and subcommand == "fit":
+            roots = _run_roots(config.get("trainer"))
+            found = newest_resumable(roots)
+            if found is None:
+                raise SystemExit(
+                    "--ckpt_path=last: no intact last.ckpt or on_exception.ckpt under "
+                    f"{', '.join(str(r) for r in roots)}; pass the checkpoint's path, or leave "
+                    "--ckpt_path out to start a fresh fit"
+                )
+            print(f"--ckpt_path=last: resuming from {found}", flush=True)
+            config["ckpt_path"] = ckpt_path = str(found)
+        if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS:
+            return
+        try:
+            checkpoint = load_checkpoint(ckpt_path)
+        except (CheckpointError, FileNotFoundError) as err:
+            raise SystemExit(f"--ckpt_path: {err}") from err
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        stated = _flatten(config.get("model"))
+        defaults = _flatten(self._subcommand_parsers[subcommand].get_defaults().get("model"))
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        saved = _flatten(self.config[subcommand].get("model"))
+        differing = sorted(
+            key
+            for key in set(stated) | set(saved)
+            if stated.get(key, _MISSING) != saved.get(key, _MISSING)
+            and stated.get(key, _MISSING) != defaults.get(key, _MISSING)
+        )
+        if differing:
+            lines = [
+                f"  model.{key}: config {_show(stated.get(key, _MISSING))}, "
+                f"checkpoint {_show(saved.get(key, _MISSING))}"
+                for key in differing[:12]
+            ]
+            more = f"\n  ... and {len(differing) - 12} more" if len(differing) > 12 else ""
+            hint = _run_config_hint(Path(ckpt_path))
+            raise SystemExit(
+                f"{subcommand} --ckpt_path={ckpt_path}: the checkpoint was trained with other "
+                "model settings than the config states, and Lightning would build the "
+                "checkpoint's model and ignore the config's:\n" + "\n".join(lines) + more + "\n"
+                f"Use the config the checkpoint was trained with{hint}, or a checkpoint of this "
+                "configuration."
+            )
 
     def after_fit(self) -> None:
         config = self.config.get(self.subcommand, self.config)

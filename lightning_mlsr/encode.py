@@ -17,8 +17,8 @@ from typing import cast
 import lightning as L
 import numpy as np
 import scipy.sparse as sp
-import torch
 
+from lightning_mlsr.checkpoint_files import load_checkpoint
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.encoding import encode_loader
 from lightning_mlsr.heads import SparseEncoder
@@ -95,7 +95,7 @@ def load_model(
 
 def _load_checkpoint(path: Path) -> LoadedModel:
     model = SparseBiEncoder.load_from_checkpoint(path, map_location="cpu")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)
     if RetrievalDataModule.CHECKPOINT_HYPER_PARAMS_KEY in checkpoint:
         datamodule = RetrievalDataModule.load_from_checkpoint(path, map_location="cpu")
     else:  # saved without a datamodule: the bundled collection's defaults

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_mlsr.checkpoint_files import CheckpointError, load_checkpoint
+
 __all__ = ["Distillation", "InfoNCE", "gathered_false_negatives", "kl_distillation"]
 
 
@@ -250,7 +252,10 @@ class Distillation(nn.Module):
                 "with experiments/dense_caption.yaml or set checkpoint: null to use the "
                 "backbone's own weights"
             )
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # weights_only: a teacher file never runs code while it loads
+            state = load_checkpoint(path)
+        except CheckpointError as err:
+            raise ValueError(f"Distillation: teacher checkpoint: {err}") from err
         state = state.get("state_dict", state)
         parts = {}
         for prefix in ("query_encoder.", "doc_encoder."):

@@ -296,13 +296,16 @@ def _empty_share(matrix: Any) -> float:
 
 
 def unfinished_checkpoint(root: Path) -> Path | None:
-    """The newest checkpoint an interrupted fit left under ``root``: ``on_exception.ckpt``
-    (a fit stopped by SIGTERM or an error saves it at the step it reached) or ``last.ckpt``
-    (saved at each epoch's end); None when there is none."""
-    found = [
-        p for p in root.glob("version_*/checkpoints/*.ckpt") if p.stem in ("on_exception", "last")
-    ]
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+    """The newest intact checkpoint an interrupted fit left under ``root``:
+    ``on_exception.ckpt`` (a fit stopped by SIGTERM or an error saves it at the step it
+    reached) or ``last.ckpt`` (saved at each epoch's end); a damaged one (empty, truncated:
+    a full disk) is skipped with a message. None when there is none."""
+    from lightning_mlsr.checkpoint_files import is_intact, newest_resumable
+
+    for path in root.glob("**/checkpoints/*.ckpt"):
+        if path.stem in ("on_exception", "last") and not is_intact(path):
+            print(f"=== skipping the damaged checkpoint {path}", flush=True)
+    return newest_resumable([root])
 
 
 def train_and_evaluate(

@@ -36,3 +36,21 @@ class StepLog(L.Callback):
         with self.path.open("a") as f:
             f.write(json.dumps(line) + "\n")
         time.sleep(self.sleep)
+
+
+class StartLog(L.Callback):
+    """Writes the global step a fit starts training at and a digest of the weights it
+    starts from, as one JSON object (one file per fit)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(pl_module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(-1).numpy().tobytes())
+        line = {"step": trainer.global_step, "weights": digest.hexdigest()}
+        self.path.write_text(json.dumps(line))

@@ -12,13 +12,15 @@ from lightning_mlsr.index import FORMAT_VERSION, InvertedIndex, SeismicIndex
 
 
 def brute_force_topk(docs: np.ndarray, queries: np.ndarray, k: int):
-    """Dense float64 scores; best first, ties by ascending doc index, score 0 never returned."""
+    """Dense float64 scores; best first, ties by descending doc id as text (trec_eval's
+    order: ids are the row numbers), score 0 never returned."""
     scores = queries.astype(np.float64) @ docs.astype(np.float64).T  # (n_q, n_docs)
     out_s = np.full((len(queries), k), -np.inf)
     out_i = np.full((len(queries), k), -1, dtype=np.int64)
     for q, row in enumerate(scores):
         hits = np.flatnonzero(row > 0)
-        order = hits[np.lexsort((hits, -row[hits]))][:k]
+        order = sorted(hits, key=lambda d: str(d), reverse=True)  # ties: larger docno first
+        order = sorted(order, key=lambda d: -row[d])[:k]  # stable: keeps that order on ties
         out_s[q, : len(order)] = row[order]
         out_i[q, : len(order)] = order
     return out_s, out_i
@@ -71,19 +73,27 @@ def test_search_equals_brute_force_exactly(exact_data, exact_index, method, k):
     assert np.all(indices[2, 3:] == -1) and np.all(scores[2, 3:] == -np.inf)
 
 
-def test_ties_are_broken_by_ascending_document_index(exact_data, exact_index):
+def test_ties_are_broken_by_descending_document_id_like_trec_eval(exact_data, exact_index):
     docs, _ = exact_data
     query = np.zeros((1, docs.shape[1]), np.float32)
     query[0, np.flatnonzero(docs[3])] = 1.0
     for method in ("numba", "scipy"):
         scores, indices = exact_index.search(query, 3, method=method)
-        # documents 3, 10 and 250 are identical, so they share the best score
-        assert indices[0].tolist() == [3, 10, 250], method
+        # documents 3, 10 and 250 are identical, so they share the best score (with any other
+        # document of the same sum); trec_eval ranks tied documents by docno descending,
+        # compared as text ("3" > "250" > "10"), not by row
+        best = query[0] @ docs.T
+        tied = np.flatnonzero(best == best.max())
+        assert {3, 10, 250} <= set(tied.tolist())
+        assert indices[0].tolist() == sorted(tied, key=str, reverse=True)[:3], method
+        assert indices[0].tolist() != sorted(tied)[:3]  # row order would differ here
         assert scores[0, 0] == scores[0, 1] == scores[0, 2]
 
 
 def test_ties_when_documents_are_met_out_of_order():
-    """Term at a time meets doc 5 (term 0) before doc 2 (term 1); the tie must go to doc 2."""
+    """Term at a time meets doc 5 (term 0) before doc 2 (term 1); ids "2" and "5" tie and
+    trec_eval ranks "5" first, whichever the kernel met first. String ids, to rule out the
+    row order: row 2 is "z", row 5 is "a"."""
     docs = np.zeros((20, 3), np.float32)
     docs[5, 0] = 1.0
     docs[2, 1] = 1.0
@@ -92,8 +102,14 @@ def test_ties_when_documents_are_met_out_of_order():
     query = np.array([[1.0, 1.0, 1.0]], np.float32)
     assert 4 * index.expected_flops(query)[0] < len(index)  # the sparse ('touched') path
     for method in ("numba", "scipy"):
-        assert index.search(query, 1, method=method)[1].tolist() == [[2]], method
-        assert index.search(query, 2, method=method)[1].tolist() == [[2, 5]], method
+        assert index.search(query, 1, method=method)[1].tolist() == [[5]], method
+        assert index.search(query, 2, method=method)[1].tolist() == [[5, 2]], method
+    ids = [f"d{i}" for i in range(20)]
+    ids[2], ids[5] = "z", "a"
+    named = InvertedIndex.from_matrix(docs, doc_ids=ids)
+    for method in ("numba", "scipy"):
+        assert named.search(query, 1, method=method)[1].tolist() == [[2]], method
+        assert named.search(query, 2, method=method)[1].tolist() == [[2, 5]], method
 
 
 def test_numba_equals_scipy_on_random_floats():
@@ -348,3 +364,44 @@ def test_seismic_matches_exact_search_on_a_small_collection(exact_data):
         (queries @ docs.T).toarray()[np.nonzero(found)[0], approx[1][found]],
         rtol=1e-2,
     )
+
+
+def test_top_k_at_a_tied_cut_off_is_the_one_trec_eval_ranks():
+    """A run cut at k by the index scores like the whole run in trec_eval: among documents
+    tied at the cut-off, the index keeps the ones trec_eval would rank above k."""
+    import pytrec_eval
+
+    rng = np.random.default_rng(3)
+    n_docs, n_terms = 60, 12
+    docs = rng.integers(0, 3, size=(n_docs, n_terms)) * (rng.random((n_docs, n_terms)) < 0.3)
+    docs = docs.astype(np.float32)  # small integer weights: many exact ties
+    queries = (rng.random((15, n_terms)) < 0.3).astype(np.float32)
+    ids = [f"img{rng.integers(0, 10**6):06d}-{i}" for i in range(n_docs)]  # unordered ids
+    index = InvertedIndex.from_matrix(docs, doc_ids=ids)
+    full = queries @ docs.T  # (15, n_docs)
+    qrels = {
+        f"q{q}": {ids[d]: 1 for d in rng.choice(n_docs, size=8, replace=False)}
+        for q in range(len(queries))
+    }
+    k = 5
+    measures = {"ndcg_cut_5", "P_5", "recall_5"}
+    whole = {
+        f"q{q}": {ids[d]: float(s) for d, s in enumerate(row) if s > 0}
+        for q, row in enumerate(full)
+    }
+    expected = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(whole)
+    ties_at_cut = 0
+    for method in ("numba", "scipy"):
+        scores, indices = index.search(queries, k, method=method)
+        cut = {
+            f"q{q}": {ids[d]: float(s) for d, s in zip(indices[q], scores[q]) if d >= 0}
+            for q in range(len(queries))
+        }
+        got = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(cut)
+        for qid, values in expected.items():
+            for m in measures:
+                assert got[qid][m] == pytest.approx(values[m], abs=1e-12), (method, qid, m)
+    for row in full:
+        kth = np.sort(row)[::-1][k - 1]
+        ties_at_cut += int(kth > 0 and (row == kth).sum() > 1)
+    assert ties_at_cut >= 5  # the case is exercised, not avoided

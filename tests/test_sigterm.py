@@ -31,6 +31,7 @@ def _fit_command(root: Path, log: Path, sleep: float, *extra: str) -> list[str]:
         "--trainer.logger=false",
         f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",  # StepLog reads the logged lambdas at every step
         "--trainer.max_steps=500",
         "--data.batch_size=8",
         # a FLOPS penalty on both sides, counted in steps (m3 has none on its MLP queries)
@@ -79,10 +80,12 @@ def test_sigterm_exits_nonzero_and_the_checkpoint_resumes_step_and_lambda(tmp_pa
     done = _lines(first_log)  # every batch that finished before the loop stopped
     steps = len(done)
     assert [line["step"] for line in done] == list(range(steps))
-    ckpt = tmp_path / "checkpoints" / "on_exception.ckpt"
-    assert ckpt.is_file(), output[-3000:]
+    # in the run's own directory (no logger: <root>/lightning_mlsr/version_<N>/checkpoints)
+    found = list(tmp_path.glob("lightning_mlsr/version_*/checkpoints/on_exception.ckpt"))
+    assert len(found) == 1, output[-3000:]
+    ckpt = found[0]
     assert str(ckpt) in output  # the message says where it went
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == steps
 
     second_log = tmp_path / "second.jsonl"

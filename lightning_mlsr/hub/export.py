@@ -31,7 +31,7 @@ def load_checkpoint_encoders(ckpt_path: str | Path) -> tuple[dict[str, Encoder],
             f"checkpoint {str(path)!r} does not exist; fit writes them under "
             "<default_root_dir>/<name>/<version>/checkpoints/"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     state = checkpoint["state_dict"]
     encoders: dict[str, Encoder] = {}
@@ -102,7 +102,7 @@ def export_checkpoint(
     if metrics_file is None and (run_dir / "runs" / "test.metrics.json").is_file():
         metrics_file = run_dir / "runs" / "test.metrics.json"
     metrics = metrics_with_intervals(metrics_file) if metrics_file is not None else None
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     info = {k: checkpoint[k] for k in ("epoch", "global_step") if k in checkpoint}
     training = _training_summary(ckpt_path, hparams, info)
     data = hparams.get("datamodule", {})

@@ -7,8 +7,11 @@ an inverted index: column ``t`` lists the documents containing term ``t`` and th
 Search is exact dot-product scoring, term at a time (the compiled kernel in
 :mod:`lightning_mlsr.index.topk_kernel`). Only documents with a score > 0 (at least one shared
 term with positive weights) are returned; missing slots are padded with score ``-inf`` and
-index ``-1``. Ordering is by descending score, ties by ascending document index, identical for
-the compiled (``method="numba"``) and the reference (``method="scipy"``) paths.
+index ``-1``. Ordering is by descending score, ties by descending document id (as strings,
+the order in which ``trec_eval`` ranks tied documents), identical for the compiled
+(``method="numba"``) and the reference (``method="scipy"``) paths, so the top ``k`` kept at the
+cut-off are the ones ``trec_eval`` would rank there. Internally the documents are stored in
+that tie order, and results are mapped back to the rows they were given in.
 
 This module imports neither torch nor lightning: it is used from notebooks and tested alone.
 """
@@ -29,13 +32,25 @@ import scipy.sparse as sp
 from lightning_mlsr.index.inputs import check_k, normalise_doc_ids, to_csr
 from lightning_mlsr.index.topk_kernel import taat_topk, unsigned
 
-__all__ = ["FORMAT_VERSION", "InvertedIndex"]
+__all__ = ["FORMAT_VERSION", "InvertedIndex", "tie_order"]
 
 #: Version of the on-disk layout written by :meth:`InvertedIndex.save`.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _INDEX_FILE = "index.npz"  # file name used when saving into a directory
 _METHODS = ("numba", "scipy")
 _SCIPY_BLOCK = 2**25  # entries of the (queries x documents) score block of method="scipy"
+
+
+def tie_order(doc_ids: np.ndarray) -> np.ndarray:
+    """Rows in ``trec_eval``'s order of tied documents: descending id, compared as strings
+    (``strcmp`` on the run file's docno; integer ids are written as their decimal text).
+
+    Shape: (n_docs,) ids -> (n_docs,) int64 row indices.
+    """
+    keys = np.asarray(doc_ids)
+    if keys.dtype.kind != "U":
+        keys = keys.astype(str)
+    return np.argsort(keys, kind="stable")[::-1].astype(np.int64)
 
 
 class InvertedIndex:
@@ -43,14 +58,24 @@ class InvertedIndex:
 
     Build it with :meth:`from_matrix` (or :meth:`load`). The postings are a scipy CSC matrix of
     shape ``(n_docs, n_terms)``: column ``t`` is term ``t``'s posting list (document indices in
-    ascending order and their float32 weights).
+    ascending order and their float32 weights). Its rows are the documents in tie order
+    (descending id); ``search`` returns indices of the rows as given.
     """
 
-    def __init__(self, postings: sp.csc_matrix, doc_ids: np.ndarray) -> None:
-        """Wrap already validated CSC postings; prefer :meth:`from_matrix`."""
+    def __init__(
+        self, postings: sp.csc_matrix, doc_ids: np.ndarray, order: np.ndarray | None = None
+    ) -> None:
+        """Wrap already validated CSC postings whose rows are in ``order`` (internal row ``j``
+        is input row ``order[j]``; by default computed, and the rows permuted, here);
+        prefer :meth:`from_matrix`."""
         if not sp.isspmatrix_csc(postings) or postings.dtype != np.float32:
             raise TypeError("postings must be a float32 scipy.sparse.csc_matrix")
+        if order is None:
+            order = tie_order(doc_ids)
+            postings = postings[order]
+            postings.sort_indices()
         self._postings = postings
+        self._order = np.asarray(order, dtype=np.int64)  # (n_docs,) internal row -> input row
         self._doc_ids = doc_ids
         self._p_indptr = postings.indptr.astype(np.int64)  # (n_terms + 1,), tiny
 
@@ -70,10 +95,11 @@ class InvertedIndex:
         """
         csr = to_csr(docs, "docs")
         ids = normalise_doc_ids(doc_ids, csr.shape[0])
-        csc = csr.tocsc()
+        order = tie_order(ids)
+        csc = csr[order].tocsc()
         del csr
         csc.sort_indices()
-        return cls(csc, ids)
+        return cls(csc, ids, order)
 
     # ---- properties ----------------------------------------------------------------------
 
@@ -103,8 +129,13 @@ class InvertedIndex:
 
     @property
     def postings(self) -> sp.csc_matrix:
-        """The ``(n_docs, n_terms)`` CSC matrix; do not modify it in place."""
-        return self._postings
+        """The ``(n_docs, n_terms)`` CSC matrix, rows as given to :meth:`from_matrix` (a copy
+        put back in that order; the index keeps its rows in tie order)."""
+        inverse = np.empty_like(self._order)
+        inverse[self._order] = np.arange(len(self._order))
+        out = self._postings[inverse]
+        out.sort_indices()
+        return out
 
     @property
     def posting_lengths(self) -> np.ndarray:
@@ -115,7 +146,8 @@ class InvertedIndex:
     def size_bytes(self) -> int:
         """Bytes held by the postings arrays and the doc ids."""
         p = self._postings
-        return int(p.data.nbytes + p.indices.nbytes + p.indptr.nbytes + self._doc_ids.nbytes)
+        arrays = (p.data, p.indices, p.indptr, self._doc_ids, self._order)
+        return int(sum(a.nbytes for a in arrays))
 
     def expected_flops(self, queries: Any) -> np.ndarray:
         """Multiply-adds exact term-at-a-time scoring spends on each query.
@@ -152,9 +184,10 @@ class InvertedIndex:
             num_threads: numba threads (default: ``numba.get_num_threads()``).
 
         Returns:
-            ``(scores, indices)``: float32 and int64, best first, ties by ascending document
-            index; documents with score 0 are never returned and missing slots are
-            ``(-inf, -1)``.
+            ``(scores, indices)``: float32 and int64, best first, ties by descending document
+            id (``trec_eval``'s order); indices are rows of the matrix given to
+            :meth:`from_matrix`; documents with score 0 are never returned and missing slots
+            are ``(-inf, -1)``.
 
         Shape: queries (n_queries, num_terms) -> scores, indices (n_queries, k)
         """
@@ -209,6 +242,8 @@ class InvertedIndex:
                     numba.set_num_threads(previous)
             else:
                 self._search_scipy_block(q, k, scores[start:stop], indices[start:stop])
+        found = indices >= 0
+        indices[found] = self._order[indices[found]]  # internal (tie-order) rows -> input rows
         return scores, indices
 
     def _search_scipy_block(
@@ -277,6 +312,7 @@ class InvertedIndex:
                 indices=p.indices,
                 data=p.data,
                 doc_ids=self._doc_ids,
+                order=self._order,
             )
         return target
 
@@ -300,11 +336,13 @@ class InvertedIndex:
             raise ValueError(f"{source} is not an InvertedIndex file (missing {sorted(missing)})")
         meta = json.loads(str(arrays["meta"]))
         version = meta.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in (1, FORMAT_VERSION):
             raise ValueError(
                 f"{source} has index format version {version}; this code reads version "
                 f"{FORMAT_VERSION}. Rebuild the index with this version of lightning_mlsr."
             )
+        if version == FORMAT_VERSION and "order" not in arrays:
+            raise ValueError(f"{source} is not an InvertedIndex file (missing ['order'])")
         try:
             csc = sp.csc_matrix(
                 (arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(meta["shape"])
@@ -313,6 +351,9 @@ class InvertedIndex:
             if csc.dtype != np.float32:
                 raise ValueError(f"weights are {csc.dtype}, expected float32")
             doc_ids = normalise_doc_ids(arrays["doc_ids"], csc.shape[0])
+            order = arrays.get("order")  # version 1: rows as given, permuted on load
+            if order is not None and not np.array_equal(np.sort(order), np.arange(csc.shape[0])):
+                raise ValueError("its row order is not a permutation of the documents")
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"{source} holds a corrupt index: {err}") from err
-        return cls(csc, doc_ids)
+        return cls(csc, doc_ids, order)
