@@ -102,6 +102,15 @@ EXPERIMENTS = [
     ),
     ("dense caption", "dense_caption"),
     ("dense image", "dense_image"),
+    *(
+        (f"{model}, captions: {what}", f"{name}_captions_{key}")
+        for model, name in (("M2", "m2_mlp_mlm_caption"), ("M3", "m3_mlp_mlp_caption"))
+        for key, what in (
+            ("name", "Unicode name only"),
+            ("label_name", "label + Unicode name"),
+            ("languages", "label in all 11 languages"),
+        )
+    ),
 ]
 #: training order: dense_caption before the distilled models, whose teacher it is
 ORDER = [
@@ -124,6 +133,11 @@ ORDER = [
     "m3_mlp_mlp_caption",
     "m4_mlp_mlp_image_caption",
     "dense_image",
+    *(
+        f"{name}_captions_{key}"
+        for key in ("name", "label_name", "languages")
+        for name in ("m2_mlp_mlm_caption", "m3_mlp_mlp_caption")
+    ),
 ]
 LABELS = {name: label for label, name in EXPERIMENTS}
 IMAGE_ONLY = ("m1_mlm_mlm_image", "mlp_mlm_image")
@@ -147,6 +161,22 @@ VARIANTS = {
     "mlm_pseudo_english_distilled_heldout": "mlm_pseudo_english_distilled",
     "mlm_pseudo_english_docexp3_distilled_heldout": "mlm_pseudo_english_docexp3_distilled",
 }
+#: which caption components carry the signal: M2 and M3 with other parts of the emoji
+#: captions as documents (the default is the English CLDR label alone); the overrides are
+#: added to the run's ``fit`` command
+_LANGUAGES = "[en,de,es,fr,hi,it,ja,ko,nl,ru,zh]"
+CAPTION_ABLATIONS = {
+    "name": ["--data.caption_fields=[caption_alt_text_description]"],
+    "label_name": [
+        "--data.caption_fields=[caption_reference_description,caption_alt_text_description]"
+    ],
+    "languages": [f"--data.caption_languages={_LANGUAGES}"],
+}
+VARIANT_OVERRIDES: dict[str, list[str]] = {}
+for _base in ("m2_mlp_mlm_caption", "m3_mlp_mlp_caption"):
+    for _key, _options in CAPTION_ABLATIONS.items():
+        VARIANTS[f"{_base}_captions_{_key}"] = _base
+        VARIANT_OVERRIDES[f"{_base}_captions_{_key}"] = _options
 #: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
 #: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same). Transductive
 #: ones (``include_evaluation_queries``) had validation and test query strings among the
@@ -245,6 +275,12 @@ COMPARISONS = [
         _ALL,
     ),
     ("pseudo", "mlm_pseudo_english_docexp3_distilled_heldout", "mlm_distilled", "nDCG@10", _ALL),
+    *(
+        ("captions", f"{base}_captions_{key}", base, "nDCG@10", queries)
+        for base in ("m2_mlp_mlm_caption", "m3_mlp_mlp_caption")
+        for key in CAPTION_ABLATIONS
+        for queries in (_ALL, _UNSEEN)
+    ),
 ]
 #: what each family asks, in the report's words
 FAMILIES = {
@@ -255,6 +291,7 @@ FAMILIES = {
     "dense": "sparse models vs the untrained dense model (MiniLM as shipped) and the dense teacher",
     "distil": "distillation from the dense teacher",
     "pseudo": "pseudo-query chain (test-informed: designed after its test numbers were seen)",
+    "captions": "caption components: other parts of the captions against the English label",
 }
 
 
@@ -1174,9 +1211,9 @@ def protocol_lines(
     return [
         "Designs are chosen on validation. Test numbers are computed only for the frozen "
         "configurations declared in `results/protocol.yaml` (`final`): "
-        + ", ".join(_label(n) for n in final)
-        + ", and the baselines (no training)."
-        + (f" Not finished yet: {', '.join(_label(n) for n in waiting)}." if waiting else ""),
+        + "; ".join(_label(n) for n in final)
+        + "; and the baselines (no training)."
+        + (f" Not finished yet: {'; '.join(_label(n) for n in waiting)}." if waiting else ""),
         "",
         "**†: design chosen after test numbers were seen.** The pseudo-query chain ("
         + ", ".join(f"`{n}`" for n in informed)
@@ -1222,7 +1259,7 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> str:
     missing = [label for label, name in EXPERIMENTS if name not in runs]
     if missing:
         lines += [
-            f"**Incomplete:** no finished run yet for {', '.join(missing)}; the regeneration "
+            f"**Incomplete:** no finished run yet for {'; '.join(missing)}. The regeneration "
             "is resumable (`python scripts/make_results.py`). Numbers of earlier code versions "
             "are in the git history of this file, not here.",
             "",
@@ -1355,7 +1392,9 @@ def main() -> None:
                 print(f"=== {name} seed {seed}", flush=True)
                 try:
                     work = Path(args.work)
-                    options = extra + overrides_for(name, seed, work)
+                    options = (
+                        extra + VARIANT_OVERRIDES.get(name, []) + overrides_for(name, seed, work)
+                    )
                     train_and_evaluate(name, seed, work, options, not args.restart_unfinished)
                 except Exception:  # one failed run must not stop the regeneration
                     traceback.print_exc()

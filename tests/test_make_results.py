@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 _PATH = Path(__file__).resolve().parents[1] / "scripts" / "make_results.py"
 _spec = importlib.util.spec_from_file_location("make_results", _PATH)
@@ -124,7 +123,7 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     ):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"global_step": i}, path)
+        path.write_bytes(b"x")
         os.utime(path, (1000 + i, 1000 + i))
         files[rel] = path
     assert (
@@ -132,17 +131,6 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     )
     os.utime(files["version_0/checkpoints/last.ckpt"], (2000, 2000))  # newer after all
     assert make_results.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
-    # a full disk left newer ones damaged: an empty file and a truncated one are skipped
-    empty = root / "version_2/checkpoints/on_exception.ckpt"
-    empty.parent.mkdir(parents=True)
-    empty.write_bytes(b"")
-    cut = root / "version_2/checkpoints/last.ckpt"
-    cut.write_bytes(files["version_1/checkpoints/on_exception.ckpt"].read_bytes()[:-40])
-    for path in (empty, cut):
-        os.utime(path, (3000, 3000))
-    assert make_results.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
-    empty.unlink()
-    cut.unlink()
 
     calls: list[list[str]] = []
 
@@ -318,3 +306,36 @@ def test_a_querys_image_type_is_the_category_of_most_of_its_relevant_images() ->
     }
     test = make_results.query_categories("test")
     assert len(test) == 359 and "Smileys & Emotion" in set(test.values())
+
+
+@pytest.mark.slow
+def test_caption_ablations_are_fit_options_of_their_base_experiment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each caption-component run is its base YAML plus data overrides that parse, and only
+    the captions change."""
+    import yaml
+
+    from lightning_mlsr.cli import main
+
+    def printed(options: list[str]) -> dict:
+        config = REPO / "experiments" / "m2_mlp_mlm_caption.yaml"
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", str(config), *options, "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)
+
+    base = printed([])
+    fields = {"caption_fields", "caption_languages"}
+    for key, options in make_results.CAPTION_ABLATIONS.items():
+        name = f"m2_mlp_mlm_caption_captions_{key}"
+        assert make_results.VARIANTS[name] == "m2_mlp_mlm_caption"
+        assert make_results.VARIANT_OVERRIDES[name] == options
+        assert name in make_results.protocol()["final"] and name in make_results.ORDER
+        got = printed(options)
+        assert {k: v for k, v in got.items() if k != "data"} == {
+            k: v for k, v in base.items() if k != "data"
+        }
+        changed = {k for k in got["data"] if got["data"][k] != base["data"][k]}
+        assert changed and changed <= fields, changed
+    languages = printed(make_results.CAPTION_ABLATIONS["languages"])["data"]
+    assert len(languages["caption_languages"]) == 11
