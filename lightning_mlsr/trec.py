@@ -155,6 +155,9 @@ def write_trec_qrels(path: str | os.PathLike[str], qrels: Mapping[Any, Mapping[A
     Path(path).write_text("".join(lines), encoding="utf-8")
 
 
+_REL_MIN, _REL_MAX = -(2**31), 2**31 - 1
+
+
 def parse_trec_qrels(path: str | os.PathLike[str]) -> tuple[list[str], list[str], list[int]]:
     """The ``(qids, docids, rels)`` columns of a TREC qrels file, one entry per judgment line.
 
@@ -185,9 +188,15 @@ def parse_trec_qrels(path: str | os.PathLike[str]) -> tuple[list[str], list[str]
                     f"{path}:{lineno}: malformed qrels line {line.rstrip()!r}; expected "
                     f"'text_id Q0 image_id rel' with an integer rel"
                 )
+            rel = int(fields[3])
+            if not _REL_MIN <= rel <= _REL_MAX:  # trec_eval and pytrec_eval hold a C long
+                raise ValueError(
+                    f"{path}:{lineno}: relevance {fields[3]} is out of range; qrels grades are "
+                    f"small integers (trec_eval reads them into a 32-bit integer)"
+                )
             qids.append(fields[0])
             docids.append(fields[2])
-            rels.append(int(fields[3]))
+            rels.append(rel)
     return qids, docids, rels
 
 

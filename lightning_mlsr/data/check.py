@@ -29,7 +29,7 @@ from lightning_mlsr.data.content_keys import GroupKeyCache, keys_of
 from lightning_mlsr.data.decode import CorruptImageError, decode_image
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.image_store import binary_column
-from lightning_mlsr.data.layout import UNUSABLE_IMAGES_FILE, find_layout, resolve_root
+from lightning_mlsr.data.layout import BUNDLED_DIR, UNUSABLE_IMAGES_FILE, find_layout, resolve_root
 
 __all__ = ["check_images", "main"]
 
@@ -56,8 +56,22 @@ def check_images(
     output: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> tuple[Path, dict[str, str]]:
-    """Decode every image of a collection; write and return the unusable ones."""
+    """Decode every image of a collection; write and return the unusable ones.
+
+    Where the list goes is checked before the scan (a read-only collection, or a bundled one
+    inside the installed package, needs ``output``), so a long scan never ends in an error.
+    """
+    if isinstance(workers, bool) or (workers is not None and workers < 1):
+        raise DataError(f"--workers must be a positive number of processes, got {workers}")
     root = resolve_root(path_or_name)
+    if output is None and root.resolve().is_relative_to(BUNDLED_DIR.resolve()):
+        raise DataError(
+            f"{path_or_name!r} is a bundled collection inside the installed package "
+            f"({root}); its images are checked by the test suite, and the package folder is "
+            "no place for output: pass --output FILE to check it anyway"
+        )
+    out = Path(output) if output is not None else root / UNUSABLE_IMAGES_FILE
+    _check_writable(out, given=output is not None)
     files = find_layout(root).image_files
     tasks = [(str(f), g) for f in files for g in range(pq.ParquetFile(f).metadata.num_row_groups)]
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
@@ -74,7 +88,6 @@ def check_images(
                 for n, found in pool.map(_check_group, tasks, chunksize=4):
                     bad.update(found)
                     bar.update(n)
-    out = Path(output) if output is not None else root / UNUSABLE_IMAGES_FILE
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
@@ -82,6 +95,31 @@ def check_images(
         writer.writerows(sorted(bad.items()))
     os.replace(tmp, out)
     return out, bad
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of processes, got {text!r}")
+    return value
+
+
+def _check_writable(out: Path, given: bool) -> None:
+    """Fail now, naming the file, if ``out`` cannot be written (not after the scan)."""
+    folder = out.parent
+    probe = folder / f".{out.name}.probe{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        hint = "choose another --output" if given else "pass --output FILE somewhere writable"
+        raise DataError(
+            f"cannot write the list of unusable images to {out} ({err.strerror}); {hint}"
+        ) from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="decode every image, write the unusable ids")
     check.add_argument("path", help="collection directory or bundled collection name")
-    check.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    check.add_argument(
+        "--workers", type=_positive_int, default=None, help="processes (default: CPUs)"
+    )
     check.add_argument("--output", default=None, help=f"default: PATH/{UNUSABLE_IMAGES_FILE}")
     args = parser.parse_args(argv)
     try:

@@ -114,7 +114,8 @@ def _read_trec(path: Path) -> pa.Table:
     except ValueError as err:  # the message names the file, line and fix
         raise DataError(str(err)) from None
     split = pa.array([split_from_name(path)] * len(rels), pa.large_string())
-    return pa.table([split, text_ids, image_ids, rels], schema=_SCHEMA)
+    columns = [pa.array(ids, pa.large_string()) for ids in (text_ids, image_ids)]
+    return pa.table([split, *columns, pa.array(rels, pa.int64())], schema=_SCHEMA)
 
 
 def _read_qrels_parquet(path: Path) -> pa.Table:
@@ -152,6 +153,11 @@ def read_qrels(files: list[Path], text_ids: pa.Array, image_ids: pa.Array) -> Qr
     tables: list[pa.Table] = []
     for path in files:
         table = _read_trec(path) if path.suffix == ".trec" else _read_qrels_parquet(path)
+        if table.num_rows == 0:
+            raise DataError(
+                f"{path}: the qrels file holds no judgments; a split without judgments has no "
+                "qrels file: delete it, or regenerate the collection's qrels"
+            )
         for what, known, name in (("text", text_ids, "text_id"), ("image", image_ids, "image_id")):
             col = column(table, name)
             unknown = col.filter(pc.invert(pc.is_in(col, value_set=known)))
