@@ -470,8 +470,13 @@ def pseudo_collection(name: str, teacher: Path, work: Path) -> Path:
     from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
 
     options = PSEUDO_QUERIES[name]
-    tag = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
-    out = work / "pseudo" / f"{teacher.parent.name}-{tag}"
+    # "heldout" / "transductive" in the name: a folder built before evaluation queries were
+    # left out by default is never taken for a held-out collection
+    kind = "transductive" if options.get("include_evaluation_queries") else "heldout"
+    tag = "-".join(
+        f"{k}{v}" for k, v in sorted(options.items()) if k != "include_evaluation_queries"
+    )
+    out = work / "pseudo" / f"{teacher.parent.name}-{tag}-{kind}"
     if not (out / "collection.json").is_file():
         # built aside and renamed: queues running side by side never read a half-written one
         tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")

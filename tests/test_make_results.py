@@ -100,7 +100,10 @@ def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
         collection.name: {"candidates": 9, "pseudo_queries": 4, "evaluation_queries": "excluded"}
     }
     assert "include_evaluation_queries" not in make_results.PSEUDO_QUERIES[f"{name}_heldout"]
+    assert collection.name.endswith("-transductive")
     assert [p.name for p in (tmp_path / "pseudo").iterdir()] == [collection.name]  # no temp left
+    held = make_results.overrides_for(f"{name}_heldout", 43, tmp_path)[1]
+    assert held.endswith("-heldout") and held != options[1]  # never the transductive folder
 
 
 def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
