@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 _PATH = Path(__file__).resolve().parents[1] / "scripts" / "make_results.py"
 _spec = importlib.util.spec_from_file_location("make_results", _PATH)
@@ -126,7 +127,7 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     ):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
+        torch.save({"global_step": i}, path)
         os.utime(path, (1000 + i, 1000 + i))
         files[rel] = path
     assert (
@@ -134,6 +135,17 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     )
     os.utime(files["version_0/checkpoints/last.ckpt"], (2000, 2000))  # newer after all
     assert make_results.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
+    # a full disk left newer ones damaged: an empty file and a truncated one are skipped
+    empty = root / "version_2/checkpoints/on_exception.ckpt"
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
+    cut = root / "version_2/checkpoints/last.ckpt"
+    cut.write_bytes(files["version_1/checkpoints/on_exception.ckpt"].read_bytes()[:-40])
+    for path in (empty, cut):
+        os.utime(path, (3000, 3000))
+    assert make_results.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
+    empty.unlink()
+    cut.unlink()
 
     calls: list[list[str]] = []
 
