@@ -17,13 +17,17 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import lightning as L
 import numpy as np
 import pyarrow.compute as pc
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from lightning_mlsr.backbones import load_tokenizer
@@ -37,6 +41,7 @@ from lightning_mlsr.data.batches import (
 from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.corpus import EvalCorpus, eval_corpus_rows, shard_indices
 from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.feature_fill import FillReport, fill_features
 from lightning_mlsr.data.features import FeatureStore
 from lightning_mlsr.data.negatives import HardNegatives
 from lightning_mlsr.data.pairs import RelevantPairs
@@ -68,11 +73,14 @@ class RetrievalDataModule(L.LightningDataModule):
         eval_batch_size: rows per batch when encoding the corpus and queries.
         num_workers: DataLoader workers.
         feature_cache_dir: where frozen image features are cached (None: the default cache).
-        feature_batch_size: images per batch when filling the feature cache.
+        feature_batch_size: images per batch when filling the feature cache (on an
+            accelerator, with ``feature_fill="upfront"`` or ``python -m lightning_mlsr
+            features``, hundreds: e.g. 512).
         feature_fill: ``"lazy"`` computes frozen features when a batch first needs them
-            (a short run encodes only the images it reads); ``"upfront"`` fills the cache
-            for every image the run needs in ``prepare_data``, with a progress bar
-            (resumable; worth it for large collections).
+            (a short run encodes only the images it reads), on the CPU; ``"upfront"``
+            fills the cache for every image the run needs in ``setup``, on the Trainer's
+            devices, each DDP rank a disjoint share, with a progress bar (resumable; worth
+            it for large collections).
         on_corrupt_image / on_missing_caption: see :func:`load_collection`; a corrupt
             image met while reading pixels is skipped and reported once per pass, or
             raises with ``on_corrupt_image="error"``.
@@ -140,6 +148,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self._train_sampler: ResumableSampler | None = None
         self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
         self._negatives: HardNegatives | None = None
+        self._filled = False  # feature_fill="upfront" done in this process
 
     @property
     def _hp(self) -> Any:
@@ -255,14 +264,45 @@ class RetrievalDataModule(L.LightningDataModule):
         rows += [self.corpus_rows(split) for split in ("validation", "test")]
         return np.unique(np.concatenate(rows).astype(np.int64))
 
-    def prepare_data(self) -> None:
-        """``feature_fill="upfront"``: fill the image-feature cache once per node, before
-        DDP ranks read it (lazy filling needs nothing here)."""
-        if self._hp.feature_fill != "upfront":
-            return
+    def fill_features(
+        self,
+        rows: np.ndarray | None = None,
+        device: torch.device | str | None = None,
+        autocast: Callable[[], AbstractContextManager[Any]] | None = None,
+        progress: bool = True,
+    ) -> list[FillReport]:
+        """Fill the frozen-feature cache of every frozen image backbone the model reads,
+        for ``rows`` (None: :meth:`feature_rows`), on ``device`` in batches of
+        ``feature_batch_size``, with ``num_workers`` loader workers decoding; under DDP
+        each rank computes a disjoint share (:func:`~lightning_mlsr.data.feature_fill.
+        fill_features`). ``device``/``autocast`` default to the Trainer's (its root device,
+        its precision's forward context), else the CPU in float32.
+        """
+        trainer = self.trainer
+        if device is None:
+            device = trainer.strategy.root_device if trainer is not None else "cpu"
+        if autocast is None:
+            autocast = (
+                trainer.precision_plugin.forward_context
+                if trainer is not None
+                else contextlib.nullcontext
+            )
+        rows = self.feature_rows() if rows is None else rows
+        reports = []
         for inputs in self._encoder_inputs():
             if inputs.frozen_image_features and inputs.image_backbone is not None:
-                self._feature_store(inputs.image_backbone).fill(self.feature_rows())
+                reports.append(
+                    fill_features(
+                        self._feature_store(inputs.image_backbone),
+                        rows,
+                        device=device,
+                        autocast=autocast,
+                        batch_size=self._hp.feature_batch_size,
+                        num_workers=self._hp.num_workers,
+                        progress=progress,
+                    )
+                )
+        return reports
 
     def teardown(self, stage: str) -> None:
         """Write the frozen features computed lazily in this process (for the next run)
@@ -272,9 +312,14 @@ class RetrievalDataModule(L.LightningDataModule):
             self._collator.doc.features.report_skipped()
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the batch collator once the encoders' inputs are known (under a plain
-        Trainer they arrive after this hook, from the model's ``setup``: then the collator
-        is built when a loader first needs it)."""
+        """``feature_fill="upfront"``: fill the image-feature cache once, every DDP rank
+        computing its share on its device (:meth:`fill_features`). Then build the batch
+        collator once the encoders' inputs are known (under a plain Trainer they arrive
+        after this hook, from the model's ``setup``: then the collator is built when a
+        loader first needs it)."""
+        if self._hp.feature_fill == "upfront" and not self._filled:
+            self.fill_features()
+            self._filled = True
         if self._collator is None and self._inputs is not None:
             self._build_collator()
 

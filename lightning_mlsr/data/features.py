@@ -131,6 +131,8 @@ class FeatureStore:
         self._index_shard = np.empty(0, dtype=np.int32)
         self._index_offset = np.empty(0, dtype=np.int32)
         self._index_ok = np.empty(0, dtype=bool)
+        self._wanted_rows = np.empty(0, dtype=np.int64)  # sorted; from missing(), for add()
+        self._wanted_keys = np.empty(0, dtype=shards.KEY_DTYPE)
         self._pending: list[_Part] = []  # (keys, shard, offset, ok) not yet in the index
         # computed features not yet written: up to shard_size rows (rows, keys, ok, features)
         self._buffer: _Part | None = None
@@ -209,6 +211,56 @@ class FeatureStore:
         self._skipped = {}
         return count
 
+    def missing(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """The sorted rows (of ``rows``; None: every image) whose features a fill must
+        compute: not on disk (re-read now), not known undecodable, with image bytes.
+        Their content keys are kept for :meth:`add`.
+
+        Shape: ``(M,)`` int64.
+        """
+        rows = np.arange(len(self.images)) if rows is None else np.asarray(rows, dtype=np.int64)
+        keys = self._missing_keys(rows)
+        missing = np.fromiter(sorted(keys), dtype=np.int64, count=len(keys))
+        wanted = np.array([keys[r] for r in missing.tolist()], dtype=shards.KEY_DTYPE)
+        rows_all = np.concatenate([self._wanted_rows, missing])
+        order = np.argsort(rows_all, kind="stable")
+        self._wanted_rows = rows_all[order]
+        self._wanted_keys = np.concatenate([self._wanted_keys, wanted])[order]
+        return missing
+
+    def add(
+        self,
+        rows: np.ndarray,
+        features: np.ndarray,
+        errors: Sequence[str | None] = (),
+        rows_to_come: int = 0,
+    ) -> None:
+        """Store features computed elsewhere (a fill on an accelerator) for rows returned
+        by :meth:`missing`; written in whole shards like lazily computed ones (call
+        :meth:`flush` at the end). ``errors[i]`` is why row ``i`` could not be decoded
+        (None: decoded); such rows get zeros, or raise with ``on_corrupt_image="error"``.
+        ``rows_to_come``: rows still to be added in this pass (for a full-disk error).
+
+        Shape: ``features`` ``(len(rows), D)``.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        at = np.searchsorted(self._wanted_rows, rows)
+        known = at < len(self._wanted_rows)
+        known[known] = self._wanted_rows[at[known]] == rows[known]
+        if not known.all():
+            raise ValueError(f"rows {rows[~known][:5].tolist()} were not returned by missing()")
+        ok = np.ones(len(rows), dtype=bool)
+        for i, reason in enumerate(errors):
+            if reason is not None:
+                ok[i] = False
+                self._undecodable(int(rows[i]), reason)
+        features = np.where(ok[:, None], features, 0).astype(np.float32, copy=False)
+        self._to_come = rows_to_come
+        try:
+            self._hold(rows, self._wanted_keys[at], ok, features)
+        finally:
+            self._to_come = 0
+
     def __len__(self) -> int:
         """Images stored on disk under this store's key (across all tables)."""
         self._merge_pending()
@@ -225,17 +277,22 @@ class FeatureStore:
             out[where] = self._shard_array(shard)[self._row_offset[rows[where]]]
         return out
 
-    def _compute_missing(self, rows: np.ndarray, progress: bool, whole_pass: bool = False) -> int:
+    def _missing_keys(self, rows: np.ndarray) -> dict[int, bytes]:
+        """row -> key of the rows whose features are neither stored nor known undecodable
+        (rows without image bytes are recorded as skipped)."""
         keys = self._resolve(rows)
         if not keys:
-            return 0
+            return keys
         if self.read_only:
             raise FeatureCacheError(
                 f"{len(keys)} image feature(s) are missing from the read-only feature cache "
                 f"{self.root}, e.g. {format_ids([self.images.ids[r] for r in list(keys)[:3]])}"
             )
         self._refresh()  # another process may have written them meanwhile
-        keys = self._lookup(keys)
+        return self._lookup(keys)
+
+    def _compute_missing(self, rows: np.ndarray, progress: bool, whole_pass: bool = False) -> int:
+        keys = self._missing_keys(rows)
         if not keys:
             return 0
         missing = np.fromiter(sorted(keys), dtype=np.int64)
@@ -279,15 +336,8 @@ class FeatureStore:
             try:
                 pixels.append(self.transform(self.images.load_image(row)))
             except DataError as err:
-                image_id = str(self.images.ids[row])
-                if self.on_corrupt_image == "error":
-                    raise DataError(
-                        f"image {image_id!r} cannot be decoded while computing its features "
-                        f"({err}). Fix or remove it, or set on_corrupt_image='skip' to give "
-                        "it zero features."
-                    ) from err
-                self._skipped[image_id] = str(err)
                 ok[j] = False
+                self._undecodable(row, str(err))
         features = np.zeros((len(rows), self.dim), dtype=np.float32)
         if pixels:
             features[ok] = self.backbone(torch.stack(pixels)).float().numpy()  # (b, D)
@@ -297,6 +347,17 @@ class FeatureStore:
             ok,
             features,
         )
+
+    def _undecodable(self, row: int, reason: str) -> None:
+        """Count an image that cannot be decoded, or raise (``on_corrupt_image="error"``)."""
+        image_id = str(self.images.ids[row])
+        if self.on_corrupt_image == "error":
+            raise DataError(
+                f"image {image_id!r} cannot be decoded while computing its features "
+                f"({reason}). Fix or remove it, or set on_corrupt_image='skip' to give "
+                "it zero features."
+            )
+        self._skipped[image_id] = reason
 
     def _hold(
         self, rows: np.ndarray, keys: np.ndarray, ok: np.ndarray, features: np.ndarray
