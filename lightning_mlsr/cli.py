@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_mlsr.checkpoint_files import CheckpointError, load_checkpoint, newest_resumable
-from lightning_mlsr.runs import run_dir
+from lightning_mlsr.runs import evaluate_into_checkpoint_run, run_dir
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 
@@ -158,10 +158,11 @@ class MLSRCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         defaults = {"default_config_files": [str(BASE_CONFIG)]}
-        kwargs.setdefault(
-            "parser_kwargs",
-            {cmd: dict(defaults) for cmd in ("fit", "validate", "test", "predict")},
-        )
+        parser_kwargs: dict[str, Any] = {
+            cmd: dict(defaults) for cmd in ("fit", "validate", "test", "predict")
+        }
+        parser_kwargs["prog"] = "python -m lightning_mlsr"
+        kwargs.setdefault("parser_kwargs", parser_kwargs)
         kwargs.setdefault("save_config_callback", RunConfigCallback)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
@@ -268,11 +269,43 @@ class MLSRCLI(LightningCLI):
 
     def after_fit(self) -> None:
         config = self.config.get(self.subcommand, self.config)
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
         if config.get("test_after_fit", True) and not cast(Any, self.trainer).fast_dev_run:
-            callback = self.trainer.checkpoint_callback
-            best = getattr(callback, "best_model_path", "") if callback is not None else ""
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self._print_checkpoints()
         self._finish_logger_run()
+
+    def _print_checkpoints(self) -> None:
+        """Where the fit's checkpoints are, as the last lines of its output."""
+        callback = self.trainer.checkpoint_callback
+        if callback is None or cast(Any, self.trainer).fast_dev_run:
+            return
+        best = getattr(callback, "best_model_path", "")
+        last = getattr(callback, "last_model_path", "")
+        score = getattr(callback, "best_model_score", None)
+        monitor = getattr(callback, "monitor", None)
+        if best:
+            shown = f" ({monitor} {float(score):.4f})" if score is not None and monitor else ""
+            print(f"best checkpoint{shown}: {best}", flush=True)
+        if last:
+            print(f"last checkpoint: {last}", flush=True)
+
+    def before_validate(self) -> None:
+        self._evaluate_into_checkpoint_run()
+
+    def before_test(self) -> None:
+        self._evaluate_into_checkpoint_run()
+
+    def before_predict(self) -> None:
+        self._evaluate_into_checkpoint_run()
+
+    def _evaluate_into_checkpoint_run(self) -> None:
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in _SPECIAL_CKPT_PATHS:
+            target = evaluate_into_checkpoint_run(self.trainer, ckpt_path)
+            if target is not None:
+                print(f"{self.subcommand}: writing into {target}", flush=True)
 
     def after_validate(self) -> None:
         self._finish_logger_run()

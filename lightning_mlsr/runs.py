@@ -13,7 +13,7 @@ from typing import cast
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-__all__ = ["run_dir"]
+__all__ = ["evaluate_into_checkpoint_run", "run_dir"]
 
 
 def run_dir(trainer: Trainer) -> Path:
@@ -22,8 +22,11 @@ def run_dir(trainer: Trainer) -> Path:
     CSV/TensorBoard loggers have a versioned ``log_dir``; for others (W&B) the
     ``save_dir/name/version`` layout that ModelCheckpoint also uses. ``trainer.log_dir``
     would be W&B's shared ``save_dir``, where two runs clash. Without a logger: a new
-    ``<default_root_dir>/lightning_mlsr/version_<N>`` per Trainer.
+    ``<default_root_dir>/lightning_mlsr/version_<N>`` per Trainer. A Trainer that evaluates
+    a run's checkpoint (:func:`evaluate_into_checkpoint_run`) writes into that run's folder.
     """
+    if trainer in _EVALUATION_DIRS:
+        return _EVALUATION_DIRS[trainer]
     logger = trainer.logger
     if logger is None:
         return _unlogged_run_dir(trainer)
@@ -57,3 +60,23 @@ def _unlogged_run_dir(trainer: Trainer) -> Path:
             path = str(root / f"version_{version}")
         _UNLOGGED_RUN_DIRS[trainer] = Path(cast(str, trainer.strategy.broadcast(path)))
     return _UNLOGGED_RUN_DIRS[trainer]
+
+
+_EVALUATION_DIRS: weakref.WeakKeyDictionary[Trainer, Path] = weakref.WeakKeyDictionary()
+
+
+def evaluate_into_checkpoint_run(trainer: Trainer, ckpt_path: str | Path) -> Path | None:
+    """Make ``trainer`` write its run files beside the checkpoint it evaluates.
+
+    A checkpoint in a run's ``checkpoints/`` folder is evaluated into
+    ``<that run>/evaluations/<checkpoint name>/`` (run files, metrics, exports), so the
+    results of ``test --ckpt_path`` sit with the run that trained it, and evaluating its
+    ``last`` and its best checkpoint never overwrite each other or the fit's own test run.
+    Returns the directory, or None for a checkpoint outside a run folder.
+    """
+    path = Path(ckpt_path).resolve()
+    if path.parent.name != "checkpoints":
+        return None
+    target = path.parent.parent / "evaluations" / path.stem
+    _EVALUATION_DIRS[trainer] = target
+    return target

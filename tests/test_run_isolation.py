@@ -353,7 +353,7 @@ def m3_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 @pytest.mark.slow  # three short CLI fits of the bundled collection
 def test_cli_fits_back_to_back_in_one_root_never_resume_each_other(
-    m3_run: tuple[Path, Path, str], tmp_path: Path
+    m3_run: tuple[Path, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, last_a, trained_a = m3_run
     before = last_a.read_bytes()
@@ -374,6 +374,15 @@ def test_cli_fits_back_to_back_in_one_root_never_resume_each_other(
     cli = main(["fit", "--config", M2, *_fit_args(root, *probe)])
     assert json.loads(log.read_text())["step"] == 0 and cli.trainer.global_step == 2
     assert last_a.read_bytes() == before
+    # the fit says where its checkpoints are, last thing
+    callback = cli.trainer.checkpoint_callback
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == (
+        f"best checkpoint (val/nDCG@10 {float(callback.best_model_score):.4f}): "  # type: ignore[union-attr]
+        f"{callback.best_model_path}"  # type: ignore[union-attr]
+    )
+    assert out[-1] == f"last checkpoint: {callback.last_model_path}"  # type: ignore[union-attr]
+    assert Path(callback.last_model_path).is_file()  # type: ignore[union-attr]
     # fast_dev_run of both, in one fresh root: nothing is written at all
     fresh = tmp_path / "dev"
     for config in (M3, M2):
@@ -415,7 +424,27 @@ def test_evaluating_a_checkpoint_of_another_configuration_is_refused(
         ]
     )
     assert "val/nDCG@10" in cli.trainer.callback_metrics
+    # ... and writes beside the run that trained it, not into a new run directory
+    from lightning_mlsr.runs import run_dir
 
+    assert run_dir(cli.trainer) == last.parent.parent / "evaluations" / "last"
+
+
+def test_the_cli_names_itself_and_shows_the_logger_offline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m lightning_mlsr ")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", M2, "--print_config"])
+    printed = capsys.readouterr().out
+    assert "offline: null" in printed  # resolved from WANDB_MODE, not a misleading false
+    from lightning_mlsr.loggers import WandbLogger
+
+    assert WandbLogger(save_dir="/tmp")._offline is (
+        os.environ.get("WANDB_MODE", "offline") == "offline"
+    )
 
 
 def test_ckpt_path_last_needs_a_checkpoint_to_resume(tmp_path: Path) -> None:
