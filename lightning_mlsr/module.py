@@ -193,11 +193,15 @@ class SparseBiEncoder(L.LightningModule):
         offset = self.global_rank * batch["doc_idx"].shape[0]
         return gathered_false_negatives(batch["relevant_doc_idx"], doc_idx, offset)
 
-    def _shared_step(self, batch: dict[str, Any], split: str) -> dict[str, torch.Tensor]:
+    def _shared_step(
+        self, batch: dict[str, Any], split: str, logs: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Encode, score and penalise one batch; with ``logs`` (a training step that logs)
+        also the non-zeros per vector (full ``(B, V)`` passes, so only then)."""
         q, d = self(batch["query"], batch["doc"])  # (B, V), (N, V)
         rank_loss = self.loss(q, d, self._false_negatives(batch))
         out = {"rank_loss": rank_loss}
-        if split == "train" and self._logs_this_step():  # full (B, V) passes: only when logged
+        if split == "train" and logs:
             out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
         total = rank_loss
         if self.distillation is not None:
@@ -224,16 +228,35 @@ class SparseBiEncoder(L.LightningModule):
         of a loaded checkpoint) the warm-up is over: 0 steps, so the full weight."""
         return self._fit_total_steps or 0
 
-    def _logs_this_step(self) -> bool:
-        """Whether this step's on-step metrics reach the logger (Lightning's rule)."""
+    def _logs_this_step(self, batch_idx: int) -> bool:
+        """Whether this training step logs its metrics: where its on-step values reach the
+        logger (Lightning's rule: every ``log_every_n_steps`` optimizer steps, and when the
+        fit stops), in a ``fast_dev_run``, and on the last batch of an epoch or of the fit,
+        so that ``callback_metrics`` end with the final values.
+
+        Other steps log nothing: ``self.log`` is Python work per value in every step (and a
+        progress bar reads ``train/loss`` back to the host) that a plain loop does not do,
+        for values Lightning would drop. ``callback_metrics["train/..."]`` therefore holds
+        the latest logging step's values.
+        """
         if self._trainer is None:
             return True
-        n = cast(Any, self.trainer).log_every_n_steps
-        return n > 0 and ((self.global_step + 1) % n == 0 or self.trainer.should_stop)
+        trainer = cast(Any, self.trainer)
+        if trainer.fast_dev_run or trainer.should_stop:
+            return True
+        step, n = self.global_step + 1, trainer.log_every_n_steps  # the step this batch ends
+        if n > 0 and step % n == 0:
+            return True
+        if trainer.max_steps is not None and 0 < trainer.max_steps <= step:
+            return True
+        return batch_idx + 1 == trainer.num_training_batches
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self._shared_step(batch, "train")
+        logs = self._logs_this_step(batch_idx)
+        out = self._shared_step(batch, "train", logs)
+        if not logs:
+            return out["loss"]
         batch_size = batch["query_idx"].shape[0]
         self.log_dict(
             {f"train/{k}": v.detach().float() for k, v in out.items() if k != "loss"},

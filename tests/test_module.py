@@ -185,6 +185,7 @@ def _trainer(max_steps: int, recorder: _LambdaRecorder, root: Path) -> L.Trainer
         accumulate_grad_batches=2,
         limit_val_batches=0,
         enable_checkpointing=False,
+        log_every_n_steps=1,  # the recorder reads the logged lambda at every micro-batch
     )
 
 
