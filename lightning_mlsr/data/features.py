@@ -21,9 +21,11 @@ each written atomically when ``shard_size`` new features are ready. Hence:
   and a truncated or corrupt shard is detected (checksum), named in a warning, deleted
   and recomputed.
 
-Features are computed on the CPU, by a private copy of the backbone, in whichever process
-asks for them: the main process with ``num_workers=0``, otherwise the DataLoader workers
-(each worker computes the missing images of its own batches). Lazily computed features
+Lazily, features are computed on the CPU, by a private copy of the backbone, in whichever
+process asks for them: the main process with ``num_workers=0``, otherwise the DataLoader
+workers (each worker computes the missing images of its own batches). A fill on an
+accelerator, each DDP rank computing its share (:mod:`~lightning_mlsr.data.feature_fill`),
+goes through :meth:`FeatureStore.missing` and :meth:`FeatureStore.add`. Lazily computed features
 are written in whole shards, or a partial one when the last write is a minute old, and at
 :meth:`FeatureStore.flush` (the DataModule's ``teardown``, in the main process): a
 worker's last partial shard may be lost when the run ends and is recomputed by the next.
