@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch.multiprocessing as mp
 
 from lightning_mlsr.data import feature_shards
 from lightning_mlsr.data.feature_fill import fill_features
-from lightning_mlsr.data.features import FeatureStore
+from lightning_mlsr.data.features import FeatureCacheError, FeatureStore
 from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,20 @@ def test_a_non_finite_reduced_precision_batch_is_recomputed_in_float32(tmp_path:
     torch.testing.assert_close(
         torch.from_numpy(store.features(range(6))), direct(make_backbone(), images, list(range(6)))
     )
+
+
+def test_a_device_fill_that_cannot_fit_fails_before_computing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, backbone = make_images(), make_backbone()
+    store = FeatureStore(backbone, images, cache_dir=tmp_path)
+    counts = count_encoded(store)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=1000))
+    with pytest.raises(FeatureCacheError, match="LIGHTNING_MLSR_CACHE") as err:
+        fill_features(store, progress=False)
+    assert str(store.root) in str(err.value)
+    assert sum(counts) == 0 and not list(store.root.iterdir())
 
 
 def test_upfront_filling_in_setup_uses_the_device_fill(

@@ -41,8 +41,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from lightning_mlsr.data import feature_shards
 from lightning_mlsr.data.corpus import shard_indices
 from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.feature_shards import FeatureCacheError
 
 if TYPE_CHECKING:
     from lightning_mlsr.data.collection import ImageTable
@@ -142,11 +144,18 @@ def fill_features(
     device = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     all_rows = None if rows is None else np.asarray(rows, dtype=np.int64)
-    mask = None
+    mask, problem = None, None
     if rank == 0:
         mask = np.zeros(len(store.images), dtype=bool)
         mask[store.missing(all_rows)] = True
-    missing = np.flatnonzero(_broadcast_mask(mask, len(store.images), device)).astype(np.int64)
+        try:  # fail now if the features cannot fit, not after hours of work
+            feature_shards.check_space(store.root, int(mask.sum()), store.dim)
+        except FeatureCacheError as err:
+            problem = str(err)
+    mask, problem = _broadcast((mask, problem), len(store.images), device)
+    if problem is not None:  # every rank stops, none waits for the others
+        raise FeatureCacheError(problem)
+    missing = np.flatnonzero(mask).astype(np.int64)
     share = missing[shard_indices(len(missing), rank, world)]
     if rank != 0:
         share = store.missing(share)  # its content keys, for store.add
@@ -218,14 +227,19 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _broadcast_mask(mask: np.ndarray | None, n: int, device: torch.device) -> np.ndarray:
-    """Rank 0's boolean mask on every rank (sent packed: n/8 bytes)."""
+def _broadcast(
+    sent: tuple[np.ndarray | None, str | None], n: int, device: torch.device
+) -> tuple[np.ndarray, str | None]:
+    """Rank 0's ``(boolean mask of n rows, error or None)`` on every rank (the mask sent
+    packed: n/8 bytes)."""
+    mask, problem = sent
     if not _distributed():
         assert mask is not None
-        return mask
-    packed: list[Any] = [None if mask is None else np.packbits(mask)]
+        return mask, problem
+    packed: list[Any] = [None if mask is None else (np.packbits(mask), problem)]
     dist.broadcast_object_list(packed, src=0, device=device if device.type == "cuda" else None)
-    return np.unpackbits(np.asarray(packed[0], dtype=np.uint8), count=n).astype(bool)
+    bits, problem = packed[0]
+    return np.unpackbits(np.asarray(bits, dtype=np.uint8), count=n).astype(bool), problem
 
 
 @torch.no_grad()
