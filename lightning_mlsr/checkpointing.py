@@ -13,19 +13,14 @@ Reading checkpoints safely (:func:`~lightning_mlsr.checkpoint_files.load_checkpo
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import shutil
-from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightning_mlsr.atomic_files import atomic_write
 from lightning_mlsr.checkpoint_files import (
     CheckpointError,
     is_intact,
@@ -43,47 +38,6 @@ __all__ = [
     "load_checkpoint",
     "newest_resumable",
 ]
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file by ``write(handle)`` into a temporary file beside ``path``, fsync, rename.
-
-    The temporary file lives in the target's own directory, so the rename is atomic on
-    every POSIX filesystem (a temporary file elsewhere would be *copied* across
-    filesystems, and a full disk would leave the target truncated). On any failure the
-    temporary file is removed and the previous ``path``, if any, is left as it was; a full
-    disk raises an ``OSError`` that names the file, its directory and the space it has.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException as err:
-        written = tmp.stat().st_size if tmp.exists() else 0
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = shutil.disk_usage(target.parent).free
-            raise OSError(
-                err.errno,
-                f"no space left to write {target}: {written / 1e6:.1f} MB were written before "
-                f"the disk of {target.parent} filled up ({free / 1e6:.1f} MB free now); the "
-                f"previous {target.name}, if any, is unchanged. Free space there, or put the "
-                "run elsewhere (--trainer.default_root_dir, the logger's save_dir)",
-            ) from err
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return target
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -21,13 +21,16 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import lightning as L
 import numpy as np
 import scipy.sparse as sp
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from lightning_mlsr.atomic_files import atomic_write, atomic_write_text
+from lightning_mlsr.runs import run_dir
 
 log = logging.getLogger("lightning_mlsr")
 
@@ -47,13 +50,17 @@ def write_json_vectors(
     if len(ids) != matrix.shape[0]:
         raise ValueError(f"{len(ids)} ids for {matrix.shape[0]} rows")
     matrix = sp.csr_matrix(matrix)
-    with Path(path).open("w", encoding="utf-8") as f:
+
+    def write(handle: IO[bytes]) -> None:
         for r, item_id in enumerate(ids):
             start, stop = matrix.indptr[r], matrix.indptr[r + 1]
             terms = matrix.indices[start:stop]
             weights = np.rint(matrix.data[start:stop] * scale).astype(np.int64)
             vector = {vocab[t]: int(w) for t, w in zip(terms, weights) if w > 0}
-            f.write(json.dumps({"id": item_id, "contents": "", "vector": vector}) + "\n")
+            line = json.dumps({"id": item_id, "contents": "", "vector": vector}) + "\n"
+            handle.write(line.encode("utf-8"))
+
+    atomic_write(path, write)
     return len(ids)
 
 
@@ -93,8 +100,6 @@ class SparseVectorWriter(BasePredictionWriter):
 
     def _targets(self, trainer: L.Trainer) -> tuple[Path, str, list[Path]]:
         """(directory, file stem, paths this export writes)."""
-        from lightning_mlsr.cli import run_dir
-
         if self._out is None:
             self._out = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "vectors"
         target = str(getattr(cast(Any, trainer).datamodule.hparams, "predict_target", "corpus"))
@@ -152,8 +157,8 @@ class SparseVectorWriter(BasePredictionWriter):
         out, stem, _ = self._targets(trainer)
         out.mkdir(parents=True, exist_ok=True)
         if "npz" in self.formats:
-            sp.save_npz(out / f"{stem}.npz", matrix)
-            (out / f"{stem}.ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+            atomic_write(out / f"{stem}.npz", lambda handle: sp.save_npz(handle, matrix))
+            atomic_write_text(out / f"{stem}.ids.txt", "".join(f"{i}\n" for i in ids))
             self.written += [out / f"{stem}.npz", out / f"{stem}.ids.txt"]
         if "jsonl" in self.formats:
             model = cast(Any, pl_module)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_mlsr.atomic_files import atomic_write_text
+
 __all__ = [
     "Qrels",
     "Run",
@@ -106,7 +108,7 @@ def write_trec_run(
         ):
             _check_trec_id(docid, "document id")
             lines.append(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
-    Path(path).write_text("".join(lines), encoding="utf-8")
+    atomic_write_text(path, "".join(lines))
 
 
 def _check_trec_id(value: str, what: str) -> None:

@@ -25,6 +25,8 @@ PURE = {
     "lightning_mlsr.index": ("torch", "lightning", "pytorch_lightning"),
     "lightning_mlsr.metrics": ("torch", "lightning", "pytorch_lightning"),
     "lightning_mlsr.trec": ("torch", "lightning", "pytorch_lightning"),
+    "lightning_mlsr.atomic_files": ("torch", "lightning", "pytorch_lightning"),
+    "lightning_mlsr.checkpoint_files": ("lightning", "pytorch_lightning"),
     "lightning_mlsr.analysis": ("torch", "lightning", "pytorch_lightning", "matplotlib"),
     "lightning_mlsr.plots": ("torch", "lightning", "pytorch_lightning", "matplotlib"),
 }

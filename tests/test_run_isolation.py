@@ -180,6 +180,40 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact_and_no_debris(
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporaries
 
 
+@pytest.mark.parametrize("what", ["trec run", "vector export"])
+def test_run_files_and_exports_on_a_full_disk_keep_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    import lightning_mlsr.atomic_files as atomic
+    from lightning_mlsr.export import write_json_vectors
+    from lightning_mlsr.trec import read_trec_run, write_trec_run
+
+    target = tmp_path / ("test.trec" if what == "trec run" else "corpus.jsonl")
+
+    def write(score: float) -> None:
+        if what == "trec run":
+            write_trec_run(target, {"q1": {"d1": score, "d2": 0.5}})
+        else:
+            write_json_vectors(target, ["d1"], sp.csr_matrix(np.array([[score, 0.0]])), ["a", "b"])
+
+    write(2.0)
+    good = target.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError, match=f"no space left to write {target}"):
+        write(3.0)
+    assert target.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    if what == "trec run":
+        assert read_trec_run(target) == {"q1": {"d1": 2.0, "d2": 0.5}}
+
+
 def test_the_cli_writes_checkpoints_atomically() -> None:
     from lightning_mlsr.cli import _with_atomic_checkpoints
 
