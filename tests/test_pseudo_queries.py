@@ -77,6 +77,30 @@ def test_pseudo_query_collection_keeps_every_source_judgment_and_image(built) ->
     assert (out / "pseudo_queries.tsv").read_text().count("\n") == info["pseudo_queries"] + 1
 
 
+def test_a_source_that_shares_another_collections_images_gives_a_self_contained_output(
+    tmp_path: Path, built
+) -> None:
+    """A variant collection points its images at another's (``folders`` in collection.json);
+    the pseudo-query collection built from it holds its own folders and loads on its own."""
+    import shutil
+
+    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+
+    src, _, ckpt, _, _, threshold = built
+    variant = tmp_path / "variant"
+    shutil.copytree(src, variant)
+    shutil.move(variant / "images", tmp_path / "shared-images")
+    json_path = variant / "collection.json"
+    config = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    config["folders"] = {"images": "../shared-images"}
+    json_path.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    build_pseudo_query_collection(variant, out, ckpt, words=WORDS, min_score=threshold)
+    assert "folders" not in json.loads((out / "collection.json").read_text())
+    pseudo = load_collection(out)
+    assert pseudo.images.captions() == load_collection(src).images.captions()
+
+
 def test_max_queries_draws_a_seeded_subset(tmp_path: Path, built) -> None:
     from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
 

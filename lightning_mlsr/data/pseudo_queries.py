@@ -348,6 +348,7 @@ def build_pseudo_query_collection(
         "expanded_images": expanded,
     }
     defaults = read_defaults(collection.root)
+    defaults.pop("folders", None)  # a source's shared folders: the output has its own
     defaults.update(
         name=f"{collection.name}+pseudo",
         query_fields=list(fields),
