@@ -24,8 +24,13 @@ def _reads_images(config: Path) -> bool:
     return any(name in text for name in ("ImageMLMHead", "FusedImageTextHead", "DenseImageHead"))
 
 
-def fast_args(config: Path, tmp_path: Path) -> list[str]:
-    """CLI overrides that keep a smoke run small without changing what is trained."""
+def fast_args(config: Path, tmp_path: Path, inputs: Path | None = None) -> list[str]:
+    """CLI overrides that keep a smoke run small without changing what is trained.
+
+    One corpus batch and one query batch of 64 are evaluated (``fast_dev_run``). Teacher-
+    built inputs (pseudo-query collections, hard negatives) go under ``inputs``, where the
+    configs that need the same one share it (default: ``tmp_path``, built afresh).
+    """
     args = [
         "--config",
         str(config),
@@ -33,10 +38,16 @@ def fast_args(config: Path, tmp_path: Path) -> list[str]:
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",
         "--data.batch_size=8",
+        "--data.eval_batch_size=64",
     ]
+    inputs = tmp_path if inputs is None else inputs
     if "pseudo_queries" in config.read_text():  # its collection is labelled by a teacher
-        args += _pseudo_query_collection(tmp_path, expand="--expand-captions" in config.read_text())
-    if "hard_negatives:" in config.read_text():  # mined by a teacher for its collection
+        expand = "--expand-captions" in config.read_text()
+        built = inputs / ("expanded" if expand else "plain")
+        args += _pseudo_query_collection(built, expand=expand)
+        if "hard_negatives:" in config.read_text():  # mined by a teacher for its collection
+            args += _hard_negatives(built / "pseudo", built / "negatives.tsv")
+    elif "hard_negatives:" in config.read_text():
         args += _hard_negatives(tmp_path / "pseudo", tmp_path / "negatives.tsv")
     if _reads_images(config):
         # 64 px instead of 224: the frozen-feature cache fills in seconds, not minutes
@@ -49,8 +60,11 @@ def _pseudo_query_collection(tmp_path: Path, expand: bool = False) -> list[str]:
     the options that train on it, for experiments whose collection a teacher builds."""
     from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
 
-    teacher = dense_teacher_checkpoint(tmp_path / "teacher.pt")
-    out = tmp_path / "pseudo"
+    teacher, out = tmp_path / "teacher.pt", tmp_path / "pseudo"
+    if (tmp_path / "built").is_file():  # built for an earlier config of this session
+        return [f"--data.collection={out}", f"--model.distillation.init_args.checkpoint={teacher}"]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    dense_teacher_checkpoint(teacher)
     build_pseudo_query_collection(
         "emoji",
         out,
@@ -59,6 +73,7 @@ def _pseudo_query_collection(tmp_path: Path, expand: bool = False) -> list[str]:
         min_score=0.0,
         expand_captions=int(expand),
     )
+    (tmp_path / "built").write_text("")
     return [f"--data.collection={out}", f"--model.distillation.init_args.checkpoint={teacher}"]
 
 
@@ -93,9 +108,15 @@ def test_every_experiment_is_found() -> None:
     } <= names
 
 
+@pytest.fixture(scope="module")
+def teacher_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the pseudo-query experiments share their teacher-built collections."""
+    return tmp_path_factory.mktemp("teacher_inputs")
+
+
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
-def test_experiment_fast_dev_run(config: Path, tmp_path: Path) -> None:
-    cli = main(["fit", *fast_args(config, tmp_path)])
+def test_experiment_fast_dev_run(config: Path, tmp_path: Path, teacher_inputs: Path) -> None:
+    cli = main(["fit", *fast_args(config, tmp_path, teacher_inputs)])
     trainer = cli.trainer
     assert trainer.state.finished
     assert trainer.global_step == 1
