@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from lightning_mlsr.data.cache_dir import default_cache_dir
+
 __all__ = ["KEY_DTYPE", "GroupKeyCache", "content_key", "keys_of"]
 
 log = logging.getLogger("lightning_mlsr.data")
@@ -52,13 +54,11 @@ class GroupKeyCache:
 
     Args:
         root: folder of the key maps (None: ``content_keys`` under the cache root,
-            :func:`~lightning_mlsr.data.features.default_cache_dir`).
+            :func:`~lightning_mlsr.data.cache_dir.default_cache_dir`).
     """
 
     def __init__(self, root: str | Path | None = None) -> None:
         if root is None:
-            from lightning_mlsr.data.features import default_cache_dir
-
             root = default_cache_dir() / "content_keys"
         self.root = Path(root).expanduser()
         self._stems: dict[str, str] = {}  # parquet path -> fingerprint

@@ -36,7 +36,6 @@ from __future__ import annotations
 import collections
 import copy
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lightning_mlsr.data import feature_shards as shards
+from lightning_mlsr.data.cache_dir import default_cache_dir
 from lightning_mlsr.data.decode import CorruptImageError
 from lightning_mlsr.data.errors import DataError, format_ids
 from lightning_mlsr.data.feature_shards import FeatureCacheError
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lightning_mlsr.backbones import ImageBackbone
-    from lightning_mlsr.data.collection import ImageTable
+    from lightning_mlsr.data.tables import ImageTable
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -66,12 +66,6 @@ _UNKNOWN, _UNDECODABLE, _BUFFERED = -1, -2, -3  # row states besides a shard num
 _FLUSH_SECONDS = 60.0  # lazy filling writes a partial shard at most this often
 _OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # rows, keys, ok, features
-
-
-def default_cache_dir() -> Path:
-    """``$LIGHTNING_MLSR_CACHE`` or ``~/.cache/lightning_mlsr``."""
-    env = os.environ.get("LIGHTNING_MLSR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lightning_mlsr"
 
 
 class FeatureStore:
