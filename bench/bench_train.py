@@ -13,8 +13,9 @@ weights (deep copies of one freshly built model):
 ``--accelerator cuda`` runs both paths on the GPU (the plain model and its batches moved
 there by hand; Lightning moves its own). Each timed region then ends in a host read of the
 step's loss, which waits for every kernel queued before it, so CPU clocks time GPU work.
-Lightning's step includes its host-to-device batch copy; in lockstep the plain step reuses
-the batch Lightning has already moved (on the CPU no copy is made at all).
+Both steps include their own host-to-device batch copy: in lockstep the plain step moves
+the CPU batch itself rather than reusing the one Lightning has already moved (on the CPU no
+copy is made at all).
 
 Batches are built once, before any timing, so tokenising and the python-built
 false-negative mask cost nothing here and are identical for both paths. Each run does
@@ -56,6 +57,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import logging
 import os
 import platform
@@ -123,6 +125,13 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--feature-cache-dir", default=None, help="M1 image-feature cache")
     parser.add_argument("--quick", action="store_true", help="smoke run: W=1, N=3, 1 repeat")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="also profile one Lightning run and one plain run per cell (torch.profiler): "
+        "top ops and host syncs per step, written to DIR/profile_<config>_<precision>.txt",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.warmup, args.steps, args.repeats = 1, 3, 1
@@ -254,8 +263,11 @@ def _set_rng_state(states: list[torch.Tensor]) -> None:
 class _Timer(L.Callback):
     """Times Lightning's steps; in lockstep mode runs the plain step just before each."""
 
-    def __init__(self, lightning: Run, plain: PlainStep | None, plain_run: Run) -> None:
+    def __init__(
+        self, lightning: Run, plain: PlainStep | None, plain_run: Run, batches: list[Batch]
+    ) -> None:
         self.lightning, self.plain, self.plain_run = lightning, plain, plain_run
+        self.batches = batches  # on the host: the plain step pays its own copy to the device
         self.started: float | None = None
         self.plain_rng: list[torch.Tensor] | None = None  # the plain side's own dropout stream
 
@@ -269,7 +281,7 @@ class _Timer(L.Callback):
             lightning_rng = _rng_state()
             _set_rng_state(self.plain_rng)
             t0 = time.perf_counter()
-            loss = self.plain(batch)
+            loss = self.plain(self.batches[batch_idx])
             self.plain_run.seconds.append(time.perf_counter() - t0)
             self.plain_run.losses.append(loss)
             self.plain_rng = _rng_state()
@@ -291,7 +303,7 @@ def run_lightning(
     """Lightning's run and, in lockstep mode, the plain run interleaved with it."""
     lightning, plain = Run(), Run()
     plain_step = PlainStep(pristine, len(batches), precision, accelerator) if lockstep else None
-    timer = _Timer(lightning, plain_step, plain)
+    timer = _Timer(lightning, plain_step, plain, batches)
     model = copy.deepcopy(pristine)
     trainer = L.Trainer(
         accelerator=accelerator,
@@ -328,6 +340,99 @@ def run_plain(
         run.seconds.append(now - started)
         started = now
     return run
+
+
+# --------------------------------------------------------------------------------------------
+# Profile
+# --------------------------------------------------------------------------------------------
+
+#: profiler events where the host reads a device value or copies (a sync on a GPU, except
+#: an asynchronous copy from pinned memory)
+SYNC_EVENTS = (
+    "aten::item",
+    "aten::_local_scalar_dense",
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaEventSynchronize",
+    "cudaMemcpy",
+    "cudaMemcpyAsync",
+)
+
+
+def _profiled(fn: Any, accelerator: str) -> Any:
+    """Run ``fn()`` under torch.profiler (CPU, and CUDA on a GPU); the profile."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if accelerator == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        fn()
+    return prof
+
+
+def profile_cell(
+    name: str,
+    precision: Precision,
+    pristine: SparseBiEncoder,
+    batches: list[Batch],
+    args: argparse.Namespace,
+) -> str:
+    """Profile a whole Lightning run and a whole plain run of the cell's batches (set-up
+    and warm-up included); write the top ops (by self GPU time on a GPU, else self CPU
+    time) and the host-sync and copy events per step of each to a text file, and return a
+    one-line summary of them."""
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = len(batches)
+    sections, summary = [], []
+    counts_by_path: dict[str, dict[str, tuple[int, float]]] = {}
+    sort = "self_device_time_total" if args.accelerator == "cuda" else "self_cpu_time_total"
+    for path in PATHS:
+        with _quiet():
+            run: Any = (
+                functools.partial(
+                    run_lightning, pristine, batches, precision, args.seed, False, args.accelerator
+                )
+                if path == "lightning"
+                else functools.partial(
+                    run_plain, pristine, batches, precision, args.seed, args.accelerator
+                )
+            )
+            prof = _profiled(run, args.accelerator)
+        averages = prof.key_averages()
+        time_of = "self_device_time_total" if args.accelerator == "cuda" else "self_cpu_time_total"
+        counts_by_path[path] = {e.key: (e.count, getattr(e, time_of)) for e in averages}
+        counts = {e.key: e.count for e in averages if e.key in SYNC_EVENTS}
+        per_step = ", ".join(f"{k} {v / steps:.1f}" for k, v in sorted(counts.items())) or "none"
+        total_ops = sum(e.count for e in averages)
+        summary.append(
+            f"{path}: {total_ops / steps:.0f} profiled events/step, syncs/step: {per_step}"
+        )
+        sections.append(
+            f"## {path} — {steps} steps (warm-up included)\n\n"
+            f"host syncs and copies per step: {per_step}\n"
+            f"profiled events per step: {total_ops / steps:.0f}\n\n"
+            + averages.table(sort_by=sort, row_limit=25)
+        )
+    light, plain = counts_by_path["lightning"], counts_by_path["plain"]
+    extra = sorted(
+        ((k, c - plain.get(k, (0, 0.0))[0], t) for k, (c, t) in light.items()),
+        key=lambda x: -x[1],
+    )
+    rows = [
+        f"{k:70s} {d / steps:+8.2f}/step  (Lightning run self time {t / 1000:10.1f} ms)"
+        for k, d, t in extra[:30]
+        if d > 0
+    ]
+    sections.append(
+        "## events the Lightning run has more of than the plain run (per step; the whole "
+        "run, so Trainer set-up is spread over the steps)\n\n" + ("\n".join(rows) or "none")
+    )
+    file = out / f"profile_{name}_{precision}.txt"
+    header = f"# {name} {precision}, batch {args.batch_size}, {_device_name(args.accelerator)}\n\n"
+    file.write_text(header + "\n\n".join(sections) + "\n", encoding="utf-8")
+    return f"{name} {precision}: " + " | ".join(summary) + f" ({file})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,6 +590,9 @@ def main_bench(args: argparse.Namespace) -> dict[tuple[str, str], Cell]:
             for precision in args.precision:
                 line = _measure(results[(name, precision)], pristine, batches, precision, rep, args)
                 print(f"  {name} {precision:10s} repeat {rep}: {line}", flush=True)
+        if args.profile:
+            for precision in args.precision:
+                print("  profile " + profile_cell(name, precision, pristine, batches, args))
         del pristine, batches
     print(f"\ntotal {time.perf_counter() - started:.0f}s, load average {_load()}\n")
     print(markdown(results, args.batch_size))
