@@ -1,14 +1,22 @@
-"""Benchmark exact top-k search of ``lightning_mlsr.index`` on synthetic SPLADE-like vectors.
+"""Benchmark top-k search of ``lightning_mlsr.index`` on synthetic and on realistic vectors.
 
-Compares, on the same seeded collection and queries:
+Synthetic SPLADE-like vectors (default), on the same seeded collection and queries:
 
 - ours: ``InvertedIndex.search`` (numba term-at-a-time, parallel over queries);
 - naive: ``(Q_batch @ D.T).toarray()`` + ``np.argpartition`` per query batch (scipy only);
 - seismic: ``pyseismic-lsr`` approximate search, if installed (recall@10 against ours).
 
+Realistic vectors (``--data wordnet``): WordNet 3.0's glosses (documents) and lemmas
+(queries) encoded by the bundled SPLADE-tiny, searched by ours, PISA (block-max WAND,
+MaxScore) and Anserini on the quantized impacts (``[engines]`` extra) and Seismic on the
+floats (``[seismic]`` extra), in one interleaved run: queries/s on each thread count as a
+ratio to ours within each round, tie-aware recall@k against exact search of the vectors
+each method indexes, build time and index size.
+
 Usage::
 
     python bench/bench_index.py [--docs 100000 1000000] [--queries 1000] [--threads 2]
+    python bench/bench_index.py --data wordnet --wordnet DIR [--max-docs N] [--out FILE]
 
 Memory is the peak resident set size (VmHWM, reset through ``/proc/self/clear_refs``) above
 the resident size just before the step, so it counts numpy, numba and Rust allocations alike.
@@ -28,8 +36,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 VOCAB = 30522  # BERT-uncased wordpieces
+WORDNET_HELP = (
+    "WordNet 3.0's database files (data.noun, data.verb, data.adj, data.adv), e.g. from "
+    "Debian's wordnet-base package without installing it: `apt-get download wordnet-base && "
+    "dpkg-deb -x wordnet-base_*.deb wn` then `--wordnet wn/usr/share/wordnet`"
+)
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,14 +69,44 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seismic-n-postings", type=int, default=3500)  # library default
     parser.add_argument("--seismic-heap-factor", type=float, default=0.9)
+    real = parser.add_argument_group("realistic vectors (--data wordnet)")
+    real.add_argument(
+        "--data",
+        choices=("synthetic", "wordnet"),
+        default="synthetic",
+        help="synthetic SPLADE-like vectors, or WordNet glosses (documents) and lemmas "
+        "(queries) encoded by the bundled SPLADE-tiny",
+    )
+    real.add_argument("--wordnet", default="/usr/share/wordnet", help=WORDNET_HELP)
+    real.add_argument("--max-docs", type=int, default=None, help="glosses sampled (all: 117,659)")
+    real.add_argument(
+        "--engines",
+        nargs="+",
+        default=["pisa-bmw", "pisa-maxscore", "anserini", "seismic"],
+        help="besides ours; those not installed are skipped ([engines], [seismic] extras)",
+    )
+    real.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
+    real.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    real.add_argument("--scale", type=float, default=100.0, help="impact quantization factor")
+    real.add_argument("--doc-max-length", type=int, default=16, help="wordpieces per gloss")
+    real.add_argument("--query-max-length", type=int, default=16)
+    real.add_argument("--seismic-query-cut", type=int, default=10)
+    real.add_argument(
+        "--cache-dir",
+        default=str(Path.home() / ".cache" / "lightning_mlsr" / "bench_index"),
+        help="encoded vectors are kept here ('' to not cache)",
+    )
+    real.add_argument("--workdir", default=None, help="where engine indexes are built (temp)")
+    real.add_argument("--out", default=None, help="also write the report to this file")
     return parser.parse_args(argv)
 
 
 ARGS = _parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
     # Thread pools read these once, when the libraries start.
-    os.environ.setdefault("RAYON_NUM_THREADS", str(ARGS.threads))
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(ARGS.threads))
+    _pool = max(ARGS.thread_counts) if ARGS.data == "wordnet" else ARGS.threads
+    os.environ.setdefault("RAYON_NUM_THREADS", str(_pool))
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(_pool))
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -364,10 +408,330 @@ def _fmt(value: float, spec: str) -> str:
     return "–" if np.isnan(value) else format(value, spec)
 
 
+# --------------------------------------------------------------------------------------------
+# Realistic vectors: WordNet glosses and lemmas encoded by the bundled SPLADE-tiny
+# --------------------------------------------------------------------------------------------
+
+WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+
+
+@dataclass
+class WordNet:
+    ids: list[str]  # "<pos><offset>", unique
+    glosses: list[str]  # definition and examples
+    lemmas: list[list[str]]  # the synset's words, underscores as spaces
+
+
+def read_wordnet(directory: str | Path) -> WordNet:
+    """Every synset of WordNet's ``data.*`` files: id, gloss and lemmas."""
+    root = Path(directory)
+    missing = [f for f in WORDNET_FILES if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{root} lacks {', '.join(missing)}: pass {WORDNET_HELP}")
+    out = WordNet([], [], [])
+    for name in WORDNET_FILES:
+        with (root / name).open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("  ") or " | " not in line:  # license header
+                    continue
+                head, gloss = line.split(" | ", 1)
+                fields = head.split()
+                n_words = int(fields[3], 16)
+                out.ids.append(f"{fields[2]}{fields[0]}")
+                out.glosses.append(gloss.strip())
+                out.lemmas.append([w.replace("_", " ") for w in fields[4 : 4 + 2 * n_words : 2]])
+    return out
+
+
+def lemma_queries(wn: WordNet, n: int, seed: int) -> list[str]:
+    """``n`` distinct lemmas of synsets drawn at random (keyword queries of 1-3 words)."""
+    rng = np.random.default_rng(seed)
+    seen: dict[str, None] = {}
+    for s in rng.permutation(len(wn.ids)):
+        lemma = wn.lemmas[s][int(rng.integers(len(wn.lemmas[s])))]
+        seen.setdefault(lemma.split("(")[0].strip(), None)
+        if len(seen) == n:
+            break
+    return list(seen)
+
+
+def encode_texts(
+    texts: list[str],
+    max_length: int,
+    cache_dir: Path | None,
+    batch_size: int = 128,
+    chunk: int = 4096,
+) -> sp.csr_matrix:
+    """Zero-shot SPLADE-tiny vectors of ``texts`` (the bundled MLM head, max pooling).
+
+    Encoded in chunks of ``chunk`` texts, each cached on disk under a hash of its texts and
+    settings, so an interrupted run resumes and a larger run reuses a smaller one's chunks
+    (the realistic collection is a seeded permutation, so ``--max-docs N`` takes a prefix).
+    Shape: (len(texts), 30522).
+    """
+    import hashlib
+
+    head: Any = None
+    blocks = []
+    for start in range(0, len(texts), chunk):
+        part = texts[start : start + chunk]
+        digest = hashlib.sha1(
+            "\n".join([f"splade-tiny max {max_length}", *part]).encode("utf-8")
+        ).hexdigest()[:16]
+        path = cache_dir / f"splade-tiny-{len(part)}-{digest}.npz" if cache_dir else None
+        if path is not None and path.exists():
+            blocks.append(sp.load_npz(path).tocsr())
+            continue
+        if head is None:
+            from lightning_mlsr.backbones import load_tokenizer
+            from lightning_mlsr.baselines.common import text_batches
+            from lightning_mlsr.encoding import encode_loader
+            from lightning_mlsr.heads.text import MLMHead
+
+            head = MLMHead("splade-tiny", pooling="max").eval()
+            tokenizer = load_tokenizer("splade-tiny")
+        t0 = time.perf_counter()
+        batches = text_batches(part, tokenizer, batch_size, max_length, "encode", False)
+        block = encode_loader(head, batches, width=head.vocab_size, device="cpu")[1]
+        if len(texts) > chunk:
+            print(
+                f"encoded texts {start:,}-{start + len(part):,} of {len(texts):,} "
+                f"in {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sp.save_npz(path, block)
+        blocks.append(block)
+    if not blocks:
+        return sp.csr_matrix((0, VOCAB), dtype=np.float32)
+    return sp.vstack(blocks, format="csr")
+
+
+@dataclass
+class Engine:
+    """One method of the realistic benchmark: its index and how it searches."""
+
+    name: str
+    vectors: str  # "float" or "impacts": which matrices it indexes and is compared with
+    build_s: float
+    size_mib: float
+    search: Callable[[sp.csr_matrix, int, int], tuple[np.ndarray, np.ndarray]]
+    qps: dict[int, list[float]] = field(default_factory=dict)  # threads -> per-round q/s
+    recall: float = float("nan")
+
+
+def _dir_mib(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def build_engines(
+    docs: sp.csr_matrix,
+    doc_impacts: sp.csr_matrix,
+    workdir: Path,
+    wanted: list[str],
+    args: argparse.Namespace,
+) -> list[Engine]:
+    """Build every wanted method's index once (timed), skipping engines not installed."""
+    engines: list[Engine] = []
+    t0 = time.perf_counter()
+    ours = InvertedIndex.from_matrix(docs)
+    engines.append(
+        Engine(
+            "ours (exact TAAT)",
+            "float",
+            time.perf_counter() - t0,
+            ours.size_bytes / 2**20,
+            lambda q, k, t: ours.search(q, k, num_threads=t),
+        )
+    )
+    if any(w.startswith("pisa") for w in wanted):
+        try:
+            from lightning_mlsr.index.engines import PisaImpactIndex
+
+            t0 = time.perf_counter()
+            pisa = PisaImpactIndex.from_matrix(doc_impacts, path=workdir / "pisa")
+            forward_s = time.perf_counter() - t0
+        except ImportError as err:
+            print(f"skipping PISA: {err}", file=sys.stderr)
+        else:
+            for algorithm, label in (("block_max_wand", "pisa-bmw"), ("maxscore", "pisa-maxscore")):
+                if label not in wanted:
+                    continue
+                t0 = time.perf_counter()
+                for threads in args.thread_counts:
+                    pisa.prepare(algorithm, args.k, threads)
+                engines.append(
+                    Engine(
+                        f"PISA {algorithm} (impacts)",
+                        "impacts",
+                        forward_s + time.perf_counter() - t0,
+                        pisa.size_bytes / 2**20,
+                        partial(_pisa_search, pisa, algorithm),
+                    )
+                )
+    if "anserini" in wanted:
+        try:
+            from lightning_mlsr.index.engines import AnseriniImpactIndex
+
+            t0 = time.perf_counter()
+            anserini = AnseriniImpactIndex.from_matrix(
+                doc_impacts, path=workdir / "anserini", threads=max(args.thread_counts)
+            )
+            build_s = time.perf_counter() - t0
+        except ImportError as err:
+            print(f"skipping Anserini: {err}", file=sys.stderr)
+        else:
+            engines.append(
+                Engine(
+                    "Anserini impact (Lucene, impacts)",
+                    "impacts",
+                    build_s,
+                    anserini.size_bytes / 2**20,
+                    lambda q, k, t: anserini.search(q, k, num_threads=t),
+                )
+            )
+    if "seismic" in wanted:
+        try:
+            from lightning_mlsr.index import SeismicIndex
+
+            SeismicIndex._seismic()
+        except ImportError as err:
+            print(f"skipping Seismic: {err}", file=sys.stderr)
+        else:
+            with quiet_stdout():
+                t0 = time.perf_counter()
+                seis = SeismicIndex.from_matrix(
+                    docs, n_postings=args.seismic_n_postings, num_threads=max(args.thread_counts)
+                )
+                build_s = time.perf_counter() - t0
+                seis._index.save(str(workdir / "seismic"))
+            engines.append(
+                Engine(
+                    f"Seismic (n_postings={args.seismic_n_postings}, "
+                    f"query_cut={args.seismic_query_cut}, heap_factor={args.seismic_heap_factor})",
+                    "float",
+                    build_s,
+                    _file_or_dir_mib(workdir, "seismic"),
+                    partial(_seismic_search, seis, args),
+                )
+            )
+    return engines
+
+
+def _file_or_dir_mib(workdir: Path, stem: str) -> float:
+    paths = [p for p in workdir.iterdir() if p.name.startswith(stem)]
+    return sum(_dir_mib(p) if p.is_dir() else p.stat().st_size / 2**20 for p in paths)
+
+
+def _pisa_search(index: Any, algorithm: str, q: sp.csr_matrix, k: int, threads: int):
+    return index.search(q, k, algorithm=algorithm, num_threads=threads)
+
+
+def _seismic_search(index: Any, args: argparse.Namespace, q: sp.csr_matrix, k: int, threads: int):
+    with quiet_stdout():
+        return index.search(
+            q,
+            k,
+            query_cut=args.seismic_query_cut,
+            heap_factor=args.seismic_heap_factor,
+            num_threads=threads,
+        )
+
+
+def run_realistic(args: argparse.Namespace) -> str:
+    """The realistic benchmark; returns its markdown report."""
+    import tempfile
+
+    from lightning_mlsr.index.engines import quantize, tie_aware_recall
+
+    load_before = os.getloadavg()[0]
+    wn = read_wordnet(args.wordnet)
+    n_docs = min(args.max_docs or len(wn.ids), len(wn.ids))
+    order = np.random.default_rng(args.seed).permutation(len(wn.ids))[:n_docs]
+    texts = [wn.glosses[i] for i in order]
+    query_texts = lemma_queries(wn, args.queries, args.seed)
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    t0 = time.perf_counter()
+    docs = encode_texts(texts, args.doc_max_length, cache)
+    queries = encode_texts(query_texts, args.query_max_length, cache)
+    encode_s = time.perf_counter() - t0
+    doc_impacts, query_impacts = quantize(docs, args.scale), quantize(queries, args.scale)
+    exact = InvertedIndex.from_matrix(docs)
+    exact_scores, exact_idx = exact.search(queries, args.k)
+    impact_scores, impact_idx = InvertedIndex.from_matrix(doc_impacts).search(query_impacts, args.k)
+    quant_recall = tie_aware_recall(exact_scores, impact_idx, queries, docs)
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        engines = build_engines(docs, doc_impacts, Path(tmp), args.engines, args)
+        for e in engines:  # recall against the exact top-k of what each engine indexes
+            q, d, ref = (
+                (queries, docs, exact_scores)
+                if e.vectors == "float"
+                else (query_impacts, doc_impacts, impact_scores)
+            )
+            e.search(q[:2], args.k, 1)  # warm up: load indexes, compiled kernels, JIT
+            e.recall = tie_aware_recall(ref, e.search(q, args.k, 1)[1], q, d)
+        # Interleaved timing: every round times every method at every thread count, so a
+        # change of machine load hits all methods alike; ratios are taken per round.
+        for _ in range(args.rounds):
+            for threads in args.thread_counts:
+                for e in engines:
+                    q = queries if e.vectors == "float" else query_impacts
+                    t0 = time.perf_counter()
+                    e.search(q, args.k, threads)
+                    e.qps.setdefault(threads, []).append(q.shape[0] / (time.perf_counter() - t0))
+    info = {
+        "documents": f"{n_docs:,} WordNet 3.0 glosses",
+        "queries": f"{queries.shape[0]:,} WordNet lemmas",
+        "nnz/doc": f"{docs.nnz / n_docs:.1f}",
+        "nnz/query": f"{queries.nnz / queries.shape[0]:.1f}",
+        "flops/query": f"{float(exact.expected_flops(queries).mean()):,.0f}",
+        "encode s (0 when cached)": f"{encode_s:.0f}",
+        "recall@k of exact search on impacts vs on floats": f"{quant_recall:.4f}",
+        "1-min load avg before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}",
+    }
+    return realistic_markdown(info, engines, args)
+
+
+def realistic_markdown(
+    info: dict[str, str], engines: list[Engine], args: argparse.Namespace
+) -> str:
+    base = engines[0]
+    head = "; ".join(f"{k} {v}" for k, v in info.items())
+    thread_cols = "".join(f" | q/s, {t} thr | ÷ ours, {t} thr" for t in args.thread_counts)
+    lines = [
+        head,
+        "",
+        f"| method | build s | index MiB{thread_cols} | recall@{args.k} vs exact |",
+        "|---|---:|---:" + "|---:|---:" * len(args.thread_counts) + "|---:|",
+    ]
+    for e in engines:
+        cells = [e.name, f"{e.build_s:.2f}", f"{e.size_mib:.1f}"]
+        for t in args.thread_counts:
+            ratios = [mine / ref for mine, ref in zip(e.qps[t], base.qps[t])]
+            cells += [f"{float(np.median(e.qps[t])):,.0f}", f"{float(np.median(ratios)):.3f}"]
+        cells.append(f"{e.recall:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> None:
     import numba
 
-    numba.set_num_threads(args.threads)
+    numba.set_num_threads(max(args.thread_counts) if args.data == "wordnet" else args.threads)
+    if args.data == "wordnet":
+        report = (
+            f"# bench_index --data wordnet — {time.strftime('%Y-%m-%d')}, "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"numba {numba.__version__}, k={args.k}, scale {args.scale}, {args.rounds} "
+            f"interleaved rounds, seed {args.seed}\n\n" + run_realistic(args)
+        )
+        print(report, flush=True)
+        if args.out:
+            Path(args.out).write_text(report + "\n", encoding="utf-8")
+        return
     print(
         f"# bench_index — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, numba {numba.__version__}, threads {args.threads}, "
