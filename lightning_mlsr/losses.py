@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -212,11 +212,15 @@ class Distillation(nn.Module):
                 f"student_temperature={student_temperature}, cache_size={cache_size}"
             )
         self.cache_size = int(cache_size)
-        # per side: token ids of one text (bytes) -> its teacher embedding (H,), on the CPU
-        self._cache: dict[str, OrderedDict[bytes, torch.Tensor]] = {
+        # per side: token ids of one text (bytes) -> its row in the side's embedding table,
+        # least recently used first; the tables (R, H) live where the module does (_apply),
+        # so a cached embedding never crosses between host and device
+        self._cache: dict[str, OrderedDict[bytes, int]] = {
             "query": OrderedDict(),
             "doc": OrderedDict(),
         }
+        self._table: dict[str, torch.Tensor | None] = {"query": None, "doc": None}
+        self._free: dict[str, list[int]] = {"query": [], "doc": []}  # rows of evicted texts
         self.query_teacher = teacher
         self.doc_teacher = doc_teacher if doc_teacher is not None else teacher
         if checkpoint is not None:
@@ -293,14 +297,44 @@ class Distillation(nn.Module):
         if todo:
             pick = torch.tensor(todo, device=ids.device)
             fresh = encoder({k: v.index_select(0, pick) for k, v in inputs.items()})
-            for i, emb in zip(todo, fresh.float().cpu(), strict=True):
-                cache[keys[i]] = emb
-        out = torch.stack([cache[key] for key in keys]).to(ids.device)  # (B, H)
+            self._store(side, [keys[i] for i in todo], fresh.float())  # (T, H)
+        table = self._table[side]
+        if table is None:  # an empty batch
+            return encoder(inputs).float()
+        slots = torch.tensor([cache[key] for key in keys], device=table.device)  # (B,)
+        out = table.index_select(0, slots).to(ids.device)  # (B, H); no copy on one device
         for key in keys:  # most recently used last; drop the oldest beyond the size
             cache.move_to_end(key)
         while len(cache) > self.cache_size:
-            cache.popitem(last=False)
+            self._free[side].append(cache.popitem(last=False)[1])
         return out
+
+    def _store(self, side: str, keys: list[bytes], embeddings: torch.Tensor) -> None:
+        """Put new texts' embeddings into the side's table, in rows of evicted texts first;
+        the table grows (doubling) on the embeddings' device. Shape: ``(T, H)``."""
+        table, free = self._table[side], self._free[side]
+        if table is None:
+            table = embeddings.new_empty((0, embeddings.shape[1]))
+        table = table.to(embeddings.device)
+        missing = len(keys) - len(free)
+        if missing > 0:
+            # doubling, but past the cache's bound only as far as this batch needs
+            grown = max(len(table) + missing, min(2 * len(table), self.cache_size + len(keys)))
+            free += range(len(table), grown)
+            table = torch.cat([table, table.new_empty((grown - len(table), table.shape[1]))])
+        slots = [free.pop() for _ in keys]
+        table[torch.tensor(slots, device=table.device)] = embeddings.to(table.dtype)
+        self._table[side] = table
+        self._cache[side].update(zip(keys, slots))
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> Distillation:
+        """Move (or cast) the embedding tables with the module, as its buffers would be
+        (they are not buffers: DDP would broadcast them, and each rank has its own)."""
+        super()._apply(fn, recurse)
+        self._table = {s: None if t is None else fn(t) for s, t in self._table.items()}
+        return self
 
     @torch.no_grad()
     def teacher_scores(
