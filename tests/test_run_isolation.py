@@ -465,7 +465,7 @@ def test_evaluating_a_checkpoint_of_another_configuration_is_refused(
 
 
 def test_the_cli_names_itself_and_shows_the_logger_offline(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -476,9 +476,10 @@ def test_the_cli_names_itself_and_shows_the_logger_offline(
     assert "offline: null" in printed  # resolved from WANDB_MODE, not a misleading false
     from lightning_mlsr.loggers import WandbLogger
 
-    assert WandbLogger(save_dir="/tmp")._offline is (
-        os.environ.get("WANDB_MODE", "offline") == "offline"
-    )
+    for mode, offline in (("offline", True), ("dryrun", True), ("online", False)):
+        monkeypatch.setenv("WANDB_MODE", mode)
+        assert WandbLogger(save_dir=str(tmp_path))._offline is offline, mode
+    assert WandbLogger(save_dir=str(tmp_path), offline=True)._offline is True
 
 
 def test_ckpt_path_last_needs_a_checkpoint_to_resume(tmp_path: Path) -> None:
