@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +77,12 @@ def is_intact(path: str | os.PathLike[str]) -> bool:
     return True
 
 
-def newest_resumable(roots: Iterable[str | os.PathLike[str]]) -> Path | None:
+def newest_resumable(
+    roots: Iterable[str | os.PathLike[str]], on_damaged: Callable[[Path], None] | None = None
+) -> Path | None:
     """The newest intact ``last*.ckpt`` or ``on_exception.ckpt`` in any ``checkpoints/``
-    directory under ``roots``; damaged files are skipped. None when there is none."""
+    directory under ``roots``; damaged files newer than it are skipped, each passed to
+    ``on_damaged`` (to report it). None when there is none."""
     found: set[Path] = set()
     for root in roots:
         for path in Path(root).glob("**/checkpoints/*.ckpt"):
@@ -89,4 +92,6 @@ def newest_resumable(roots: Iterable[str | os.PathLike[str]]) -> Path | None:
     for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
         if is_intact(path):
             return path
+        if on_damaged is not None:
+            on_damaged(path)
     return None

