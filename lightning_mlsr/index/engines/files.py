@@ -75,13 +75,7 @@ def write_anserini_queries(
     of queries written. Shape: impacts (n_queries, V)."""
     csr = check_impacts(impacts, "queries")
     names = check_ids(qids, csr.shape[0], "query ids")
-    written = 0
-    with Path(path).open("w", encoding="utf-8") as f:
-        for r, cols, weights in _rows(csr):
-            if len(cols):
-                f.write(f"{names[r]}\t{_repeated(terms, cols, weights)}\n")
-                written += 1
-    return written
+    return _write_repeated_queries(path, names, csr, terms, "\t")
 
 
 def write_pisa_queries(
@@ -96,11 +90,18 @@ def write_pisa_queries(
     bad = next((q for q in names if ":" in q), None)
     if bad is not None:
         raise ValueError(f"query id {bad!r} holds ':', which separates the id in PISA queries")
+    return _write_repeated_queries(path, names, csr, terms, ":")
+
+
+def _write_repeated_queries(
+    path: str | Path, names: Sequence[str], csr: Any, terms: Sequence[str], separator: str
+) -> int:
+    """``qid<separator>terms repeated by impact`` per non-empty query; returns how many."""
     written = 0
     with Path(path).open("w", encoding="utf-8") as f:
         for r, cols, weights in _rows(csr):
             if len(cols):
-                f.write(f"{names[r]}:{_repeated(terms, cols, weights)}\n")
+                f.write(f"{names[r]}{separator}{_repeated(terms, cols, weights)}\n")
                 written += 1
     return written
 
