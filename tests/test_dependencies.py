@@ -54,12 +54,26 @@ class Import:
     guard_message: str | None  # the ImportError handler's text, when guarded
 
 
-def _handler_text(handler: ast.ExceptHandler) -> str:
-    return " ".join(
-        node.value
-        for node in ast.walk(handler)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
-    )
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level ``NAME = "text"`` assignments, so a handler that raises with a named
+    message (``raise ImportError(_NEEDS_X)``) is read with that message's text."""
+    found = {}
+    for stmt in tree.body:
+        value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            found.update({t.id: value.value for t in targets if isinstance(t, ast.Name)})
+    return found
+
+
+def _handler_text(handler: ast.ExceptHandler, constants: dict[str, str]) -> str:
+    texts = []
+    for node in ast.walk(handler):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts.append(node.value)
+        elif isinstance(node, ast.Name) and node.id in constants:
+            texts.append(constants[node.id])
+    return " ".join(texts)
 
 
 def _catches_import_error(handler: ast.ExceptHandler) -> bool:
@@ -75,9 +89,12 @@ def package_imports(package: Path = PACKAGE) -> list[Import]:
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         guard: dict[int, str] = {}
+        constants = _string_constants(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Try):
-                texts = [_handler_text(h) for h in node.handlers if _catches_import_error(h)]
+                texts = [
+                    _handler_text(h, constants) for h in node.handlers if _catches_import_error(h)
+                ]
                 if texts:
                     for stmt in node.body:
                         for sub in ast.walk(stmt):
@@ -156,10 +173,18 @@ def test_the_scan_finds_function_level_and_unguarded_imports(tmp_path: Path) -> 
         "        import numpy\n"
         "    except ImportError:\n"
         "        raise ImportError('numpy is missing')\n"
+        "_NEEDS_SCIPY = \"pip install -e '.[opt]'\"\n"
+        "def k():\n"
+        "    try:\n"
+        "        import scipy\n"  # message named by a module constant: accepted
+        "    except ImportError as err:\n"
+        "        raise ImportError(_NEEDS_SCIPY) from err\n"
     )
     imports = package_imports(pkg)
-    assert {i.module for i in imports} == {"pytest", "yaml", "numpy"}
-    found = problems(imports, runtime={"torch"}, extras={"dev": {"pytest"}, "opt": {"pyyaml"}})
+    assert {i.module for i in imports} == {"pytest", "yaml", "numpy", "scipy"}
+    found = problems(
+        imports, runtime={"torch"}, extras={"dev": {"pytest"}, "opt": {"pyyaml", "scipy"}}
+    )
     assert len(found) == 2
     assert "'pytest'" in found[0] and "only in extras ['dev']" in found[0]
     assert "'numpy'" in found[1] and "must name an extra" in found[1]
