@@ -1,4 +1,4 @@
-"""Images per second of the frozen-feature fill (:func:`lightning_mlsr.data.feature_fill.fill_features`).
+"""Images per second of the frozen-feature fill (:func:`lightning_mlsr.data.features.fill.fill_features`).
 
 Images: the bundled emoji collection's PNGs re-encoded as JPEGs of AToMiC's typical size
 (``--size`` px on the long side, quality 85, a little noise so they do not compress to
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_mlsr.backbones import ImageBackbone
 from lightning_mlsr.data import ImageTable
-from lightning_mlsr.data.feature_fill import DecodedImages, fill_features
-from lightning_mlsr.data.features import FeatureStore
-from lightning_mlsr.data.load import load_collection
+from lightning_mlsr.data.collection.load import load_collection
+from lightning_mlsr.data.features.fill import DecodedImages, fill_features
+from lightning_mlsr.data.features.store import FeatureStore
+from lightning_mlsr.models.backbones import ImageBackbone
 
 
 def atomic_like_jpegs(n: int, size: int) -> list[bytes]:

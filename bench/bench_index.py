@@ -1,4 +1,4 @@
-"""Benchmark top-k search of ``lightning_mlsr.index`` on synthetic and on realistic vectors.
+"""Benchmark top-k search of ``lightning_mlsr.retrieval.index`` on synthetic and on realistic vectors.
 
 Synthetic SPLADE-like vectors (default), on the same seeded collection and queries:
 
@@ -112,7 +112,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_mlsr.index import InvertedIndex  # noqa: E402
+from lightning_mlsr.retrieval.index import InvertedIndex  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # Synthetic data
@@ -340,7 +340,7 @@ def bench_collection(n_docs: int, args: argparse.Namespace) -> tuple[dict, list[
         print(f"skipping seismic at {n_docs:,} docs (> --seismic-max-docs)", file=sys.stderr)
     elif not args.no_seismic:
         try:
-            from lightning_mlsr.index import SeismicIndex
+            from lightning_mlsr.retrieval.index import SeismicIndex
 
             SeismicIndex._seismic()
         except ImportError as err:
@@ -483,10 +483,10 @@ def encode_texts(
             blocks.append(sp.load_npz(path).tocsr())
             continue
         if head is None:
-            from lightning_mlsr.backbones import load_tokenizer
             from lightning_mlsr.baselines.common import text_batches
-            from lightning_mlsr.encoding import encode_loader
-            from lightning_mlsr.heads.text import MLMHead
+            from lightning_mlsr.io.pretrained import load_tokenizer
+            from lightning_mlsr.models.text import MLMHead
+            from lightning_mlsr.retrieval.batch_encoding import encode_loader
 
             head = MLMHead("splade-tiny", pooling="max").eval()
             tokenizer = load_tokenizer("splade-tiny")
@@ -548,7 +548,7 @@ def build_engines(
     )
     if any(w.startswith("pisa") for w in wanted):
         try:
-            from lightning_mlsr.index.engines import PisaImpactIndex
+            from lightning_mlsr.retrieval.index.engines import PisaImpactIndex
 
             t0 = time.perf_counter()
             pisa = PisaImpactIndex.from_matrix(doc_impacts, path=workdir / "pisa")
@@ -573,7 +573,7 @@ def build_engines(
                 )
     if "anserini" in wanted:
         try:
-            from lightning_mlsr.index.engines import AnseriniImpactIndex
+            from lightning_mlsr.retrieval.index.engines import AnseriniImpactIndex
 
             t0 = time.perf_counter()
             anserini = AnseriniImpactIndex.from_matrix(
@@ -594,7 +594,7 @@ def build_engines(
             )
     if "seismic" in wanted:
         try:
-            from lightning_mlsr.index import SeismicIndex
+            from lightning_mlsr.retrieval.index import SeismicIndex
 
             SeismicIndex._seismic()
         except ImportError as err:
@@ -644,7 +644,7 @@ def run_realistic(args: argparse.Namespace) -> str:
     """The realistic benchmark; returns its markdown report."""
     import tempfile
 
-    from lightning_mlsr.index.engines import quantize, tie_aware_recall
+    from lightning_mlsr.retrieval.index.engines import quantize, tie_aware_recall
 
     load_before = os.getloadavg()[0]
     wn = read_wordnet(args.wordnet)

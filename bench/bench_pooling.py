@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lightning_mlsr.cli import BASE_CONFIG, main  # noqa: E402
-from lightning_mlsr.heads.base import TextTransformerEncoder, pool_vocab_logits  # noqa: E402
+from lightning_mlsr.models.pooling import TextTransformerEncoder, pool_vocab_logits  # noqa: E402
+from lightning_mlsr.training.cli import BASE_CONFIG, main  # noqa: E402
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -215,7 +215,7 @@ def measure_load(root: str) -> dict[str, float]:
 
 def measure_first_batch(root: str, started: float) -> dict[str, float]:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
-    from lightning_mlsr.heads import ImageMLMHead, MLPHead
+    from lightning_mlsr.models import ImageMLMHead, MLPHead
 
     dm = RetrievalDataModule(root, batch_size=64, num_workers=1)
     image = ImageMLMHead(
@@ -234,12 +234,12 @@ def measure_first_batch(root: str, started: float) -> dict[str, float]:
 def measure_eval(root: str, corpus: int) -> dict[str, float]:
     import torch
 
-    from lightning_mlsr.callbacks import encode_split
     from lightning_mlsr.data.datamodule import RetrievalDataModule
-    from lightning_mlsr.heads import MLPHead
-    from lightning_mlsr.index import InvertedIndex, run_from_topk
-    from lightning_mlsr.metrics import evaluate
-    from lightning_mlsr.module import SparseBiEncoder
+    from lightning_mlsr.models import MLPHead
+    from lightning_mlsr.retrieval.index import InvertedIndex, run_from_topk
+    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.training.evaluator import encode_split
+    from lightning_mlsr.training.module import SparseBiEncoder
 
     torch.manual_seed(0)
     module = SparseBiEncoder(MLPHead(pooling="sum"), MLPHead(pooling="max"))

@@ -78,8 +78,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
 
-from lightning_mlsr.cli import BASE_CONFIG, main  # noqa: E402
-from lightning_mlsr.module import SparseBiEncoder, lr_schedule  # noqa: E402
+from lightning_mlsr.training.cli import BASE_CONFIG, main  # noqa: E402
+from lightning_mlsr.training.module import SparseBiEncoder, lr_schedule  # noqa: E402
 
 Batch = dict[str, Any]
 

@@ -178,7 +178,7 @@ for _base in ("m2_mlp_mlm_caption", "m3_mlp_mlp_caption"):
         VARIANTS[f"{_base}_captions_{_key}"] = _base
         VARIANT_OVERRIDES[f"{_base}_captions_{_key}"] = _options
 #: experiments trained on a collection with pseudo-queries labelled by their teacher, and how
-#: it is built (lightning_mlsr.data.pseudo_queries; the YAML says the same). Transductive
+#: it is built (lightning_mlsr.generate.pseudo_queries; the YAML says the same). Transductive
 #: ones (``include_evaluation_queries``) had validation and test query strings among the
 #: candidates; every table says so.
 _VOCAB = {"min_score": 0.4, "max_queries": None}
@@ -201,7 +201,7 @@ TRANSDUCTIVE = tuple(n for n, o in PSEUDO_QUERIES.items() if o.get("include_eval
 #: English words (the union over every run: a query outside it was a candidate of none)
 PSEUDO_BACKBONE, PSEUDO_ENGLISH = "minilm-l6", 50000
 #: experiments whose training batches hold teacher-mined hard negatives, and how deep each
-#: query's list is mined (lightning_mlsr.data.negatives; the YAML says the same)
+#: query's list is mined (lightning_mlsr.data.training.negatives; the YAML says the same)
 HARD_NEGATIVES = {"mlm_pseudo_english_hardneg_distilled": 30}
 BASELINES = ("bm25", "splade-zero-shot", "dense-zero-shot")
 MEASURES = ["nDCG@10", "AP", "RR@10", "R@10", "R@100", "R@1000"]
@@ -337,7 +337,7 @@ def unfinished_checkpoint(root: Path) -> Path | None:
     ``on_exception.ckpt`` (a fit stopped by SIGTERM or an error saves it at the step it
     reached) or ``last.ckpt`` (saved at each epoch's end); a damaged one (empty, truncated:
     a full disk) is skipped with a message. None when there is none."""
-    from lightning_mlsr.checkpoint_files import newest_resumable
+    from lightning_mlsr.io.checkpoints import newest_resumable
 
     def report(path: Path) -> None:
         print(f"=== skipping the damaged checkpoint {path}", flush=True)
@@ -354,9 +354,9 @@ def train_and_evaluate(
     its newest checkpoint (``unfinished_checkpoint``) unless ``resume_unfinished`` is False;
     a finished run removes its checkpoints, so it never resumes by mistake.
     """
-    from lightning_mlsr.callbacks import RetrievalEvaluator
-    from lightning_mlsr.cli import main
-    from lightning_mlsr.metrics import evaluate
+    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.training.cli import main
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
     root = work / name / f"seed{seed}"
     resume = unfinished_checkpoint(root) if resume_unfinished else None
@@ -466,8 +466,8 @@ def overrides_for(name: str, seed: int, work: Path) -> list[str]:
 
 def pseudo_collection(name: str, teacher: Path, work: Path) -> Path:
     """The bundled collection plus pseudo-queries labelled by ``teacher``, built once per
-    teacher under ``work/pseudo/`` (lightning_mlsr.data.pseudo_queries)."""
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+    teacher under ``work/pseudo/`` (lightning_mlsr.generate.pseudo_queries)."""
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     options = PSEUDO_QUERIES[name]
     # "heldout" / "transductive" in the name: a folder built before evaluation queries were
@@ -502,9 +502,9 @@ def record_pseudo_collection(collection: Path) -> None:
 
 def hard_negatives(collection: Path, teacher: Path, depth: int) -> Path:
     """The teacher's top ``depth`` non-relevant captions of every training query of
-    ``collection``, mined once beside it (lightning_mlsr.data.negatives; written aside and
+    ``collection``, mined once beside it (lightning_mlsr.data.training.negatives; written aside and
     renamed, so a parallel queue never reads half a file)."""
-    from lightning_mlsr.data.negatives import mine_hard_negatives
+    from lightning_mlsr.data.training.negatives import mine_hard_negatives
 
     out = collection / f"hard_negatives-depth{depth}.tsv"
     if not out.is_file():
@@ -522,7 +522,7 @@ def teacher_seed(run: dict[str, Any]) -> int | None:
 
 def _coactivation(docs: Any, datamodule: Any) -> dict[str, Any]:
     from lightning_mlsr.analysis import compare_models
-    from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.io.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer("splade-tiny")
     vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
@@ -534,7 +534,7 @@ def _coactivation(docs: Any, datamodule: Any) -> dict[str, Any]:
 def run_baselines() -> None:
     from lightning_mlsr.baselines import run_baseline
     from lightning_mlsr.data import load_collection
-    from lightning_mlsr.metrics import evaluate
+    from lightning_mlsr.retrieval.metrics import evaluate
 
     collection = load_collection("emoji")
     for method in BASELINES:
@@ -573,9 +573,9 @@ def load_runs() -> dict[str, list[dict[str, Any]]]:
 
 def seen_query_ids(split: str = "test") -> tuple[set[str], set[str]]:
     """Queries of ``split`` whose wordpieces all occur in some training query, and the rest."""
-    from lightning_mlsr.backbones import load_tokenizer
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
+    from lightning_mlsr.io.pretrained import load_tokenizer
 
     collection = load_collection("emoji")
     tokenizer = load_tokenizer("splade-tiny")
@@ -661,10 +661,10 @@ def compute_unseen_queries() -> list[tuple[str, str, str]]:
     a training query nor a pseudo-query candidate of any run (the teacher tokenizer's whole
     words and wordfreq's top English words, the candidates of the transductive runs; the
     other runs leave every evaluation query out of theirs)."""
-    from lightning_mlsr.backbones import load_tokenizer
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
-    from lightning_mlsr.data.pseudo_queries import candidate_words, unseen_queries
+    from lightning_mlsr.generate.pseudo_queries import candidate_words, unseen_queries
+    from lightning_mlsr.io.pretrained import load_tokenizer
 
     collection = load_collection("emoji")
     train = split_texts(collection, "train")[1]
@@ -956,7 +956,7 @@ DISTILLATION_TRIED = (
     "pieces) and a 5x learning rate for the student (2.5e-4; with 5e-5 it under-fits the "
     "words it is trained on), 2 epochs. (5) `mlm_pseudo_english_hardneg_distilled`: as (4), "
     "plus one teacher-mined hard negative per training pair (drawn from the teacher's 30 "
-    "best captions not judged relevant to the query, `lightning_mlsr.data.negatives`), so "
+    "best captions not judged relevant to the query, `lightning_mlsr.data.training.negatives`), so "
     "the KL term sees the teacher's scores over captions that compete with the positive, as "
     "in SPLADE++ / D2S. (6) `mlm_pseudo_english_docexp_distilled`: as (4), with the "
     "documents expanded by the same teacher (doc2query-style: each pseudo-query appended to "
@@ -1133,7 +1133,7 @@ def query_categories(split: str = "test") -> dict[str, str]:
     import pyarrow.parquet as pq
 
     from lightning_mlsr.data import load_collection
-    from lightning_mlsr.data.layout import find_layout
+    from lightning_mlsr.data.collection.layout import find_layout
 
     collection = load_collection("emoji")
     category_of: dict[str, str] = {}
@@ -1255,7 +1255,7 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> str:
         f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU) from "
         "the finished runs under `results/runs/` (each row says how many seeds finished). "
         "Corpus: all 1911 images for every split; queries: the split's judged keyword tags "
-        "(DATA.md). Metrics: trec_eval semantics (`lightning_mlsr.metrics`), top-1000 from the "
+        "(DATA.md). Metrics: trec_eval semantics (`lightning_mlsr.retrieval.metrics`), top-1000 from the "
         "exact inverted index, best checkpoint by `val/nDCG@10`. Cells: mean ± sample standard "
         "deviation over seeds (42, 43, ...). `empty_docs`: % of image/caption vectors with no "
         "active term.",

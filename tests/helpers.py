@@ -169,7 +169,7 @@ def brute_force_run(encoded: Any, k: int, dense: bool) -> dict[str, dict[str, fl
 
     The oracle for the evaluator's index/faiss search: no index, every pair scored. Sparse
     runs keep only scores > 0 (as the inverted index does); ties go to the lower document
-    row, the index's order. ``encoded`` is a :class:`lightning_mlsr.callbacks.EncodedSplit`.
+    row, the index's order. ``encoded`` is a :class:`lightning_mlsr.training.evaluator.EncodedSplit`.
     """
     queries, docs = encoded.queries, encoded.docs
     scores = (queries @ docs.T).toarray() if sp.issparse(queries) else queries @ docs.T  # (Q, N)
@@ -198,7 +198,7 @@ def quiet_trainer(root: Path, callbacks: list[Any], **kwargs: Any) -> Any:
 def dense_teacher_checkpoint(path: Path) -> Path:
     """A bi-encoder checkpoint whose query and document encoders are MiniLM-L6 as shipped,
     with the document side's last layer perturbed (so the two sides differ)."""
-    from lightning_mlsr.heads.dense import DenseTextHead
+    from lightning_mlsr.models.dense import DenseTextHead
 
     q = DenseTextHead(backbone="minilm-l6", pooling="mean")
     d = DenseTextHead(backbone="minilm-l6", pooling="mean")
@@ -215,7 +215,8 @@ def teacher_cosines(ckpt: Path, words: list[str], captions: list[str]) -> torch.
     """A dense bi-encoder checkpoint's cosines ``(len(words), len(captions))`` straight from
     its encoders, one text at a time (no padding): mean of the last hidden states,
     L2-normalised. The oracle for what a teacher ranks (pseudo-queries, hard negatives)."""
-    from lightning_mlsr.backbones import load_text_encoder, load_tokenizer
+    from lightning_mlsr.io.pretrained import load_tokenizer
+    from lightning_mlsr.models.backbones import load_text_encoder
 
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     tok = load_tokenizer("minilm-l6")

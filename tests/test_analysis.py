@@ -1,4 +1,4 @@
-"""Tests for lightning_mlsr.analysis and lightning_mlsr.plots against hand-computed values."""
+"""Tests for lightning_mlsr.analysis and lightning_mlsr.analysis.plots against hand-computed values."""
 
 from __future__ import annotations
 
@@ -367,7 +367,7 @@ def _render(fig) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_plot_activation_frequency() -> None:
-    from lightning_mlsr.plots import plot_activation_frequency
+    from lightning_mlsr.analysis.plots import plot_activation_frequency
 
     freqs = {
         "M1": term_activation_frequency(DOCS),
@@ -388,7 +388,7 @@ def test_plot_activation_frequency() -> None:
 
 
 def test_plot_coactivation_heatmap() -> None:
-    from lightning_mlsr.plots import plot_coactivation_heatmap
+    from lightning_mlsr.analysis.plots import plot_coactivation_heatmap
 
     matrix, ids = coactivation_matrix(DOCS, top_n=3, measure="pmi")  # holds -inf
     fig = plot_coactivation_heatmap(matrix, [VOCAB[t] for t in ids], title="PMI")
@@ -406,7 +406,7 @@ def test_plot_coactivation_heatmap() -> None:
 def test_plot_image_grid() -> None:
     from PIL import Image
 
-    from lightning_mlsr.plots import plot_image_grid
+    from lightning_mlsr.analysis.plots import plot_image_grid
 
     images = [Image.new("RGB", (8, 8), color=(i * 30, 0, 0)) for i in range(7)]
     images[1] = np.zeros((8, 8))  # a grayscale array works too
@@ -424,7 +424,7 @@ def test_plot_image_grid() -> None:
 
 
 def test_plot_nonzeros_histogram() -> None:
-    from lightning_mlsr.plots import plot_nonzeros_histogram
+    from lightning_mlsr.analysis.plots import plot_nonzeros_histogram
 
     counts = {"M1": nonzeros_per_row(DOCS), "M2": np.array([10, 12, 30]), "none": np.array([])}
     fig = plot_nonzeros_histogram(counts, bins=5)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_mlsr.cli import main
+from lightning_mlsr.training.cli import main
 
 ATOMIC = Path(__file__).resolve().parents[1] / "experiments" / "atomic"
 CONFIGS = sorted(ATOMIC.glob("m*.yaml"))

@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_mlsr.backbones import (
+from lightning_mlsr.io.pretrained import (
     BackboneNotFoundError,
-    ImageBackbone,
-    load_masked_lm,
-    load_text_encoder,
     load_tokenizer,
     resolve_text_backbone,
 )
+from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, load_text_encoder
 
 
 def test_default_text_backbone_gives_mlm_logits_and_hidden_states() -> None:

@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_mlsr.backbones import load_text_encoder, load_tokenizer
 from lightning_mlsr.baselines import (
     DEFAULT_MEASURES,
     BaselineResult,
@@ -24,9 +23,11 @@ from lightning_mlsr.baselines import (
     word_tokenize,
 )
 from lightning_mlsr.data import Collection, ImageTable, TextTable
-from lightning_mlsr.heads import MLMHead
-from lightning_mlsr.metrics import evaluate
-from lightning_mlsr.trec import read_trec_qrels, read_trec_run, write_trec_qrels
+from lightning_mlsr.io.pretrained import load_tokenizer
+from lightning_mlsr.models import MLMHead
+from lightning_mlsr.models.backbones import load_text_encoder
+from lightning_mlsr.retrieval.metrics import evaluate
+from lightning_mlsr.retrieval.trec import read_trec_qrels, read_trec_run, write_trec_qrels
 
 CAPTIONS = {"D0": "a red apple", "D1": "Red red car", "D2": "blue car on the road"}
 QUERIES = {"T1": "apple", "T2": "red car", "T3": "road trip", "T4": "zebra"}

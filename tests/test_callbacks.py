@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mlsr.callbacks import RetrievalEvaluator
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.heads import MLMHead, MLPHead
-from lightning_mlsr.metrics import evaluate
-from lightning_mlsr.module import SparseBiEncoder
-from lightning_mlsr.trec import read_trec_run
+from lightning_mlsr.models import MLMHead, MLPHead
+from lightning_mlsr.retrieval.metrics import evaluate
+from lightning_mlsr.retrieval.trec import read_trec_run
+from lightning_mlsr.training.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.module import SparseBiEncoder
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 from tests.helpers import brute_force_run, quiet_trainer, write_atomic  # noqa: E402
@@ -102,7 +102,7 @@ def _nnz_rows(model, dm, split, side):
 
 
 def test_dense_baseline_metrics_equal_brute_force_inner_products(tmp_path: Path) -> None:
-    from lightning_mlsr.heads.dense import DenseTextHead
+    from lightning_mlsr.models.dense import DenseTextHead
 
     torch.manual_seed(0)
     model = SparseBiEncoder(DenseTextHead(), DenseTextHead()).eval()

@@ -15,7 +15,7 @@ import pytest
 
 from lightning_mlsr.data import Collection, DataError, ImageTable, TextTable, load_collection
 from lightning_mlsr.data.collection import BUNDLED_DIR
-from lightning_mlsr.data.layout import bundled_collections
+from lightning_mlsr.data.collection.layout import bundled_collections
 from tests.helpers import (
     BLUE_JPEG,
     RED,

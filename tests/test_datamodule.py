@@ -10,9 +10,9 @@ import torch
 
 from lightning_mlsr.data import DataError
 from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
-from lightning_mlsr.data.pairs import false_negative_mask
-from lightning_mlsr.heads import ImageMLMHead, MLPHead
-from lightning_mlsr.losses import gathered_false_negatives
+from lightning_mlsr.data.training.pairs import false_negative_mask
+from lightning_mlsr.models import ImageMLMHead, MLPHead
+from lightning_mlsr.objectives.losses import gathered_false_negatives
 from tests.helpers import write_atomic
 
 # T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other

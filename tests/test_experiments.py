@@ -11,9 +11,9 @@ import scipy.sparse as sp
 import torch
 import yaml
 
-from lightning_mlsr.callbacks import RetrievalEvaluator
-from lightning_mlsr.cli import main
-from lightning_mlsr.metrics import evaluate
+from lightning_mlsr.retrieval.metrics import evaluate
+from lightning_mlsr.training.cli import main
+from lightning_mlsr.training.evaluator import RetrievalEvaluator
 from tests.helpers import brute_force_run, dense_teacher_checkpoint
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
@@ -58,7 +58,7 @@ def fast_args(config: Path, tmp_path: Path, inputs: Path | None = None) -> list[
 def _pseudo_query_collection(tmp_path: Path, expand: bool = False) -> list[str]:
     """A small pseudo-query collection (three words, MiniLM as shipped as the teacher) and
     the options that train on it, for experiments whose collection a teacher builds."""
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     teacher, out = tmp_path / "teacher.pt", tmp_path / "pseudo"
     if (tmp_path / "built").is_file():  # built for an earlier config of this session
@@ -177,7 +177,7 @@ def test_print_config_composes_base_and_experiment(capsys: pytest.CaptureFixture
 def test_unknown_config_key_is_a_clear_error(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "model:\n  query_encoder:\n    class_path: lightning_mlsr.heads.MLPHead\n"
+        "model:\n  query_encoder:\n    class_path: lightning_mlsr.models.MLPHead\n"
         "    init_args:\n      poolling: sum\n"
     )
     with pytest.raises(SystemExit) as exit_info:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_mlsr.cli import main
+from lightning_mlsr.training.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_mlsr.data import feature_shards
-from lightning_mlsr.data.feature_fill import fill_features
-from lightning_mlsr.data.features import FeatureCacheError, FeatureStore
+from lightning_mlsr.data.features import shards as feature_shards
+from lightning_mlsr.data.features.fill import fill_features
+from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lightning_mlsr.data import datamodule as dm_module
-    from lightning_mlsr.heads import ImageMLMHead, MLPHead
+    from lightning_mlsr.models import ImageMLMHead, MLPHead
     from tests.helpers import write_atomic
 
     calls: list[int] = []

@@ -19,9 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_mlsr.backbones import ImageBackbone
 from lightning_mlsr.data import DataError, ImageTable
-from lightning_mlsr.data.features import FeatureCacheError, FeatureStore
+from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
+from lightning_mlsr.models.backbones import ImageBackbone
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 24
@@ -199,7 +199,7 @@ def test_corrupt_images_are_counted_skips_or_errors(
 
 FILL_SCRIPT = """
 import sys, time
-from lightning_mlsr.data.features import FeatureStore
+from lightning_mlsr.data.features.store import FeatureStore
 from tests.test_features import make_backbone, make_images
 
 store = FeatureStore(make_backbone(), make_images(), cache_dir=sys.argv[1], batch_size=2,

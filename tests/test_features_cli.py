@@ -39,7 +39,7 @@ class _FirstBatchReached(Exception):
 
 
 def test_an_image_experiment_starts_training_before_encoding_the_corpus(tmp_path: Path) -> None:
-    from lightning_mlsr.cli import main
+    from lightning_mlsr.training.cli import main
 
     args = [
         "fit",
@@ -78,7 +78,7 @@ def test_a_whole_fast_dev_run_of_an_image_experiment_encodes_a_few_batches(tmp_p
     """Training step *and* validation of a fast_dev_run: one batch of training pairs, one
     of validation pairs and one of the evaluation corpus — not the collection's 1,911
     images."""
-    from lightning_mlsr.cli import main
+    from lightning_mlsr.training.cli import main
 
     args = [
         "fit",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mlsr.data.features import FeatureCacheError, FeatureStore
+from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_mlsr.backbones import load_tokenizer
-from lightning_mlsr.heads import (
+from lightning_mlsr.io.pretrained import load_tokenizer
+from lightning_mlsr.models import (
     HEADS,
     DenseEncoder,
     DenseImageHead,
@@ -29,7 +29,7 @@ from lightning_mlsr.heads import (
     list_heads,
     tie_text_backbones,
 )
-from lightning_mlsr.heads.base import (
+from lightning_mlsr.models.pooling import (
     pool_kept_vocab_logits,
     pool_vocab_logits,
     scatter_token_weights,
@@ -593,7 +593,7 @@ def test_mlm_pooling_over_the_attention_mask_against_a_naive_loop(exclude: bool)
 def test_mlp_init_keeps_most_tokens_active_over_many_seeds() -> None:
     """No init of the term scorer leaves fewer than half the real tokens active; the
     default ``nn.Linear`` init does (so this test can fail)."""
-    from lightning_mlsr.heads.base import init_term_scorer
+    from lightning_mlsr.models.pooling import init_term_scorer
 
     queries = ["nerd face", "smiling cat with heart eyes", "red apple", "flag: japan", "rocket"]
     queries += CAPTIONS + ["grinning face with big eyes", "woman technologist: medium skin"]

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_mlsr.backbones import load_tokenizer, resolve_text_backbone
-from lightning_mlsr.heads import (
+from lightning_mlsr.hub import load_encoder, save_encoder
+from lightning_mlsr.hub.card import bootstrap_interval, model_card
+from lightning_mlsr.hub.folder import _save_masked_lm
+from lightning_mlsr.io.pretrained import load_tokenizer, resolve_text_backbone
+from lightning_mlsr.models import (
     FusedImageTextHead,
     ImageMLMHead,
     LateFusionHead,
@@ -21,11 +24,8 @@ from lightning_mlsr.heads import (
     MLPHead,
     StaticQueryHead,
 )
-from lightning_mlsr.heads.static import idf_weights
-from lightning_mlsr.hub import load_encoder, save_encoder
-from lightning_mlsr.hub.card import bootstrap_interval, model_card
-from lightning_mlsr.hub.folder import _save_masked_lm
-from lightning_mlsr.losses import MarginMSE, margin_mse
+from lightning_mlsr.models.static import idf_weights
+from lightning_mlsr.objectives.losses import MarginMSE, margin_mse
 
 TEXTS = ["a cat sitting on a red sofa", "two dogs, two dogs and a ball [SEP] on the grass"]
 TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
@@ -92,7 +92,7 @@ def test_exported_mlm_side_is_a_sentence_transformers_model_with_identical_vecto
     (MLMHead does), so the export must make them unable to activate."""
     from sentence_transformers import SparseEncoder
 
-    from lightning_mlsr.heads.base import mlm_head_parts
+    from lightning_mlsr.models.pooling import mlm_head_parts
 
     special = tokenizer().all_special_ids
     torch.manual_seed(0)
@@ -263,7 +263,7 @@ def test_idf_weights_by_hand() -> None:
 
 
 def test_static_head_starts_from_idf_of_the_bundled_captions() -> None:
-    from lightning_mlsr.data.load import load_collection
+    from lightning_mlsr.data.collection.load import load_collection
 
     head = StaticQueryHead(init="idf")
     captions = load_collection("emoji").images.captions()
@@ -395,8 +395,8 @@ def test_export_command_writes_both_sides_of_a_fit_checkpoint(tmp_path: Path) ->
             "epoch": 1,
             "global_step": 7,
             "hyper_parameters": {
-                "query_encoder": {"class_path": "lightning_mlsr.heads.StaticQueryHead"},
-                "doc_encoder": {"class_path": "lightning_mlsr.heads.MLMHead", "init_args": {}},
+                "query_encoder": {"class_path": "lightning_mlsr.models.StaticQueryHead"},
+                "doc_encoder": {"class_path": "lightning_mlsr.models.MLMHead", "init_args": {}},
             },
             "datamodule_hyper_parameters": {"collection": "emoji", "query_max_length": 16},
         },

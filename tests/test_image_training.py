@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_mlsr.callbacks import RetrievalEvaluator
-from lightning_mlsr.cli import main
+from lightning_mlsr.training.cli import main
+from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lightning_mlsr.index import FORMAT_VERSION, InvertedIndex, SeismicIndex
+from lightning_mlsr.retrieval.index import FORMAT_VERSION, InvertedIndex, SeismicIndex
 
 
 def brute_force_topk(docs: np.ndarray, queries: np.ndarray, k: int):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lightning_mlsr.data import DataError, load_collection
-from lightning_mlsr.data.check import check_images, main
+from lightning_mlsr.data.collection.check import check_images, main
 from tests.helpers import write_atomic
 
 
@@ -36,7 +36,7 @@ def test_the_largest_grades_trec_eval_reads_are_kept(tmp_path: Path) -> None:
 def test_check_names_an_unwritable_output_before_the_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_mlsr.data.check as check
+    import lightning_mlsr.data.collection.check as check
 
     root = write_atomic(tmp_path / "c")
     blocker = tmp_path / "a-file"

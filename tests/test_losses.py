@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lightning_mlsr.losses import InfoNCE
+from lightning_mlsr.objectives.losses import InfoNCE
 
 
 def naive_infonce(
@@ -152,7 +152,7 @@ def test_gathering_across_ranks_matches_one_big_batch(negatives: int) -> None:
 
 
 def test_kl_distillation_by_hand() -> None:
-    from lightning_mlsr.losses import kl_distillation
+    from lightning_mlsr.objectives.losses import kl_distillation
 
     student = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     teacher = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)]])
@@ -165,7 +165,7 @@ def test_kl_distillation_by_hand() -> None:
 
 
 def test_kl_distillation_is_zero_for_scores_equal_up_to_a_row_constant() -> None:
-    from lightning_mlsr.losses import kl_distillation
+    from lightning_mlsr.objectives.losses import kl_distillation
 
     teacher = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
     student = teacher + torch.tensor([[3.0], [-1.0], [0.0], [7.5], [2.0]])
@@ -174,7 +174,7 @@ def test_kl_distillation_is_zero_for_scores_equal_up_to_a_row_constant() -> None
 
 
 def test_kl_distillation_leaves_dropped_pairs_out_of_both_softmaxes() -> None:
-    from lightning_mlsr.losses import kl_distillation
+    from lightning_mlsr.objectives.losses import kl_distillation
 
     g = torch.Generator().manual_seed(1)
     student, teacher = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
@@ -202,7 +202,7 @@ class _FixedTeacher(torch.nn.Module):
 
 
 def test_distillation_module_scores_with_a_frozen_teacher() -> None:
-    from lightning_mlsr.losses import Distillation, kl_distillation
+    from lightning_mlsr.objectives.losses import Distillation, kl_distillation
 
     g = torch.Generator().manual_seed(2)
     q, d = torch.rand(4, 10, generator=g, requires_grad=True), torch.rand(4, 10, generator=g)
@@ -248,7 +248,7 @@ def _tokens(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
 
 
 def test_distillation_teacher_cache_gives_the_uncached_scores_and_encodes_each_text_once() -> None:
-    from lightning_mlsr.losses import Distillation
+    from lightning_mlsr.objectives.losses import Distillation
 
     cached, plain = _CountingTeacher(), _CountingTeacher()
     kd_cached = Distillation(cached, cache_size=100)
@@ -268,7 +268,7 @@ def test_distillation_teacher_cache_gives_the_uncached_scores_and_encodes_each_t
 
 
 def test_distillation_teacher_cache_drops_the_least_recently_used_beyond_its_size() -> None:
-    from lightning_mlsr.losses import Distillation
+    from lightning_mlsr.objectives.losses import Distillation
 
     teacher = _CountingTeacher()
     kd = Distillation(teacher, cache_size=2)
@@ -286,7 +286,7 @@ def test_distillation_teacher_cache_drops_the_least_recently_used_beyond_its_siz
 
 
 def test_distillation_teacher_cache_encodes_a_text_repeated_in_one_batch_once() -> None:
-    from lightning_mlsr.losses import Distillation
+    from lightning_mlsr.objectives.losses import Distillation
 
     teacher = _CountingTeacher()
     kd = Distillation(teacher, cache_size=10)

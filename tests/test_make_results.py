@@ -67,7 +67,7 @@ def test_distilled_runs_take_the_teacher_of_their_seed_else_of_the_first(tmp_pat
 def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_mlsr.data.pseudo_queries as pseudo
+    import lightning_mlsr.generate.pseudo_queries as pseudo
 
     name = "mlm_pseudo_distilled"
     with pytest.raises(FileNotFoundError, match="dense_caption"):  # nothing to label with
@@ -112,7 +112,7 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
 ) -> None:
     import os
 
-    import lightning_mlsr.cli as cli
+    import lightning_mlsr.training.cli as cli
 
     root = tmp_path / "m2_mlp_mlm_caption" / "seed43"
     assert make_results.unfinished_checkpoint(root) is None  # nothing ran yet
@@ -216,10 +216,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_committed_unseen_queries_are_those_no_run_could_have_seen() -> None:
     """results/unseen_queries.tsv is what compute_unseen_queries gives today, and every listed
     query is neither a training query nor a candidate of the transductive runs."""
-    from lightning_mlsr.backbones import load_tokenizer
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
-    from lightning_mlsr.data.pseudo_queries import vocabulary_words
+    from lightning_mlsr.generate.pseudo_queries import vocabulary_words
+    from lightning_mlsr.io.pretrained import load_tokenizer
 
     rows = make_results.compute_unseen_queries()
     committed = make_results.UNSEEN.read_text("utf-8").splitlines()
@@ -331,7 +331,7 @@ def test_caption_ablations_are_fit_options_of_their_base_experiment(
     the captions change."""
     import yaml
 
-    from lightning_mlsr.cli import main
+    from lightning_mlsr.training.cli import main
 
     def printed(options: list[str]) -> dict:
         config = REPO / "experiments" / "m2_mlp_mlm_caption.yaml"

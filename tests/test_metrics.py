@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from lightning_mlsr.metrics import DEFAULT_MEASURES, SUPPORTED_MEASURES, evaluate, parse_measure
+from lightning_mlsr.retrieval.metrics import (
+    DEFAULT_MEASURES,
+    SUPPORTED_MEASURES,
+    evaluate,
+    parse_measure,
+)
 
 ALL_MEASURES = ("nDCG@10", "nDCG", "AP", "AP@10", "RR@10", "RR", "R@10", "R@100", "R@1000", "P@10")
 TREC_NAMES = {

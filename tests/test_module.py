@@ -10,14 +10,14 @@ import lightning as L
 import pytest
 import torch
 
-from lightning_mlsr.callbacks import RetrievalEvaluator
-from lightning_mlsr.cli import main
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.heads import MLMHead, MLPHead
-from lightning_mlsr.losses import InfoNCE
-from lightning_mlsr.metrics import evaluate
-from lightning_mlsr.module import SparseBiEncoder, lr_schedule
-from lightning_mlsr.regularizers import FLOPS, L1
+from lightning_mlsr.models import MLMHead, MLPHead
+from lightning_mlsr.objectives.losses import InfoNCE
+from lightning_mlsr.objectives.regularizers import FLOPS, L1
+from lightning_mlsr.retrieval.metrics import evaluate
+from lightning_mlsr.training.cli import main
+from lightning_mlsr.training.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.module import SparseBiEncoder, lr_schedule
 from tests.helpers import brute_force_run, dense_teacher_checkpoint, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,20 +25,20 @@ REPO = Path(__file__).resolve().parents[1]
 NON_DEFAULT = """
 model:
   query_encoder:
-    class_path: lightning_mlsr.heads.MLMHead
+    class_path: lightning_mlsr.models.MLMHead
     init_args:
       pooling: sum
   doc_encoder:
-    class_path: lightning_mlsr.heads.MLPHead
+    class_path: lightning_mlsr.models.MLPHead
     init_args:
       pooling: max
   loss:
-    class_path: lightning_mlsr.losses.InfoNCE
+    class_path: lightning_mlsr.objectives.losses.InfoNCE
     init_args:
       temperature: 0.5
   query_regularizer: null
   doc_regularizer:
-    class_path: lightning_mlsr.regularizers.L1
+    class_path: lightning_mlsr.objectives.regularizers.L1
     init_args:
       weight: 0.05
       warmup_steps: 3
@@ -366,7 +366,7 @@ def test_parameter_groups_receive_their_configured_learning_rates(tmp_path: Path
 
 
 def test_image_projection_is_new_and_frozen_layers_get_no_group() -> None:
-    from lightning_mlsr.heads import ImageMLMHead
+    from lightning_mlsr.models import ImageMLMHead
 
     torch.manual_seed(0)
     doc = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False)
@@ -428,7 +428,7 @@ def test_any_nn_module_with_the_loss_signature_is_a_loss() -> None:
 
     torch.manual_seed(0)
     model = SparseBiEncoder(MLPHead(), MLPHead(pooling="max"), loss=MarginLoss()).eval()
-    from lightning_mlsr.backbones import load_tokenizer
+    from lightning_mlsr.io.pretrained import load_tokenizer
 
     texts = load_tokenizer("splade-tiny")(["a cat", "two dogs"], return_tensors="pt", padding=True)
     side = {"input_ids": texts["input_ids"], "attention_mask": texts["attention_mask"]}

@@ -1,4 +1,4 @@
-"""Teacher-mined hard negatives (lightning_mlsr.data.negatives) and training batches that
+"""Teacher-mined hard negatives (lightning_mlsr.data.training.negatives) and training batches that
 hold them: the mined lists against a brute-force ranking of the teacher's cosines, the
 reader's errors, the sampler, and a batch's documents and false-negative mask against the
 qrels; InfoNCE and distillation over more documents than queries, by hand."""
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from lightning_mlsr.baselines.common import split_texts
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.data.errors import DataError
-from lightning_mlsr.data.negatives import HardNegatives, mine_hard_negatives
-from lightning_mlsr.losses import Distillation, InfoNCE
+from lightning_mlsr.data.training.negatives import HardNegatives, mine_hard_negatives
+from lightning_mlsr.objectives.losses import Distillation, InfoNCE
 from tests.helpers import dense_teacher_checkpoint, teacher_cosines, write_atomic
 
 
@@ -84,7 +84,7 @@ def test_sample_draws_from_each_querys_first_depth_without_replacement() -> None
 
 def test_training_batches_hold_each_pairs_negatives_after_the_positives(tmp_path: Path) -> None:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
-    from lightning_mlsr.heads import MLMHead
+    from lightning_mlsr.models import MLMHead
 
     c = load_collection("emoji")
     ids, _ = split_texts(c, "train")

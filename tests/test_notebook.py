@@ -18,7 +18,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from lightning_mlsr.encode import encode_corpus, load_model, train
+from lightning_mlsr.training.model_loading import encode_corpus, load_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "coactivation.ipynb"

@@ -11,7 +11,8 @@ import pytest
 import timm
 import torch
 
-from lightning_mlsr.backbones import BackboneNotFoundError, ImageBackbone
+from lightning_mlsr.io.pretrained import BackboneNotFoundError
+from lightning_mlsr.models.backbones import ImageBackbone
 
 
 @pytest.fixture

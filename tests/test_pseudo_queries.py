@@ -1,4 +1,4 @@
-"""Teacher-labelled pseudo-queries (lightning_mlsr.data.pseudo_queries): the written
+"""Teacher-labelled pseudo-queries (lightning_mlsr.generate.pseudo_queries): the written
 collection keeps every source judgment, adds each kept word judged relevant to the caption a
 brute-force cosine ranking of the teacher puts first, and reads back as a collection."""
 
@@ -32,7 +32,7 @@ def _candidates(source: Path) -> list[str]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """The source collection, the written one, the teacher, the provenance, the brute-force cosines of the
     distinct WORDS and the threshold used (halfway between two words' best cosines)."""
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     tmp = tmp_path_factory.mktemp("pseudo")
     source = write_atomic(tmp / "source")  # 4 images in two files, queries of 3 fields
@@ -84,7 +84,7 @@ def test_a_source_that_shares_another_collections_images_gives_a_self_contained_
     the pseudo-query collection built from it holds its own folders and loads on its own."""
     import shutil
 
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     src, _, ckpt, _, _, threshold = built
     variant = tmp_path / "variant"
@@ -102,7 +102,7 @@ def test_a_source_that_shares_another_collections_images_gives_a_self_contained_
 
 
 def test_max_queries_draws_a_seeded_subset(tmp_path: Path, built) -> None:
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     src, ckpt = built[0], built[2]
     picks = []
@@ -124,7 +124,7 @@ def test_max_queries_draws_a_seeded_subset(tmp_path: Path, built) -> None:
 
 
 def test_bad_requests_fail_clearly(tmp_path: Path, built) -> None:
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     src, ckpt = built[0], built[2]
     with pytest.raises(DataError, match="source collection itself"):
@@ -137,8 +137,11 @@ def test_bad_requests_fail_clearly(tmp_path: Path, built) -> None:
 
 def test_more_words_than_one_scoring_block_keep_their_own_labels(tmp_path: Path, built) -> None:
     """Words are scored in blocks of 1024: the 1030 words here span two blocks."""
-    from lightning_mlsr.backbones import load_tokenizer
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection, vocabulary_words
+    from lightning_mlsr.generate.pseudo_queries import (
+        build_pseudo_query_collection,
+        vocabulary_words,
+    )
+    from lightning_mlsr.io.pretrained import load_tokenizer
 
     src, ckpt = built[0], built[2]
     train = _train_queries(src)
@@ -161,7 +164,7 @@ def test_more_words_than_one_scoring_block_keep_their_own_labels(tmp_path: Path,
 def test_english_words_are_wordfreqs_most_frequent_plain_words() -> None:
     from wordfreq import top_n_list, word_frequency
 
-    from lightning_mlsr.data.pseudo_queries import english_words
+    from lightning_mlsr.generate.pseudo_queries import english_words
 
     got = english_words(2000)
     plain = [w for w in top_n_list("en", 2000) if len(w) >= 3 and w.isascii() and w.isalpha()]
@@ -173,7 +176,7 @@ def test_english_words_are_wordfreqs_most_frequent_plain_words() -> None:
 
 
 def test_english_words_join_the_candidates(tmp_path: Path, built) -> None:
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection, english_words
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection, english_words
 
     src, ckpt = built[0], built[2]
     info = build_pseudo_query_collection(
@@ -191,7 +194,7 @@ def test_english_words_join_the_candidates(tmp_path: Path, built) -> None:
 def test_expanded_captions_append_each_word_to_its_top_caption(tmp_path: Path, built) -> None:
     """Doc2query-style expansion: a caption gains the kept words the teacher ranks it first
     for, in order of the teacher's cosine; images, ids and judgments stay the same."""
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     src, _, ckpt, _, cos, threshold = built
     words = _candidates(src)
@@ -223,7 +226,7 @@ def test_evaluation_queries_are_left_out_unless_transductive(tmp_path: Path, bui
     """A candidate equal to a validation or test query (any case, any padding) never becomes
     a pseudo-query or a caption expansion by default; --transductive keeps it."""
     from lightning_mlsr.baselines.common import split_texts
-    from lightning_mlsr.data.pseudo_queries import build_pseudo_query_collection, main
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection, main
 
     src, ckpt = built[0], built[2]
     source = load_collection(src)
@@ -261,7 +264,7 @@ def test_evaluation_queries_are_left_out_unless_transductive(tmp_path: Path, bui
 
 
 def test_unseen_queries_by_hand() -> None:
-    from lightning_mlsr.data.pseudo_queries import unseen_queries
+    from lightning_mlsr.generate.pseudo_queries import unseen_queries
 
     ids = ["q1", "q2", "q3", "q4", "q5"]
     texts = ["red apple", "Apple", " banana ", "kiwi", "grape"]

@@ -17,18 +17,18 @@ import pytest
 
 #: package or module -> top-level modules it must not pull in
 PURE = {
-    "lightning_mlsr.heads": ("lightning", "pytorch_lightning"),
-    "lightning_mlsr.losses": ("lightning", "pytorch_lightning"),
-    "lightning_mlsr.regularizers": ("lightning", "pytorch_lightning"),
-    "lightning_mlsr.encoding": ("lightning", "pytorch_lightning"),
+    "lightning_mlsr.models": ("lightning", "pytorch_lightning"),
+    "lightning_mlsr.objectives.losses": ("lightning", "pytorch_lightning"),
+    "lightning_mlsr.objectives.regularizers": ("lightning", "pytorch_lightning"),
+    "lightning_mlsr.retrieval.batch_encoding": ("lightning", "pytorch_lightning"),
     "lightning_mlsr.baselines": ("lightning", "pytorch_lightning"),
-    "lightning_mlsr.index": ("torch", "lightning", "pytorch_lightning"),
-    "lightning_mlsr.metrics": ("torch", "lightning", "pytorch_lightning"),
-    "lightning_mlsr.trec": ("torch", "lightning", "pytorch_lightning"),
-    "lightning_mlsr.atomic_files": ("torch", "lightning", "pytorch_lightning"),
-    "lightning_mlsr.checkpoint_files": ("lightning", "pytorch_lightning"),
+    "lightning_mlsr.retrieval.index": ("torch", "lightning", "pytorch_lightning"),
+    "lightning_mlsr.retrieval.metrics": ("torch", "lightning", "pytorch_lightning"),
+    "lightning_mlsr.retrieval.trec": ("torch", "lightning", "pytorch_lightning"),
+    "lightning_mlsr.io.atomic": ("torch", "lightning", "pytorch_lightning"),
+    "lightning_mlsr.io.checkpoints": ("lightning", "pytorch_lightning"),
     "lightning_mlsr.analysis": ("torch", "lightning", "pytorch_lightning", "matplotlib"),
-    "lightning_mlsr.plots": ("torch", "lightning", "pytorch_lightning", "matplotlib"),
+    "lightning_mlsr.analysis.plots": ("torch", "lightning", "pytorch_lightning", "matplotlib"),
 }
 
 
@@ -65,12 +65,12 @@ def test_the_lists_reach_the_submodules() -> None:
     """The lists above cover the new packages' files (a typo would silently check nothing)."""
     found = {m for package in PURE for m in _modules(package)}
     for expected in (
-        "lightning_mlsr.index.topk_kernel",
-        "lightning_mlsr.index.inverted",
-        "lightning_mlsr.index.seismic",
-        "lightning_mlsr.index.dense",
+        "lightning_mlsr.retrieval.index.topk_kernel",
+        "lightning_mlsr.retrieval.index.inverted",
+        "lightning_mlsr.retrieval.index.seismic",
+        "lightning_mlsr.retrieval.index.dense",
         "lightning_mlsr.analysis.coactivation",
-        "lightning_mlsr.heads.dense",
+        "lightning_mlsr.models.dense",
         "lightning_mlsr.baselines.splade",
     ):
         assert expected in found

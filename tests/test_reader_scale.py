@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from lightning_mlsr.data import DataError, load_collection
-from lightning_mlsr.data.corpus import eval_corpus_rows
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.heads import ImageMLMHead, MLPHead
+from lightning_mlsr.data.training.corpus import eval_corpus_rows
+from lightning_mlsr.models import ImageMLMHead, MLPHead
 
 N_IMAGES = 300
 GROUP = 50  # rows per parquet row group, as Hugging Face writes image datasets (100)
@@ -198,7 +198,7 @@ def test_eval_corpus_modes_against_brute_force(synthetic: Path) -> None:
 SHARD_SCRIPT = """
 import hashlib, json, sys
 from lightning_mlsr.data import load_collection
-from lightning_mlsr.data.corpus import eval_corpus_rows, shard_indices
+from lightning_mlsr.data.training.corpus import eval_corpus_rows, shard_indices
 root, rank = sys.argv[1], int(sys.argv[2])
 c = load_collection(root)  # what every DDP rank does; then it reads only its own shard
 corpus = eval_corpus_rows(c, "validation", "all")
@@ -244,7 +244,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     row groups' stored key maps: no image bytes are read again (issue 11.c)."""
     import hashlib as _hashlib
 
-    from lightning_mlsr.data.features import FeatureStore
+    from lightning_mlsr.data.features.store import FeatureStore
     from tests.test_features import direct, make_backbone
 
     root = write_synthetic(tmp_path / "c", corrupt={})
@@ -288,8 +288,8 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
 
 
 def test_check_command_keeps_the_content_keys(tmp_path: Path) -> None:
-    from lightning_mlsr.data.check import check_images
-    from lightning_mlsr.data.content_keys import content_key
+    from lightning_mlsr.data.collection.check import check_images
+    from lightning_mlsr.data.features.content_keys import content_key
 
     root = write_synthetic(tmp_path / "c", corrupt={})
     check_images(root, workers=1, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_mlsr.regularizers import FLOPS, L1, Regularizer
+from lightning_mlsr.objectives.regularizers import FLOPS, L1, Regularizer
 
 # |w| column means over the batch: [2, 1, 2]; row sums of |w|: [3, 7]
 W = torch.tensor([[1.0, -2.0, 0.0], [3.0, 0.0, 4.0]])

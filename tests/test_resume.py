@@ -12,10 +12,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DistributedSampler
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.data.sampler import ResumableSampler
-from lightning_mlsr.heads import MLPHead
-from lightning_mlsr.module import SparseBiEncoder
-from lightning_mlsr.regularizers import FLOPS
+from lightning_mlsr.data.training.sampler import ResumableSampler
+from lightning_mlsr.models import MLPHead
+from lightning_mlsr.objectives.regularizers import FLOPS
+from lightning_mlsr.training.module import SparseBiEncoder
 
 
 def test_sampler_order_is_distributed_samplers_and_skips_seen_batches() -> None:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mlsr.callbacks import RetrievalEvaluator
-from lightning_mlsr.cli import main
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.heads import MLPHead
-from lightning_mlsr.module import SparseBiEncoder
-from lightning_mlsr.trec import read_trec_run
+from lightning_mlsr.models import MLPHead
+from lightning_mlsr.retrieval.trec import read_trec_run
+from lightning_mlsr.training.cli import main
+from lightning_mlsr.training.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.module import SparseBiEncoder
 from tests.helpers import quiet_trainer
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
@@ -103,7 +103,7 @@ def test_metrics_json_and_trec_eval_on_the_run_file_reproduce_the_logged_values(
 
 
 def test_trec_eval_command_names_the_measures() -> None:
-    from lightning_mlsr.metrics import trec_eval_command
+    from lightning_mlsr.retrieval.metrics import trec_eval_command
 
     command = trec_eval_command(("nDCG@10", "AP", "RR@10", "R@10", "R@1000", "P@5"), "t.trec")
     assert command == (

@@ -18,10 +18,14 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from lightning_mlsr.checkpoint_files import CheckpointError, load_checkpoint
-from lightning_mlsr.checkpointing import AtomicCheckpointIO, RunCheckpoint, newest_resumable
-from lightning_mlsr.cli import main
-from lightning_mlsr.fault_tolerance import CheckpointOnException
+from lightning_mlsr.io.checkpoints import CheckpointError, load_checkpoint
+from lightning_mlsr.training.checkpointing import (
+    AtomicCheckpointIO,
+    RunCheckpoint,
+    newest_resumable,
+)
+from lightning_mlsr.training.cli import main
+from lightning_mlsr.training.fault_tolerance import CheckpointOnException
 
 REPO = Path(__file__).resolve().parents[1]
 M2 = str(REPO / "experiments" / "m2_mlp_mlm_caption.yaml")
@@ -187,9 +191,9 @@ def test_run_files_and_exports_on_a_full_disk_keep_the_previous_file(
     import numpy as np
     import scipy.sparse as sp
 
-    import lightning_mlsr.atomic_files as atomic
-    from lightning_mlsr.export import write_json_vectors
-    from lightning_mlsr.trec import read_trec_run, write_trec_run
+    import lightning_mlsr.io.atomic as atomic
+    from lightning_mlsr.retrieval.trec import read_trec_run, write_trec_run
+    from lightning_mlsr.training.vector_writer import write_json_vectors
 
     target = tmp_path / ("test.trec" if what == "trec run" else "corpus.jsonl")
 
@@ -215,7 +219,7 @@ def test_run_files_and_exports_on_a_full_disk_keep_the_previous_file(
 
 
 def test_the_cli_writes_checkpoints_atomically() -> None:
-    from lightning_mlsr.cli import _with_atomic_checkpoints
+    from lightning_mlsr.training.cli import _with_atomic_checkpoints
 
     assert any(isinstance(p, AtomicCheckpointIO) for p in _with_atomic_checkpoints(None))
     mine = AtomicCheckpointIO()
@@ -255,7 +259,7 @@ class _Payload:
 
 
 def test_a_malicious_teacher_file_is_refused_and_runs_nothing(tmp_path: Path) -> None:
-    from lightning_mlsr.losses import Distillation
+    from lightning_mlsr.objectives.losses import Distillation
 
     marker = tmp_path / "pwned"
     teacher_file = tmp_path / "teacher.pt"
@@ -459,7 +463,7 @@ def test_evaluating_a_checkpoint_of_another_configuration_is_refused(
     )
     assert "val/nDCG@10" in cli.trainer.callback_metrics
     # ... and writes beside the run that trained it, not into a new run directory
-    from lightning_mlsr.runs import run_dir
+    from lightning_mlsr.training.runs import run_dir
 
     assert run_dir(cli.trainer) == last.parent.parent / "evaluations" / "last"
 
@@ -474,7 +478,7 @@ def test_the_cli_names_itself_and_shows_the_logger_offline(
         main(["fit", "--config", M2, "--print_config"])
     printed = capsys.readouterr().out
     assert "offline: null" in printed  # resolved from WANDB_MODE, not a misleading false
-    from lightning_mlsr.loggers import WandbLogger
+    from lightning_mlsr.training.loggers import WandbLogger
 
     for mode, offline in (("offline", True), ("dryrun", True), ("online", False)):
         monkeypatch.setenv("WANDB_MODE", mode)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_mlsr.regularizers import FLOPS
+from lightning_mlsr.objectives.regularizers import FLOPS
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP = 10  # a short regularizer warm-up: lambda differs at every step of the test
@@ -35,7 +35,7 @@ def _fit_command(root: Path, log: Path, sleep: float, *extra: str) -> list[str]:
         "--trainer.max_steps=500",
         "--data.batch_size=8",
         # a FLOPS penalty on both sides, counted in steps (m3 has none on its MLP queries)
-        "--model.query_regularizer=lightning_mlsr.regularizers.FLOPS",
+        "--model.query_regularizer=lightning_mlsr.objectives.regularizers.FLOPS",
         "--model.query_regularizer.init_args.weight=0.001",
         f"--model.query_regularizer.init_args.warmup_steps={WARMUP}",
         "--model.doc_regularizer.init_args.warmup_ratio=null",

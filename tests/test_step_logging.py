@@ -15,12 +15,12 @@ import lightning as L
 import pytest
 import torch
 
-import lightning_mlsr.module as module
+import lightning_mlsr.training.module as module
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.heads import MLPHead
-from lightning_mlsr.losses import InfoNCE
-from lightning_mlsr.module import SparseBiEncoder
-from lightning_mlsr.regularizers import FLOPS
+from lightning_mlsr.models import MLPHead
+from lightning_mlsr.objectives.losses import InfoNCE
+from lightning_mlsr.objectives.regularizers import FLOPS
+from lightning_mlsr.training.module import SparseBiEncoder
 from tests.helpers import quiet_trainer
 
 

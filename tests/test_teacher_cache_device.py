@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from lightning_mlsr.losses import Distillation
+from lightning_mlsr.objectives.losses import Distillation
 
 
 class _Teacher(nn.Module):

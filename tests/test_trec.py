@@ -1,11 +1,11 @@
-"""TREC run and qrels files, and trec_eval's tie order (lightning_mlsr.trec)."""
+"""TREC run and qrels files, and trec_eval's tie order (lightning_mlsr.retrieval.trec)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lightning_mlsr.trec import (
+from lightning_mlsr.retrieval.trec import (
     parse_trec_qrels,
     read_trec_qrels,
     read_trec_run,

@@ -1,10 +1,10 @@
 """Untrained baselines, evaluated exactly like the trained models.
 
 Three reference points for the sparse bi-encoders, all scored on the same task as
-:class:`~lightning_mlsr.callbacks.RetrievalEvaluator`: the corpus is every image of the
+:class:`~lightning_mlsr.training.evaluator.RetrievalEvaluator`: the corpus is every image of the
 collection (represented by its caption), the queries are a split's judged texts, the top
 ``k`` (1000) images are retrieved per query and the run is scored with
-:func:`lightning_mlsr.metrics.evaluate` (trec_eval semantics).
+:func:`lightning_mlsr.retrieval.metrics.evaluate` (trec_eval semantics).
 
 - ``bm25``: BM25 over the captions with ``bm25s`` (Lucene variant; ``k1=0.9, b=0.4``, the
   Anserini/Pyserini defaults). Text is lowercased and split into ``\\w+`` runs (Unicode
@@ -12,8 +12,8 @@ collection (represented by its caption), the queries are a split's judged texts,
   words and no stemming unless asked for. A query term that occurs twice counts twice, as
   in ``bm25s``. Only images sharing a term with the query are returned.
 - ``splade-zero-shot``: the pretrained SPLADE-tiny MLM head as shipped
-  (:class:`~lightning_mlsr.heads.MLMHead`, no training) on queries and captions, searched
-  with the exact :class:`~lightning_mlsr.index.InvertedIndex`. Tokenisation truncates to 32
+  (:class:`~lightning_mlsr.models.MLMHead`, no training) on queries and captions, searched
+  with the exact :class:`~lightning_mlsr.retrieval.index.InvertedIndex`. Tokenisation truncates to 32
   wordpieces on both sides, as the training DataModule does.
 - ``dense-zero-shot``: all-MiniLM-L6-v2 used the sentence-transformers way (mean pooling
   over the attention mask, L2-normalised, 256 wordpieces), searched with faiss
@@ -44,7 +44,7 @@ from lightning_mlsr.baselines.run import (
     run_baseline,
 )
 from lightning_mlsr.baselines.splade import splade_zero_shot_baseline
-from lightning_mlsr.metrics import DEFAULT_MEASURES
+from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES
 
 __all__ = [
     "BASELINES",

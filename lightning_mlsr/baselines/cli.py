@@ -10,8 +10,8 @@ from typing import Any, get_args
 
 from lightning_mlsr.baselines.dense import DensePooling
 from lightning_mlsr.baselines.run import BASELINES, BaselineResult, format_table, run_baseline
-from lightning_mlsr.metrics import DEFAULT_MEASURES
-from lightning_mlsr.trec import write_trec_run
+from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES
+from lightning_mlsr.retrieval.trec import write_trec_run
 
 __all__ = ["main"]
 

@@ -1,5 +1,5 @@
 """The zero-shot dense baseline: a pretrained sentence encoder (the real
-:class:`~lightning_mlsr.heads.dense.DenseTextHead`), exact inner-product search."""
+:class:`~lightning_mlsr.models.dense.DenseTextHead`), exact inner-product search."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 
 from lightning_mlsr.baselines.common import Retrieved, Stopwatch, split_texts, text_batches
 from lightning_mlsr.data.collection import Collection
-from lightning_mlsr.encoding import encode_loader
-from lightning_mlsr.index import dense_search
-from lightning_mlsr.trec import run_from_topk
+from lightning_mlsr.retrieval.batch_encoding import encode_loader
+from lightning_mlsr.retrieval.index import dense_search
+from lightning_mlsr.retrieval.trec import run_from_topk
 
 __all__ = ["DensePooling", "dense_zero_shot_baseline"]
 
@@ -32,8 +32,8 @@ def dense_zero_shot_baseline(
     progress: bool = True,
 ) -> Retrieved:
     """A pretrained sentence encoder (``DenseTextHead``), exact inner-product search."""
-    from lightning_mlsr.backbones import load_tokenizer
-    from lightning_mlsr.heads.dense import DenseTextHead
+    from lightning_mlsr.io.pretrained import load_tokenizer
+    from lightning_mlsr.models.dense import DenseTextHead
 
     watch = Stopwatch()
     head = DenseTextHead(backbone, pooling=pooling, normalize=normalize).to(device).eval()

@@ -13,8 +13,8 @@ from lightning_mlsr.baselines.common import Retrieved, Run
 from lightning_mlsr.baselines.dense import dense_zero_shot_baseline
 from lightning_mlsr.baselines.splade import splade_zero_shot_baseline
 from lightning_mlsr.data.collection import Collection
-from lightning_mlsr.index.inputs import check_k
-from lightning_mlsr.metrics import DEFAULT_MEASURES, evaluate
+from lightning_mlsr.retrieval.index.inputs import check_k
+from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, evaluate
 
 __all__ = ["BASELINES", "BaselineName", "BaselineResult", "format_table", "run_baseline"]
 
@@ -69,7 +69,7 @@ def run_baseline(
         name: ``"bm25"``, ``"splade-zero-shot"`` or ``"dense-zero-shot"``.
         collection: the corpus is all its images; the queries are ``split``'s judged texts.
         k: images retrieved per query.
-        measures: passed to :func:`lightning_mlsr.metrics.evaluate`.
+        measures: passed to :func:`lightning_mlsr.retrieval.metrics.evaluate`.
         options: method options, e.g. ``k1``/``b``/``stopwords``/``stemmer`` (bm25),
             ``backbone``/``batch_size``/``device`` (both neural ones), ``pooling`` and
             ``normalize`` (dense); ``progress=False`` hides the progress bars.

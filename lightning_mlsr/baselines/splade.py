@@ -15,10 +15,10 @@ from lightning_mlsr.baselines.common import (
     text_batches,
 )
 from lightning_mlsr.data.collection import Collection
-from lightning_mlsr.encoding import encode_loader
-from lightning_mlsr.index import InvertedIndex
-from lightning_mlsr.index.inputs import check_k
-from lightning_mlsr.trec import run_from_topk
+from lightning_mlsr.retrieval.batch_encoding import encode_loader
+from lightning_mlsr.retrieval.index import InvertedIndex
+from lightning_mlsr.retrieval.index.inputs import check_k
+from lightning_mlsr.retrieval.trec import run_from_topk
 
 __all__ = ["splade_zero_shot_baseline"]
 
@@ -37,8 +37,8 @@ def splade_zero_shot_baseline(
     progress: bool = True,
 ) -> Retrieved:
     """The pretrained SPLADE MLM head, untrained here, on queries and captions."""
-    from lightning_mlsr.backbones import load_tokenizer
-    from lightning_mlsr.heads.text import MLMHead
+    from lightning_mlsr.io.pretrained import load_tokenizer
+    from lightning_mlsr.models.text import MLMHead
 
     watch = Stopwatch()
     head = MLMHead(backbone, pooling=pooling).to(device).eval()

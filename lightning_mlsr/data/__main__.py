@@ -1,5 +1,5 @@
-"""``python -m lightning_mlsr.data check PATH``: see :mod:`lightning_mlsr.data.check`."""
+"""``python -m lightning_mlsr.data check PATH``: see :mod:`lightning_mlsr.data.collection.check`."""
 
-from lightning_mlsr.data.check import main
+from lightning_mlsr.data.collection.check import main
 
 raise SystemExit(main())

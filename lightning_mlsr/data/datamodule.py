@@ -6,7 +6,7 @@ retrieval evaluation over the whole corpus uses :meth:`RetrievalDataModule.corpu
 and :meth:`RetrievalDataModule.query_dataloader`, driven by the retrieval callback.
 
 What a batch holds is decided by the model's encoders: each states what it reads
-(:meth:`~lightning_mlsr.heads.Encoder.inputs`: modalities, tokenizer, max length, image
+(:meth:`~lightning_mlsr.models.Encoder.inputs`: modalities, tokenizer, max length, image
 backbone and whether its features may be cached), and the DataModule receives that
 explicitly — ``encoder_inputs`` linked from the model by the CLI at instantiation, or
 :meth:`RetrievalDataModule.attach_encoders` (called by ``SparseBiEncoder.setup`` under a
@@ -30,26 +30,26 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from lightning_mlsr.backbones import load_tokenizer
-from lightning_mlsr.data.batches import (
+from lightning_mlsr.data.collection import Collection, load_collection
+from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.features.fill import FillReport, fill_features
+from lightning_mlsr.data.features.store import FeatureStore
+from lightning_mlsr.data.training.batches import (
     Batch,
     Collator,
     IndexDataset,
     SideSpec,
     SkipReportingLoader,
 )
-from lightning_mlsr.data.collection import Collection, load_collection
-from lightning_mlsr.data.corpus import EvalCorpus, eval_corpus_rows, shard_indices
-from lightning_mlsr.data.errors import DataError
-from lightning_mlsr.data.feature_fill import FillReport, fill_features
-from lightning_mlsr.data.features import FeatureStore
-from lightning_mlsr.data.negatives import HardNegatives
-from lightning_mlsr.data.pairs import RelevantPairs
-from lightning_mlsr.data.sampler import ResumableDataLoader, ResumableSampler
+from lightning_mlsr.data.training.corpus import EvalCorpus, eval_corpus_rows, shard_indices
+from lightning_mlsr.data.training.negatives import HardNegatives
+from lightning_mlsr.data.training.pairs import RelevantPairs
+from lightning_mlsr.data.training.sampler import ResumableDataLoader, ResumableSampler
+from lightning_mlsr.io.pretrained import load_tokenizer
 
 if TYPE_CHECKING:
-    from lightning_mlsr.backbones import ImageBackbone
-    from lightning_mlsr.heads.encoder import Encoder, EncoderInputs
+    from lightning_mlsr.models.backbones import ImageBackbone
+    from lightning_mlsr.models.encoder import Encoder, EncoderInputs
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -89,7 +89,7 @@ class RetrievalDataModule(L.LightningDataModule):
             plus ``eval_distractors`` others drawn with ``eval_seed``).
         predict_target: what ``predict`` encodes: ``corpus`` or ``queries:<split>``.
         hard_negatives: a TSV of each training query's ranked negative images (mined by a
-            teacher: :mod:`lightning_mlsr.data.negatives`); each training batch then holds,
+            teacher: :mod:`lightning_mlsr.data.training.negatives`); each training batch then holds,
             after its ``B`` positives, ``negatives_per_query`` of them per pair, drawn from
             the first ``negative_depth`` (None: all) of the query's list. None: in-batch
             negatives only.
@@ -274,7 +274,7 @@ class RetrievalDataModule(L.LightningDataModule):
         """Fill the frozen-feature cache of every frozen image backbone the model reads,
         for ``rows`` (None: :meth:`feature_rows`), on ``device`` in batches of
         ``feature_batch_size``, with ``num_workers`` loader workers decoding; under DDP
-        each rank computes a disjoint share (:func:`~lightning_mlsr.data.feature_fill.
+        each rank computes a disjoint share (:func:`~lightning_mlsr.data.features.fill.
         fill_features`). ``device``/``autocast`` default to the Trainer's (its root device,
         its precision's forward context), else the CPU in float32.
         """
@@ -389,7 +389,7 @@ class RetrievalDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training pairs in a resumable order (see :mod:`lightning_mlsr.data.sampler`):
+        """Shuffled training pairs in a resumable order (see :mod:`lightning_mlsr.data.training.sampler`):
         after ``load_state_dict`` of a mid-epoch checkpoint, the epoch goes on with the
         batches that were still to come."""
         trainer = self.trainer

@@ -6,6 +6,6 @@ initialisations."""
 from __future__ import annotations
 
 from lightning_mlsr.hub.folder import ExportError, load_encoder, save_encoder
-from lightning_mlsr.hub.public import load_static_weights, masked_lm_folder
+from lightning_mlsr.io.public_checkpoints import load_static_weights, masked_lm_folder
 
 __all__ = ["ExportError", "load_encoder", "load_static_weights", "masked_lm_folder", "save_encoder"]

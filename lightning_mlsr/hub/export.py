@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from lightning_mlsr.heads.encoder import Encoder
 from lightning_mlsr.hub.card import metrics_with_intervals, model_card
 from lightning_mlsr.hub.folder import ExportError, save_encoder
+from lightning_mlsr.models.encoder import Encoder
 
 __all__ = ["export_checkpoint", "load_checkpoint_encoders", "push_folder"]
 

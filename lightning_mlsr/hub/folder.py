@@ -9,12 +9,12 @@ vectors, no training configuration needed.
 
 What else loads the folder:
 
-- a text :class:`~lightning_mlsr.heads.MLMHead` (max or sum pooling over the attention
+- a text :class:`~lightning_mlsr.models.MLMHead` (max or sum pooling over the attention
   mask) is also a sentence-transformers ``SparseEncoder`` (a fill-mask ``Transformer`` and
   ``SpladePooling``), with the same vectors: the decoder bias of every special token is set
   so far below zero that its logit is negative for any input (see
   :func:`silence_special_terms`), which is what ``MLMHead``'s zeroing of those columns does;
-- a :class:`~lightning_mlsr.heads.StaticQueryHead` is a sentence-transformers
+- a :class:`~lightning_mlsr.models.StaticQueryHead` is a sentence-transformers
   ``SparseStaticEmbedding`` (its weight table, special tokens at 0);
 - MLP heads, image heads and fusion heads load in ``lightning_mlsr`` only (their term
   scorer or image input has no sentence-transformers module).
@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_mlsr.backbones import load_tokenizer, resolve_text_backbone
-from lightning_mlsr.heads.base import mlm_head_parts, split_masked_lm
-from lightning_mlsr.heads.encoder import Encoder, SparseEncoder
-from lightning_mlsr.heads.fusion import FusedImageTextHead, LateFusionHead
-from lightning_mlsr.heads.image import ImageMLMHead
-from lightning_mlsr.heads.static import StaticQueryHead
-from lightning_mlsr.heads.text import MLMHead, MLPHead
+from lightning_mlsr.io.pretrained import load_tokenizer, resolve_text_backbone
+from lightning_mlsr.models.encoder import Encoder, SparseEncoder
+from lightning_mlsr.models.fusion import FusedImageTextHead, LateFusionHead
+from lightning_mlsr.models.image import ImageMLMHead
+from lightning_mlsr.models.pooling import mlm_head_parts, split_masked_lm
+from lightning_mlsr.models.static import StaticQueryHead
+from lightning_mlsr.models.text import MLMHead, MLPHead
 
 __all__ = ["ExportError", "load_encoder", "save_encoder", "silence_special_terms"]
 

@@ -1,0 +1,86 @@
+"""A training order that a mid-epoch checkpoint can resume.
+
+Epoch ``e`` visits the training pairs in the order of torch's ``DistributedSampler`` with
+``shuffle=True``: a permutation seeded with ``seed + e``, rows ``rank::world_size`` — the
+same order Lightning would inject under DDP, and a pure function of (seed, epoch), so it
+can be rebuilt after a restart. :meth:`ResumableSampler.resume` makes the next pass over
+that epoch skip the batches a checkpoint has already trained on; the DataModule keeps
+(seed, epoch, batches seen) in its ``state_dict``, which Lightning stores in every
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+from torch.utils.data import DistributedSampler
+
+from lightning_mlsr.data.training.batches import SkipReportingLoader
+
+__all__ = ["ResumableDataLoader", "ResumableSampler"]
+
+
+class ResumableSampler(DistributedSampler):
+    """Seeded shuffled order per epoch, sharded across ranks, resumable mid-epoch.
+
+    A ``DistributedSampler`` subclass, so Lightning neither replaces it under DDP nor
+    forgets to call :meth:`set_epoch` at every epoch start.
+
+    Args:
+        size: number of training items (pairs).
+        batch_size: items per batch on each rank (what "batches seen" counts in).
+        seed: the order's seed (``seed_everything``'s value: the run's seed).
+        num_replicas / rank: DDP world size and this process's rank.
+        epoch: the epoch the first pass belongs to (the trainer's, when resuming).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        epoch: int = 0,
+    ) -> None:
+        super().__init__(
+            cast(Any, range(size)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed
+        )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.epoch = epoch
+        self._skip: tuple[int, int] | None = None  # (epoch, items to skip in it)
+
+    def resume(self, epoch: int, batches_seen: int) -> None:
+        """Make passes over ``epoch`` start after its first ``batches_seen`` batches."""
+        self.epoch = epoch
+        self._skip = (epoch, batches_seen * self.batch_size) if batches_seen > 0 else None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self._skip is not None and self._skip[0] != epoch:
+            self._skip = None  # a new epoch starts from its first batch
+        super().set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(super().__iter__())  # this rank's rows of the (seed + epoch) permutation
+        if self._skip is not None and self._skip[0] == self.epoch:
+            order = order[self._skip[1] :]
+        return iter(order)
+
+
+class ResumableDataLoader(SkipReportingLoader):
+    """A DataLoader over a :class:`ResumableSampler`, marked resumable for Lightning.
+
+    Its position travels in the DataModule's ``state_dict`` (which positions the sampler
+    before the loader is built), so the loader's own state is empty; having the two methods
+    tells Lightning that a mid-epoch resume continues the epoch, instead of warning that it
+    cannot.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return None

@@ -1,0 +1,249 @@
+"""The encoder types: :class:`Encoder`, and its two kinds :class:`SparseEncoder` and
+:class:`DenseEncoder`.
+
+A :class:`SparseEncoder` maps a batch dict to ``(B, V)`` non-negative term weights over
+the text vocabulary, so query and document encoders are interchangeable in YAML; a
+:class:`DenseEncoder` maps it to ``(B, D)`` embeddings (the dense baselines). Encoders are
+plain ``torch``: they never call ``autocast`` or move tensors between devices (the Trainer
+owns precision and placement), and they import nothing from Lightning.
+
+Batch keys an encoder may read:
+
+- ``input_ids`` ``(B, L)`` long and ``attention_mask`` ``(B, L)`` long/bool — text;
+- ``image_features`` ``(B, D)`` float — pooled features of a *frozen* image backbone,
+  precomputed (and usually cached) by the DataModule;
+- ``pixel_values`` ``(B, 3, H, W)`` float — used when ``image_features`` is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE, load_tokenizer
+from lightning_mlsr.models.backbones import ImageBackbone
+
+__all__ = ["DenseEncoder", "Encoder", "EncoderInputs", "MissingInputError", "SparseEncoder"]
+
+
+class MissingInputError(KeyError):
+    """A head was given a batch without a key it needs."""
+
+    def __str__(self) -> str:  # KeyError would print the message inside quotes
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class EncoderInputs:
+    """What an encoder's batches must hold, handed to the data code (open_clip hands its
+    ``preprocess`` over the same way).
+
+    Attributes:
+        modalities: the subset of ``{"text", "image"}`` the encoder reads.
+        tokenizer: name of the text backbone whose tokenizer makes ``input_ids`` (None
+            without text).
+        max_length: the most tokens the encoder accepts (None: no limit of its own); the
+            DataModule truncates to the smaller of this and its own ``*_max_length``.
+        image_backbone: the image backbone (its ``transform()`` preprocesses pixels, its
+            ``cache_key`` names cached features), or None without images.
+        frozen_image_features: the image backbone is frozen, so its features may be
+            precomputed, cached and passed as ``image_features``.
+    """
+
+    modalities: frozenset[str]
+    tokenizer: str | None = None
+    max_length: int | None = None
+    image_backbone: ImageBackbone | None = None
+    frozen_image_features: bool = False
+
+
+class Encoder(nn.Module):
+    """Base class of every encoder: a batch dict -> one vector per example.
+
+    The two kinds are :class:`SparseEncoder` (``(B, V)`` non-negative term weights, searched
+    with the inverted index) and :class:`DenseEncoder` (``(B, D)`` embeddings, searched
+    exactly); code that treats them differently dispatches with ``isinstance``.
+
+    Attributes:
+        modalities: the subset of ``{"text", "image"}`` the encoder reads.
+        text_backbone_name: name of the text transformer, or None when there is none.
+        image_backbone: the image backbone module (for ``.transform()``/``.cache_key``), or
+            None.
+        freeze_image_backbone: True when the image backbone is frozen, so its features may
+            be precomputed and passed as ``image_features``.
+        text_model: the transformer used for text (or None); share one between encoders
+            with :func:`~lightning_mlsr.models.tie_text_backbones`.
+    """
+
+    modalities: frozenset[str]
+    text_backbone_name: str | None
+    image_backbone: ImageBackbone | None
+    freeze_image_backbone: bool
+
+    @property
+    def text_model(self) -> nn.Module | None:
+        """The text transformer, or None for encoders without one."""
+        return None
+
+    def inputs(self) -> EncoderInputs:
+        """What this encoder's batches must hold (see :class:`EncoderInputs`)."""
+        text = "text" in self.modalities
+        image = "image" in self.modalities
+        if text and self.text_backbone_name is None:
+            raise RuntimeError(f"{type(self).__name__} reads text but names no text backbone")
+        if image and self.image_backbone is None:
+            raise RuntimeError(f"{type(self).__name__} reads images but has no image_backbone")
+        return EncoderInputs(
+            modalities=frozenset(self.modalities),
+            tokenizer=self.text_backbone_name if text else None,
+            max_length=self.max_text_length() if text else None,
+            image_backbone=self.image_backbone if image else None,
+            frozen_image_features=bool(image and self.freeze_image_backbone),
+        )
+
+    def max_text_length(self) -> int | None:
+        """The most tokens the text transformer accepts (None: no limit known)."""
+        config: Any = getattr(self.text_model, "config", None)
+        limit = getattr(config, "max_position_embeddings", None)
+        return int(limit) if limit is not None else None
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """One vector per example. Shape: ``(B, V)`` or ``(B, D)``."""
+        raise NotImplementedError
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters of layers created from scratch (projections, term scorers).
+
+        They form the ``new`` optimizer parameter group (a higher learning rate, as in the
+        multimodal LSR reference); every other trainable parameter is pretrained.
+        """
+        return []
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Like ``nn.Module.train``, but a frozen image backbone stays in eval mode."""
+        super().train(mode)
+        backbone = self.image_backbone
+        if backbone is not None and self.freeze_image_backbone:
+            backbone.eval()  # frozen features (and BN statistics) must not drift
+        return self
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require(self, inputs: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+        if key not in inputs:
+            raise MissingInputError(
+                f"{type(self).__name__} needs the batch key {key!r}, but the batch has "
+                f"{sorted(inputs)}; check that the DataModule provides the "
+                f"{sorted(self.modalities)} input(s) this encoder reads."
+            )
+        return inputs[key]
+
+    def _image_features(
+        self, inputs: Mapping[str, torch.Tensor], backbone: ImageBackbone | None, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Precomputed ``image_features`` if given, else the backbone on ``pixel_values``.
+
+        Shape: ``(B, D)``.
+        """
+        if "image_features" in inputs:
+            features = inputs["image_features"]
+        elif "pixel_values" in inputs:
+            if backbone is None:
+                raise MissingInputError(
+                    f"{type(self).__name__} has no image backbone to run on 'pixel_values'; "
+                    "pass precomputed 'image_features' instead."
+                )
+            if self.freeze_image_backbone:
+                with torch.no_grad():
+                    features = backbone(inputs["pixel_values"])  # (B, D)
+            else:
+                features = backbone(inputs["pixel_values"])  # (B, D)
+        else:
+            raise MissingInputError(
+                f"{type(self).__name__} needs 'image_features' or 'pixel_values' in the batch, "
+                f"but the batch has {sorted(inputs)}."
+            )
+        if backbone is not None and features.shape[-1] != backbone.num_features:
+            raise ValueError(
+                f"{type(self).__name__}: image features have dimension {features.shape[-1]}, but "
+                f"the image backbone {backbone.cache_key!r} produces {backbone.num_features}; "
+                "the feature cache was probably built with another backbone — rebuild it."
+            )
+        return features.to(dtype)  # cached features may be stored in another precision
+
+
+class SparseEncoder(Encoder):
+    """A batch dict -> ``(B, V)`` non-negative term weights over a text vocabulary.
+
+    Attributes:
+        vocab_size: ``V``.
+        special_token_ids: buffer of the tokenizer's special ids, masked out of the output.
+
+    Shape:
+        ``forward(inputs)`` -> ``(B, V)``.
+    """
+
+    vocab_size: int
+    special_token_ids: torch.Tensor
+
+    def __init__(self, vocab_size: int, special_token_ids: Iterable[int]) -> None:
+        super().__init__()
+        self.vocab_size = int(vocab_size)
+        ids = sorted({int(i) for i in special_token_ids})
+        self.register_buffer("special_token_ids", torch.tensor(ids, dtype=torch.long))
+
+    @property
+    def vocab_backbone_name(self) -> str | None:
+        """The text backbone whose vocabulary the output dimensions are (None: unknown)."""
+        return self.text_backbone_name
+
+    def term_vocabulary(self) -> list[str]:
+        """Output dimension -> wordpiece (the default backbone's when none is named)."""
+        tokenizer = load_tokenizer(self.vocab_backbone_name or DEFAULT_TEXT_BACKBONE)
+        return tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Term weights. Shape: ``(B, V)``, non-negative."""
+        raise NotImplementedError
+
+    def _mask_special_terms(self, weights: torch.Tensor) -> torch.Tensor:
+        """Zero the vocabulary columns of special tokens. Shape: ``(B, V)`` -> ``(B, V)``."""
+        return weights.index_fill(1, self.special_token_ids, 0.0)
+
+    def _token_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """True for real, non-special tokens. Shape: ``(B, L)`` -> ``(B, L)`` bool."""
+        return attention_mask.bool() & ~torch.isin(input_ids, self.special_token_ids)
+
+
+class DenseEncoder(Encoder):
+    """A batch dict -> ``(B, D)`` real-valued embeddings (the dense baselines).
+
+    Attributes:
+        dim: ``D``, the embedding size.
+
+    Shape:
+        ``forward(inputs)`` -> ``(B, D)``.
+    """
+
+    dim: int
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = int(dim)
+        self.register_load_state_dict_pre_hook(_drop_legacy_special_ids)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Embeddings. Shape: ``(B, D)``."""
+        raise NotImplementedError
+
+
+def _drop_legacy_special_ids(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """Dense heads were once sparse-encoder subclasses with a ``special_token_ids`` buffer;
+    checkpoints of those runs still load (the buffer meant nothing for them)."""
+    state_dict.pop(prefix + "special_token_ids", None)

@@ -1,0 +1,359 @@
+"""Exact inverted index over sparse non-negative term-weight vectors, with top-k search.
+
+Documents and queries are rows of a scipy sparse matrix whose columns are vocabulary terms
+(the output of a sparse head). The index keeps the document matrix in CSC form, which *is*
+an inverted index: column ``t`` lists the documents containing term ``t`` and their weights.
+
+Search is exact dot-product scoring, term at a time (the compiled kernel in
+:mod:`lightning_mlsr.retrieval.index.topk_kernel`). Only documents with a score > 0 (at least one shared
+term with positive weights) are returned; missing slots are padded with score ``-inf`` and
+index ``-1``. Ordering is by descending score, ties by descending document id (as strings,
+the order in which ``trec_eval`` ranks tied documents), identical for the compiled
+(``method="numba"``) and the reference (``method="scipy"``) paths, so the top ``k`` kept at the
+cut-off are the ones ``trec_eval`` would rank there. Internally the documents are stored in
+that tie order, and results are mapped back to the rows they were given in.
+
+This module imports neither torch nor lightning: it is used from notebooks and tested alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from lightning_mlsr.retrieval.index.inputs import check_k, normalise_doc_ids, to_csr
+from lightning_mlsr.retrieval.index.topk_kernel import taat_topk, unsigned
+
+__all__ = ["FORMAT_VERSION", "InvertedIndex", "tie_order"]
+
+#: Version of the on-disk layout written by :meth:`InvertedIndex.save`.
+FORMAT_VERSION = 2
+_INDEX_FILE = "index.npz"  # file name used when saving into a directory
+_METHODS = ("numba", "scipy")
+_SCIPY_BLOCK = 2**25  # entries of the (queries x documents) score block of method="scipy"
+
+
+def tie_order(doc_ids: np.ndarray) -> np.ndarray:
+    """Rows in ``trec_eval``'s order of tied documents: descending id, compared as strings
+    (``strcmp`` on the run file's docno; integer ids are written as their decimal text).
+
+    Shape: (n_docs,) ids -> (n_docs,) int64 row indices.
+    """
+    keys = np.asarray(doc_ids)
+    if keys.dtype.kind != "U":
+        keys = keys.astype(str)
+    return np.argsort(keys, kind="stable")[::-1].astype(np.int64)
+
+
+class InvertedIndex:
+    """Exact inverted index over sparse non-negative document vectors.
+
+    Build it with :meth:`from_matrix` (or :meth:`load`). The postings are a scipy CSC matrix of
+    shape ``(n_docs, n_terms)``: column ``t`` is term ``t``'s posting list (document indices in
+    ascending order and their float32 weights). Its rows are the documents in tie order
+    (descending id); ``search`` returns indices of the rows as given.
+    """
+
+    def __init__(
+        self, postings: sp.csc_matrix, doc_ids: np.ndarray, order: np.ndarray | None = None
+    ) -> None:
+        """Wrap already validated CSC postings whose rows are in ``order`` (internal row ``j``
+        is input row ``order[j]``; by default computed, and the rows permuted, here);
+        prefer :meth:`from_matrix`."""
+        if not sp.isspmatrix_csc(postings) or postings.dtype != np.float32:
+            raise TypeError("postings must be a float32 scipy.sparse.csc_matrix")
+        if order is None:
+            order = tie_order(doc_ids)
+            postings = postings[order]
+            postings.sort_indices()
+        self._postings = postings
+        self._order = np.asarray(order, dtype=np.int64)  # (n_docs,) internal row -> input row
+        self._doc_ids = doc_ids
+        self._p_indptr = postings.indptr.astype(np.int64)  # (n_terms + 1,), tiny
+
+    @classmethod
+    def from_matrix(
+        cls, docs: Any, doc_ids: Sequence[Any] | np.ndarray | None = None
+    ) -> InvertedIndex:
+        """Index the rows of ``docs`` (any scipy sparse format, or a dense 2-D array).
+
+        Args:
+            docs: ``(n_docs, n_terms)`` non-negative finite term weights, one row per document.
+            doc_ids: one unique id (int or str) per row; defaults to ``0..n_docs-1``.
+
+        Raises:
+            ValueError: a negative/NaN/infinite weight (the message names the row), wrong
+                ``doc_ids`` length, or duplicate ``doc_ids``.
+        """
+        csr = to_csr(docs, "docs")
+        ids = normalise_doc_ids(doc_ids, csr.shape[0])
+        order = tie_order(ids)
+        csc = csr[order].tocsc()
+        del csr
+        csc.sort_indices()
+        return cls(csc, ids, order)
+
+    # ---- properties ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._postings.shape[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"InvertedIndex(n_docs={len(self)}, num_terms={self.num_terms}, nnz={self.nnz}, "
+            f"size={self.size_bytes / 2**20:.1f} MiB)"
+        )
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        """Document ids, in row order (``search`` returns indices into this array)."""
+        return self._doc_ids
+
+    @property
+    def num_terms(self) -> int:
+        """Vocabulary size (number of columns)."""
+        return self._postings.shape[1]
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored (document, term) weights."""
+        return int(self._postings.nnz)
+
+    @property
+    def postings(self) -> sp.csc_matrix:
+        """The ``(n_docs, n_terms)`` CSC matrix, rows as given to :meth:`from_matrix` (a copy
+        put back in that order; the index keeps its rows in tie order)."""
+        inverse = np.empty_like(self._order)
+        inverse[self._order] = np.arange(len(self._order))
+        out = self._postings[inverse]
+        out.sort_indices()
+        return out
+
+    @property
+    def posting_lengths(self) -> np.ndarray:
+        """Number of documents containing each term. Shape: (num_terms,) int64."""
+        return np.diff(self._p_indptr)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes held by the postings arrays and the doc ids."""
+        p = self._postings
+        arrays = (p.data, p.indices, p.indptr, self._doc_ids, self._order)
+        return int(sum(a.nbytes for a in arrays))
+
+    def expected_flops(self, queries: Any) -> np.ndarray:
+        """Multiply-adds exact term-at-a-time scoring spends on each query.
+
+        For every query, the sum of the posting-list lengths of its terms with weight > 0.
+
+        Shape: queries (n_queries, num_terms) -> (n_queries,) int64
+        """
+        q = self._prepare_queries(queries)
+        per_entry = self.posting_lengths[q.indices]
+        cum = np.concatenate([[0], np.cumsum(per_entry, dtype=np.int64)])
+        return cum[q.indptr[1:]] - cum[q.indptr[:-1]]
+
+    # ---- search --------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: Any,
+        k: int,
+        batch_size: int | None = None,
+        method: str = "numba",
+        num_threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k documents by dot product for every query.
+
+        Args:
+            queries: ``(n_queries, num_terms)`` scipy sparse matrix or dense array, weights >= 0.
+            k: results per query.
+            batch_size: queries converted and scored at a time. Default: 1024 for numba; for
+                scipy, which holds a ``(batch_size, n_docs)`` sparse score block, as many as
+                keep that block under 2**25 entries (32 queries at 1M documents).
+            method: ``"numba"`` (compiled, parallel over queries) or ``"scipy"`` (reference,
+                ``Q @ D.T`` per batch and a partial sort).
+            num_threads: numba threads (default: ``numba.get_num_threads()``).
+
+        Returns:
+            ``(scores, indices)``: float32 and int64, best first, ties by descending document
+            id (``trec_eval``'s order); indices are rows of the matrix given to
+            :meth:`from_matrix`; documents with score 0 are never returned and missing slots
+            are ``(-inf, -1)``.
+
+        Shape: queries (n_queries, num_terms) -> scores, indices (n_queries, k)
+        """
+        k = check_k(k)
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        if batch_size is None:
+            batch_size = 1024 if method == "numba" else max(1, _SCIPY_BLOCK // max(len(self), 1))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        n_workers = numba.get_num_threads() if num_threads is None else num_threads
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int):
+            raise ValueError(f"num_threads must be an integer, got {num_threads!r}")
+        if not 1 <= n_workers <= max_threads:
+            raise ValueError(f"num_threads must be in [1, {max_threads}], got {num_threads!r}")
+        n_queries = self._num_rows(queries)
+        if sp.issparse(queries) and queries.format != "csr":
+            queries = queries.tocsr()  # COO and friends cannot be sliced into batches
+        scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+        indices = np.full((n_queries, k), -1, dtype=np.int64)
+        if n_queries == 0 or len(self) == 0:
+            return scores, indices
+
+        if method == "numba":
+            n_workers = min(n_workers, n_queries)
+            acc = np.zeros((n_workers, len(self)), dtype=np.float32)
+            touched = np.empty((n_workers, len(self)), dtype=np.int32)
+
+        for start in range(0, n_queries, batch_size):
+            stop = min(start + batch_size, n_queries)
+            q = self._prepare_queries(queries[start:stop], row_offset=start)
+            if method == "numba":
+                workers = min(n_workers, stop - start)
+                previous = numba.get_num_threads()
+                numba.set_num_threads(workers)
+                try:
+                    taat_topk(
+                        self._p_indptr,
+                        unsigned(self._postings.indices),
+                        self._postings.data,
+                        q.indptr.astype(np.int64, copy=False),
+                        unsigned(q.indices),
+                        q.data,
+                        k,
+                        acc[:workers],
+                        touched[:workers],
+                        scores[start:stop],
+                        indices[start:stop],
+                    )
+                finally:
+                    numba.set_num_threads(previous)
+            else:
+                self._search_scipy_block(q, k, scores[start:stop], indices[start:stop])
+        found = indices >= 0
+        indices[found] = self._order[indices[found]]  # internal (tie-order) rows -> input rows
+        return scores, indices
+
+    def _search_scipy_block(
+        self, q: sp.csr_matrix, k: int, out_s: np.ndarray, out_i: np.ndarray
+    ) -> None:
+        """Reference path: sparse ``Q @ D.T`` and a partial sort of each row's matches."""
+        block = (q @ self._postings.T).tocsr()  # (batch, n_docs), only matching documents
+        for r in range(block.shape[0]):
+            row = slice(block.indptr[r], block.indptr[r + 1])
+            data = block.data[row]
+            docs = block.indices[row]
+            keep = data > 0
+            data, docs = data[keep], docs[keep]
+            if len(data) > k:
+                kth = np.partition(data, len(data) - k)[len(data) - k]  # k-th largest
+                keep = data >= kth  # may keep more than k on ties, resolved below
+                data, docs = data[keep], docs[keep]
+            order = np.lexsort((docs, -data))[:k]
+            out_s[r, : len(order)] = data[order]
+            out_i[r, : len(order)] = docs[order]
+
+    def _num_rows(self, queries: Any) -> int:
+        shape = queries.shape if hasattr(queries, "shape") else np.shape(queries)
+        if len(shape) != 2:
+            raise ValueError(
+                f"queries must be a 2-D matrix (n_queries x {self.num_terms}), got shape {shape}"
+            )
+        return int(shape[0])
+
+    def _prepare_queries(self, queries: Any, row_offset: int = 0) -> sp.csr_matrix:
+        """Validate a block of queries and return it as canonical float32 CSR."""
+        if not sp.issparse(queries):
+            queries = np.asarray(queries)
+        if queries.ndim != 2:
+            raise ValueError(
+                f"queries must be a 2-D matrix (n_queries x {self.num_terms}), "
+                f"got shape {queries.shape}"
+            )
+        if queries.shape[1] != self.num_terms:
+            raise ValueError(
+                f"queries have {queries.shape[1]} terms (columns) but the index has "
+                f"{self.num_terms}; encode queries and documents with the same vocabulary"
+            )
+        return to_csr(queries, "queries", row_offset)
+
+    # ---- persistence ---------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the index to ``path``: a ``.npz`` file, or a directory holding ``index.npz``.
+
+        Returns the path of the written ``.npz`` file.
+        """
+        target = Path(path)
+        if target.suffix != ".npz":
+            target.mkdir(parents=True, exist_ok=True)
+            target = target / _INDEX_FILE
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        p = self._postings
+        meta = {"format_version": FORMAT_VERSION, "shape": list(p.shape)}
+        with open(target, "wb") as fh:
+            np.savez(
+                fh,
+                meta=np.array(json.dumps(meta)),
+                indptr=p.indptr,
+                indices=p.indices,
+                data=p.data,
+                doc_ids=self._doc_ids,
+                order=self._order,
+            )
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> InvertedIndex:
+        """Read an index written by :meth:`save` (the ``.npz`` file or its directory)."""
+        source = Path(path)
+        if source.is_dir():
+            source = source / _INDEX_FILE
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"no saved index at {source}; pass the .npz file or the directory given to save()"
+            )
+        try:
+            with np.load(source, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except (zipfile.BadZipFile, ValueError, OSError) as err:
+            raise ValueError(f"{source} is not a readable index file: {err}") from err
+        missing = {"meta", "indptr", "indices", "data", "doc_ids"} - set(arrays)
+        if missing:
+            raise ValueError(f"{source} is not an InvertedIndex file (missing {sorted(missing)})")
+        meta = json.loads(str(arrays["meta"]))
+        version = meta.get("format_version")
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(
+                f"{source} has index format version {version}; this code reads version "
+                f"{FORMAT_VERSION}. Rebuild the index with this version of lightning_mlsr."
+            )
+        if version == FORMAT_VERSION and "order" not in arrays:
+            raise ValueError(f"{source} is not an InvertedIndex file (missing ['order'])")
+        try:
+            csc = sp.csc_matrix(
+                (arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(meta["shape"])
+            )
+            csc.check_format(full_check=True)  # out-of-range postings would crash the kernel
+            if csc.dtype != np.float32:
+                raise ValueError(f"weights are {csc.dtype}, expected float32")
+            doc_ids = normalise_doc_ids(arrays["doc_ids"], csc.shape[0])
+            order = arrays.get("order")  # version 1: rows as given, permuted on load
+            if order is not None and not np.array_equal(np.sort(order), np.arange(csc.shape[0])):
+                raise ValueError("its row order is not a permutation of the documents")
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{source} holds a corrupt index: {err}") from err
+        return cls(csc, doc_ids, order)

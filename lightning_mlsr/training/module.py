@@ -1,0 +1,412 @@
+"""The sparse bi-encoder system: encode, InfoNCE, FLOPS/L1 penalties, logging.
+
+Everything interchangeable is injected (query/document encoders, loss, regularizers,
+optimizer) and chosen in YAML with ``class_path``/``init_args``. Index building and
+retrieval metrics live in :mod:`lightning_mlsr.training.evaluator`; precision and device placement
+belong to the Trainer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal, cast
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from lightning_mlsr.models import Encoder, EncoderInputs, check_encoder_pair, tie_text_backbones
+from lightning_mlsr.models.encoder import DenseEncoder, SparseEncoder
+from lightning_mlsr.objectives.losses import Distillation, InfoNCE, gathered_false_negatives
+from lightning_mlsr.objectives.regularizers import Regularizer
+
+__all__ = ["SparseBiEncoder", "lr_schedule"]
+
+_MODULE_ARGS = [
+    "query_encoder",
+    "doc_encoder",
+    "loss",
+    "query_regularizer",
+    "doc_regularizer",
+    "distillation",
+]
+_GROUPS = ("new", "pretrained")
+_TEACHER_PREFIX = "distillation."
+_TEACHER_FINGERPRINT = "distillation_teacher_sha256"
+
+
+class SparseBiEncoder(L.LightningModule):
+    """Query and document encoders trained with in-batch InfoNCE plus sparsity penalties.
+
+    Args:
+        query_encoder: a text head (queries are texts): a sparse head, or a dense one for
+            the dense baselines.
+        doc_encoder: a head of the same kind (caption, image, or both).
+        loss: ranking loss over in-batch negatives (default ``InfoNCE()``): any
+            ``nn.Module`` called as ``loss(q, d, false_negatives)`` -> scalar, with ``q``
+            ``(B, V)``, ``d`` ``(N, V)`` (the B positives, then any hard negatives) and
+            ``false_negatives`` ``(B, N)`` bool or None.
+            A loss with ``gather_across_ranks = True`` gets the ``(B, N * world)`` mask of
+            the documents of every DDP rank instead.
+        query_regularizer / doc_regularizer: FLOPS or L1 penalty on each side (weights
+            ramped from ``trainer.global_step``).
+        share_text_backbone: use the query encoder's transformer for documents too
+            (both must name the same text backbone).
+        optimizer: e.g. ``torch.optim.AdamW`` with its ``lr`` in YAML (default: AdamW,
+            lr 1e-4, weight decay 0.01).
+        param_groups: optimizer options per parameter group, overriding the optimizer's:
+            ``new`` — layers the heads create from scratch (``new_parameters()``: image
+            projections, MLP term scorers) — and ``pretrained`` — every other trainable
+            parameter (transformers, MLM heads), e.g. ``{new: {lr: 1e-3}, pretrained:
+            {lr: 5e-5}}`` as in the multimodal LSR reference. None: one group.
+        warmup_ratio: fraction of all optimizer steps spent warming the learning rate up
+            (linearly, from 0).
+        lr_decay: ``linear`` to zero after warm-up, or ``constant`` (the schedules of
+            :func:`lr_schedule`, from ``transformers``).
+        distillation: a frozen dense teacher whose in-batch score distribution the student
+            matches (KL), added to the ranking loss.
+    """
+
+    def __init__(
+        self,
+        query_encoder: Encoder,
+        doc_encoder: Encoder,
+        loss: nn.Module | None = None,
+        query_regularizer: Regularizer | None = None,
+        doc_regularizer: Regularizer | None = None,
+        share_text_backbone: bool = False,
+        optimizer: OptimizerCallable | None = None,
+        param_groups: dict[str, dict[str, float]] | None = None,
+        warmup_ratio: float = 0.1,
+        lr_decay: Literal["linear", "constant"] = "linear",
+        distillation: Distillation | None = None,
+    ) -> None:
+        super().__init__()
+        # built in Python, the injected modules are objects, not configuration: pass them
+        # again to load_from_checkpoint
+        self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer"])
+        if "_instantiator" in self.hparams:
+            # built by LightningCLI (which records its instantiator): the hparams are the
+            # class_path config, so keep all of it and load_from_checkpoint rebuilds any
+            # configuration
+            self.save_hyperparameters()
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        self.query_encoder = query_encoder
+        self.doc_encoder = doc_encoder
+        self.loss = loss if loss is not None else InfoNCE()
+        self.query_regularizer = query_regularizer
+        self.doc_regularizer = doc_regularizer
+        self.optimizer_factory = optimizer or _default_optimizer
+        unknown = set(param_groups or {}) - set(_GROUPS)
+        if unknown:
+            raise ValueError(
+                f"param_groups: unknown group(s) {sorted(unknown)}; the groups are {_GROUPS}"
+            )
+        self.param_groups = param_groups
+        self.distillation = distillation
+        self._fit_total_steps: int | None = None
+        self.warmup_ratio = warmup_ratio
+        self.lr_decay = lr_decay
+        _check_output_spaces(query_encoder, doc_encoder)
+        if share_text_backbone:
+            tie_text_backbones(query_encoder, doc_encoder)
+        if distillation is not None:
+            _check_teacher_tokenizers(query_encoder, doc_encoder, distillation)
+        # from_pretrained returns modules in eval mode (dropout off); Lightning keeps the mode
+        # a module had before fit, so start in train mode (frozen image backbones stay eval)
+        self.train()
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave the frozen distillation teacher's weights out of the checkpoint (~180 MB
+        for MiniLM-L6 on both sides, twice the student with its optimizer state): building
+        the module from its hyperparameters loads them again from the teacher's own
+        checkpoint or backbone. Their fingerprint is kept, so that resuming from a teacher
+        that has changed since fails instead of distilling from another model."""
+        if self.distillation is None:
+            return
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(_TEACHER_PREFIX)]:
+            del state[key]
+        checkpoint[_TEACHER_FINGERPRINT] = self.distillation.fingerprint()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the teacher this module was built with back into a checkpoint saved without
+        it (see :meth:`on_save_checkpoint`); a checkpoint that has its teacher's weights
+        (saved before they were left out) loads them as they are. A teacher whose weights
+        differ from those the checkpoint was trained with stops a resumed fit and is
+        warned about otherwise (encoding and evaluation never use the teacher)."""
+        state = checkpoint.get("state_dict", {})
+        if self.distillation is None or any(k.startswith(_TEACHER_PREFIX) for k in state):
+            return
+        saved, now = checkpoint.get(_TEACHER_FINGERPRINT), self.distillation.fingerprint()
+        if saved is not None and saved != now:
+            source = self.distillation.checkpoint or "the backbone's own weights"
+            message = (
+                f"the distillation teacher built from {source} is not the one this "
+                f"checkpoint was trained with (weights sha256 {now[:12]}, trained with "
+                f"{saved[:12]}); it was replaced or retrained since"
+            )
+            if self._trainer is not None and self.trainer.state.fn == "fit":
+                raise ValueError(
+                    f"cannot resume: {message}. Point model.distillation.init_args.checkpoint "
+                    "at the teacher the run started with, or start the fit afresh"
+                )
+            warnings.warn(f"{message}; the student's weights load as saved", stacklevel=2)
+        state.update(self.distillation.state_dict(prefix=_TEACHER_PREFIX))
+
+    def setup(self, stage: str) -> None:
+        """Hand the DataModule what the encoders read (its explicit interface,
+        ``attach_encoders``), for runs built in Python; the CLI links it at instantiation."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "attach_encoders"):
+            datamodule.attach_encoders(self.query_encoder, self.doc_encoder)
+
+    @property
+    def encoder_inputs(self) -> tuple[EncoderInputs, EncoderInputs]:
+        """What the query and document encoders read (linked into the DataModule)."""
+        return self.query_encoder.inputs(), self.doc_encoder.inputs()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, queries: dict[str, torch.Tensor], docs: dict[str, torch.Tensor]):
+        """Encode both sides. Shape: ``(B, V)`` and ``(B', V)``."""
+        return self.query_encoder(queries), self.doc_encoder(docs)
+
+    def encode_queries(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Shape: ``(B, V)`` non-negative term weights."""
+        return self.query_encoder(inputs)
+
+    def encode_docs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Shape: ``(B, V)`` non-negative term weights."""
+        return self.doc_encoder(inputs)
+
+    def _false_negatives(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """This rank's ``(B, N)`` mask, or for a loss that gathers the documents of every
+        rank the ``(B, N * world)`` mask, recomputed from the gathered document ids."""
+        mask = batch.get("false_negatives")
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if not (getattr(self.loss, "gather_across_ranks", False) and world > 1):
+            return mask
+        doc_idx = cast(torch.Tensor, self.all_gather(batch["doc_idx"])).reshape(-1)  # (W * N,)
+        offset = self.global_rank * batch["doc_idx"].shape[0]
+        return gathered_false_negatives(batch["relevant_doc_idx"], doc_idx, offset)
+
+    def _shared_step(
+        self, batch: dict[str, Any], split: str, logs: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Encode, score and penalise one batch; with ``logs`` (a training step that logs)
+        also the non-zeros per vector (full ``(B, V)`` passes, so only then)."""
+        q, d = self(batch["query"], batch["doc"])  # (B, V), (N, V)
+        rank_loss = self.loss(q, d, self._false_negatives(batch))
+        out = {"rank_loss": rank_loss}
+        if split == "train" and logs:
+            out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
+        total = rank_loss
+        if self.distillation is not None:
+            # local in-batch scores; batch["false_negatives"] is this rank's (B, N) mask
+            kd = self.distillation(q, d, batch["query"], batch["doc"], batch.get("false_negatives"))
+            out["distill_loss"] = kd
+            total = total + kd
+        step, total_steps = self.global_step, self._total_steps()
+        for side, reg, w in (("q", self.query_regularizer, q), ("d", self.doc_regularizer, d)):
+            if reg is None:
+                continue
+            penalty, lam = reg(w, step, total_steps)
+            total = total + penalty
+            out[f"{side}_reg"] = penalty
+            # a fill kernel on w's device: torch.tensor(lam) would be a CPU scalar that
+            # Lightning copies to the GPU, a blocking copy that stalls the step mid-way
+            out[f"{side}_lambda"] = torch.full((), lam, device=w.device)
+        out["loss"] = total
+        return out
+
+    def _total_steps(self) -> int:
+        """All optimizer steps of the fit, for warm-ups given as a ratio (fixed when the
+        optimizers are configured, at fit start and on resume). Outside a fit (validate/test
+        of a loaded checkpoint) the warm-up is over: 0 steps, so the full weight."""
+        return self._fit_total_steps or 0
+
+    def _logs_this_step(self, batch_idx: int) -> bool:
+        """Whether this training step logs its metrics: where its on-step values reach the
+        logger (Lightning's rule: every ``log_every_n_steps`` optimizer steps, and when the
+        fit stops), in a ``fast_dev_run``, and on the last batch of an epoch or of the fit,
+        so that ``callback_metrics`` end with the final values.
+
+        Other steps log nothing: ``self.log`` is Python work per value in every step (and a
+        progress bar reads ``train/loss`` back to the host) that a plain loop does not do,
+        for values Lightning would drop. ``callback_metrics["train/..."]`` therefore holds
+        the latest logging step's values.
+        """
+        if self._trainer is None:
+            return True
+        trainer = cast(Any, self.trainer)
+        if trainer.fast_dev_run or trainer.should_stop:
+            return True
+        step, n = self.global_step + 1, trainer.log_every_n_steps  # the step this batch ends
+        if n > 0 and step % n == 0:
+            return True
+        if trainer.max_steps is not None and 0 < trainer.max_steps <= step:
+            return True
+        return batch_idx + 1 == trainer.num_training_batches
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logs = self._logs_this_step(batch_idx)
+        out = self._shared_step(batch, "train", logs)
+        if not logs:
+            return out["loss"]
+        batch_size = batch["query_idx"].shape[0]
+        self.log_dict(
+            {f"train/{k}": v.detach().float() for k, v in out.items() if k != "loss"},
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch_size,
+        )
+        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch_size)
+        if self._trainer is not None and self.trainer.optimizers:
+            for i, group in enumerate(self.trainer.optimizers[0].param_groups):
+                name = "train/lr" if i == 0 else f"train/lr_{group.get('name', i)}"
+                # made on the device (as the lambdas): a Python float would be copied there
+                lr = torch.full((), float(group["lr"]), device=self.device)
+                self.log(name, lr, on_step=True, on_epoch=False, batch_size=batch_size)
+        return out["loss"]
+
+    # ------------------------------------------------------------------ validation / test
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "validation", "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test", "test")
+
+    def _eval_step(self, batch: dict[str, Any], split: str, prefix: str) -> None:
+        out = self._shared_step(batch, split)
+        self.log_dict(
+            {f"{prefix}/{k}": out[k].float() for k in ("loss", "rank_loss")},
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=batch["query_idx"].shape[0],
+        )
+
+    # ------------------------------------------------------------------ predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Sparse vectors (a COO tensor, so a large corpus fits in memory) of a corpus or
+        query batch, with their row indices into the collection's table."""
+        if "doc" in batch:
+            rows, weights = batch["doc_idx"], self.encode_docs(batch["doc"])
+        else:
+            rows, weights = batch["query_idx"], self.encode_queries(batch["query"])
+        return {"rows": rows.cpu(), "weights": weights.float().to_sparse().cpu()}
+
+    # ------------------------------------------------------------------ optimizers
+    def optimizer_parameters(self) -> Any:
+        """Trainable parameters, split into the ``new``/``pretrained`` groups if configured.
+
+        Frozen parameters (image backbones, a distillation teacher, skipped MLM layers) are
+        left out, so they get no optimizer state.
+        """
+        trainable = [p for p in self.parameters() if p.requires_grad]  # unique, in order
+        if self.param_groups is None:
+            return trainable
+        new_ids = {
+            id(p)
+            for enc in (self.query_encoder, self.doc_encoder)
+            for p in enc.new_parameters()
+            if p.requires_grad
+        }
+        params = {
+            "new": [p for p in trainable if id(p) in new_ids],
+            "pretrained": [p for p in trainable if id(p) not in new_ids],
+        }
+        return [
+            {"params": params[name], "name": name, **self.param_groups.get(name, {})}
+            for name in _GROUPS
+            if params[name]
+        ]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.optimizer_parameters())
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._fit_total_steps = total
+        scheduler = lr_schedule(optimizer, total, self.warmup_ratio, self.lr_decay)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_ratio: float,
+    decay: Literal["linear", "constant"] = "linear",
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio * total_steps`` optimizer steps, then linear decay
+    to 0 at ``total_steps`` (or constant): ``transformers``' schedules, stepped per
+    optimizer step."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    if decay not in ("linear", "constant"):
+        raise ValueError(f"lr_decay must be 'linear' or 'constant', got {decay!r}")
+    warmup = int(warmup_ratio * total_steps)
+    if decay == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def _check_output_spaces(query_encoder: Encoder, doc_encoder: Encoder) -> None:
+    """Both sparse over one vocabulary, or both dense of one size: else no dot product."""
+    if check_encoder_pair(query_encoder, doc_encoder):
+        q_dim, d_dim = cast(DenseEncoder, query_encoder).dim, cast(DenseEncoder, doc_encoder).dim
+        if q_dim != d_dim:
+            raise ValueError(
+                f"query and document encoders embed into different sizes ({q_dim} vs {d_dim}); "
+                "set the image head's dim to the text encoder's hidden size"
+            )
+        return
+    q_vocab = cast(SparseEncoder, query_encoder).vocab_size
+    d_vocab = cast(SparseEncoder, doc_encoder).vocab_size
+    if q_vocab != d_vocab:
+        raise ValueError(
+            f"query and document encoders score different vocabularies "
+            f"({q_vocab} vs {d_vocab} terms)"
+        )
+
+
+def _check_teacher_tokenizers(
+    query_encoder: Encoder, doc_encoder: Encoder, distillation: Distillation
+) -> None:
+    """The teacher reads the student's token ids, so both must tokenize alike."""
+    from lightning_mlsr.io.pretrained import load_tokenizer
+
+    pairs = (
+        ("query", query_encoder, distillation.query_teacher),
+        ("document", doc_encoder, distillation.doc_teacher),
+    )
+    for side, student, teacher in pairs:
+        names = (student.text_backbone_name, getattr(teacher, "text_backbone_name", None))
+        if names[0] is None or names[1] is None:
+            raise ValueError(
+                f"distillation needs text on the {side} side for both student and teacher "
+                f"(student {type(student).__name__}, teacher {type(teacher).__name__}); the "
+                "teacher scores the same tokenized batch as the student"
+            )
+        if (
+            names[0] != names[1]
+            and load_tokenizer(names[0]).get_vocab() != load_tokenizer(names[1]).get_vocab()
+        ):
+            raise ValueError(
+                f"distillation: the {side} teacher's backbone {names[1]!r} tokenizes "
+                f"differently from the student's {names[0]!r}; use a teacher with the same "
+                "vocabulary (e.g. minilm-l6 for BERT-uncased students)"
+            )
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+
+
+def _nnz(w: torch.Tensor) -> torch.Tensor:
+    """Mean non-zeros per row. Shape: ``(B, V)`` -> scalar."""
+    return (w.detach() > 0).sum(dim=1).float().mean()
