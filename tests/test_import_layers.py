@@ -126,8 +126,6 @@ KNOWN_UPWARD: set[str] = {
     "lightning_mlsr.data.datamodule -> lightning_mlsr.models.backbones",
     "lightning_mlsr.data.datamodule -> lightning_mlsr.models.encoder",
     "lightning_mlsr.data.features.store -> lightning_mlsr.models.backbones",
-    "lightning_mlsr.data.training.negatives -> lightning_mlsr.baselines.common",
-    "lightning_mlsr.data.training.negatives -> lightning_mlsr.generate.pseudo_queries",
     "lightning_mlsr.models.static -> lightning_mlsr.data.collection.load",
 }
 

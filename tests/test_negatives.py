@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from lightning_mlsr.baselines.common import split_texts
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.data.errors import DataError
-from lightning_mlsr.data.training.negatives import HardNegatives, mine_hard_negatives
+from lightning_mlsr.data.training.negatives import HardNegatives
+from lightning_mlsr.generate.hard_negatives import mine_hard_negatives
 from lightning_mlsr.objectives.losses import Distillation, InfoNCE
 from tests.helpers import dense_teacher_checkpoint, teacher_cosines, write_atomic
 

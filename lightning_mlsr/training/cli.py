@@ -27,7 +27,7 @@ from lightning_mlsr.io.checkpoints import CheckpointError, load_checkpoint, newe
 from lightning_mlsr.training.checkpointing import AtomicCheckpointIO
 from lightning_mlsr.training.runs import evaluate_into_checkpoint_run, run_dir
 
-BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 
 __all__ = ["BASE_CONFIG", "MLSRCLI", "RunConfigCallback", "main", "quiet_startup_noise"]
 

@@ -37,7 +37,7 @@ __all__ = [
     "resolve_root",
 ]
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
 #: written by ``python -m lightning_mlsr.data check``; later loads skip the ids it lists
 UNUSABLE_IMAGES_FILE = "unusable_images.tsv"
 
