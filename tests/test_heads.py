@@ -15,7 +15,6 @@ from lightning_mlsr.io.pretrained import load_tokenizer
 from lightning_mlsr.models import (
     HEADS,
     DenseEncoder,
-    DenseImageHead,
     DenseTextHead,
     Encoder,
     FusedImageTextHead,
@@ -178,12 +177,6 @@ def test_dense_and_sparse_are_told_apart_by_type() -> None:
     with pytest.raises(ValueError, match="both be sparse heads or both dense"):
         is_dense_model(Pair(build("mlp"), build("dense_text")))
     assert not hasattr(build("dense_text"), "vocab_size"), "a dense head has no vocabulary"
-
-
-def test_old_dense_checkpoints_with_special_token_ids_still_load() -> None:
-    head = DenseImageHead(**TINY_IMAGE)  # type: ignore[arg-type]
-    state = head.state_dict()
-    head.load_state_dict({**state, "special_token_ids": torch.tensor([0, 101])})
 
 
 @pytest.mark.parametrize("config", TEXT_CONFIGS)

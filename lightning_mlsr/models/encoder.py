@@ -234,16 +234,7 @@ class DenseEncoder(Encoder):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = int(dim)
-        self.register_load_state_dict_pre_hook(_drop_legacy_special_ids)
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings. Shape: ``(B, D)``."""
         raise NotImplementedError
-
-
-def _drop_legacy_special_ids(
-    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
-) -> None:
-    """Dense heads were once sparse-encoder subclasses with a ``special_token_ids`` buffer;
-    checkpoints of those runs still load (the buffer meant nothing for them)."""
-    state_dict.pop(prefix + "special_token_ids", None)

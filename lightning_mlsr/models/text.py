@@ -67,7 +67,7 @@ class MLMHead(TextTransformerEncoder):
 
     Pooling runs over the attention mask, ``[CLS]`` and ``[SEP]`` included, as naver/splade
     does (on the bundled data zero-shot SPLADE-tiny reaches R@1000 0.73 this way vs 0.47
-    without them, issue 12); ``exclude_special_tokens=True`` leaves their positions out.
+    without them); ``exclude_special_tokens=True`` leaves their positions out.
     The special tokens' own vocabulary terms are always zeroed.
 
     Args:
