@@ -3,7 +3,7 @@
 An MLM head (SPLADE) projects every token onto the vocabulary (``(., H) @ (H, V)``, V/H =
 238 for SPLADE-tiny) and max-pools ``log(1 + relu(.))`` over the attention mask. Over a
 dynamically padded batch the padded path projects all ``B x L`` positions and masks the
-padding afterwards; the packed path (``heads.base.pool_kept_vocab_logits``, what the heads
+padding afterwards; the packed path (``models.pooling.pool_kept_vocab_logits``, what the heads
 run) projects only the kept positions. This times one side's encoder, forward and backward
 (the work of a training step on that side), both ways, on the same real training batches of
 an experiment, alternating the two paths batch by batch so that load from other processes
