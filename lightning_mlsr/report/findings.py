@@ -1,0 +1,286 @@
+"""The report's judgements: BRIEF.md's findings, the sparse-vs-dense summary and the
+development targets, each from the test results and the thresholds of the registry
+(``findings`` and ``targets``), worded by the report text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_mlsr.analysis.significance import FINDING3, coactivation_finding
+from lightning_mlsr.report.records import PSEUDO_MANIFEST, Runs, mean_metric, teacher_seed
+from lightning_mlsr.report.registry import Registry
+from lightning_mlsr.report.statistics import difference_text, find_test, mean_std, significant
+from lightning_mlsr.report.tables import row_order
+from lightning_mlsr.report.text import ReportText
+
+__all__ = ["dense_comparisons", "findings", "pseudo_summary", "targets"]
+
+Tests = list[dict[str, Any]]
+
+
+def findings(
+    registry: Registry, text: ReportText, runs: Runs, tests: Tests, co_tests: Tests
+) -> list[str]:
+    """BRIEF.md's findings on the test split, each judged by its own Holm-corrected family."""
+    out = []
+    alpha = registry.findings["alpha"]
+    first, second = registry.findings["image_vs_captions"], registry.findings["image_and_caption"]
+    image = mean_metric(runs, first["image"])
+    captions = [mean_metric(runs, n) for n in first["captions"]]
+    caption_only = [mean_metric(runs, n) for n in second["captions"]]
+    model = mean_metric(runs, second["model"])
+    if image is not None and model is not None and None not in captions + caption_only:
+        values = [v for v in captions if v is not None]
+        tests1 = [find_test(tests, first["image"], c) for c in first["captions"]]
+        below = all(significant(t, alpha) and t is not None and t["diff"] < 0 for t in tests1)
+        holds = image < first["below"] * min(values) and below
+        out.append(
+            text(
+                "finding_1",
+                verdict="holds" if holds else "does not hold",
+                image=image,
+                captions="/".join(f"{v:.4f}" for v in values),
+                tests="; ".join(difference_text(t) for t in tests1),
+            )
+        )
+        tests2 = [find_test(tests, second["model"], c) for c in second["captions"]]
+        gain = second["gain"]
+        better = any(significant(t, alpha) and t is not None and t["diff"] > gain for t in tests2)
+        best = max(v for v in caption_only if v is not None)
+        out.append(
+            text(
+                "finding_2",
+                verdict="does not hold" if better else "holds",
+                model=model,
+                best=best,
+                tests="; ".join(difference_text(t) for t in tests2),
+                gain=gain,
+            )
+        )
+        expanding = mean_metric(runs, second["expanding"])
+        if expanding is not None:
+            against = second["captions"][1]
+            ndcg = find_test(tests, second["expanding"], against)
+            recall = find_test(tests, second["expanding"], against, "R@1000")
+            out.append(
+                text(
+                    "finding_2_expanding",
+                    model=expanding,
+                    ndcg_test=difference_text(ndcg),
+                    recall_test=difference_text(recall),
+                )
+            )
+    by_key = {t["measure"]: t for t in co_tests}
+    if len(by_key) == 2:
+        co, ov = by_key["coactivation"], by_key["caption_overlap@10"]
+        verdict = coactivation_finding(
+            {k: by_key[k]["a"] for k in FINDING3}, {k: by_key[k]["b"] for k in FINDING3}
+        )["verdict"]
+        if verdict == "not shown":
+            verdict = text("finding_3_not_shown")
+        mlp = registry.coactivation[0]
+        out.append(
+            text(
+                "finding_3",
+                verdict=verdict,
+                co=co,
+                ov=ov,
+                seeds_a=len(co["a"]),
+                seeds_b=len(co["b"]),
+                co_low=co["diff_ci"][0],
+                co_high=co["diff_ci"][1],
+                ov_low=ov["diff_ci"][0],
+                ov_high=ov["diff_ci"][1],
+                empty=100 * mean_std([r["test"]["empty_docs"] for r in runs[mlp]])[0],
+            )
+        )
+    return out
+
+
+def dense_comparisons(
+    registry: Registry, text: ReportText, runs: Runs, tests: Tests, n_unseen: int
+) -> list[str]:
+    """Each sparse model of the dense family against the untrained dense model and the dense
+    teacher, on all test queries and on the unseen ones; and the best sparse model on
+    validation."""
+    spec = registry.findings["dense"]
+    untrained, teacher = spec["untrained"], spec["teacher"]
+    models = [c.a for c in registry.comparisons if c.family == spec["family"]]
+    out = []
+    for model in dict.fromkeys(models):
+        parts = []
+        for queries, what in (
+            ("all", text("dense_all_queries")),
+            ("unseen", text("dense_unseen_queries", n=n_unseen)),
+        ):
+            zero = find_test(tests, model, untrained, queries=queries)
+            dense = find_test(tests, model, teacher, queries=queries)
+            if zero is None or dense is None:
+                continue
+            parts.append(
+                text(
+                    "dense_part",
+                    queries=what,
+                    a=zero["mean_a"],
+                    untrained=zero["mean_b"],
+                    untrained_test=difference_text(zero),
+                    teacher=dense["mean_b"],
+                    teacher_diff=dense["diff"],
+                    teacher_p=dense["p_holm"],
+                )
+            )
+        if parts:
+            out.append(text("dense_model", label=registry.label(model), parts="; ".join(parts)))
+    sparse = {
+        n: v
+        for n in row_order(registry, runs)
+        if not registry.is_dense(n) and (v := mean_metric(runs, n, split="validation")) is not None
+    }
+    zero_value = mean_metric(runs, untrained, split="validation")
+    if sparse and zero_value is not None:
+        best = max(sparse, key=lambda n: sparse[n])
+        out.append(
+            text(
+                "dense_best_validation",
+                label=registry.label(best),
+                value=sparse[best],
+                untrained=zero_value,
+            )
+        )
+    return out
+
+
+def pseudo_summary(registry: Registry, text: ReportText, runs: Runs) -> str:
+    """How many pseudo-queries the first finished pseudo-query run learnt from, as the
+    manifest (``results/pseudo_queries.json``) records its collection."""
+    name = next((n for n, e in registry.experiments.items() if e.pseudo_queries and n in runs), "")
+    if not name:
+        return text("pseudo_summary_no_run")
+    first = runs[name][0]
+    option = next(o for o in first["overrides"] if o.startswith("--data.collection="))
+    collection = Path(option.split("=", 1)[1]).name
+    path = registry.results_dir / PSEUDO_MANIFEST
+    manifest = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    if collection not in manifest:
+        return text("pseudo_summary_not_recorded", collection=collection, manifest=path.name)
+    made = manifest[collection]
+    return text(
+        "pseudo_summary",
+        pseudo_queries=made["pseudo_queries"],
+        candidates=made["candidates"],
+        seed=teacher_seed(first),
+    )
+
+
+def targets(registry: Registry, text: ReportText, runs: Runs) -> list[str]:
+    """The development targets, met or missed, from the numbers."""
+    spec = registry.targets
+    out = []
+    image_only = [n for n, e in registry.experiments.items() if e.image_only]
+    dense_image = mean_metric(runs, spec["image_vs_dense"]["dense"])
+    best_image = max(
+        (v for v in (mean_metric(runs, n) for n in image_only) if v is not None), default=None
+    )
+    if dense_image is not None and best_image is not None:
+        fraction = spec["image_vs_dense"]["fraction"]
+        bound = fraction * dense_image
+        verdict = "met" if best_image >= bound else "missed"
+        out.append(
+            text(
+                "target_image_vs_dense",
+                best=best_image,
+                fraction=fraction,
+                bound=bound,
+                verdict=verdict,
+            )
+        )
+    limit = spec["max_empty_image_vectors"]
+    for name in image_only:
+        if name in runs:
+            shares = [100 * r["test"]["empty_docs"] for r in runs[name]]
+            mean = float(np.mean(shares))
+            out.append(
+                text(
+                    "target_empty_vectors",
+                    label=registry.label(name),
+                    mean=mean,
+                    n=len(shares),
+                    limit=limit,
+                    verdict="met" if mean <= limit else "missed",
+                    per_seed=", ".join(f"{v:.1f}%" for v in shares),
+                )
+            )
+    out += _distilled_targets(registry, text, runs)
+    recall = spec["recall"]
+    model, other = (
+        mean_metric(runs, n, recall["measure"]) for n in (recall["model"], recall["above"])
+    )
+    if model is not None and other is not None:
+        verdict = "met" if model > other else "missed"
+        out.append(text("target_recall", model=model, other=other, verdict=verdict))
+    return out
+
+
+def _distilled_targets(registry: Registry, text: ReportText, runs: Runs) -> list[str]:
+    """Each distilled model against the test nDCG@10 target (a mean over enough seeds), and
+    the account of what was tried, missed or met."""
+    spec = registry.targets["distilled"]
+    target, seeds_needed = spec["min_ndcg"], spec["seeds"]
+    distilled = [n for n, e in registry.experiments.items() if e.teacher]
+    out, met = [], False
+    for name in distilled:
+        value = mean_metric(runs, name)
+        if value is None:
+            continue
+        pairs = ", ".join(
+            f"seed {r['seed']} from {'MiniLM as shipped' if t is None else f'seed {t}'}"
+            for r, t in ((r, teacher_seed(r)) for r in runs[name])
+        )
+        n = len(runs[name])
+        q_nnz, d_nnz, flops = (
+            mean_metric(runs, name, key) or 0.0 for key in ("q_nnz", "d_nnz", "flops_per_query")
+        )
+        if value < target:
+            verdict = text("target_distilled_missed", by=target - value)
+        elif n >= seeds_needed:
+            verdict, met = "met", True
+        else:
+            verdict = text("target_distilled_too_few_seeds", n=n, seeds=seeds_needed)
+        out.append(
+            text(
+                "target_distilled",
+                label=registry.label(name),
+                value=value,
+                n=n,
+                target=target,
+                verdict=verdict,
+                teachers=pairs,
+                q_nnz=q_nnz,
+                d_nnz=d_nnz,
+                flops=flops,
+            )
+        )
+    if any(n in runs for n in distilled):  # missed or met, the account stays
+        gains = []
+        for name, base in registry.targets["distillation_steps"]:
+            a, b = (mean_metric(runs, n, split="validation") for n in (name, base))
+            if a is not None and b is not None:
+                gains.append(
+                    f"{registry.label(name)} {a:.4f} vs {registry.label(base)} {b:.4f} "
+                    f"({a - b:+.4f})"
+                )
+        outcome = "met" if met else "missed"
+        out.append(
+            text(
+                "distillation_account",
+                lead=text(f"distillation_{outcome}"),
+                untried=text(f"distillation_untried_{outcome}"),
+                gains="; ".join(gains) or text("distillation_no_gains"),
+                pseudo=pseudo_summary(registry, text, runs),
+            )
+        )
+    return out

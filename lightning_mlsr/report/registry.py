@@ -1,0 +1,319 @@
+"""The experiment registry (``results/registry.yaml`` and ``results/protocol.yaml``), read
+into typed records and checked: an unknown key or an experiment name that is neither an
+experiment nor a baseline is an error that names it and the file."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "results"
+
+#: what an experiment's ``pseudo_queries`` may set, and the flag of
+#: ``python -m lightning_mlsr.generate.pseudo_queries`` that sets it
+PSEUDO_QUERY_FLAGS = {
+    "min_score": "--min-score",
+    "max_queries": "--max-queries",
+    "english": "--english",
+    "positives": "--positives",
+    "expand_captions": "--expand-captions",
+    "include_evaluation_queries": "--transductive",
+    "seed": "--seed",
+}
+
+__all__ = [
+    "PSEUDO_QUERY_FLAGS",
+    "Comparison",
+    "Experiment",
+    "Registry",
+    "RegistryError",
+    "load_registry",
+]
+
+
+class RegistryError(ValueError):
+    """A registry file that cannot be used as it is (the message names the file and key)."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of the report: how it is trained and how the report treats it."""
+
+    name: str
+    label: str
+    #: ``experiments/<config>.yaml``
+    config: str
+    #: added to the ``fit`` command
+    overrides: tuple[str, ...] = ()
+    #: the experiment whose trained model of the same seed this one is distilled from
+    teacher: str | None = None
+    #: keyword arguments of ``build_pseudo_query_collection`` (None: the plain collection)
+    pseudo_queries: Mapping[str, Any] | None = None
+    #: depth of each training query's teacher-mined hard-negative list (None: none)
+    hard_negatives: int | None = None
+    image_only: bool = False
+    dense: bool = False
+
+    @property
+    def transductive(self) -> bool:
+        """Evaluation queries were among the pseudo-query candidates."""
+        return bool((self.pseudo_queries or {}).get("include_evaluation_queries"))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Is ``a`` different from ``b`` on ``measure``, over all test queries or the unseen ones?"""
+
+    family: str
+    a: str
+    b: str
+    measure: str = "nDCG@10"
+    queries: str = "all"
+
+
+@dataclass(frozen=True)
+class Registry:
+    experiments: dict[str, Experiment]  # report order
+    baselines: dict[str, bool]  # name -> dense
+    collection: str
+    first_seed: int
+    seed_count: int
+    measures: tuple[str, ...]
+    wordpiece_tokenizer: str
+    candidate_backbone: str
+    candidate_english: int
+    family_titles: dict[str, str]
+    comparisons: tuple[Comparison, ...]
+    coactivation: tuple[str, str]  # finding 3: (MLP-query model, MLM-query model)
+    findings: dict[str, Any]
+    targets: dict[str, Any]
+    final: tuple[str, ...]  # evaluated on test (results/protocol.yaml)
+    test_informed: tuple[str, ...]  # design chosen after test numbers were seen
+    results_dir: Path = field(default=RESULTS)
+    experiments_dir: Path = field(default=REPO / "experiments")
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seed_count))
+
+    @property
+    def names(self) -> set[str]:
+        """Every name a comparison may use: experiments and baselines."""
+        return set(self.experiments) | set(self.baselines)
+
+    def label(self, name: str) -> str:
+        """A row's name; ``[transductive]``: pseudo-query candidates held evaluation queries;
+        ``†``: design chosen after test numbers were seen."""
+        experiment = self.experiments.get(name)
+        if experiment is None:
+            return f"{name} (baseline)" if name in self.baselines else name
+        label = experiment.label
+        if experiment.transductive:
+            label += " [transductive]"
+        if name in self.test_informed:
+            label += " †"
+        return label
+
+    def config_path(self, name: str) -> Path:
+        """The YAML ``name`` is trained with."""
+        return self.experiments_dir / f"{self.experiments[name].config}.yaml"
+
+    def is_dense(self, name: str) -> bool:
+        experiment = self.experiments.get(name)
+        return experiment.dense if experiment else self.baselines.get(name, False)
+
+    def training_order(self) -> list[str]:
+        """Report order, with every teacher before the experiments distilled from it."""
+        teachers = [e.teacher for e in self.experiments.values() if e.teacher]
+        first = list(dict.fromkeys(teachers))
+        return first + [n for n in self.experiments if n not in first]
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RegistryError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(data: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise RegistryError(f"{where}: unknown keys {unknown} (known: {', '.join(allowed)})")
+
+
+def _names(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+_EXPERIMENT_KEYS = (
+    "label",
+    "config",
+    "overrides",
+    "teacher",
+    "pseudo_queries",
+    "hard_negatives",
+    "image_only",
+    "dense",
+)
+_TOP_KEYS = (
+    "collection",
+    "seeds",
+    "measures",
+    "wordpiece_tokenizer",
+    "pseudo_query_candidates",
+    "baselines",
+    "experiments",
+    "families",
+    "findings",
+    "targets",
+)
+
+
+def _experiment(name: str, spec: Any, where: str) -> Experiment:
+    spec = _mapping(spec, f"{where}: experiments.{name}")
+    _check_keys(spec, _EXPERIMENT_KEYS, f"{where}: experiments.{name}")
+    if "label" not in spec:
+        raise RegistryError(f"{where}: experiments.{name} has no label")
+    pseudo = spec.get("pseudo_queries")
+    if pseudo is not None:
+        at = f"{where}: experiments.{name}.pseudo_queries"
+        _check_keys(_mapping(pseudo, at), PSEUDO_QUERY_FLAGS, at)
+    return Experiment(
+        name=name,
+        label=str(spec["label"]),
+        config=str(spec.get("config", name)),
+        overrides=tuple(spec.get("overrides") or ()),
+        teacher=spec.get("teacher"),
+        pseudo_queries=dict(pseudo) if pseudo is not None else None,
+        hard_negatives=spec.get("hard_negatives"),
+        image_only=bool(spec.get("image_only", False)),
+        dense=bool(spec.get("dense", False)),
+    )
+
+
+def _comparisons(family: str, specs: Any, where: str) -> list[Comparison]:
+    out = []
+    for i, spec in enumerate(specs or []):
+        at = f"{where}: families.{family}.comparisons[{i}]"
+        _check_keys(_mapping(spec, at), ("a", "b", "measure", "queries"), at)
+        measure = spec.get("measure", "nDCG@10")
+        for a, b, queries in itertools.product(
+            _names(spec["a"]), _names(spec["b"]), _names(spec.get("queries", "all"))
+        ):
+            if queries not in ("all", "unseen"):
+                raise RegistryError(f"{at}: queries must be all or unseen, got {queries!r}")
+            out.append(Comparison(family, a, b, measure, queries))
+    return out
+
+
+def read_protocol(path: Path) -> dict[str, list[str]]:
+    """``protocol.yaml``: the frozen configurations evaluated on test (``final``) and the
+    results whose design was chosen after test numbers were seen (``test_informed``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: it lists what may be evaluated on test")
+    data = _mapping(yaml.safe_load(path.read_text("utf-8")), str(path))
+    unknown = set(data) - {"final", "test_informed"}
+    if unknown:
+        raise RegistryError(f"{path}: unknown keys {sorted(unknown)} (final, test_informed)")
+    return {key: list(data.get(key) or []) for key in ("final", "test_informed")}
+
+
+def load_registry(results_dir: str | Path = RESULTS) -> Registry:
+    """Read ``registry.yaml`` and ``protocol.yaml`` of ``results_dir`` and check every name."""
+    results_dir = Path(results_dir)
+    path = results_dir / "registry.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: it lists the experiments RESULTS.md reports")
+    where = str(path)
+    data = _mapping(yaml.safe_load(path.read_text("utf-8")), where)
+    _check_keys(data, _TOP_KEYS, where)
+    experiments = {
+        name: _experiment(name, spec, where)
+        for name, spec in _mapping(data.get("experiments"), f"{where}: experiments").items()
+    }
+    baselines = {
+        name: bool(_mapping(spec, f"{where}: baselines.{name}").get("dense", False))
+        for name, spec in _mapping(data.get("baselines"), f"{where}: baselines").items()
+    }
+    titles, comparisons, coactivation = {}, [], None
+    for family, spec in _mapping(data.get("families"), f"{where}: families").items():
+        at = f"{where}: families.{family}"
+        spec = _mapping(spec, at)
+        _check_keys(spec, ("title", "comparisons", "coactivation"), at)
+        titles[str(family)] = str(spec.get("title", family))
+        comparisons += _comparisons(str(family), spec.get("comparisons"), where)
+        if "coactivation" in spec:
+            pair = _mapping(spec["coactivation"], f"{at}.coactivation")
+            coactivation = (pair["a"], pair["b"])
+    if coactivation is None:
+        raise RegistryError(f"{where}: no family names the coactivation pair (finding 3)")
+    seeds = _mapping(data.get("seeds"), f"{where}: seeds")
+    _check_keys(seeds, ("first", "count"), f"{where}: seeds")
+    candidates = _mapping(data.get("pseudo_query_candidates"), f"{where}: pseudo_query_candidates")
+    protocol = read_protocol(results_dir / "protocol.yaml")
+    registry = Registry(
+        experiments=experiments,
+        baselines=baselines,
+        collection=str(data.get("collection", "emoji")),
+        first_seed=int(seeds.get("first", 42)),
+        seed_count=int(seeds.get("count", 3)),
+        measures=tuple(data.get("measures") or ()),
+        wordpiece_tokenizer=str(data["wordpiece_tokenizer"]),
+        candidate_backbone=str(candidates["backbone"]),
+        candidate_english=int(candidates["english"]),
+        family_titles=titles,
+        comparisons=tuple(comparisons),
+        coactivation=coactivation,
+        findings=_mapping(data.get("findings"), f"{where}: findings"),
+        targets=_mapping(data.get("targets"), f"{where}: targets"),
+        final=tuple(protocol["final"]),
+        test_informed=tuple(protocol["test_informed"]),
+        results_dir=results_dir,
+    )
+    _check_names(registry, where)
+    return registry
+
+
+def _check_names(registry: Registry, where: str) -> None:
+    """Every name the registry and the protocol use is an experiment or a baseline."""
+    known = registry.names
+    used: dict[str, Iterable[str]] = {
+        "families": [n for c in registry.comparisons for n in (c.a, c.b)],
+        "finding 3 (coactivation)": registry.coactivation,
+        "teachers": [e.teacher for e in registry.experiments.values() if e.teacher],
+        "findings": _strings(registry.findings),
+        "targets": _strings(registry.targets),
+    }
+    for what, names in used.items():
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise RegistryError(f"{where}: {what} name unknown experiments {unknown}")
+    protocol = registry.results_dir / "protocol.yaml"
+    for key in ("final", "test_informed"):
+        unknown = sorted(set(getattr(registry, key)) - set(registry.experiments))
+        if unknown:
+            raise RegistryError(f"{protocol}: {key} names unknown experiments {unknown}")
+    measures = set(registry.measures)
+    bad = sorted({c.measure for c in registry.comparisons} - measures)
+    if bad:
+        raise RegistryError(f"{where}: comparisons on measures not in `measures`: {bad}")
+
+
+def _strings(value: Any) -> list[str]:
+    """The experiment names in the findings and targets: every string leaf but a family's
+    or a measure's."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for k, v in value.items() if k not in ("family", "measure") for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []

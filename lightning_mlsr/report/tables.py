@@ -1,0 +1,191 @@
+"""The report's markdown tables, each a list of lines, from finished runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lightning_mlsr.analysis.significance import seed_query_bootstrap
+from lightning_mlsr.report.records import Runs, has_split, per_query_matrix, shared_queries
+from lightning_mlsr.report.registry import Registry
+from lightning_mlsr.report.statistics import mean_std, seed_average, seed_count
+from lightning_mlsr.report.text import ReportText
+
+__all__ = [
+    "breakdown_table",
+    "category_table",
+    "ci_table",
+    "metrics_table",
+    "row_order",
+    "runs_table",
+    "significance_table",
+]
+
+
+def row_order(registry: Registry, runs: Runs) -> list[str]:
+    """Rows in registry order, then the baselines, then anything else that finished."""
+    known = [n for n in registry.experiments if n in runs]
+    known += [b for b in registry.baselines if b in runs]
+    return known + sorted(set(runs) - set(known))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pm(values: Sequence[float | None], digits: int = 4) -> str:
+    kept = [float(v) for v in values if v is not None]
+    if not kept:
+        return "–"
+    mean, std = mean_std(kept)
+    return f"{mean:.{digits}f}" if len(kept) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _seeds_cell(n: int | None) -> str:
+    return "–" if n is None else str(n)
+
+
+def metrics_table(registry: Registry, runs: Runs, split: str) -> list[str]:
+    """Every measure, sparsity and empty-vector share: mean ± standard deviation over seeds."""
+    cols = [*registry.measures, "q_nnz", "d_nnz", "flops_per_query", "empty_docs"]
+    lines = ["| model | seeds | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for name in (n for n in row_order(registry, runs) if has_split(runs, n, split)):
+        cells = []
+        for col in cols:
+            values = [r[split].get(col) for r in runs[name]]
+            digits = 0 if col == "flops_per_query" else 1 if col.endswith("nnz") else 4
+            if col == "empty_docs":
+                values = [None if v is None else 100 * v for v in values]
+                digits = 1
+            cells.append(_pm(values, digits))
+        n = _seeds_cell(seed_count(registry, runs, name))
+        lines.append(f"| {registry.label(name)} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ci_table(
+    registry: Registry, runs: Runs, split: str, unseen: list[str], measure: str = "nDCG@10"
+) -> list[str]:
+    """Each model's mean over all queries and over the unseen ones, with 95% intervals of a
+    bootstrap over queries and seeds (:func:`seed_query_bootstrap`)."""
+    lines = [
+        f"| model | seeds | all queries | 95% CI | unseen queries ({len(unseen)}) | 95% CI |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in (n for n in row_order(registry, runs) if has_split(runs, n, split)):
+        cells = []
+        for subset in (None, unseen):
+            qids = shared_queries(runs, [name], split, measure, subset)
+            if len(qids) < 2:
+                cells += ["–", "–"]
+                continue
+            got = seed_query_bootstrap(per_query_matrix(runs, name, split, measure, qids))
+            cells += [f"{got['estimate']:.4f}", f"[{got['ci'][0]:.4f}, {got['ci'][1]:.4f}]"]
+        n = _seeds_cell(seed_count(registry, runs, name))
+        lines.append(f"| {registry.label(name)} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def significance_table(
+    registry: Registry, text: ReportText, tests: list[dict[str, Any]]
+) -> list[str]:
+    """One table per family of :func:`~lightning_mlsr.report.statistics.significance` rows."""
+    lines: list[str] = []
+    for family in dict.fromkeys(t["finding"] for t in tests):
+        title = registry.family_titles.get(family, family)
+        n = sum(t["finding"] == family for t in tests)
+        lines += [
+            text("family_heading", title=title, n=n),
+            "",
+            "| A | B | measure | queries | seeds A/B | A | B | A − B [95% CI] | t | p | p_holm "
+            "| Wilcoxon p | queries × seeds: 95% CI | p | p_holm |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t in (t for t in tests if t["finding"] == family):
+            seeds = f"{_seeds_cell(t['seeds_a'])}/{_seeds_cell(t['seeds_b'])}"
+            if not t["equal_seeds"]:
+                seeds += " ≠"
+            lines.append(
+                f"| {registry.label(t['a'])} | {registry.label(t['b'])} | {t['measure']} | "
+                f"{t['queries']} ({t['n']}) | {seeds} | {t['mean_a']:.4f} | {t['mean_b']:.4f} | "
+                f"{t['diff']:+.4f} [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}] | "
+                f"{t['t']:.2f} | {t['p']:.2g} | {t['p_holm']:.2g} | {t['wilcoxon_p']:.2g} | "
+                f"[{t['seed_ci'][0]:+.4f}, {t['seed_ci'][1]:+.4f}] | {t['p_seed']:.2g} | "
+                f"{t['p_seed_holm']:.2g} |"
+            )
+        lines.append("")
+    return lines[:-1]
+
+
+def breakdown_table(
+    registry: Registry, runs: Runs, groups: dict[str, set[str]], names: Sequence[str] | None = None
+) -> list[str]:
+    """Test nDCG@10 per group of queries (e.g. seen / unseen wordpieces), per model."""
+    lines = [
+        "| model | " + " | ".join(f"{g} ({len(ids)} queries)" for g, ids in groups.items()) + " |",
+        "|---" + "|---:" * len(groups) + "|",
+    ]
+    for name in names or row_order(registry, runs):
+        if not has_split(runs, name, "test"):
+            continue
+        per = seed_average([r["per_query"]["test"]["nDCG@10"] for r in runs[name]])
+        cells = [
+            _fmt(float(np.mean([per[q] for q in group if q in per])) if group else None)
+            for group in groups.values()
+        ]
+        lines.append(f"| {registry.label(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def category_table(
+    registry: Registry,
+    runs: Runs,
+    category: dict[str, str],
+    split: str = "test",
+    measure: str = "nDCG@10",
+) -> list[str]:
+    """Each model and baseline not marked test-informed, per query category (``category``:
+    query id -> its category): mean over the category's queries and its 95% interval over
+    queries and seeds."""
+    groups: dict[str, list[str]] = {}
+    for qid, name in sorted(category.items()):
+        groups.setdefault(name, []).append(qid)
+    order = sorted(groups, key=lambda g: -len(groups[g]))
+    lines = [
+        "| model | " + " | ".join(f"{g} ({len(groups[g])})" for g in order) + " |",
+        "|---" + "|---:" * len(order) + "|",
+    ]
+    for name in row_order(registry, runs):
+        if name in registry.test_informed or not has_split(runs, name, split):
+            continue
+        cells = []
+        for g in order:
+            qids = shared_queries(runs, [name], split, measure, groups[g])
+            if len(qids) < 2:
+                cells.append("–")
+                continue
+            got = seed_query_bootstrap(per_query_matrix(runs, name, split, measure, qids))
+            cells.append(f"{got['estimate']:.3f} [{got['ci'][0]:.3f}, {got['ci'][1]:.3f}]")
+        lines.append(f"| {registry.label(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def runs_table(registry: Registry, runs: Runs) -> list[str]:
+    """Every trained (experiment, seed): epochs, optimizer steps and fit time."""
+    lines = ["| model | seed | epochs | optimizer steps | fit time |", "|---|---:|---:|---:|---:|"]
+    for name in row_order(registry, runs):
+        for r in runs[name]:
+            if "seed" in r:
+                lines.append(
+                    f"| {registry.label(name)} | {r['seed']} | {r['epochs']} | {r['steps']} | "
+                    f"{r['fit_seconds'] / 60:.1f} min"
+                    + (" (resumed: this attempt only)" if "resumed_from" in r else "")
+                    + " |"
+                )
+    return lines
