@@ -1,13 +1,19 @@
 """lightning_mlsr.report: the registry, the statistics behind RESULTS.md against known
-answers, and RESULTS.md rebuilt from the committed runs exactly."""
+answers, the resumable runner, the teacher pipelines, and RESULTS.md rebuilt from the
+committed runs exactly."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from lightning_mlsr.report import pipelines, runner
 from lightning_mlsr.report.builder import DATE_LINE, build_report
 from lightning_mlsr.report.findings import targets
 from lightning_mlsr.report.queries import (
@@ -16,6 +22,7 @@ from lightning_mlsr.report.queries import (
     query_categories,
     unseen_query_ids,
 )
+from lightning_mlsr.report.records import teacher_seed
 from lightning_mlsr.report.registry import RegistryError, load_registry
 from lightning_mlsr.report.statistics import (
     coactivation_tests,
@@ -178,6 +185,200 @@ def test_significance_averages_seeds_per_query_then_corrects() -> None:
     assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
 
 
+def test_distilled_runs_take_the_teacher_of_their_seed_else_of_the_first(tmp_path: Path) -> None:
+    assert pipelines.fit_overrides(REGISTRY, "m2_distilled", 43, tmp_path) == []  # MiniLM
+    first = pipelines.teacher_path(tmp_path, "dense_caption", REGISTRY.first_seed)
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"x")
+    assert pipelines.fit_overrides(REGISTRY, "mlm_distilled", 43, tmp_path) == [
+        f"{pipelines.teacher_option(REGISTRY, 'mlm_distilled')}{first}"
+    ]
+    own = pipelines.teacher_path(tmp_path, "dense_caption", 43)
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"x")
+    options = pipelines.fit_overrides(REGISTRY, "m2_distilled", 43, tmp_path)
+    assert options == [f"{pipelines.teacher_option(REGISTRY, 'm2_distilled')}{own}"]
+    assert teacher_seed({"overrides": options}) == 43
+    assert teacher_seed({"overrides": []}) is None
+    assert pipelines.fit_overrides(REGISTRY, "m2_mlp_mlm_caption", 43, tmp_path) == []
+
+
+def test_the_teacher_option_names_the_checkpoint_each_distilled_yaml_declares() -> None:
+    import yaml
+
+    for name, experiment in REGISTRY.experiments.items():
+        if experiment.teacher is None:
+            continue
+        option = pipelines.teacher_option(REGISTRY, name)
+        assert option.startswith("--model.") and option.endswith(".init_args.checkpoint=")
+        node = yaml.safe_load(REGISTRY.config_path(name).read_text("utf-8"))
+        for key in option.removeprefix("--").removesuffix("=").split("."):
+            assert key in node, (name, option)
+            node = node[key]
+        assert node is None, name  # the YAML's teacher: MiniLM as shipped
+    run = {"overrides": ["--model.teacher.init_args.checkpoint=/w/dense_caption/seed43/teacher.pt"]}
+    assert teacher_seed(run) == 43
+
+
+def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collection is made by the pseudo-query CLI with the registry's options, once per
+    teacher, in a folder that says whether it is transductive."""
+    import lightning_mlsr.generate.pseudo_queries as pseudo
+
+    registry = replace(REGISTRY, results_dir=_results_copy(tmp_path))
+    work = tmp_path / "work"
+    name = "mlm_pseudo_distilled"
+    with pytest.raises(FileNotFoundError, match="dense_caption"):  # nothing to label with
+        pipelines.fit_overrides(registry, name, 43, work)
+    calls = []
+
+    def fake_build(source, out, teacher, **options):
+        calls.append((source, Path(teacher), options))
+        Path(out).mkdir(parents=True)
+        made = {"candidates": 9, "pseudo_queries": 4, "evaluation_queries": "excluded"}
+        (Path(out) / "collection.json").write_text(json.dumps({"pseudo_queries": made}))
+        return made | {"passed_min_score": 4, "min_score": options["min_score"]}
+
+    monkeypatch.setattr(pseudo, "build_pseudo_query_collection", fake_build)
+    first = pipelines.teacher_path(work, "dense_caption", registry.first_seed)
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"x")
+    for seed in (43, 44):  # both learn from the seed-42 teacher: one collection, built once
+        options = pipelines.fit_overrides(registry, name, seed, work)
+        assert options[0] == f"{pipelines.teacher_option(registry, name)}{first}"
+        assert options[1].startswith("--data.collection=")
+        collection = Path(options[1].removeprefix("--data.collection="))
+        assert collection.parent == work / "pseudo"
+        assert (collection / "collection.json").is_file()
+        assert teacher_seed({"overrides": options}) == 42
+    ((source, teacher, got),) = calls
+    wanted = registry.experiments[name].pseudo_queries
+    assert (source, teacher) == ("emoji", first)
+    assert {k: got[k] for k in wanted} == wanted  # through the CLI's flags, unchanged
+    assert got["include_evaluation_queries"] is True  # the transductive variant
+    manifest = json.loads((registry.results_dir / "pseudo_queries.json").read_text())
+    assert manifest == {
+        collection.name: {"candidates": 9, "pseudo_queries": 4, "evaluation_queries": "excluded"}
+    }
+    held_out = registry.experiments[f"{name}_heldout"].pseudo_queries
+    assert "include_evaluation_queries" not in held_out
+    assert collection.name.endswith("-transductive")
+    assert [p.name for p in (work / "pseudo").iterdir()] == [collection.name]  # no temp left
+    held = pipelines.fit_overrides(registry, f"{name}_heldout", 43, work)[1]
+    assert held.endswith("-heldout") and held != options[1]  # never the transductive folder
+    assert calls[1][2]["include_evaluation_queries"] is False
+
+
+def test_hard_negatives_are_mined_once_beside_the_collection_by_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_mlsr.generate.hard_negatives as mining
+
+    calls = []
+
+    def fake_mine(source, out, teacher, **options):
+        calls.append((Path(source), Path(teacher), options))
+        Path(out).write_text("t1\ti1\n")
+        return {"queries": 1, "images": 1, "depth": options["depth"], "split": "train"}
+
+    monkeypatch.setattr(mining, "mine_hard_negatives", fake_mine)
+    collection, teacher = tmp_path / "pseudo", tmp_path / "teacher.pt"
+    collection.mkdir()
+    for _ in range(2):
+        out = pipelines.hard_negatives(collection, teacher, 30)
+    assert out == collection / "hard_negatives-depth30.tsv" and out.is_file()
+    assert calls == [(collection, teacher, {"split": "train", "depth": 30})]
+
+
+def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_mlsr.training.cli as cli
+
+    root = tmp_path / "m2_mlp_mlm_caption" / "seed43"
+    assert runner.unfinished_checkpoint(root) is None  # nothing ran yet
+    files = {}
+    for i, rel in enumerate(
+        [
+            "version_0/checkpoints/epoch0-ndcg0.3000.ckpt",  # a best checkpoint: not a resume point
+            "version_0/checkpoints/last.ckpt",  # epoch 0's end
+            "version_1/checkpoints/on_exception.ckpt",  # the resumed attempt, SIGTERM mid-epoch
+            "version_1/metrics.csv",
+        ]
+    ):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"global_step": i}, path)
+        os.utime(path, (1000 + i, 1000 + i))
+        files[rel] = path
+    assert runner.unfinished_checkpoint(root) == files["version_1/checkpoints/on_exception.ckpt"]
+    os.utime(files["version_0/checkpoints/last.ckpt"], (2000, 2000))  # newer after all
+    assert runner.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
+    # a full disk left newer ones damaged: an empty file and a truncated one are skipped
+    empty = root / "version_2/checkpoints/on_exception.ckpt"
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
+    cut = root / "version_2/checkpoints/last.ckpt"
+    cut.write_bytes(files["version_1/checkpoints/on_exception.ckpt"].read_bytes()[:-40])
+    for path in (empty, cut):
+        os.utime(path, (3000, 3000))
+    assert runner.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
+    empty.unlink()
+    cut.unlink()
+
+    calls: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_main(args: list[str]) -> None:
+        calls.append(args)
+        raise Stop
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    name = "m2_mlp_mlm_caption"
+    with pytest.raises(Stop):
+        runner.train_and_evaluate(REGISTRY, name, 43, tmp_path, ["--x=1"])
+    assert f"--ckpt_path={files['version_0/checkpoints/last.ckpt']}" in calls[0]
+    assert calls[0][-1] == "--x=1" and root.is_dir()  # kept, not wiped
+    assert calls[0][:3] == ["fit", "--config", str(REPO / "experiments" / f"{name}.yaml")]
+    with pytest.raises(Stop):  # asked to start over: the attempt is wiped, no --ckpt_path
+        runner.train_and_evaluate(REGISTRY, name, 43, tmp_path, [], False)
+    assert not any(a.startswith("--ckpt_path") for a in calls[1]) and not root.exists()
+
+
+def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "m3_mlp_mlp_caption" / "seed42").mkdir(parents=True)
+    (runs_dir / "m3_mlp_mlp_caption" / "seed42" / "metrics.json").write_text("{}")
+    attempts = []
+
+    def fake_train(registry, name, seed, work, options, resume, runs):
+        attempts.append((name, seed, options))
+        if name == "m2_mlp_mlm_caption_captions_name":
+            raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(runner, "train_and_evaluate", fake_train)
+    rebuilt = []
+    names = ["m3_mlp_mlp_caption", "m2_mlp_mlm_caption_captions_name"]
+    runner.run_all(
+        REGISTRY, names, [42, 43], tmp_path, ["--a=1"], True, runs_dir, lambda: rebuilt.append(1)
+    )
+    ablation = ["--a=1", "--data.caption_fields=[caption_alt_text_description]"]
+    assert attempts == [
+        ("m2_mlp_mlm_caption_captions_name", 42, ablation),
+        ("m3_mlp_mlp_caption", 43, ["--a=1"]),
+        ("m2_mlp_mlm_caption_captions_name", 43, ablation),
+    ]
+    assert len(rebuilt) == 3
+    with pytest.raises(ValueError, match="unknown experiments"):
+        runner.run_all(REGISTRY, ["m9"], [42], tmp_path, runs_dir=runs_dir)
+
+
 def test_distillation_target_is_met_only_on_a_mean_of_three_seeds(tmp_path: Path) -> None:
     """The 0.42 target: missed below it (by how much), 'reached so far' above it on fewer
     than 3 seeds, met on a 3-seed mean; non-zeros and FLOPS are means over the seeds; the
@@ -275,3 +476,35 @@ def test_a_querys_image_type_is_the_category_of_most_of_its_relevant_images() ->
     }
     test = query_categories(REGISTRY, "test")
     assert len(test) == 359 and "Smileys & Emotion" in set(test.values())
+
+
+@pytest.mark.slow
+def test_caption_ablations_are_fit_options_of_their_base_experiment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each caption-component run is its base YAML plus data overrides that parse, and only
+    the captions change."""
+    import yaml
+
+    from lightning_mlsr.training.cli import main
+
+    def printed(config: str, options: tuple[str, ...]) -> dict:
+        path = REPO / "experiments" / f"{config}.yaml"
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", str(path), *options, "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)
+
+    ablations = [e for n, e in REGISTRY.experiments.items() if "_captions_" in n]
+    assert len(ablations) == 6
+    fields = {"caption_fields", "caption_languages"}
+    for experiment in ablations:
+        assert experiment.name in REGISTRY.final
+        base = printed(experiment.config, ())
+        got = printed(experiment.config, experiment.overrides)
+        assert {k: v for k, v in got.items() if k != "data"} == {
+            k: v for k, v in base.items() if k != "data"
+        }
+        changed = {k for k in got["data"] if got["data"][k] != base["data"][k]}
+        assert changed and changed <= fields, changed
+    languages = REGISTRY.experiments["m2_mlp_mlm_caption_captions_languages"]
+    assert len(printed(languages.config, languages.overrides)["data"]["caption_languages"]) == 11

@@ -1,0 +1,115 @@
+"""``python -m lightning_mlsr.report``: train what the registry lists, make the data its
+distilled experiments train on, and render RESULTS.md.
+
+    python -m lightning_mlsr.report run                       # every experiment, 3 seeds
+    python -m lightning_mlsr.report run --seeds 5 --experiments m2_mlp_mlm_caption
+    python -m lightning_mlsr.report build                     # RESULTS.md from results/runs
+    python -m lightning_mlsr.report unseen-queries            # rewrite results/unseen_queries.tsv
+    python -m lightning_mlsr.report prepare mlm_pseudo_distilled --seed 42
+        # the teacher's pseudo-queries (and hard negatives) for that run, then its fit command
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning_mlsr.report.registry import REPO, load_registry
+
+__all__ = ["main"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", default=None, help="results folder (default: results/)")
+    parser.add_argument("--results", default=str(REPO / "RESULTS.md"), help="report to write")
+    parser.add_argument("--runs", default=None, help="where finished runs are kept")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_mlsr.report", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train and evaluate what has not finished, then build")
+    _common(run)
+    run.add_argument("--experiments", nargs="*", default=None, help="default: all, teachers first")
+    run.add_argument("--seeds", type=int, default=None, help="seeds per experiment (42, 43, ...)")
+    run.add_argument("--seed-list", type=int, nargs="+", default=None, help="these seeds instead")
+    run.add_argument("--work", default=str(REPO / "outputs" / "results"), help="logs, ckpts")
+    run.add_argument("--no-baselines", action="store_true")
+    run.add_argument(
+        "--restart-unfinished",
+        action="store_true",
+        help="start an interrupted (experiment, seed) fit over instead of resuming it",
+    )
+    run.add_argument(
+        "--cli-args",
+        default="",
+        help="extra `fit` overrides in one string: --cli-args='--trainer.limit_train_batches=5'",
+    )
+    build = commands.add_parser("build", help="render RESULTS.md from the finished runs")
+    _common(build)
+    unseen = commands.add_parser("unseen-queries", help="rewrite results/unseen_queries.tsv")
+    unseen.add_argument("--registry", default=None, help="results folder (default: results/)")
+    prepare = commands.add_parser(
+        "prepare", help="make one run's teacher-labelled data and print its fit command"
+    )
+    prepare.add_argument("experiment")
+    prepare.add_argument("--seed", type=int, required=True)
+    prepare.add_argument("--registry", default=None, help="results folder (default: results/)")
+    prepare.add_argument("--work", default=str(REPO / "outputs" / "results"), help="teachers, data")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    registry = load_registry(args.registry) if args.registry else load_registry()
+    if args.command == "unseen-queries":
+        from lightning_mlsr.report.queries import write_unseen_queries
+
+        print(f"wrote {write_unseen_queries(registry)}")
+        return 0
+    if args.command == "prepare":
+        from lightning_mlsr.report.pipelines import fit_overrides
+        from lightning_mlsr.report.runner import fit_command
+
+        name, work = args.experiment, Path(args.work)
+        if name not in registry.experiments:
+            known = ", ".join(registry.experiments)
+            raise SystemExit(f"unknown experiment {name!r}; results/registry.yaml has {known}")
+        try:
+            made = fit_overrides(registry, name, args.seed, work)
+        except FileNotFoundError as missing:  # no teacher has finished yet
+            raise SystemExit(str(missing)) from None
+        options = [*registry.experiments[name].overrides, *made]
+        command = fit_command(registry, name, args.seed, work / name / f"seed{args.seed}")
+        print(shlex.join(["python", "-m", "lightning_mlsr", *command, *options]))
+        return 0
+
+    from lightning_mlsr.report.builder import write_report
+
+    runs_dir = Path(args.runs) if args.runs else None
+    out = Path(args.results)
+    if args.command == "run":
+        from lightning_mlsr.report.runner import run_all, run_baselines
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        if not args.no_baselines:
+            run_baselines(registry, runs_dir)
+        count = args.seeds or registry.seed_count
+        seeds = args.seed_list or range(registry.first_seed, registry.first_seed + count)
+        run_all(
+            registry,
+            args.experiments or registry.training_order(),
+            list(seeds),
+            Path(args.work),
+            shlex.split(args.cli_args),
+            not args.restart_unfinished,
+            runs_dir,
+            after_each=lambda: write_report(out, registry, runs_dir),
+        )
+    print(write_report(out, registry, runs_dir))
+    return 0

@@ -1,0 +1,219 @@
+"""Every (experiment, seed) of the registry trained and evaluated through the CLI, resumably.
+
+Each is ``python -m lightning_mlsr fit`` with its YAML and overrides exactly
+(``seed_everything`` set to the seed), then its best checkpoint (by ``val/nDCG@10``) is
+evaluated on validation, and on test when ``results/protocol.yaml`` lists it as final. A
+finished run leaves ``metrics.json`` and ``per_query.json`` under
+``results/runs/<experiment>/seed<k>/`` and is skipped next time; a fit stopped midway resumes
+from the newest intact checkpoint it left under the work folder (``on_exception.ckpt``, which
+a SIGTERM saves at the step reached, else ``last.ckpt`` from an epoch's end). The baselines
+are kept the same way under ``results/runs/baselines/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
+from lightning_mlsr.report.records import write_json
+from lightning_mlsr.report.registry import Registry
+
+__all__ = ["is_finished", "run_all", "run_baselines", "train_and_evaluate", "unfinished_checkpoint"]
+
+
+def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
+    return runs_dir / name / f"seed{seed}"
+
+
+def is_finished(runs_dir: Path, name: str, seed: int) -> bool:
+    return (run_dir(runs_dir, name, seed) / "metrics.json").is_file()
+
+
+def unfinished_checkpoint(root: Path) -> Path | None:
+    """The newest intact checkpoint an interrupted fit left under ``root``:
+    ``on_exception.ckpt`` (a fit stopped by SIGTERM or an error saves it at the step it
+    reached) or ``last.ckpt`` (saved at each epoch's end); a damaged one (empty, truncated:
+    a full disk) is skipped with a message. None when there is none."""
+    from lightning_mlsr.io.checkpoints import newest_resumable
+
+    def report(path: Path) -> None:
+        print(f"=== skipping the damaged checkpoint {path}", flush=True)
+
+    return newest_resumable([root], on_damaged=report)
+
+
+def _empty_share(matrix: Any) -> float:
+    return float(np.mean(np.diff(matrix.indptr) == 0))
+
+
+def _coactivation(registry: Registry, docs: Any, datamodule: Any) -> dict[str, Any]:
+    from lightning_mlsr.analysis import compare_models
+    from lightning_mlsr.io.pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer(registry.wordpiece_tokenizer)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    captions = datamodule.collection.images.captions()
+    stats = compare_models({"m": docs}, vocab, captions=captions, tokenize=tokenizer)["m"]
+    return {k: (v if isinstance(v, str) else float(v)) for k, v in stats.items()}
+
+
+def fit_command(registry: Registry, name: str, seed: int, root: Path) -> list[str]:
+    """The ``python -m lightning_mlsr`` arguments that train (``name``, ``seed``) into ``root``
+    (before the run's teacher and data overrides)."""
+    return [
+        "fit",
+        "--config",
+        str(registry.config_path(name)),
+        f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--test_after_fit=false",
+    ]
+
+
+def train_and_evaluate(
+    registry: Registry,
+    name: str,
+    seed: int,
+    work: Path,
+    extra: list[str],
+    resume_unfinished: bool = True,
+    runs_dir: Path | None = None,
+) -> None:
+    """Train one (experiment, seed), evaluate its best checkpoint, keep what the report needs.
+
+    A fit that an earlier invocation left unfinished (killed, out of time) is resumed from
+    its newest checkpoint (:func:`unfinished_checkpoint`) unless ``resume_unfinished`` is
+    False; a finished run removes its checkpoints, so it never resumes by mistake.
+    """
+    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.training.cli import main
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator
+
+    runs_dir = runs_dir or registry.results_dir / "runs"
+    root = work / name / f"seed{seed}"
+    resume = unfinished_checkpoint(root) if resume_unfinished else None
+    if resume is None:
+        shutil.rmtree(root, ignore_errors=True)  # an unfinished earlier attempt
+    else:
+        print(f"=== {name} seed {seed}: resuming the unfinished fit from {resume}", flush=True)
+    start = time.perf_counter()
+    resume_option = [f"--ckpt_path={resume}"] if resume else []
+    cli = main([*fit_command(registry, name, seed, root), *resume_option, *extra])
+    fit_seconds = time.perf_counter() - start
+    trainer: Any = cli.trainer  # the CLI's Trainer, with its callbacks
+    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    best = trainer.checkpoint_callback.best_model_path or None
+    metrics: dict[str, Any] = {
+        "experiment": name,
+        "seed": seed,
+        "epochs": int(trainer.current_epoch),
+        "steps": int(trainer.global_step),
+        "fit_seconds": fit_seconds,  # of this attempt only, when it resumed another
+        "overrides": extra,
+    }
+    if resume is not None:
+        metrics["resumed_from"] = str(resume.relative_to(root))
+    per_query: dict[str, Any] = {}
+    evaluations: list[tuple[str, Callable[..., Any]]] = [("validation", trainer.validate)]
+    if name in registry.final:  # test numbers for frozen configurations only
+        evaluations.append(("test", trainer.test))
+    for split, run_eval in evaluations:
+        run_eval(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+        encoded = evaluator.last_encoded
+        means: dict[str, Any] = dict(evaluator.last_results)
+        if not hasattr(encoded.docs, "indptr"):  # dense models: no sparsity
+            means["empty_docs"] = means["empty_queries"] = None
+        else:
+            means["empty_docs"] = _empty_share(encoded.docs)
+            means["empty_queries"] = _empty_share(encoded.queries)
+        metrics[split] = means
+        qrels = cli.datamodule.qrels(split)
+        per_query[split] = evaluate(
+            evaluator.last_run, qrels, list(registry.measures), per_query=True
+        )
+    if registry.experiments[name].image_only:
+        docs = evaluator.last_encoded.docs
+        metrics["coactivation"] = _coactivation(registry, docs, cli.datamodule)
+    write_json(run_dir(runs_dir, name, seed) / "per_query.json", per_query)
+    write_json(run_dir(runs_dir, name, seed) / "metrics.json", metrics)
+    students = {e.teacher for e in registry.experiments.values()}
+    if name in students and best:  # the teacher of the distilled models, same seed
+        shutil.copyfile(best, teacher_path(work, name, seed))
+    for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
+        ckpt.unlink()
+
+
+def run_baselines(registry: Registry, runs_dir: Path | None = None) -> None:
+    """Every baseline of the registry on validation and test, once."""
+    from lightning_mlsr.baselines import run_baseline
+    from lightning_mlsr.data import load_collection
+    from lightning_mlsr.retrieval.metrics import evaluate
+
+    runs_dir = runs_dir or registry.results_dir / "runs"
+    collection = load_collection(registry.collection)
+    for method in registry.baselines:
+        out = runs_dir / "baselines" / method
+        if (out / "metrics.json").is_file():
+            continue
+        metrics: dict[str, Any] = {"experiment": method}
+        per_query: dict[str, Any] = {}
+        for split in ("validation", "test"):
+            result = run_baseline(method, collection, split)  # type: ignore[arg-type]
+            metrics[split] = {
+                **result.metrics,
+                "q_nnz": result.q_nnz,
+                "d_nnz": result.d_nnz,
+                "flops_per_query": result.flops_per_query,
+                "seconds": result.seconds,
+            }
+            qrels = collection.qrels[split]
+            per_query[split] = evaluate(result.run, qrels, list(registry.measures), per_query=True)
+        write_json(out / "per_query.json", per_query)
+        write_json(out / "metrics.json", metrics)
+
+
+def run_all(
+    registry: Registry,
+    experiments: Sequence[str],
+    seeds: Sequence[int],
+    work: Path,
+    extra: Sequence[str] = (),
+    resume_unfinished: bool = True,
+    runs_dir: Path | None = None,
+    after_each: Callable[[], Any] | None = None,
+) -> None:
+    """Every unfinished (experiment, seed), seed-major (every experiment gets a first seed
+    before any gets a second), in ``experiments``' order; one failed run is reported and the
+    rest go on. ``after_each`` runs after every attempt (the CLI rewrites RESULTS.md)."""
+    runs_dir = runs_dir or registry.results_dir / "runs"
+    unknown = [n for n in experiments if n not in registry.experiments]
+    if unknown:
+        known = ", ".join(registry.experiments)
+        raise ValueError(f"unknown experiments {unknown}; results/registry.yaml has {known}")
+    for seed in seeds:
+        for name in experiments:
+            if is_finished(runs_dir, name, seed):
+                continue
+            print(f"=== {name} seed {seed}", flush=True)
+            try:
+                options = [
+                    *extra,
+                    *registry.experiments[name].overrides,
+                    *fit_overrides(registry, name, seed, work),
+                ]
+                train_and_evaluate(registry, name, seed, work, options, resume_unfinished, runs_dir)
+            except Exception:  # one failed run must not stop the regeneration
+                traceback.print_exc()
+                print(f"=== {name} seed {seed} FAILED; continuing", flush=True)
+            if after_each is not None:
+                after_each()
