@@ -478,25 +478,6 @@ def test_a_querys_image_type_is_the_category_of_most_of_its_relevant_images() ->
     assert len(test) == 359 and "Smileys & Emotion" in set(test.values())
 
 
-def test_make_results_script_stands_for_the_report_commands() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_results", REPO / "scripts" / "make_results.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.translate(["--report-only", "--results", "R.md"]) == [
-        ["build", "--results", "R.md"]
-    ]
-    assert script.translate(["--unseen-queries", "--report-only"]) == [
-        ["unseen-queries"],
-        ["build"],
-    ]
-    assert script.translate(["--seeds", "5"]) == [["run", "--seeds", "5"]]
-
-
 @pytest.mark.slow
 def test_caption_ablations_are_fit_options_of_their_base_experiment(
     capsys: pytest.CaptureFixture[str],
