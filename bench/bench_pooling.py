@@ -90,7 +90,7 @@ def main_bench(args: argparse.Namespace) -> dict[str, float]:
     encoder = model.doc_encoder if args.side == "doc" else model.query_encoder
     if not isinstance(encoder, TextTransformerEncoder) or encoder.mlm_head is None:
         raise SystemExit(f"{args.config}: the {args.side} encoder has no MLM head to pool")
-    datamodule.attach_encoders(model.query_encoder, model.doc_encoder)
+    datamodule.set_batch_inputs(model.batch_inputs())
     datamodule.setup("fit")
     torch.manual_seed(0)
     batches = []

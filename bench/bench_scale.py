@@ -216,6 +216,7 @@ def measure_load(root: str) -> dict[str, float]:
 def measure_first_batch(root: str, started: float) -> dict[str, float]:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.models import ImageMLMHead, MLPHead
+    from lightning_mlsr.training.data_inputs import batch_inputs
 
     dm = RetrievalDataModule(root, batch_size=64, num_workers=1)
     image = ImageMLMHead(
@@ -224,7 +225,7 @@ def measure_first_batch(root: str, started: float) -> dict[str, float]:
         image_size=64,
         freeze_image_backbone=False,
     )
-    dm.attach_encoders(MLPHead(), image)
+    dm.set_batch_inputs(batch_inputs(MLPHead(), image))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["doc"]["pixel_values"].shape[0] == 64
@@ -246,7 +247,7 @@ def measure_eval(root: str, corpus: int) -> dict[str, float]:
     dm = RetrievalDataModule(
         root, eval_batch_size=512, eval_corpus="judged+sampled", eval_distractors=corpus
     )
-    dm.attach_encoders(module.query_encoder, module.doc_encoder)
+    dm.set_batch_inputs(module.batch_inputs())
     dm.setup("validate")
     n_docs = len(dm.corpus_rows("validation"))
     start = time.perf_counter()

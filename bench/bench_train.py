@@ -164,7 +164,7 @@ def build(name: str, args: argparse.Namespace) -> tuple[SparseBiEncoder, list[Ba
         cli_args.append(f"--data.feature_cache_dir={args.feature_cache_dir}")
     cli = main(cli_args, run=False)
     model, datamodule = cli.model, cli.datamodule
-    datamodule.attach_encoders(model.query_encoder, model.doc_encoder)
+    datamodule.set_batch_inputs(model.batch_inputs())
     datamodule.setup("fit")  # fills the image-feature cache on first use
     n_batches = args.warmup + args.steps + 1
     torch.manual_seed(args.seed)

@@ -64,7 +64,7 @@ def test_logged_metrics_equal_brute_force_and_trec_eval(collection: str, tmp_pat
     qrels = dm.qrels(split)
 
     # 1. the index + gathering path returns the brute-force dense ranking's metrics
-    dm.attach_encoders(model.query_encoder, model.doc_encoder)
+    dm.set_batch_inputs(model.batch_inputs())
     brute = _brute_force_run(model.eval(), dm, split)
     expected = evaluate(brute, qrels, MEASURES)
     for name in MEASURES:

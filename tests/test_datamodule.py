@@ -13,6 +13,7 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
 from lightning_mlsr.data.training.pairs import false_negative_mask
 from lightning_mlsr.models import ImageMLMHead, MLPHead
 from lightning_mlsr.objectives.losses import gathered_false_negatives
+from lightning_mlsr.training.data_inputs import batch_inputs
 from tests.helpers import write_atomic
 
 # T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other
@@ -22,6 +23,9 @@ QRELS = {
     "validation.trec": "T2 Q0 I3 1\n",
     "test.trec": "T3 Q0 I4 1\n",
 }
+
+
+TINY_FROZEN_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def text_heads() -> tuple[MLPHead, MLPHead]:
 
 def test_training_batch_and_false_negatives(collection_dir: Path, text_heads) -> None:
     dm = RetrievalDataModule(str(collection_dir), batch_size=3, query_max_length=8)
-    dm.attach_encoders(*text_heads)
+    dm.set_batch_inputs(batch_inputs(*text_heads))
     dm.setup("fit")
     pairs = dm._split_pairs("train")
     # pairs in a fixed order: (T1, I1), (T1, I2), (T2, I2) as table rows
@@ -82,22 +86,28 @@ def test_training_batch_and_false_negatives(collection_dir: Path, text_heads) ->
     assert gathered.equal(oracle)
 
 
-def test_the_encoders_inputs_are_required_and_named(collection_dir: Path, text_heads) -> None:
-    dm = RetrievalDataModule(str(collection_dir), batch_size=2)
-    dm.setup("fit")  # under a plain Trainer the inputs come after this hook: no error yet
-    with pytest.raises(RuntimeError, match=r"call attach_encoders\(query_encoder, doc_encoder\)"):
-        dm.train_dataloader()
-    linked = RetrievalDataModule(
-        str(collection_dir), encoder_inputs=(text_heads[0].inputs(), text_heads[1].inputs())
+def test_the_batch_inputs_are_required_and_named(
+    collection_dir: Path, text_heads, tmp_path: Path
+) -> None:
+    dm = RetrievalDataModule(
+        str(collection_dir), batch_size=2, feature_cache_dir=str(tmp_path / "cache")
     )
-    linked.setup("fit")  # as the CLI builds it: the collator is ready
-    assert linked.collator.query.tokenizer is not None
-    assert "encoder_inputs" not in linked.hparams
+    dm.setup("fit")  # under a Trainer the inputs come after this hook: no error yet
+    with pytest.raises(RuntimeError, match=r"set_batch_inputs\(model.batch_inputs\(\)\)"):
+        dm.train_dataloader()
+    dm.set_batch_inputs(batch_inputs(*text_heads))
+    dm.setup("fit")  # known now: the collator is ready
+    collator = dm.collator
+    assert collator.query.tokenizer is not None and collator.query.max_length == 32
+    dm.set_batch_inputs(batch_inputs(*text_heads))  # equal inputs keep the batches built
+    assert dm.collator is collator
+    dm.set_batch_inputs(batch_inputs(text_heads[0], ImageMLMHead(**TINY_FROZEN_IMAGE)))
+    assert dm.collator is not collator and dm.collator.doc.features is not None
 
 
 def test_eval_loaders_cover_corpus_and_split_queries(collection_dir: Path, text_heads) -> None:
     dm = RetrievalDataModule(str(collection_dir), batch_size=2, eval_batch_size=3)
-    dm.attach_encoders(*text_heads)
+    dm.set_batch_inputs(batch_inputs(*text_heads))
     rows = [r for b in dm.corpus_dataloader() for r in b["doc_idx"].tolist()]
     assert sorted(rows) == list(range(len(dm.collection.images)))
     shards = [
@@ -117,7 +127,7 @@ def test_shard_indices_are_disjoint_and_cover() -> None:
 def test_image_queries_are_refused(collection_dir: Path, text_heads) -> None:
     image_head = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False)
     dm = RetrievalDataModule(str(collection_dir))
-    dm.attach_encoders(image_head, text_heads[1])
+    dm.set_batch_inputs(batch_inputs(image_head, text_heads[1]))
     with pytest.raises(DataError, match="query encoder must be a text head"):
         dm.setup("fit")
 
@@ -133,12 +143,15 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
         dm = RetrievalDataModule(
             str(collection_dir), batch_size=2, feature_cache_dir=str(cache), **kwargs
         )
-        dm.attach_encoders(text_heads[0], head)
+        dm.set_batch_inputs(batch_inputs(text_heads[0], head))
         dm.prepare_data()
         dm.setup("fit")
         store = dm.collator.doc.features
         assert store is not None
-        store.backbone.register_forward_pre_hook(lambda _m, args: encoded.append(len(args[0])))
+        assert store.computer.compute is not head.image_backbone  # a frozen copy, not the model's
+        store.computer.compute.register_forward_pre_hook(
+            lambda _m, args: encoded.append(len(args[0]))
+        )
         return dm
 
     dm = build()

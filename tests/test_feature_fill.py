@@ -26,6 +26,7 @@ import torch.multiprocessing as mp
 from lightning_mlsr.data.features import shards as feature_shards
 from lightning_mlsr.data.features.fill import fill_features
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
+from lightning_mlsr.training.data_inputs import feature_spec
 from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +47,11 @@ def test_the_device_fill_equals_the_cpu_path(
 ) -> None:
     n = 12
     images, backbone = make_images(n, corrupt=(3, 7)), make_backbone()
-    cpu = FeatureStore(backbone, images, cache_dir=tmp_path / "cpu", batch_size=4, shard_size=8)
+    cpu = FeatureStore(
+        feature_spec(backbone), images, cache_dir=tmp_path / "cpu", batch_size=4, shard_size=8
+    )
     cpu.fill(progress=False)
-    store = FeatureStore(backbone, images, cache_dir=tmp_path / "dev", shard_size=8)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path / "dev", shard_size=8)
     counts = count_encoded(store)
     store.features([0, 1])  # some rows are cached already: only the others are computed
     store.flush()
@@ -62,7 +65,7 @@ def test_the_device_fill_equals_the_cpu_path(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'img3', 'img7'" in warnings[0]
 
-    fresh = FeatureStore(backbone, images, cache_dir=tmp_path / "dev")
+    fresh = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path / "dev")
     assert len(fresh) == n  # undecodable images are recorded too, as by the CPU path
     got = torch.from_numpy(fresh.features(range(n)))
     torch.testing.assert_close(got, torch.from_numpy(cpu.features(range(n))))
@@ -76,7 +79,7 @@ def test_the_device_fill_equals_the_cpu_path(
 
 def test_a_bf16_fill_is_within_the_stated_tolerance(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
     fill_features(store, rows=range(12), autocast=BF16, batch_size=6, progress=False)
     got = torch.from_numpy(store.features(range(12)))
     ref = direct(backbone, images, list(range(12)))
@@ -88,14 +91,14 @@ def test_a_bf16_fill_is_within_the_stated_tolerance(tmp_path: Path) -> None:
 
 def test_a_non_finite_reduced_precision_batch_is_recomputed_in_float32(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
 
     def overflow(_module, _args, output: torch.Tensor) -> torch.Tensor | None:
         if torch.is_autocast_enabled("cpu"):  # as fp16 overflow does, only under autocast
             return torch.full_like(output, float("inf"))
         return None
 
-    store.backbone.register_forward_hook(overflow)
+    store.computer.compute.register_forward_hook(overflow)
     fill_features(store, rows=range(6), autocast=BF16, batch_size=3, progress=False)
     torch.testing.assert_close(
         torch.from_numpy(store.features(range(6))), direct(make_backbone(), images, list(range(6)))
@@ -106,7 +109,7 @@ def test_a_device_fill_that_cannot_fit_fails_before_computing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=1000))
@@ -121,6 +124,7 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
 ) -> None:
     from lightning_mlsr.data import datamodule as dm_module
     from lightning_mlsr.models import ImageMLMHead, MLPHead
+    from lightning_mlsr.training.data_inputs import batch_inputs
     from tests.helpers import write_atomic
 
     calls: list[int] = []
@@ -138,7 +142,7 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
         feature_cache_dir=str(tmp_path / "cache"),
         feature_fill="upfront",
     )
-    dm.attach_encoders(MLPHead(), head)
+    dm.set_batch_inputs(batch_inputs(MLPHead(), head))
     dm.setup("fit")
     dm.setup("test")  # once per process, not again per stage
     store = dm.collator.doc.features
@@ -151,7 +155,9 @@ def _rank_fill(rank: int, cache: str, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        store = FeatureStore(make_backbone(), make_images(), cache_dir=cache, shard_size=4)
+        store = FeatureStore(
+            feature_spec(make_backbone()), make_images(), cache_dir=cache, shard_size=4
+        )
         report = fill_features(store, batch_size=3, progress=False)
         Path(out, f"rank{rank}.json").write_text(
             json.dumps(
@@ -174,7 +180,7 @@ def _free_port() -> int:
 def test_two_ranks_fill_disjoint_shares_whose_union_is_complete(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
     cache = tmp_path / "cache"
-    first = FeatureStore(backbone, images, cache_dir=cache)
+    first = FeatureStore(feature_spec(backbone), images, cache_dir=cache)
     first.fill(range(5), progress=False)  # already cached: no rank computes these
     mp.spawn(_rank_fill, args=(str(cache), _free_port(), str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -188,7 +194,7 @@ def test_two_ranks_fill_disjoint_shares_whose_union_is_complete(tmp_path: Path) 
     keys = images.content_keys(np.arange(N_IMAGES))
     for report, share in zip(reports, shares, strict=True):
         assert by_pid[str(report["pid"])] == {keys[r] for r in share}
-    store = FeatureStore(backbone, images, cache_dir=cache)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=cache)
     counts = count_encoded(store)
     assert len(store) == N_IMAGES
     torch.testing.assert_close(

@@ -22,6 +22,7 @@ from PIL import Image
 from lightning_mlsr.data import DataError, ImageTable
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from lightning_mlsr.models.backbones import ImageBackbone
+from lightning_mlsr.training.data_inputs import feature_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 24
@@ -46,9 +47,10 @@ def make_backbone(seed: int = 0) -> ImageBackbone:
 
 
 def count_encoded(store: FeatureStore) -> list[int]:
-    """A list whose sum is the number of images the store's backbone has encoded."""
+    """A list whose sum is the number of images the store's feature callable (its frozen
+    copy of the backbone) has encoded."""
     counts: list[int] = []
-    store.backbone.register_forward_pre_hook(lambda _m, args: counts.append(len(args[0])))
+    store.computer.compute.register_forward_pre_hook(lambda _m, args: counts.append(len(args[0])))
     return counts
 
 
@@ -61,7 +63,9 @@ def direct(backbone: ImageBackbone, images: ImageTable, rows: list[int]) -> torc
 
 def test_features_equal_the_backbone_and_only_asked_rows_are_encoded(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path, batch_size=4, shard_size=8)
+    store = FeatureStore(
+        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=8
+    )
     counts = count_encoded(store)
     rows = [5, 2, 9]
     got = store.features(rows)
@@ -75,13 +79,13 @@ def test_features_equal_the_backbone_and_only_asked_rows_are_encoded(tmp_path: P
     assert not list(store.root.glob("*.npy"))  # held until a whole shard is ready ...
     store.flush()  # ... or flushed (the DataModule does at teardown)
     # a fresh store (another process, a later run) finds them on disk by content
-    again = FeatureStore(backbone, images, cache_dir=tmp_path)
+    again = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
     again_counts = count_encoded(again)
     torch.testing.assert_close(again.features([11, 2]), store.features([11, 2]))
     assert sum(again_counts) == 0
     # ... also when the same images sit in other rows of another table
     moved = images.take([11, 0, 2])
-    other = FeatureStore(backbone, moved, cache_dir=tmp_path)
+    other = FeatureStore(feature_spec(backbone), moved, cache_dir=tmp_path)
     other_counts = count_encoded(other)
     torch.testing.assert_close(other.features([0, 2]), store.features([11, 2]))
     assert sum(other_counts) == 0
@@ -91,7 +95,9 @@ def test_fill_computes_only_the_missing_rows_in_shards(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path, batch_size=4, shard_size=8)
+    store = FeatureStore(
+        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=8
+    )
     counts = count_encoded(store)
     store.features([0, 1])
     caplog.set_level(logging.INFO, logger="lightning_mlsr.data")
@@ -114,8 +120,8 @@ def test_other_weights_never_reuse_features(tmp_path: Path) -> None:
     first, second = make_backbone(seed=0), make_backbone(seed=1)
     # before the fix both were "test_efficientnet-random-32x32" and shared one cache entry
     assert first.cache_key != second.cache_key
-    FeatureStore(first, images, cache_dir=tmp_path).fill(range(6))
-    store = FeatureStore(second, images, cache_dir=tmp_path)
+    FeatureStore(feature_spec(first), images, cache_dir=tmp_path).fill(range(6))
+    store = FeatureStore(feature_spec(second), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     torch.testing.assert_close(
         torch.from_numpy(store.features(range(6))), direct(second, images, list(range(6)))
@@ -144,7 +150,7 @@ def test_a_damaged_shard_is_named_and_recomputed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    FeatureStore(backbone, images, cache_dir=tmp_path, shard_size=8).fill(range(16))
+    FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path, shard_size=8).fill(range(16))
     store_dir = next((tmp_path / "features").rglob("*.index.npz")).parent
     victim = sorted(store_dir.glob("*.npy"))[0]
     if damage == "truncate_features":
@@ -157,7 +163,7 @@ def test_a_damaged_shard_is_named_and_recomputed(
         data[-7] ^= 0xFF
         victim.write_bytes(bytes(data))
     caplog.set_level(logging.WARNING, logger="lightning_mlsr.data")
-    store = FeatureStore(backbone, images, cache_dir=tmp_path)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     got = store.features(range(16))
     assert str(victim) in caplog.text and "corrupt or truncated" in caplog.text
@@ -171,7 +177,7 @@ def test_an_unwritable_cache_fails_before_computing(tmp_path: Path) -> None:
     blocker.write_text("not a directory")  # works as root too, unlike chmod
     backbone = make_backbone()
     with pytest.raises(FeatureCacheError) as err:
-        FeatureStore(backbone, make_images(), cache_dir=blocker / "cache")
+        FeatureStore(feature_spec(backbone), make_images(), cache_dir=blocker / "cache")
     assert str(blocker / "cache") in str(err.value) and "LIGHTNING_MLSR_CACHE" in str(err.value)
 
 
@@ -180,7 +186,7 @@ def test_corrupt_images_are_counted_skips_or_errors(
 ) -> None:
     images, backbone = make_images(corrupt=(3, 7)), make_backbone()
     caplog.set_level(logging.WARNING, logger="lightning_mlsr.data")
-    store = FeatureStore(backbone, images, cache_dir=tmp_path, batch_size=4)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4)
     store.fill(range(10))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # once, at the end of the pass
@@ -191,24 +197,29 @@ def test_corrupt_images_are_counted_skips_or_errors(
     good = [r for r in range(10) if r not in (3, 7)]
     torch.testing.assert_close(torch.from_numpy(got[good]), direct(backbone, images, good))
     with pytest.raises(DataError, match="'img7'"):  # also when read back from the cache
-        FeatureStore(backbone, images, cache_dir=tmp_path, on_corrupt_image="error").features([7])
+        FeatureStore(
+            feature_spec(backbone), images, cache_dir=tmp_path, on_corrupt_image="error"
+        ).features([7])
     fresh = tmp_path / "fresh"
     with pytest.raises(DataError, match="'img3'.*on_corrupt_image='skip'"):
-        FeatureStore(backbone, images, cache_dir=fresh, on_corrupt_image="error").fill()
+        FeatureStore(
+            feature_spec(backbone), images, cache_dir=fresh, on_corrupt_image="error"
+        ).fill()
 
 
 FILL_SCRIPT = """
 import sys, time
 from lightning_mlsr.data.features.store import FeatureStore
+from lightning_mlsr.training.data_inputs import feature_spec
 from tests.test_features import make_backbone, make_images
 
-store = FeatureStore(make_backbone(), make_images(), cache_dir=sys.argv[1], batch_size=2,
+store = FeatureStore(feature_spec(make_backbone()), make_images(), cache_dir=sys.argv[1], batch_size=2,
                      shard_size=4)
-encode = store._encode
+encode = store.computer.encode
 def slow(*args):
     time.sleep(0.3)
     return encode(*args)
-store._encode = slow
+store.computer.encode = slow
 store.fill(progress=False)
 """
 
@@ -228,7 +239,7 @@ def test_an_interrupted_fill_resumes_without_recomputing_finished_shards(tmp_pat
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.index.npz")}
     assert 2 <= len(finished) < N_IMAGES // 4
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path, shard_size=4)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path, shard_size=4)
     counts = count_encoded(store)
     assert store.fill() == N_IMAGES - 4 * len(finished)
     assert sum(counts) == N_IMAGES - 4 * len(finished)

@@ -15,16 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class StopAtFirstTrainBatch(Callback):
-    """Counts the images the feature store's backbone encodes until training starts,
-    then stops the run."""
+    """Counts the images the feature store's frozen backbone copy encodes until training
+    starts, then stops the run."""
 
     encoded: list[int] = []
     at_first_step: int | None = None
     on_disk: int | None = None  # also catches features filled before setup (prepare_data)
 
-    def setup(self, trainer, pl_module, stage: str) -> None:  # after the datamodule's setup
+    def on_fit_start(self, trainer, pl_module) -> None:  # after every setup hook
         store = trainer.datamodule.collator.doc.features
-        store.backbone.register_forward_pre_hook(
+        store.computer.compute.register_forward_pre_hook(
             lambda _m, args: StopAtFirstTrainBatch.encoded.append(len(args[0]))
         )
 
@@ -63,13 +63,13 @@ def test_an_image_experiment_starts_training_before_encoding_the_corpus(tmp_path
 
 
 class CountEncodedImages(Callback):
-    """Counts every image the feature store's backbone encodes during the run."""
+    """Counts every image the feature store's frozen backbone copy encodes during the run."""
 
     encoded: list[int] = []
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:  # after every setup hook
         store = trainer.datamodule.collator.doc.features
-        store.backbone.register_forward_pre_hook(
+        store.computer.compute.register_forward_pre_hook(
             lambda _m, args: CountEncodedImages.encoded.append(len(args[0]))
         )
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
+from lightning_mlsr.training.data_inputs import feature_spec
 from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 
@@ -51,7 +52,9 @@ def test_a_full_disk_names_the_cache_and_the_space_and_leaves_no_debris(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path, batch_size=4, shard_size=8)
+    store = FeatureStore(
+        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=8
+    )
     dim = backbone.num_features
     if failing == "features":  # the second shard's features file fails
         monkeypatch.setattr(np, "save", fail_after(1, np.save))
@@ -78,7 +81,7 @@ def test_a_full_disk_names_the_cache_and_the_space_and_leaves_no_debris(
         torch.from_numpy(store.features(range(N_IMAGES))),
         direct(backbone, images, list(range(N_IMAGES))),
     )
-    again = FeatureStore(backbone, images, cache_dir=tmp_path)
+    again = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
     assert len(again) == N_IMAGES and not list(store.root.glob(".*.tmp"))
 
 
@@ -86,7 +89,9 @@ def test_a_lazy_write_on_a_full_disk_is_the_same_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path, batch_size=4, shard_size=4)
+    store = FeatureStore(
+        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=4
+    )
     monkeypatch.setattr(np, "save", fail_after(0, np.save))
     with pytest.raises(FeatureCacheError, match="LIGHTNING_MLSR_CACHE"):
         store.features(range(6))  # the first whole shard (4 images) is written at once
@@ -101,7 +106,7 @@ def test_a_fill_that_cannot_fit_fails_before_computing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(backbone, images, cache_dir=tmp_path)
+    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     needed = N_IMAGES * (4 * backbone.num_features + 16 + 1)
     usage = shutil.disk_usage(tmp_path)

@@ -153,8 +153,10 @@ def test_head_contract_forward_backward(config: str) -> None:
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_inputs_name_what_the_data_must_provide(config: str) -> None:
+    from lightning_mlsr.training.data_inputs import side_inputs
+
     head = build(config)
-    spec = head.inputs()
+    spec = side_inputs(head)
     text, image = "text" in head.modalities, "image" in head.modalities
     assert spec.modalities == head.modalities
     assert spec.tokenizer == (head.text_backbone_name if text else None)
@@ -163,8 +165,14 @@ def test_inputs_name_what_the_data_must_provide(config: str) -> None:
     assert spec.max_length == (
         (511 if isinstance(head, FusedImageTextHead) else 512) if text else None
     )
-    assert spec.image_backbone is (head.image_backbone if image else None)
-    assert spec.frozen_image_features == image  # every test head freezes its image backbone
+    assert spec.image_transform is None  # every test head freezes its image backbone
+    features = spec.frozen_features
+    assert (features is not None) == image
+    if features is not None:  # plain values and a frozen copy, not the head's module
+        backbone = head.image_backbone
+        assert features.cache_key == backbone.cache_key and features.dim == backbone.num_features
+        compute = features.compute_on(torch.device("cpu"))
+        assert compute is not backbone and not any(p.requires_grad for p in compute.parameters())
 
 
 def test_dense_and_sparse_are_told_apart_by_type() -> None:

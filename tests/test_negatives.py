@@ -86,6 +86,7 @@ def test_sample_draws_from_each_querys_first_depth_without_replacement() -> None
 def test_training_batches_hold_each_pairs_negatives_after_the_positives(tmp_path: Path) -> None:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.models import MLMHead
+    from lightning_mlsr.training.data_inputs import batch_inputs
 
     c = load_collection("emoji")
     ids, _ = split_texts(c, "train")
@@ -99,7 +100,7 @@ def test_training_batches_hold_each_pairs_negatives_after_the_positives(tmp_path
         "emoji", batch_size=8, hard_negatives=str(path), negatives_per_query=2, negative_depth=3
     )
     enc = MLMHead()
-    dm.attach_encoders(enc, enc)
+    dm.set_batch_inputs(batch_inputs(enc, enc))
     batch = next(iter(dm.train_dataloader()))
     b = batch["query_idx"].shape[0]
     docs = batch["doc_idx"].tolist()

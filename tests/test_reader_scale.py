@@ -21,6 +21,7 @@ from lightning_mlsr.data import DataError, load_collection
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.training.corpus import eval_corpus_rows
 from lightning_mlsr.models import ImageMLMHead, MLPHead
+from lightning_mlsr.training.data_inputs import batch_inputs
 
 N_IMAGES = 300
 GROUP = 50  # rows per parquet row group, as Hugging Face writes image datasets (100)
@@ -128,7 +129,7 @@ def pixel_model() -> tuple[MLPHead, ImageMLMHead]:
 
 def test_corrupt_images_met_in_a_pass_are_counted_once(synthetic: Path, caplog) -> None:
     dm = RetrievalDataModule(str(synthetic), eval_batch_size=64)
-    dm.attach_encoders(*pixel_model())
+    dm.set_batch_inputs(batch_inputs(*pixel_model()))
     assert dm.collection.skipped_images == []  # nothing decoded at load
     loader = dm.corpus_dataloader()
     with caplog.at_level(logging.WARNING, logger="lightning_mlsr.data"):
@@ -146,7 +147,7 @@ def test_corrupt_images_met_in_a_pass_are_counted_once(synthetic: Path, caplog) 
     assert batch["false_negatives"][0, 1] and batch["false_negatives"][1, 0]
 
     strict = RetrievalDataModule(str(synthetic), on_corrupt_image="error")
-    strict.attach_encoders(*pixel_model())
+    strict.set_batch_inputs(batch_inputs(*pixel_model()))
     with pytest.raises(DataError, match="image 'img007' cannot be decoded"):
         list(strict.corpus_dataloader())
 
@@ -190,7 +191,7 @@ def test_eval_corpus_modes_against_brute_force(synthetic: Path) -> None:
     everything = eval_corpus_rows(c, "validation", "judged+sampled", distractors=10**6)
     assert len(everything) == N_IMAGES  # capped at the collection
     dm = RetrievalDataModule(str(synthetic), eval_corpus="judged", eval_batch_size=7)
-    dm.attach_encoders(MLPHead(), MLPHead())
+    dm.set_batch_inputs(batch_inputs(MLPHead(), MLPHead()))
     loaded = [r for b in dm.corpus_dataloader(split="validation") for r in b["doc_idx"].tolist()]
     assert loaded == rows.tolist()
 
@@ -245,6 +246,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     import hashlib as _hashlib
 
     from lightning_mlsr.data.features.store import FeatureStore
+    from lightning_mlsr.training.data_inputs import feature_spec
     from tests.test_features import direct, make_backbone
 
     root = write_synthetic(tmp_path / "c", corrupt={})
@@ -259,13 +261,15 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     ]
     np.testing.assert_array_equal(c.images.content_keys(rows), np.array(want, dtype="S16"))
     backbone = make_backbone()
-    FeatureStore(backbone, c.images, cache_dir=tmp_path / "cache").fill(rows, progress=False)
+    FeatureStore(feature_spec(backbone), c.images, cache_dir=tmp_path / "cache").fill(
+        rows, progress=False
+    )
 
     again = load_collection(root)  # a new process: nothing of the first one in memory
     reads: list[tuple[int, int]] = []
     real = again.images.store._group
     again.images.store._group = lambda f, g: reads.append((f, g)) or real(f, g)  # type: ignore[method-assign]
-    store = FeatureStore(backbone, again.images, cache_dir=tmp_path / "cache")
+    store = FeatureStore(feature_spec(backbone), again.images, cache_dir=tmp_path / "cache")
     got = store.features(rows)
     assert reads == []  # keys from the key maps, features from the shards
     np.testing.assert_allclose(got, direct(backbone, again.images, rows.tolist()), atol=1e-5)
@@ -281,7 +285,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     table = table.set_column(table.schema.get_field_index("image"), "image", image)
     pq.write_table(table, root / "images" / "part-0.parquet", row_group_size=GROUP)
     changed = load_collection(root)
-    store = FeatureStore(backbone, changed.images, cache_dir=tmp_path / "cache")
+    store = FeatureStore(feature_spec(backbone), changed.images, cache_dir=tmp_path / "cache")
     np.testing.assert_allclose(
         store.features([0]), direct(backbone, changed.images, [0]), atol=1e-5
     )

@@ -15,6 +15,7 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.training.sampler import ResumableSampler
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.objectives.regularizers import FLOPS
+from lightning_mlsr.training.data_inputs import batch_inputs
 from lightning_mlsr.training.module import SparseBiEncoder
 
 
@@ -49,19 +50,19 @@ def test_datamodule_state_positions_the_next_train_loader(
     monkeypatch.setenv("PL_GLOBAL_SEED", "3")
     heads = (MLPHead(), MLPHead())
     fresh = RetrievalDataModule("emoji", batch_size=4)
-    fresh.attach_encoders(*heads)
+    fresh.set_batch_inputs(batch_inputs(*heads))
     batches = _first_rows(fresh, 3)
 
     order = {"seed": 3, "epoch": 0, "batches_seen": 2, "batch_size": 4, "world_size": 1}
     monkeypatch.setenv("PL_GLOBAL_SEED", "99")  # the checkpoint's seed wins
     resumed = RetrievalDataModule("emoji", batch_size=4)
-    resumed.attach_encoders(*heads)
+    resumed.set_batch_inputs(batch_inputs(*heads))
     resumed.load_state_dict({"train_order": order})
     assert _first_rows(resumed, 1) == batches[2:3]
 
     # another batch size cannot continue the same order: said, and the epoch starts afresh
     other = RetrievalDataModule("emoji", batch_size=8)
-    other.attach_encoders(*heads)
+    other.set_batch_inputs(batch_inputs(*heads))
     other.load_state_dict({"train_order": order})
     with caplog.at_level("WARNING", logger="lightning_mlsr.data"):
         _first_rows(other, 1)

@@ -5,14 +5,14 @@ qrels. Validation/test batches are the same pairs of that split (for a held-out 
 retrieval evaluation over the whole corpus uses :meth:`RetrievalDataModule.corpus_dataloader`
 and :meth:`RetrievalDataModule.query_dataloader`, driven by the retrieval callback.
 
-What a batch holds is decided by the model's encoders: each states what it reads
-(:meth:`~lightning_mlsr.models.Encoder.inputs`: modalities, tokenizer, max length, image
-backbone and whether its features may be cached), and the DataModule receives that
-explicitly — ``encoder_inputs`` linked from the model by the CLI at instantiation, or
-:meth:`RetrievalDataModule.attach_encoders` (called by ``SparseBiEncoder.setup`` under a
-Trainer, or by hand). So the same YAML ``data:`` block serves caption-only, image-only and
-image+caption models, and image features are only computed when an image encoder needs
-them.
+What a batch holds is decided by the model's encoders, and the DataModule receives it as
+plain values, by one route: a :class:`~lightning_mlsr.data.inputs.BatchInputs` (per side:
+modalities, tokenizer name, max length, an image transform, or for a frozen image backbone
+the cache key of its features and a factory for a copy that computes them) handed to
+:meth:`RetrievalDataModule.set_batch_inputs` — by ``SparseBiEncoder.setup`` under a
+Trainer, or by hand (``datamodule.set_batch_inputs(model.batch_inputs())``). So the same
+YAML ``data:`` block serves caption-only, image-only and image+caption models, and image
+features are only computed when an image encoder needs them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import lightning as L
 import numpy as np
@@ -34,6 +34,7 @@ from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features.fill import FillReport, fill_features
 from lightning_mlsr.data.features.store import FeatureStore
+from lightning_mlsr.data.inputs import BatchInputs, FeatureSpec, SideInputs
 from lightning_mlsr.data.training.batches import (
     Batch,
     Collator,
@@ -46,10 +47,6 @@ from lightning_mlsr.data.training.negatives import HardNegatives
 from lightning_mlsr.data.training.pairs import RelevantPairs
 from lightning_mlsr.data.training.sampler import ResumableDataLoader, ResumableSampler
 from lightning_mlsr.io.pretrained import load_tokenizer
-
-if TYPE_CHECKING:
-    from lightning_mlsr.models.backbones import ImageBackbone
-    from lightning_mlsr.models.encoder import Encoder, EncoderInputs
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -78,8 +75,8 @@ class RetrievalDataModule(L.LightningDataModule):
             features``, hundreds: e.g. 512).
         feature_fill: ``"lazy"`` computes frozen features when a batch first needs them
             (a short run encodes only the images it reads), on the CPU; ``"upfront"``
-            fills the cache for every image the run needs in ``setup``, on the Trainer's
-            devices, each DDP rank a disjoint share, with a progress bar (resumable; worth
+            fills the cache for every image the run needs before the first batch is built,
+            on the Trainer's devices, each DDP rank a disjoint share, with a progress bar (resumable; worth
             it for large collections).
         on_corrupt_image / on_missing_caption: see :func:`load_collection`; a corrupt
             image met while reading pixels is skipped and reported once per pass, or
@@ -93,8 +90,8 @@ class RetrievalDataModule(L.LightningDataModule):
             after its ``B`` positives, ``negatives_per_query`` of them per pair, drawn from
             the first ``negative_depth`` (None: all) of the query's list. None: in-batch
             negatives only.
-        encoder_inputs: what the query and document encoders read (their ``inputs()``);
-            the CLI links it from the model. None: given later by :meth:`attach_encoders`.
+
+    What the batches hold comes separately, from the model: :meth:`set_batch_inputs`.
     """
 
     def __init__(
@@ -121,10 +118,9 @@ class RetrievalDataModule(L.LightningDataModule):
         hard_negatives: str | None = None,
         negatives_per_query: int = 1,
         negative_depth: int | None = None,
-        encoder_inputs: tuple[EncoderInputs, EncoderInputs] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder_inputs"])  # modules; not configuration
+        self.save_hyperparameters()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
         if eval_corpus not in ("all", "judged", "judged+sampled"):
@@ -144,7 +140,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self._collator: Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
         self._relevant: dict[str, RelevantPairs] = {}
-        self._inputs: tuple[EncoderInputs, EncoderInputs] | None = encoder_inputs
+        self._inputs: BatchInputs | None = None
         self._train_sampler: ResumableSampler | None = None
         self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
         self._negatives: HardNegatives | None = None
@@ -208,49 +204,46 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._pairs[split]
 
     # ------------------------------------------------------------------ model wiring
-    def attach_encoders(self, query_encoder: Encoder, doc_encoder: Encoder) -> None:
-        """Declare what the model's encoders read (see :meth:`Encoder.inputs`).
+    def set_batch_inputs(self, inputs: BatchInputs) -> None:
+        """What the query and document batches must hold, from the model
+        (``model.batch_inputs()``): the one way the DataModule learns it.
 
         ``SparseBiEncoder.setup`` calls it under a Trainer; call it by hand before using
-        the loaders outside one, or before a Trainer runs ``prepare_data`` with
-        ``feature_fill="upfront"``.
+        the loaders or :meth:`fill_features` outside one. Equal inputs keep the batches
+        already built (and their feature cache).
         """
-        inputs = (query_encoder.inputs(), doc_encoder.inputs())
         if inputs != self._inputs:
             self._inputs, self._collator = inputs, None
 
-    def _encoder_inputs(self) -> tuple[EncoderInputs, EncoderInputs]:
+    @property
+    def batch_inputs(self) -> BatchInputs:
+        """What the batches hold (given by :meth:`set_batch_inputs`)."""
         if self._inputs is None:
             raise RuntimeError(
                 "RetrievalDataModule needs to know what the model's encoders read: call "
-                "attach_encoders(query_encoder, doc_encoder) first (SparseBiEncoder does it in "
-                "its setup hook, the CLI when it builds the model)."
+                "datamodule.set_batch_inputs(model.batch_inputs()) first (SparseBiEncoder "
+                "does it in its setup hook under a Trainer)."
             )
         return self._inputs
 
-    def _side(self, inputs: EncoderInputs, max_length: int) -> SideSpec:
-        text = "text" in inputs.modalities
-        image = "image" in inputs.modalities
+    def _side(self, inputs: SideInputs, max_length: int) -> SideSpec:
         if inputs.max_length is not None:
             max_length = min(max_length, inputs.max_length)
-        spec = SideSpec(text=text, image=image, max_length=max_length)
-        if text:
-            assert inputs.tokenizer is not None, "Encoder.inputs() names the tokenizer"
-            spec.tokenizer = load_tokenizer(inputs.tokenizer)
-        if image:
-            backbone = inputs.image_backbone
-            assert backbone is not None, "Encoder.inputs() names the image backbone"
-            if inputs.frozen_image_features:
-                spec.features = self._feature_store(backbone)
+        side = SideSpec(text=inputs.reads_text, image=inputs.reads_images, max_length=max_length)
+        if inputs.tokenizer is not None and inputs.reads_text:
+            side.tokenizer = load_tokenizer(inputs.tokenizer)
+        if inputs.reads_images:
+            if inputs.frozen_features is not None:
+                side.features = self._feature_store(inputs.frozen_features)
             else:
-                spec.transform = backbone.transform()
-        return spec
+                side.transform = inputs.image_transform
+        return side
 
-    def _feature_store(self, backbone: ImageBackbone) -> FeatureStore:
-        """The frozen-feature store of ``backbone`` over this collection's images
+    def _feature_store(self, spec: FeatureSpec) -> FeatureStore:
+        """The frozen-feature store of ``spec`` over this collection's images
         (fails at once, before computing anything, if the cache is not writable)."""
         return FeatureStore(
-            backbone,
+            spec,
             self.collection.images,
             cache_dir=self._hp.feature_cache_dir,
             batch_size=self._hp.feature_batch_size,
@@ -289,19 +282,18 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         rows = self.feature_rows() if rows is None else rows
         reports = []
-        for inputs in self._encoder_inputs():
-            if inputs.frozen_image_features and inputs.image_backbone is not None:
-                reports.append(
-                    fill_features(
-                        self._feature_store(inputs.image_backbone),
-                        rows,
-                        device=device,
-                        autocast=autocast,
-                        batch_size=self._hp.feature_batch_size,
-                        num_workers=self._hp.num_workers,
-                        progress=progress,
-                    )
+        for spec in self.batch_inputs.frozen_features():
+            reports.append(
+                fill_features(
+                    self._feature_store(spec),
+                    rows,
+                    device=device,
+                    autocast=autocast,
+                    batch_size=self._hp.feature_batch_size,
+                    num_workers=self._hp.num_workers,
+                    progress=progress,
                 )
+            )
         return reports
 
     def teardown(self, stage: str) -> None:
@@ -312,23 +304,24 @@ class RetrievalDataModule(L.LightningDataModule):
             self._collator.doc.features.report_skipped()
 
     def setup(self, stage: str | None = None) -> None:
-        """``feature_fill="upfront"``: fill the image-feature cache once, every DDP rank
-        computing its share on its device (:meth:`fill_features`). Then build the batch
-        collator once the encoders' inputs are known (under a plain Trainer they arrive
-        after this hook, from the model's ``setup``: then the collator is built when a
-        loader first needs it)."""
-        if self._hp.feature_fill == "upfront" and not self._filled:
-            self.fill_features()
-            self._filled = True
+        """Build the batch collator if the batch inputs are known already (under a
+        Trainer they arrive after this hook, from the model's ``setup``: then the collator
+        is built when a loader first needs it)."""
         if self._collator is None and self._inputs is not None:
             self._build_collator()
 
     def _build_collator(self) -> Collator:
-        query, doc = self._encoder_inputs()
+        """The collator of the batch inputs; with ``feature_fill="upfront"``, first the
+        image-feature cache is filled once per process, every DDP rank computing its share
+        on its device (:meth:`fill_features`), so every rank builds it at the same point."""
+        query, doc = self.batch_inputs.query, self.batch_inputs.doc
         if "image" in query.modalities:
             raise DataError("queries are texts: the query encoder must be a text head")
         if "text" not in query.modalities:
             raise DataError("the query encoder reads no text")
+        if self._hp.feature_fill == "upfront" and not self._filled:
+            self.fill_features()
+            self._filled = True
         self._collator = Collator(
             self.collection,
             query=self._side(query, self._hp.query_max_length),

@@ -14,7 +14,6 @@ from lightning_mlsr.models.dense import DenseImageHead, DenseTextHead
 from lightning_mlsr.models.encoder import (
     DenseEncoder,
     Encoder,
-    EncoderInputs,
     MissingInputError,
     SparseEncoder,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "DenseImageHead",
     "DenseTextHead",
     "Encoder",
-    "EncoderInputs",
     "FusedImageTextHead",
     "ImageMLMHead",
     "LateFusionHead",

@@ -18,7 +18,6 @@ Batch keys an encoder may read:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +26,7 @@ from torch import nn
 from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE, load_tokenizer
 from lightning_mlsr.models.backbones import ImageBackbone
 
-__all__ = ["DenseEncoder", "Encoder", "EncoderInputs", "MissingInputError", "SparseEncoder"]
+__all__ = ["DenseEncoder", "Encoder", "MissingInputError", "SparseEncoder"]
 
 
 class MissingInputError(KeyError):
@@ -35,30 +34,6 @@ class MissingInputError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message inside quotes
         return str(self.args[0]) if self.args else ""
-
-
-@dataclass(frozen=True)
-class EncoderInputs:
-    """What an encoder's batches must hold, handed to the data code (open_clip hands its
-    ``preprocess`` over the same way).
-
-    Attributes:
-        modalities: the subset of ``{"text", "image"}`` the encoder reads.
-        tokenizer: name of the text backbone whose tokenizer makes ``input_ids`` (None
-            without text).
-        max_length: the most tokens the encoder accepts (None: no limit of its own); the
-            DataModule truncates to the smaller of this and its own ``*_max_length``.
-        image_backbone: the image backbone (its ``transform()`` preprocesses pixels, its
-            ``cache_key`` names cached features), or None without images.
-        frozen_image_features: the image backbone is frozen, so its features may be
-            precomputed, cached and passed as ``image_features``.
-    """
-
-    modalities: frozenset[str]
-    tokenizer: str | None = None
-    max_length: int | None = None
-    image_backbone: ImageBackbone | None = None
-    frozen_image_features: bool = False
 
 
 class Encoder(nn.Module):
@@ -71,8 +46,8 @@ class Encoder(nn.Module):
     Attributes:
         modalities: the subset of ``{"text", "image"}`` the encoder reads.
         text_backbone_name: name of the text transformer, or None when there is none.
-        image_backbone: the image backbone module (for ``.transform()``/``.cache_key``), or
-            None.
+        image_backbone: the image backbone module (its ``transform()`` preprocesses pixels,
+            its ``cache_key`` names cached features), or None.
         freeze_image_backbone: True when the image backbone is frozen, so its features may
             be precomputed and passed as ``image_features``.
         text_model: the transformer used for text (or None); share one between encoders
@@ -88,22 +63,6 @@ class Encoder(nn.Module):
     def text_model(self) -> nn.Module | None:
         """The text transformer, or None for encoders without one."""
         return None
-
-    def inputs(self) -> EncoderInputs:
-        """What this encoder's batches must hold (see :class:`EncoderInputs`)."""
-        text = "text" in self.modalities
-        image = "image" in self.modalities
-        if text and self.text_backbone_name is None:
-            raise RuntimeError(f"{type(self).__name__} reads text but names no text backbone")
-        if image and self.image_backbone is None:
-            raise RuntimeError(f"{type(self).__name__} reads images but has no image_backbone")
-        return EncoderInputs(
-            modalities=frozenset(self.modalities),
-            tokenizer=self.text_backbone_name if text else None,
-            max_length=self.max_text_length() if text else None,
-            image_backbone=self.image_backbone if image else None,
-            frozen_image_features=bool(image and self.freeze_image_backbone),
-        )
 
     def max_text_length(self) -> int | None:
         """The most tokens the text transformer accepts (None: no limit known)."""

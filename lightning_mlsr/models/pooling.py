@@ -19,7 +19,6 @@ from lightning_mlsr.models.backbones import ImageBackbone
 from lightning_mlsr.models.encoder import (
     DenseEncoder,
     Encoder,
-    EncoderInputs,
     MissingInputError,
     SparseEncoder,
 )
@@ -27,7 +26,6 @@ from lightning_mlsr.models.encoder import (
 __all__ = [
     "DenseEncoder",
     "Encoder",
-    "EncoderInputs",
     "MissingInputError",
     "Pooling",
     "SparseEncoder",

@@ -172,9 +172,6 @@ class MLSRCLI(LightningCLI):
             default=True,
             help="after `fit`, run `test` on the best checkpoint (writes the TREC run file)",
         )
-        # the DataModule batches what the model's encoders read: given explicitly, when
-        # the model is built (before prepare_data, which may fill the feature cache)
-        parser.link_arguments("model.encoder_inputs", "data.encoder_inputs", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured Trainer, plus plain progress lines when output goes to a file.

@@ -56,6 +56,7 @@ class FeaturesCLI(MLSRCLI):
         self.config_init = self.parser.instantiate_classes(config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
+        self.datamodule.set_batch_inputs(self.model.batch_inputs())  # no Trainer runs setup
 
 
 def fabric_strategy(strategy: Any) -> str:

@@ -90,6 +90,7 @@ def load_model(
     if image_size is not None:
         args.append(f"--model.doc_encoder.init_args.image_size={image_size}")
     cli = main([*args, *cli_args], run=False)
+    cli.datamodule.set_batch_inputs(cli.model.batch_inputs())  # loaders usable before a fit
     return LoadedModel(cli.model, cli.datamodule, path, cli.trainer)
 
 
@@ -100,7 +101,7 @@ def _load_checkpoint(path: Path) -> LoadedModel:
         datamodule = RetrievalDataModule.load_from_checkpoint(path, map_location="cpu")
     else:  # saved without a datamodule: the bundled collection's defaults
         datamodule = RetrievalDataModule()
-    datamodule.attach_encoders(model.query_encoder, model.doc_encoder)
+    datamodule.set_batch_inputs(model.batch_inputs())
     return LoadedModel(model.eval(), datamodule, path)
 
 
@@ -123,7 +124,7 @@ def encode_corpus(
 
     Shape: returns ``n_images`` ids and a ``(n_images, V)`` CSR matrix of term weights.
     """
-    datamodule.attach_encoders(model.query_encoder, model.doc_encoder)
+    datamodule.set_batch_inputs(model.batch_inputs())
     rows, docs = encode_loader(
         model.encode_docs,
         datamodule.corpus_dataloader(),

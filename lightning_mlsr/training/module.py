@@ -16,10 +16,12 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from lightning_mlsr.models import Encoder, EncoderInputs, check_encoder_pair, tie_text_backbones
+from lightning_mlsr.data.inputs import BatchInputs
+from lightning_mlsr.models import Encoder, check_encoder_pair, tie_text_backbones
 from lightning_mlsr.models.encoder import DenseEncoder, SparseEncoder
 from lightning_mlsr.objectives.losses import Distillation, InfoNCE, gathered_false_negatives
 from lightning_mlsr.objectives.regularizers import Regularizer
+from lightning_mlsr.training.data_inputs import batch_inputs
 
 __all__ = ["SparseBiEncoder", "lr_schedule"]
 
@@ -158,16 +160,16 @@ class SparseBiEncoder(L.LightningModule):
         state.update(self.distillation.state_dict(prefix=_TEACHER_PREFIX))
 
     def setup(self, stage: str) -> None:
-        """Hand the DataModule what the encoders read (its explicit interface,
-        ``attach_encoders``), for runs built in Python; the CLI links it at instantiation."""
+        """Hand the Trainer's DataModule what the encoders read, as plain values
+        (:meth:`batch_inputs`), through its one entry point ``set_batch_inputs``."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "attach_encoders"):
-            datamodule.attach_encoders(self.query_encoder, self.doc_encoder)
+        if datamodule is not None and hasattr(datamodule, "set_batch_inputs"):
+            datamodule.set_batch_inputs(self.batch_inputs())
 
-    @property
-    def encoder_inputs(self) -> tuple[EncoderInputs, EncoderInputs]:
-        """What the query and document encoders read (linked into the DataModule)."""
-        return self.query_encoder.inputs(), self.doc_encoder.inputs()
+    def batch_inputs(self) -> BatchInputs:
+        """What the query and document batches must hold: tokenizer names, token limits,
+        image transforms, and the cache key and a frozen copy of a frozen image backbone."""
+        return batch_inputs(self.query_encoder, self.doc_encoder)
 
     # ------------------------------------------------------------------ forward
     def forward(self, queries: dict[str, torch.Tensor], docs: dict[str, torch.Tensor]):

@@ -9,7 +9,9 @@ workers run the backbone. :func:`fill_features` is the fill driver for that case
   (:func:`~lightning_mlsr.data.training.corpus.shard_indices`), so the ranks' blocks cover the
   missing rows exactly once;
 - DataLoader workers only read and decode images (:class:`DecodedImages`); the rank's own
-  process runs the backbone on its device in large batches, under the precision context
+  process runs the feature callable (the store's
+  :meth:`~lightning_mlsr.data.features.computer.FeatureComputer.compute_on`) on its device
+  in large batches, under the precision context
   the caller passes (a Trainer's or Fabric's autocast: the driver owns precision, not the
   model), and writes whole shards into the same store — which is resumable and safe for
   concurrent writers already;
@@ -27,7 +29,6 @@ features after the fill says so.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from lightning_mlsr.data.training.corpus import shard_indices
 if TYPE_CHECKING:
     from lightning_mlsr.data.collection import ImageTable
     from lightning_mlsr.data.features.store import FeatureStore
+    from lightning_mlsr.data.inputs import FeatureCompute
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -134,7 +136,7 @@ def fill_features(
     Args:
         store: the store to fill (each rank opens its own on the same folder).
         rows: image rows of ``store.images``.
-        device: where this rank runs the backbone.
+        device: where this rank runs the feature callable.
         autocast: a context manager factory for the forward pass (e.g.
             ``fabric.autocast`` or ``trainer.precision_plugin.forward_context``).
         batch_size: images per forward pass.
@@ -159,8 +161,8 @@ def fill_features(
     share = missing[shard_indices(len(missing), rank, world)]
     if rank != 0:
         share = store.missing(share)  # its content keys, for store.add
-    channels, height, width = (int(s) for s in store.backbone.data_config["input_size"])
-    data = DecodedImages(store.images, share, store.transform, (channels, height, width))
+    spec = store.spec
+    data = DecodedImages(store.images, share, spec.transform, spec.pixel_shape)
     loader = DataLoader(
         data,
         batch_size=batch_size,
@@ -168,11 +170,10 @@ def fill_features(
         collate_fn=data.collate,
         pin_memory=device.type == "cuda",
     )
-    backbone = store.backbone if device.type == "cpu" else copy.deepcopy(store.backbone)
-    backbone = backbone.to(device).eval()
+    compute = store.computer.compute_on(device)
     bar = tqdm(
         total=len(share),
-        desc=f"image features ({store.backbone.name}, {world} rank(s))",
+        desc=f"image features ({spec.name}, {world} rank(s))",
         unit="img",
         disable=not progress or rank != 0,
     )
@@ -181,7 +182,7 @@ def fill_features(
     pending: tuple[torch.Tensor, torch.Tensor, list[str | None]] | None = None
     try:
         for rows_b, pixels, errors in loader:
-            features = _forward(backbone, pixels.to(device, non_blocking=True), autocast)
+            features = _forward(compute, pixels.to(device, non_blocking=True), autocast)
             if pending is not None:  # the previous batch leaves the device while this runs
                 done += _store(store, pending, len(share) - done)
                 bar.update(len(pending[0]))
@@ -199,7 +200,7 @@ def fill_features(
         "rank %d/%d: %s features of %d of %d missing images in %.1f s (%.1f images/s) into %s",
         rank,
         world,
-        store.backbone.name,
+        spec.name,
         report.encoded,
         report.missing,
         seconds,
@@ -244,7 +245,7 @@ def _broadcast(
 
 @torch.no_grad()
 def _forward(
-    backbone: torch.nn.Module,
+    compute: FeatureCompute,
     pixels: torch.Tensor,
     autocast: Callable[[], AbstractContextManager[Any]],
 ) -> torch.Tensor:
@@ -253,10 +254,10 @@ def _forward(
     Shape: ``(B, 3, H, W)`` -> ``(B, D)``.
     """
     with autocast():
-        features = backbone(pixels).float()  # (B, D)
+        features = compute(pixels).float()  # (B, D)
     if not bool(torch.isfinite(features).all()):
         with torch.autocast(pixels.device.type, enabled=False):
-            features = backbone(pixels.float()).float()
+            features = compute(pixels.float()).float()
     return features
 
 

@@ -1,4 +1,5 @@
-"""Shard files of the frozen-feature store: atomic writes, validated reads, checksums.
+"""Shard files of the frozen-feature store: atomic writes, validated reads, checksums,
+and :class:`ShardWriter`, which buffers computed features into whole shards.
 
 A shard ``<stem>`` is two files in the store's folder: ``<stem>.npy`` (``(n, D)`` float32
 features, read memory-mapped) and ``<stem>.index.npz`` (``keys`` ``(n,)``: the images'
@@ -21,6 +22,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +36,8 @@ __all__ = [
     "KEY_DTYPE",
     "FeatureCacheError",
     "ShardError",
+    "ShardWriter",
+    "WrittenShard",
     "check_space",
     "check_writable",
     "discard",
@@ -257,3 +261,97 @@ def file_sha1(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard :class:`ShardWriter` has written: its files and the table rows in it.
+
+    Shape: ``rows``, ``keys``, ``ok`` ``(n,)``, in the shard's order.
+    """
+
+    stem: str
+    checksum: str
+    rows: np.ndarray
+    keys: np.ndarray
+    ok: np.ndarray
+
+
+class ShardWriter:
+    """Buffers computed features and writes them as shards of ``shard_size`` rows.
+
+    The owner hears of every change through three callbacks: ``on_buffered(rows,
+    offsets)`` (rows now held at these buffer offsets), ``on_written(shard)`` (a
+    :class:`WrittenShard` is on disk) and ``on_lost(rows)`` (a write failed: these rows
+    are stored nowhere; the :class:`FeatureCacheError` is raised after it).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        shard_size: int,
+        dim: int,
+        on_buffered: Callable[[np.ndarray, np.ndarray], None],
+        on_written: Callable[[WrittenShard], None],
+        on_lost: Callable[[np.ndarray], None],
+    ) -> None:
+        self.root, self.shard_size, self.dim = root, shard_size, dim
+        self.on_buffered, self.on_written, self.on_lost = on_buffered, on_written, on_lost
+        self.held = 0  # rows in the buffer
+        self.last_write = time.monotonic()
+        self._rows = np.empty(0, dtype=np.int64)  # (S,) allocated at the first hold
+        self._keys = np.empty(0, dtype=KEY_DTYPE)
+        self._ok = np.empty(0, dtype=bool)
+        self._features = np.empty((0, dim), dtype=np.float32)  # (S, D)
+
+    def hold(
+        self,
+        rows: np.ndarray,
+        keys: np.ndarray,
+        ok: np.ndarray,
+        features: np.ndarray,
+        rows_to_come: int = 0,
+    ) -> None:
+        """Buffer computed features; write a shard each time ``shard_size`` are held.
+        ``rows_to_come``: rows still to be computed in this pass (for a full-disk error).
+
+        Shape: ``rows``, ``keys``, ``ok`` ``(n,)``; ``features`` ``(n, D)``.
+        """
+        if not len(self._rows):
+            self._rows = np.empty(self.shard_size, dtype=np.int64)
+            self._keys = np.empty(self.shard_size, dtype=KEY_DTYPE)
+            self._ok = np.empty(self.shard_size, dtype=bool)
+            self._features = np.empty((self.shard_size, self.dim), dtype=np.float32)
+        begin = 0
+        while begin < len(rows):
+            take = min(self.shard_size - self.held, len(rows) - begin)
+            into, part = slice(self.held, self.held + take), slice(begin, begin + take)
+            self._rows[into], self._keys[into] = rows[part], keys[part]
+            self._ok[into], self._features[into] = ok[part], features[part]
+            self.on_buffered(rows[part], np.arange(into.start, into.stop))
+            self.held += take
+            begin += take
+            if self.held == self.shard_size:
+                self.flush(rows_to_come + len(rows) - begin)
+
+    def buffered(self, offsets: np.ndarray) -> np.ndarray:
+        """Features held at ``offsets``. Shape: ``(R,)`` -> ``(R, D)``."""
+        return self._features[offsets]
+
+    def due(self, seconds: float) -> bool:
+        """Whether the last write is more than ``seconds`` old."""
+        return time.monotonic() - self.last_write > seconds
+
+    def flush(self, rows_to_come: int = 0) -> None:
+        """Write the rows held (a partial shard) as one shard."""
+        held, self.held = self.held, 0
+        self.last_write = time.monotonic()
+        if not held:
+            return
+        rows, keys, ok = (a[:held].copy() for a in (self._rows, self._keys, self._ok))
+        try:
+            stem, checksum = write_shard(self.root, keys, ok, self._features[:held], rows_to_come)
+        except FeatureCacheError:
+            self.on_lost(rows)
+            raise
+        self.on_written(WrittenShard(stem, checksum, rows, keys, ok))
