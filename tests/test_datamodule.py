@@ -12,7 +12,7 @@ from lightning_mlsr.data import DataError
 from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
 from lightning_mlsr.data.training.pairs import false_negative_mask
 from lightning_mlsr.models import ImageMLMHead, MLPHead
-from lightning_mlsr.objectives.losses import gathered_false_negatives
+from lightning_mlsr.objectives.ranking import gathered_false_negatives
 from lightning_mlsr.training.data_inputs import batch_inputs
 from tests.helpers import write_atomic
 

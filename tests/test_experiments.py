@@ -62,7 +62,7 @@ def _pseudo_query_collection(tmp_path: Path, expand: bool = False) -> list[str]:
 
     teacher, out = tmp_path / "teacher.pt", tmp_path / "pseudo"
     if (tmp_path / "built").is_file():  # built for an earlier config of this session
-        return [f"--data.collection={out}", f"--model.distillation.init_args.checkpoint={teacher}"]
+        return [f"--data.collection={out}", f"--model.teacher.init_args.checkpoint={teacher}"]
     tmp_path.mkdir(parents=True, exist_ok=True)
     dense_teacher_checkpoint(teacher)
     build_pseudo_query_collection(
@@ -74,7 +74,7 @@ def _pseudo_query_collection(tmp_path: Path, expand: bool = False) -> list[str]:
         expand_captions=int(expand),
     )
     (tmp_path / "built").write_text("")
-    return [f"--data.collection={out}", f"--model.distillation.init_args.checkpoint={teacher}"]
+    return [f"--data.collection={out}", f"--model.teacher.init_args.checkpoint={teacher}"]
 
 
 def _hard_negatives(collection: Path, out: Path) -> list[str]:

@@ -25,7 +25,7 @@ from lightning_mlsr.models import (
     StaticQueryHead,
 )
 from lightning_mlsr.models.static import idf_weights
-from lightning_mlsr.objectives.losses import MarginMSE, margin_mse
+from lightning_mlsr.objectives.distillation import MarginMSE, margin_mse
 
 TEXTS = ["a cat sitting on a red sofa", "two dogs, two dogs and a ball [SEP] on the grass"]
 TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
@@ -298,37 +298,23 @@ def test_margin_mse_with_two_negatives_per_query_by_hand() -> None:
     )
 
 
-class _FixedTeacher(torch.nn.Module):
-    """A 'dense teacher' returning given embeddings for the batch's rows."""
-
-    text_backbone_name = "splade-tiny"
-
-    def __init__(self, embeddings: torch.Tensor) -> None:
-        super().__init__()
-        self.embeddings = embeddings
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embeddings[inputs["row"]]
-
-
 def test_margin_mse_module_scores_with_the_teacher_and_weights_the_loss() -> None:
-    q_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    q_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # the teacher's embeddings
     d_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.0], [0.0, 0.25]])
-    queries, docs = _FixedTeacher(q_emb), _FixedTeacher(d_emb)
-    loss = MarginMSE(queries, doc_teacher=docs, weight=2.0, teacher_temperature=0.5, cache_size=0)
+    teacher = q_emb @ d_emb.T  # (2, 4) the teacher's scores
+    loss = MarginMSE(weight=2.0, teacher_temperature=0.5)
     q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # student vectors (V = 2)
     d = torch.tensor([[3.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    value = loss(q, d, {"row": torch.arange(2)}, {"row": torch.arange(4)})
+    value = loss(q, d, teacher)
     # teacher scores / 0.5: q0 pos 2, neg0 1 -> margin 1; q1 pos 2, neg1 0.5 -> 1.5
     # student: q0 pos 3, neg0 1 -> 2; q1 pos 2, neg1 2 -> 0
     assert value.item() == pytest.approx(2.0 * ((2 - 1) ** 2 + (0 - 1.5) ** 2) / 2)
     # no hard negatives (validation batches): the other query's positive is the negative
     # teacher: q0 2 - 0 = 2, q1 2 - 0 = 2; student: q0 3 - 0 = 3, q1 2 - 0 = 2
-    value = loss(q, d[:2], {"row": torch.arange(2)}, {"row": torch.arange(2)})
+    value = loss(q, d[:2], teacher[:, :2])
     assert value.item() == pytest.approx(2.0 * ((3 - 2) ** 2 + 0**2) / 2)
     with pytest.raises(ValueError, match="same number of hard negatives"):
-        loss(q, d[:3], {"row": torch.arange(2)}, {"row": torch.arange(3)})
+        loss(q, d[:3], teacher[:, :3])
 
 
 def test_in_batch_margin_mse_by_hand() -> None:

@@ -1,4 +1,5 @@
-"""InfoNCE against hand-computed values and a naive loop; cross-rank gathering with gloo."""
+"""InfoNCE against hand-computed values and a naive loop; cross-rank gathering with gloo; the
+KL distillation loss by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lightning_mlsr.objectives.losses import InfoNCE
+from lightning_mlsr.objectives.distillation import KLDistillation, kl_distillation
+from lightning_mlsr.objectives.ranking import InfoNCE
 
 
 def naive_infonce(
@@ -148,12 +150,10 @@ def test_gathering_across_ranks_matches_one_big_batch(negatives: int) -> None:
         torch.testing.assert_close(d_grad, d_ref.grad[rank * n : (rank + 1) * n])
 
 
-# ---------------------------------------------------------------- distillation (issue 12)
+# ---------------------------------------------------------------- distillation
 
 
 def test_kl_distillation_by_hand() -> None:
-    from lightning_mlsr.objectives.losses import kl_distillation
-
     student = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     teacher = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)]])
     # row 0: KL((.5, .5) || (e, 1)/(e+1)) = ln((e+1)/2) - 1/2
@@ -165,8 +165,6 @@ def test_kl_distillation_by_hand() -> None:
 
 
 def test_kl_distillation_is_zero_for_scores_equal_up_to_a_row_constant() -> None:
-    from lightning_mlsr.objectives.losses import kl_distillation
-
     teacher = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
     student = teacher + torch.tensor([[3.0], [-1.0], [0.0], [7.5], [2.0]])
     assert float(kl_distillation(student, teacher)) == pytest.approx(0.0, abs=1e-6)
@@ -174,8 +172,6 @@ def test_kl_distillation_is_zero_for_scores_equal_up_to_a_row_constant() -> None
 
 
 def test_kl_distillation_leaves_dropped_pairs_out_of_both_softmaxes() -> None:
-    from lightning_mlsr.objectives.losses import kl_distillation
-
     g = torch.Generator().manual_seed(1)
     student, teacher = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
     drop = torch.zeros(3, 4, dtype=torch.bool)
@@ -190,109 +186,24 @@ def test_kl_distillation_leaves_dropped_pairs_out_of_both_softmaxes() -> None:
     assert torch.isfinite(got) and float(got) == pytest.approx(want, rel=1e-5)
 
 
-class _FixedTeacher(torch.nn.Module):
-    """Returns the batch's ``emb`` as its embedding, and has one (frozen) parameter."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return inputs["emb"] * self.scale
-
-
-def test_distillation_module_scores_with_a_frozen_teacher() -> None:
-    from lightning_mlsr.objectives.losses import Distillation, kl_distillation
-
+def test_kl_distillation_module_weights_the_kl_of_the_given_teacher_scores() -> None:
     g = torch.Generator().manual_seed(2)
     q, d = torch.rand(4, 10, generator=g, requires_grad=True), torch.rand(4, 10, generator=g)
-    tq, td = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
-    kd = Distillation(_FixedTeacher(), weight=0.5, teacher_temperature=0.1)
-    kd.train()
-    assert not kd.training and not any(p.requires_grad for p in kd.parameters())
-    got = kd(q, d, {"emb": tq}, {"emb": td})
-    want = 0.5 * kl_distillation(q @ d.T, tq @ td.T / 0.1)
+    teacher = torch.randn(4, 4, generator=g)  # the teacher's in-batch scores
+    kd = KLDistillation(weight=0.5, teacher_temperature=0.1, student_temperature=2.0)
+    assert not list(kd.parameters())  # a loss: no model inside
+    got = kd(q, d, teacher)
+    want = 0.5 * kl_distillation(q @ d.T / 2.0, teacher / 0.1)
     torch.testing.assert_close(got, want)
     got.backward()
-    assert q.grad is not None and kd.query_teacher.scale.grad is None
+    assert q.grad is not None
     # a false negative is dropped from both distributions, the positive never is
     fn = torch.eye(4, dtype=torch.bool) | torch.tensor([[0, 1, 0, 0]] * 4, dtype=torch.bool)
     drop = fn.clone()
     drop.fill_diagonal_(False)
-    want_fn = 0.5 * kl_distillation(q @ d.T, tq @ td.T / 0.1, drop)
-    torch.testing.assert_close(kd(q, d, {"emb": tq}, {"emb": td}, fn), want_fn)
-
-
-class _CountingTeacher(torch.nn.Module):
-    """Mean of a fixed embedding table over the unpadded tokens; counts the texts it encodes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.table = torch.nn.Parameter(
-            torch.randn(50, 6, generator=torch.Generator().manual_seed(3))
-        )
-        self.seen = 0
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        self.seen += inputs["input_ids"].shape[0]
-        m = inputs["attention_mask"].unsqueeze(-1).float()  # (B, L, 1)
-        return (self.table[inputs["input_ids"]] * m).sum(1) / m.sum(1)
-
-
-def _tokens(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
-    ids = torch.zeros(len(rows), length, dtype=torch.long)
-    mask = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def test_distillation_teacher_cache_gives_the_uncached_scores_and_encodes_each_text_once() -> None:
-    from lightning_mlsr.objectives.losses import Distillation
-
-    cached, plain = _CountingTeacher(), _CountingTeacher()
-    kd_cached = Distillation(cached, cache_size=100)
-    kd_plain = Distillation(plain, cache_size=0)
-    batches = [
-        (_tokens([[1, 2], [3], [4, 5, 6]], 4), _tokens([[7], [8, 9], [1, 2]], 3)),
-        # the same texts again, padded to another length and in another order, plus a new one
-        (_tokens([[3], [1, 2], [10, 11]], 5), _tokens([[1, 2], [7], [12]], 2)),
-    ]
-    for queries, docs in batches:
-        torch.testing.assert_close(
-            kd_cached.teacher_scores(queries, docs), kd_plain.teacher_scores(queries, docs)
-        )
-    assert plain.seen == 12  # 2 batches x (3 queries + 3 documents)
-    assert cached.seen == 4 + 4  # queries: 3 then 1 new; documents: 3 then 1 new (shared teacher)
-    assert len(kd_cached._cache["query"]) == 4 and len(kd_cached._cache["doc"]) == 4
-
-
-def test_distillation_teacher_cache_drops_the_least_recently_used_beyond_its_size() -> None:
-    from lightning_mlsr.objectives.losses import Distillation
-
-    teacher = _CountingTeacher()
-    kd = Distillation(teacher, cache_size=2)
-    for rows in ([[1]], [[2]], [[1]], [[3]]):  # [2] is the least recently used when [3] comes
-        kd.embed("query", _tokens(rows, 2))
-    assert list(kd._cache["query"]) == [
-        torch.tensor([1]).numpy().tobytes(),
-        torch.tensor([3]).numpy().tobytes(),
-    ]
-    seen = teacher.seen
-    kd.embed("query", _tokens([[1], [3]], 2))
-    assert teacher.seen == seen  # both cached
-    kd.embed("query", _tokens([[2]], 2))
-    assert teacher.seen == seen + 1  # [2] was dropped and is encoded again
-
-
-def test_distillation_teacher_cache_encodes_a_text_repeated_in_one_batch_once() -> None:
-    from lightning_mlsr.objectives.losses import Distillation
-
-    teacher = _CountingTeacher()
-    kd = Distillation(teacher, cache_size=10)
-    batch = _tokens([[4, 5], [6], [4, 5], [4, 5]], 3)  # one caption for three queries
-    got = kd.embed("doc", batch)
-    assert teacher.seen == 2
-    torch.testing.assert_close(
-        got, Distillation(_CountingTeacher(), cache_size=0).embed("doc", batch)
-    )
+    want_fn = 0.5 * kl_distillation(q @ d.T / 2.0, teacher / 0.1, drop)
+    torch.testing.assert_close(kd(q, d, teacher, fn), want_fn)
+    with pytest.raises(ValueError, match="same shape"):
+        kd(q, d, teacher[:, :3])
+    with pytest.raises(ValueError, match="temperatures > 0"):
+        KLDistillation(teacher_temperature=0.0)

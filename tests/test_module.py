@@ -12,7 +12,8 @@ import torch
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.models import MLMHead, MLPHead
-from lightning_mlsr.objectives.losses import InfoNCE
+from lightning_mlsr.objectives.distillation import KLDistillation
+from lightning_mlsr.objectives.ranking import InfoNCE
 from lightning_mlsr.objectives.regularizers import FLOPS, L1
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.training.cli import main
@@ -33,7 +34,7 @@ model:
     init_args:
       pooling: max
   loss:
-    class_path: lightning_mlsr.objectives.losses.InfoNCE
+    class_path: lightning_mlsr.objectives.ranking.InfoNCE
     init_args:
       temperature: 0.5
   query_regularizer: null
@@ -99,7 +100,7 @@ def test_distilled_checkpoints_leave_the_frozen_teacher_out_and_load_it_back(
     config = str(REPO / "experiments" / "m2_distilled.yaml")
     args = [
         *_fit_args(tmp_path, "--trainer.limit_val_batches=0"),
-        f"--model.distillation.init_args.checkpoint={teacher}",
+        f"--model.teacher.init_args.checkpoint={teacher}",
     ]
     cli = main(["fit", "--config", config, *args])
     trained = cli.model.eval()
@@ -108,10 +109,10 @@ def test_distilled_checkpoints_leave_the_frozen_teacher_out_and_load_it_back(
 
     raw = torch.load(ckpt, map_location="cpu", weights_only=False)
     kept = set(raw["state_dict"])
-    teacher_keys = {k for k in trained.state_dict() if k.startswith("distillation.")}
+    teacher_keys = {k for k in trained.state_dict() if k.startswith("teacher.")}
     assert teacher_keys and not teacher_keys & kept
     assert kept == set(trained.state_dict()) - teacher_keys  # every student weight is kept
-    assert raw["distillation_teacher_sha256"] == trained.distillation.fingerprint()
+    assert raw["distillation_teacher_sha256"] == trained.teacher.fingerprint()
 
     # rebuilt from the hyperparameters: the student as saved, the teacher from teacher.pt
     # (whose document side differs from MiniLM as shipped and from its query side)
@@ -120,9 +121,7 @@ def test_distilled_checkpoints_leave_the_frozen_teacher_out_and_load_it_back(
         assert torch.equal(tensor, restored.state_dict()[name]), name
     shipped = torch.load(teacher, weights_only=False)["state_dict"]
     for key, value in shipped.items():
-        side, rest = key.split(".", 1)
-        teacher_key = f"distillation.{side.replace('_encoder', '_teacher')}.{rest}"
-        assert torch.equal(restored.state_dict()[teacher_key], value), key
+        assert torch.equal(restored.state_dict()[f"teacher.{key}"], value), key
 
     resumed = main(
         ["fit", "--config", config, *args, "--trainer.max_steps=3", f"--ckpt_path={ckpt}"]
@@ -137,16 +136,22 @@ def test_distilled_checkpoints_leave_the_frozen_teacher_out_and_load_it_back(
     with pytest.warns(UserWarning, match="not the one this checkpoint was trained with"):
         student = SparseBiEncoder.load_from_checkpoint(ckpt, map_location="cpu")
     for name, tensor in trained.state_dict().items():
-        if not name.startswith("distillation."):
+        if not name.startswith("teacher."):
             assert torch.equal(tensor, student.state_dict()[name]), name
 
-    # a checkpoint saved with its teacher's weights (before they were left out) loads them
-    raw["state_dict"].update({k: trained.state_dict()[k] for k in teacher_keys})
+    # a checkpoint saved with its teacher's weights loads them, also where a module whose
+    # distillation loss held the teacher kept them (distillation.{query,doc}_teacher.*)
+    inside_the_loss = {
+        k.replace("teacher.query_encoder.", "distillation.query_teacher.").replace(
+            "teacher.doc_encoder.", "distillation.doc_teacher."
+        ): trained.state_dict()[k]
+        for k in teacher_keys
+    }
+    raw["state_dict"].update(inside_the_loss)
     del raw["distillation_teacher_sha256"]
     torch.save(raw, ckpt)
     old = SparseBiEncoder.load_from_checkpoint(ckpt, map_location="cpu")
-    rest = perturbed.split(".", 1)[1]
-    assert torch.equal(old.state_dict()[f"distillation.doc_teacher.{rest}"], shipped[perturbed])
+    assert torch.equal(old.state_dict()[f"teacher.{perturbed}"], shipped[perturbed])
 
 
 class _LambdaRecorder(L.Callback):
@@ -382,6 +387,20 @@ def test_image_projection_is_new_and_frozen_layers_get_no_group() -> None:
     assert not frozen & {id(p) for p in pretrained["params"]}
     with pytest.raises(ValueError, match="unknown group"):
         SparseBiEncoder(MLPHead(), MLPHead(), param_groups={"backbone": {"lr": 1.0}})
+
+
+def test_a_teacher_without_a_distillation_loss_or_the_reverse_is_refused() -> None:
+    from lightning_mlsr.models.dense import DenseTextHead
+    from lightning_mlsr.models.teacher import DenseTeacher
+
+    with pytest.raises(ValueError, match=r"model\.teacher is not set"):
+        SparseBiEncoder(MLPHead(), MLPHead(), distillation=KLDistillation())
+    teacher = DenseTeacher(DenseTextHead("splade-tiny"))
+    with pytest.raises(ValueError, match=r"model\.distillation is not set"):
+        SparseBiEncoder(MLPHead(), MLPHead(), teacher=teacher)
+    model = SparseBiEncoder(MLPHead(), MLPHead(), teacher=teacher, distillation=KLDistillation())
+    assert model.teacher is teacher and not teacher.training  # frozen in a training module
+    assert not {id(p) for p in teacher.parameters()} & {id(p) for p in model.optimizer_parameters()}
 
 
 def test_regularizer_warmup_ratio_counts_total_optimizer_steps(tmp_path: Path) -> None:

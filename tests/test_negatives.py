@@ -18,7 +18,8 @@ from lightning_mlsr.data import load_collection
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.training.negatives import HardNegatives
 from lightning_mlsr.generate.hard_negatives import mine_hard_negatives
-from lightning_mlsr.objectives.losses import Distillation, InfoNCE
+from lightning_mlsr.objectives.distillation import KLDistillation
+from lightning_mlsr.objectives.ranking import InfoNCE
 from tests.helpers import dense_teacher_checkpoint, teacher_cosines, write_atomic
 
 
@@ -155,12 +156,8 @@ def test_infonce_and_distillation_score_extra_documents_as_negatives() -> None:
 
     # distillation: the teacher's (3, 5) scores over the same documents, the false
     # negative left out of both softmaxes (the positives never are)
-    class Embeddings(torch.nn.Module):
-        def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-            return inputs["emb"]
-
     tq, td = torch.randn(3, 4, generator=g), torch.randn(5, 4, generator=g)
-    kd = Distillation(Embeddings(), teacher_temperature=0.1)
+    kd = KLDistillation(teacher_temperature=0.1)
     teacher = tq @ td.T / 0.1
     student = q @ d.T
     want = 0.0
@@ -168,5 +165,5 @@ def test_infonce_and_distillation_score_extra_documents_as_negatives() -> None:
         keep = [j for j in range(5) if not mask[i, j]]
         p, r = F.softmax(teacher[i, keep], 0), F.softmax(student[i, keep], 0)
         want += float((p * (p / r).log()).sum()) / 3
-    got = kd(q, d, {"emb": tq}, {"emb": td}, mask)
+    got = kd(q, d, tq @ td.T, mask)
     assert float(got) == pytest.approx(want, rel=1e-5)

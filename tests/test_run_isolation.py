@@ -259,7 +259,7 @@ class _Payload:
 
 
 def test_a_malicious_teacher_file_is_refused_and_runs_nothing(tmp_path: Path) -> None:
-    from lightning_mlsr.objectives.losses import Distillation
+    from lightning_mlsr.models.teacher import DenseTeacher
 
     marker = tmp_path / "pwned"
     teacher_file = tmp_path / "teacher.pt"
@@ -274,7 +274,7 @@ def test_a_malicious_teacher_file_is_refused_and_runs_nothing(tmp_path: Path) ->
             self.w = torch.nn.Parameter(torch.ones(1))
 
     with pytest.raises(ValueError, match=r"refusing to load .*teacher\.pt"):
-        Distillation(Teacher(), checkpoint=str(teacher_file))
+        DenseTeacher(Teacher(), checkpoint=str(teacher_file))
     assert not marker.exists()
     with pytest.raises(SystemExit, match="refusing to load"):
         main(["validate", "--config", M3, f"--ckpt_path={teacher_file}", "--trainer.logger=false"])

@@ -18,7 +18,7 @@ import torch
 import lightning_mlsr.training.module as module
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.models import MLPHead
-from lightning_mlsr.objectives.losses import InfoNCE
+from lightning_mlsr.objectives.ranking import InfoNCE
 from lightning_mlsr.objectives.regularizers import FLOPS
 from lightning_mlsr.training.module import SparseBiEncoder
 from tests.helpers import quiet_trainer

@@ -1,4 +1,4 @@
-"""The distillation teacher's embedding cache lives where the module does.
+"""The frozen teacher's embedding cache lives where the module does.
 
 Lightning moves the LightningModule (``.to(device)``, a precision plugin's cast); the cached
 teacher embeddings must follow it, so that a cached text costs a gather on the device, not
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from lightning_mlsr.objectives.losses import Distillation
+from lightning_mlsr.models.teacher import DenseTeacher
 
 
 class _Teacher(nn.Module):
@@ -50,39 +50,39 @@ class _HostCopies(TorchFunctionMode):
 
 def test_the_cache_follows_the_module_to_its_device_and_dtype() -> None:
     parent = nn.Module()  # as the LightningModule holds it: moved as a submodule
-    parent.kd = Distillation(_Teacher(), cache_size=10)
-    kd: Distillation = parent.kd
+    parent.teacher = DenseTeacher(_Teacher(), cache_size=10)
+    teacher: DenseTeacher = parent.teacher
     batch = _tokens([[1, 2], [3], [4, 5, 6]], 4)
     want = _Teacher()(batch)  # (3, H), the same seeded weights
-    torch.testing.assert_close(kd.embed("query", batch), want)
-    assert kd._table["query"] is not None and kd._table["query"].device.type == "cpu"
+    torch.testing.assert_close(teacher.embed("query", batch), want)
+    assert teacher._table["query"] is not None and teacher._table["query"].device.type == "cpu"
 
     parent.to(torch.float64)  # a precision plugin's cast reaches the cached rows too
-    got = kd.embed("query", _tokens([[3], [1, 2]], 2))  # both cached: no teacher call
+    got = teacher.embed("query", _tokens([[3], [1, 2]], 2))  # both cached: no teacher call
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want[[1, 0]].double())
 
     parent.to("meta")  # a device move (the meta device stands in for an accelerator)
-    table = kd._table["query"]
+    table = teacher._table["query"]
     assert table is not None and table.device.type == "meta"
-    assert kd.query_teacher.table.device.type == "meta"
-    assert len(kd._cache["query"]) == 3  # the texts stay known: their rows moved with them
+    assert teacher.query_encoder.table.device.type == "meta"
+    assert len(teacher._cache["query"]) == 3  # the texts stay known: their rows moved with them
 
 
 def test_embeddings_never_go_to_the_host() -> None:
-    kd = Distillation(_Teacher(), cache_size=10)
+    teacher = DenseTeacher(_Teacher(), cache_size=10)
     with _HostCopies() as mode:
-        kd.embed("doc", _tokens([[7], [8, 9], [7]], 3))  # new texts: computed and stored
-        kd.embed("doc", _tokens([[8, 9], [7], [10]], 2))  # two cached, one new
+        teacher.embed("doc", _tokens([[7], [8, 9], [7]], 3))  # new texts: computed and stored
+        teacher.embed("doc", _tokens([[8, 9], [7], [10]], 2))  # two cached, one new
     assert mode.copied == []  # only the integer token ids (the cache keys) are read there
 
 
 def test_evicted_rows_are_reused_and_the_table_stays_bounded() -> None:
-    kd = Distillation(_Teacher(), cache_size=4)
-    reference = Distillation(_Teacher(), cache_size=0)
+    teacher = DenseTeacher(_Teacher(), cache_size=4)
+    reference = DenseTeacher(_Teacher(), cache_size=0)
     for start in range(0, 40, 3):  # 3 new texts a batch, each seen once then dropped
         batch = _tokens([[start % 50], [(start + 1) % 50], [(start + 2) % 50]], 2)
-        torch.testing.assert_close(kd.embed("query", batch), reference.embed("query", batch))
-    table = kd._table["query"]
+        torch.testing.assert_close(teacher.embed("query", batch), reference.embed("query", batch))
+    table = teacher._table["query"]
     assert table is not None and len(table) <= 4 + 3  # the bound plus one batch's new texts
-    assert len(kd._cache["query"]) == 4
+    assert len(teacher._cache["query"]) == 4

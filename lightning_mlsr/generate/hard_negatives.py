@@ -56,8 +56,9 @@ def mine_hard_negatives(
 
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data.collection.load import load_collection
-    from lightning_mlsr.generate.pseudo_queries import load_teacher, teacher_embeddings
+    from lightning_mlsr.generate.pseudo_queries import teacher_embeddings
     from lightning_mlsr.io.pretrained import load_tokenizer
+    from lightning_mlsr.models.teacher import load_dense_text_teacher
 
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
@@ -71,7 +72,7 @@ def mine_hard_negatives(
         raise DataError(f"image ids with a tab or newline cannot be written: {format_ids(bad)}")
 
     tokenizer = load_tokenizer(backbone)
-    teacher = load_teacher(teacher_checkpoint, backbone, pooling)
+    teacher = load_dense_text_teacher(teacher_checkpoint, backbone, pooling)
     docs = teacher_embeddings(teacher, tokenizer, "doc", captions, doc_max_length, desc="captions")
     queries = teacher_embeddings(
         teacher, tokenizer, "query", texts, query_max_length, desc=f"{split} queries"

@@ -39,7 +39,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,9 @@ import torch
 from lightning_mlsr.data.collection.layout import find_layout, read_defaults
 from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.errors import DataError
+
+if TYPE_CHECKING:
+    from lightning_mlsr.models.teacher import DenseTeacher
 
 __all__ = [
     "build_pseudo_query_collection",
@@ -124,20 +127,6 @@ def unseen_queries(
     return [q for q, text in zip(ids, texts, strict=True) if text.strip().lower() not in known]
 
 
-def load_teacher(checkpoint: str | os.PathLike[str], backbone: str, pooling: str) -> Any:
-    """A trained dense bi-encoder (``experiments/dense_caption.yaml``) as a frozen
-    :class:`~lightning_mlsr.objectives.losses.Distillation` teacher whose ``embed`` encodes either side
-    (no cache: each text is encoded once here anyway)."""
-    from lightning_mlsr.models.dense import DenseTextHead
-    from lightning_mlsr.objectives.losses import Distillation
-
-    return Distillation(
-        DenseTextHead(backbone=backbone, pooling=pooling),  # type: ignore[arg-type]
-        checkpoint=str(checkpoint),
-        cache_size=0,
-    )
-
-
 def teacher_parser(prog: str, description: str, out_help: str) -> argparse.ArgumentParser:
     """The command line shared by the tools that run a dense teacher over a collection."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
@@ -149,7 +138,7 @@ def teacher_parser(prog: str, description: str, out_help: str) -> argparse.Argum
 
 @torch.no_grad()
 def teacher_embeddings(
-    distillation: Any,
+    teacher: DenseTeacher,
     tokenizer: Any,
     side: str,
     texts: Sequence[str],
@@ -164,7 +153,7 @@ def teacher_embeddings(
     from lightning_mlsr.baselines.common import text_batches
 
     out = [
-        distillation.embed(side, batch)
+        teacher.embed(side, batch)
         for batch in text_batches(texts, tokenizer, batch_size, max_length, desc, progress=True)
     ]
     return torch.cat(out) if out else torch.zeros(0, 0)
@@ -219,6 +208,7 @@ def build_pseudo_query_collection(
     """
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.io.pretrained import load_tokenizer
+    from lightning_mlsr.models.teacher import load_dense_text_teacher
     from lightning_mlsr.retrieval.trec import write_trec_qrels
 
     if positives < 1:
@@ -234,7 +224,7 @@ def build_pseudo_query_collection(
         raise DataError(f"--out {out} is the source collection itself; pick a new directory")
 
     tokenizer = load_tokenizer(backbone)
-    teacher = load_teacher(teacher_checkpoint, backbone, pooling)
+    teacher = load_dense_text_teacher(teacher_checkpoint, backbone, pooling)
     candidates = candidate_words(tokenizer, words, english)
     train_queries = {q.strip().lower() for q in split_texts(collection, "train")[1]}
     candidates = [w for w in candidates if w.lower() not in train_queries]

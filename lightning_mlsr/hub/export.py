@@ -16,7 +16,14 @@ from lightning_mlsr.models.encoder import Encoder
 __all__ = ["export_checkpoint", "load_checkpoint_encoders", "push_folder"]
 
 _SIDES = {"query": "query_encoder", "doc": "doc_encoder"}
-_TRAINING_KEYS = ("loss", "query_regularizer", "doc_regularizer", "param_groups", "distillation")
+_TRAINING_KEYS = (
+    "loss",
+    "query_regularizer",
+    "doc_regularizer",
+    "param_groups",
+    "teacher",
+    "distillation",
+)
 
 
 def load_checkpoint_encoders(ckpt_path: str | Path) -> tuple[dict[str, Encoder], dict[str, Any]]:

@@ -1,14 +1,13 @@
 """The sparse bi-encoder system: encode, InfoNCE, FLOPS/L1 penalties, logging.
 
 Everything interchangeable is injected (query/document encoders, loss, regularizers,
-optimizer) and chosen in YAML with ``class_path``/``init_args``. Index building and
-retrieval metrics live in :mod:`lightning_mlsr.training.evaluator`; precision and device placement
-belong to the Trainer.
+distillation teacher and loss, optimizer) and chosen in YAML with ``class_path``/
+``init_args``. Index building and retrieval metrics live in
+:mod:`lightning_mlsr.training.evaluator`; precision and device placement belong to the Trainer.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -19,9 +18,12 @@ from torch import nn
 from lightning_mlsr.data.inputs import BatchInputs
 from lightning_mlsr.models import Encoder, check_encoder_pair, tie_text_backbones
 from lightning_mlsr.models.encoder import DenseEncoder, SparseEncoder
-from lightning_mlsr.objectives.losses import Distillation, InfoNCE, gathered_false_negatives
+from lightning_mlsr.models.teacher import DenseTeacher
+from lightning_mlsr.objectives.distillation import ScoreDistillation
+from lightning_mlsr.objectives.ranking import InfoNCE, gathered_false_negatives
 from lightning_mlsr.objectives.regularizers import Regularizer
 from lightning_mlsr.training.data_inputs import batch_inputs
+from lightning_mlsr.training.teacher_checkpoint import leave_teacher_out, put_teacher_back
 
 __all__ = ["SparseBiEncoder", "lr_schedule"]
 
@@ -31,11 +33,10 @@ _MODULE_ARGS = [
     "loss",
     "query_regularizer",
     "doc_regularizer",
+    "teacher",
     "distillation",
 ]
 _GROUPS = ("new", "pretrained")
-_TEACHER_PREFIX = "distillation."
-_TEACHER_FINGERPRINT = "distillation_teacher_sha256"
 
 
 class SparseBiEncoder(L.LightningModule):
@@ -66,8 +67,10 @@ class SparseBiEncoder(L.LightningModule):
             (linearly, from 0).
         lr_decay: ``linear`` to zero after warm-up, or ``constant`` (the schedules of
             :func:`lr_schedule`, from ``transformers``).
-        distillation: a frozen dense teacher whose in-batch score distribution the student
-            matches (KL), added to the ranking loss.
+        teacher: the frozen dense teacher whose in-batch scores the student distils
+            (:class:`~lightning_mlsr.models.teacher.DenseTeacher`); needs ``distillation``.
+        distillation: the loss between the student's in-batch scores and the teacher's
+            (KL or MarginMSE), added to the ranking loss; needs ``teacher``.
     """
 
     def __init__(
@@ -82,7 +85,8 @@ class SparseBiEncoder(L.LightningModule):
         param_groups: dict[str, dict[str, float]] | None = None,
         warmup_ratio: float = 0.1,
         lr_decay: Literal["linear", "constant"] = "linear",
-        distillation: Distillation | None = None,
+        teacher: DenseTeacher | None = None,
+        distillation: ScoreDistillation | None = None,
     ) -> None:
         super().__init__()
         # built in Python, the injected modules are objects, not configuration: pass them
@@ -107,6 +111,15 @@ class SparseBiEncoder(L.LightningModule):
                 f"param_groups: unknown group(s) {sorted(unknown)}; the groups are {_GROUPS}"
             )
         self.param_groups = param_groups
+        if (teacher is None) != (distillation is None):
+            missing = "teacher" if teacher is None else "distillation"
+            raise ValueError(
+                f"model.{missing} is not set: distillation needs both the "
+                "frozen teacher (model.teacher: lightning_mlsr.models.teacher.DenseTeacher) and "
+                "the loss over its scores (model.distillation, e.g. lightning_mlsr.objectives."
+                "distillation.KLDistillation); see experiments/m2_distilled.yaml"
+            )
+        self.teacher = teacher
         self.distillation = distillation
         self._fit_total_steps: int | None = None
         self.warmup_ratio = warmup_ratio
@@ -114,50 +127,26 @@ class SparseBiEncoder(L.LightningModule):
         _check_output_spaces(query_encoder, doc_encoder)
         if share_text_backbone:
             tie_text_backbones(query_encoder, doc_encoder)
-        if distillation is not None:
-            _check_teacher_tokenizers(query_encoder, doc_encoder, distillation)
+        if teacher is not None:
+            teacher.check_reads_tokens_of(query_encoder, doc_encoder)
         # from_pretrained returns modules in eval mode (dropout off); Lightning keeps the mode
         # a module had before fit, so start in train mode (frozen image backbones stay eval)
         self.train()
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen distillation teacher's weights out of the checkpoint (~180 MB
-        for MiniLM-L6 on both sides, twice the student with its optimizer state): building
-        the module from its hyperparameters loads them again from the teacher's own
-        checkpoint or backbone. Their fingerprint is kept, so that resuming from a teacher
-        that has changed since fails instead of distilling from another model."""
-        if self.distillation is None:
-            return
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(_TEACHER_PREFIX)]:
-            del state[key]
-        checkpoint[_TEACHER_FINGERPRINT] = self.distillation.fingerprint()
+        """Leave the frozen teacher's weights out, keeping their fingerprint
+        (:mod:`lightning_mlsr.training.teacher_checkpoint`)."""
+        if self.teacher is not None:
+            leave_teacher_out(checkpoint, self.teacher)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the teacher this module was built with back into a checkpoint saved without
-        it (see :meth:`on_save_checkpoint`); a checkpoint that has its teacher's weights
-        (saved before they were left out) loads them as they are. A teacher whose weights
-        differ from those the checkpoint was trained with stops a resumed fit and is
-        warned about otherwise (encoding and evaluation never use the teacher)."""
-        state = checkpoint.get("state_dict", {})
-        if self.distillation is None or any(k.startswith(_TEACHER_PREFIX) for k in state):
-            return
-        saved, now = checkpoint.get(_TEACHER_FINGERPRINT), self.distillation.fingerprint()
-        if saved is not None and saved != now:
-            source = self.distillation.checkpoint or "the backbone's own weights"
-            message = (
-                f"the distillation teacher built from {source} is not the one this "
-                f"checkpoint was trained with (weights sha256 {now[:12]}, trained with "
-                f"{saved[:12]}); it was replaced or retrained since"
-            )
-            if self._trainer is not None and self.trainer.state.fn == "fit":
-                raise ValueError(
-                    f"cannot resume: {message}. Point model.distillation.init_args.checkpoint "
-                    "at the teacher the run started with, or start the fit afresh"
-                )
-            warnings.warn(f"{message}; the student's weights load as saved", stacklevel=2)
-        state.update(self.distillation.state_dict(prefix=_TEACHER_PREFIX))
+        it; a teacher other than the one the checkpoint was trained with stops a resumed
+        fit and is warned about otherwise."""
+        if self.teacher is not None:
+            resuming = self._trainer is not None and self.trainer.state.fn == "fit"
+            put_teacher_back(checkpoint, self.teacher, resuming)
 
     def setup(self, stage: str) -> None:
         """Hand the Trainer's DataModule what the encoders read, as plain values
@@ -206,9 +195,10 @@ class SparseBiEncoder(L.LightningModule):
         if split == "train" and logs:
             out["q_nnz"], out["d_nnz"] = _nnz(q), _nnz(d)
         total = rank_loss
-        if self.distillation is not None:
+        if self.teacher is not None and self.distillation is not None:
             # local in-batch scores; batch["false_negatives"] is this rank's (B, N) mask
-            kd = self.distillation(q, d, batch["query"], batch["doc"], batch.get("false_negatives"))
+            teacher_scores = self.teacher.scores(batch["query"], batch["doc"])  # (B, N)
+            kd = self.distillation(q, d, teacher_scores, batch.get("false_negatives"))
             out["distill_loss"] = kd
             total = total + kd
         step, total_steps = self.global_step, self._total_steps()
@@ -374,35 +364,6 @@ def _check_output_spaces(query_encoder: Encoder, doc_encoder: Encoder) -> None:
             f"query and document encoders score different vocabularies "
             f"({q_vocab} vs {d_vocab} terms)"
         )
-
-
-def _check_teacher_tokenizers(
-    query_encoder: Encoder, doc_encoder: Encoder, distillation: Distillation
-) -> None:
-    """The teacher reads the student's token ids, so both must tokenize alike."""
-    from lightning_mlsr.io.pretrained import load_tokenizer
-
-    pairs = (
-        ("query", query_encoder, distillation.query_teacher),
-        ("document", doc_encoder, distillation.doc_teacher),
-    )
-    for side, student, teacher in pairs:
-        names = (student.text_backbone_name, getattr(teacher, "text_backbone_name", None))
-        if names[0] is None or names[1] is None:
-            raise ValueError(
-                f"distillation needs text on the {side} side for both student and teacher "
-                f"(student {type(student).__name__}, teacher {type(teacher).__name__}); the "
-                "teacher scores the same tokenized batch as the student"
-            )
-        if (
-            names[0] != names[1]
-            and load_tokenizer(names[0]).get_vocab() != load_tokenizer(names[1]).get_vocab()
-        ):
-            raise ValueError(
-                f"distillation: the {side} teacher's backbone {names[1]!r} tokenizes "
-                f"differently from the student's {names[0]!r}; use a teacher with the same "
-                "vocabulary (e.g. minilm-l6 for BERT-uncased students)"
-            )
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
