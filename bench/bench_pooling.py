@@ -32,7 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lightning_mlsr.models.pooling import TextTransformerEncoder, pool_vocab_logits  # noqa: E402
+from lightning_mlsr.models.pooling import pool_vocab_logits  # noqa: E402
+from lightning_mlsr.models.transformer import TextTransformerEncoder  # noqa: E402
 from lightning_mlsr.training.cli import BASE_CONFIG, main  # noqa: E402
 
 

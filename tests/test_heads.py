@@ -594,7 +594,7 @@ def test_mlm_pooling_over_the_attention_mask_against_a_naive_loop(exclude: bool)
 def test_mlp_init_keeps_most_tokens_active_over_many_seeds() -> None:
     """No init of the term scorer leaves fewer than half the real tokens active; the
     default ``nn.Linear`` init does (so this test can fail)."""
-    from lightning_mlsr.models.pooling import init_term_scorer
+    from lightning_mlsr.models.transformer import init_term_scorer
 
     queries = ["nerd face", "smiling cat with heart eyes", "red apple", "flag: japan", "rocket"]
     queries += CAPTIONS + ["grinning face with big eyes", "woman technologist: medium skin"]

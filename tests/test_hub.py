@@ -92,7 +92,7 @@ def test_exported_mlm_side_is_a_sentence_transformers_model_with_identical_vecto
     (MLMHead does), so the export must make them unable to activate."""
     from sentence_transformers import SparseEncoder
 
-    from lightning_mlsr.models.pooling import mlm_head_parts
+    from lightning_mlsr.models.transformer import mlm_head_parts
 
     special = tokenizer().all_special_ids
     torch.manual_seed(0)

@@ -36,9 +36,9 @@ from lightning_mlsr.io.pretrained import load_tokenizer, resolve_text_backbone
 from lightning_mlsr.models.encoder import Encoder, SparseEncoder
 from lightning_mlsr.models.fusion import FusedImageTextHead, LateFusionHead
 from lightning_mlsr.models.image import ImageMLMHead
-from lightning_mlsr.models.pooling import mlm_head_parts, split_masked_lm
 from lightning_mlsr.models.static import StaticQueryHead
 from lightning_mlsr.models.text import MLMHead, MLPHead
+from lightning_mlsr.models.transformer import mlm_head_parts, split_masked_lm
 
 __all__ = ["ExportError", "load_encoder", "save_encoder", "silence_special_terms"]
 

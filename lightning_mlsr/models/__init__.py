@@ -19,11 +19,11 @@ from lightning_mlsr.models.encoder import (
 )
 from lightning_mlsr.models.fusion import FusedImageTextHead, LateFusionHead
 from lightning_mlsr.models.image import ImageMLMHead
-from lightning_mlsr.models.pooling import TextTransformerEncoder
 from lightning_mlsr.models.registry import HEADS, list_heads, register_head
 from lightning_mlsr.models.sharing import tie_text_backbones
 from lightning_mlsr.models.static import StaticQueryHead
 from lightning_mlsr.models.text import MLMHead, MLPHead
+from lightning_mlsr.models.transformer import TextTransformerEncoder
 
 __all__ = [
     "HEADS",

@@ -18,8 +18,8 @@ from torch import nn
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE
 from lightning_mlsr.models.backbones import load_text_encoder
 from lightning_mlsr.models.encoder import DenseEncoder
-from lightning_mlsr.models.pooling import build_image_backbone
 from lightning_mlsr.models.registry import register_head
+from lightning_mlsr.models.transformer import build_image_backbone
 
 __all__ = ["DenseImageHead", "DenseTextHead"]
 

@@ -10,16 +10,15 @@ from torch import nn
 
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_BACKBONE
 from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, load_text_encoder
-from lightning_mlsr.models.pooling import (
-    Pooling,
-    SparseEncoder,
+from lightning_mlsr.models.encoder import SparseEncoder
+from lightning_mlsr.models.pooling import Pooling, _check_pooling
+from lightning_mlsr.models.registry import register_head
+from lightning_mlsr.models.transformer import (
     TextTransformerEncoder,
-    _check_pooling,
     build_image_backbone,
     init_term_scorer,
     split_masked_lm,
 )
-from lightning_mlsr.models.registry import register_head
 
 __all__ = ["FusedImageTextHead", "LateFusionHead"]
 

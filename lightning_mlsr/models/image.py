@@ -14,15 +14,15 @@ from lightning_mlsr.io.pretrained import (
     load_tokenizer,
 )
 from lightning_mlsr.models.backbones import load_masked_lm
-from lightning_mlsr.models.pooling import (
-    SparseEncoder,
+from lightning_mlsr.models.encoder import SparseEncoder
+from lightning_mlsr.models.pooling import log_saturation
+from lightning_mlsr.models.registry import register_head
+from lightning_mlsr.models.transformer import (
     build_image_backbone,
-    log_saturation,
     mlm_head_parts,
     mlm_transform_dense,
     split_masked_lm,
 )
-from lightning_mlsr.models.registry import register_head
 
 __all__ = ["ImageMLMHead"]
 

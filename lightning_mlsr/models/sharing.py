@@ -7,7 +7,7 @@ from torch import nn
 
 from lightning_mlsr.models.dense import DenseTextHead
 from lightning_mlsr.models.encoder import Encoder
-from lightning_mlsr.models.pooling import TextTransformerEncoder
+from lightning_mlsr.models.transformer import TextTransformerEncoder
 
 __all__ = ["tie_text_backbones"]
 

@@ -150,7 +150,7 @@ def text_backbone_of(model: SparseBiEncoder) -> str:
 def vocabulary(model: SparseBiEncoder) -> list[str]:
     """Term id -> wordpiece of the model's document vocabulary.
 
-    The document encoder's own :meth:`~lightning_mlsr.models.pooling.SparseEncoder.term_vocabulary`,
+    The document encoder's own :meth:`~lightning_mlsr.models.encoder.SparseEncoder.term_vocabulary`,
     so the notebook shows the same words as the W&B panels and the exports.
     """
     return cast(SparseEncoder, model.doc_encoder).term_vocabulary()
