@@ -137,10 +137,8 @@ def test_bad_requests_fail_clearly(tmp_path: Path, built) -> None:
 
 def test_more_words_than_one_scoring_block_keep_their_own_labels(tmp_path: Path, built) -> None:
     """Words are scored in blocks of 1024: the 1030 words here span two blocks."""
-    from lightning_mlsr.generate.pseudo_queries import (
-        build_pseudo_query_collection,
-        vocabulary_words,
-    )
+    from lightning_mlsr.generate.candidates import vocabulary_words
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
     from lightning_mlsr.io.pretrained import load_tokenizer
 
     src, ckpt = built[0], built[2]
@@ -164,7 +162,7 @@ def test_more_words_than_one_scoring_block_keep_their_own_labels(tmp_path: Path,
 def test_english_words_are_wordfreqs_most_frequent_plain_words() -> None:
     from wordfreq import top_n_list, word_frequency
 
-    from lightning_mlsr.generate.pseudo_queries import english_words
+    from lightning_mlsr.generate.candidates import english_words
 
     got = english_words(2000)
     plain = [w for w in top_n_list("en", 2000) if len(w) >= 3 and w.isascii() and w.isalpha()]
@@ -176,7 +174,8 @@ def test_english_words_are_wordfreqs_most_frequent_plain_words() -> None:
 
 
 def test_english_words_join_the_candidates(tmp_path: Path, built) -> None:
-    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection, english_words
+    from lightning_mlsr.generate.candidates import english_words
+    from lightning_mlsr.generate.pseudo_queries import build_pseudo_query_collection
 
     src, ckpt = built[0], built[2]
     info = build_pseudo_query_collection(
@@ -264,7 +263,7 @@ def test_evaluation_queries_are_left_out_unless_transductive(tmp_path: Path, bui
 
 
 def test_unseen_queries_by_hand() -> None:
-    from lightning_mlsr.generate.pseudo_queries import unseen_queries
+    from lightning_mlsr.generate.candidates import unseen_queries
 
     ids = ["q1", "q2", "q3", "q4", "q5"]
     texts = ["red apple", "Apple", " banana ", "kiwi", "grape"]

@@ -430,7 +430,7 @@ def test_committed_unseen_queries_are_those_no_run_could_have_seen() -> None:
     query is neither a training query nor a candidate of the transductive runs."""
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
-    from lightning_mlsr.generate.pseudo_queries import vocabulary_words
+    from lightning_mlsr.generate.candidates import vocabulary_words
     from lightning_mlsr.io.pretrained import load_tokenizer
 
     rows = compute_unseen_queries(REGISTRY)

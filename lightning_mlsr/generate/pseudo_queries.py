@@ -7,7 +7,7 @@ training tag (DATA.md), so in-batch distillation on training queries never shows
 student the words it is tested on. A frozen dense teacher can judge any text, so the
 student can be distilled on queries the qrels never had. Here a pseudo-query is a whole
 word of the teacher's WordPiece vocabulary (or a line of a file you give), optionally
-joined by the most frequent English words of ``wordfreq`` (``english_words``; most words a
+joined by the most frequent English words of ``wordfreq`` (:func:`~lightning_mlsr.generate.candidates.english_words`; most words a
 WordPiece vocabulary splits into pieces — "calculator", "chopsticks" — are there); the teacher
 scores it against every caption, and words whose best caption scores at least
 ``min_score`` become training queries, judged relevant to their top ``positives``
@@ -15,7 +15,7 @@ captions. No validation or test judgment is read, and by default no validation o
 query either: a candidate equal to the query text of any split but ``train`` is left out
 before the teacher sees it, so neither the training queries nor the expanded captions hold
 an evaluation string, and the evaluation queries stay unseen by every training signal
-(:func:`unseen_queries`). ``include_evaluation_queries=True`` (``--transductive``) keeps
+(:func:`~lightning_mlsr.generate.candidates.unseen_queries`). ``include_evaluation_queries=True`` (``--transductive``) keeps
 them: a transductive variant whose results must say so.
 
 Every word is scored against every caption (exactly, in blocks of 1024 words): meant for
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,82 +48,15 @@ import torch
 from lightning_mlsr.data.collection.layout import find_layout, read_defaults
 from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.generate.candidates import candidate_words, evaluation_query_texts
 
 if TYPE_CHECKING:
     from lightning_mlsr.models.teacher import DenseTeacher
 
-__all__ = [
-    "build_pseudo_query_collection",
-    "candidate_words",
-    "english_words",
-    "evaluation_query_texts",
-    "teacher_embeddings",
-    "unseen_queries",
-    "vocabulary_words",
-]
+__all__ = ["build_pseudo_query_collection", "teacher_embeddings"]
 
 #: text ids of pseudo-queries: this prefix and a running number
 ID_PREFIX = "pseudo-"
-
-
-def vocabulary_words(tokenizer: Any, pattern: str = r"[a-z]{3,}") -> list[str]:
-    """Whole words of a WordPiece vocabulary (no ``##`` continuation, no special or
-    ``[unused]`` entries) that match ``pattern``, in vocabulary id order."""
-    vocab = tokenizer.get_vocab()  # token -> id
-    rx = re.compile(pattern)
-    return [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if rx.fullmatch(w)]
-
-
-def english_words(n: int, pattern: str = r"[a-z]{3,}") -> list[str]:
-    """Of the ``n`` most frequent English words of ``wordfreq`` (``top_n_list("en", n)``: a
-    blend of Wikipedia, subtitles, news, books, web and social text), those that match
-    ``pattern``, most frequent first. Needs the ``pseudo`` extra (``wordfreq``)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    try:
-        from wordfreq import top_n_list
-    except ImportError as e:  # not a runtime dependency of training
-        raise ImportError(
-            "English word candidates come from wordfreq: pip install -e '.[pseudo]'"
-        ) from e
-    rx = re.compile(pattern)
-    return [w for w in top_n_list("en", n) if rx.fullmatch(w)]
-
-
-def candidate_words(
-    tokenizer: Any, words: Sequence[str] | None = None, english: int = 0
-) -> list[str]:
-    """The pseudo-query candidates before any split's queries are left out: ``words`` (None:
-    the tokenizer's whole words, :func:`vocabulary_words`), then the ``english`` most
-    frequent English words (:func:`english_words`; 0: none), stripped, each once, in order."""
-    candidates = list(words) if words is not None else vocabulary_words(tokenizer)
-    if english:
-        candidates += english_words(english)
-    return [w for w in dict.fromkeys(c.strip() for c in candidates) if w]
-
-
-def evaluation_query_texts(collection: Any) -> set[str]:
-    """Lower-cased, stripped query strings of every split but ``train``."""
-    from lightning_mlsr.baselines.common import split_texts
-
-    return {
-        text.strip().lower()
-        for split in collection.splits
-        if split != "train"
-        for text in split_texts(collection, split)[1]
-    }
-
-
-def unseen_queries(
-    ids: Sequence[str], texts: Sequence[str], *seen: Sequence[str] | set[str]
-) -> list[str]:
-    """The ids of the queries whose text (stripped, case-insensitive) is in none of the
-    ``seen`` string collections (training queries, pseudo-query candidates), in input
-    order: the queries no training signal can have shown the model by their text."""
-    if len(ids) != len(texts):
-        raise ValueError(f"{len(ids)} query ids but {len(texts)} texts")
-    known = {s.strip().lower() for strings in seen for s in strings}
-    return [q for q, text in zip(ids, texts, strict=True) if text.strip().lower() not in known]
 
 
 def teacher_parser(prog: str, description: str, out_help: str) -> argparse.ArgumentParser:
@@ -186,9 +118,9 @@ def build_pseudo_query_collection(
         teacher_checkpoint: a trained dense bi-encoder (``experiments/dense_caption.yaml``).
         backbone, pooling: the teacher's text encoder, as in that experiment.
         words: the pseudo-queries to consider; None takes the teacher tokenizer's whole
-            words (:func:`vocabulary_words`). Words equal to a training query are left out.
+            words (:func:`~lightning_mlsr.generate.candidates.vocabulary_words`). Words equal to a training query are left out.
         english: also consider this many of the most frequent English words
-            (:func:`english_words`; 0: none), after ``words``.
+            (:func:`~lightning_mlsr.generate.candidates.english_words`; 0: none), after ``words``.
         include_evaluation_queries: keep candidates equal to a validation or test query
             (transductive: the student is then trained on, and the expanded captions hold,
             the teacher's answers to evaluation queries). False leaves them out.

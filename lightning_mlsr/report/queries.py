@@ -39,7 +39,7 @@ def compute_unseen_queries(registry: Registry) -> list[tuple[str, str, str]]:
     other runs leave every evaluation query out of theirs)."""
     from lightning_mlsr.baselines.common import split_texts
     from lightning_mlsr.data import load_collection
-    from lightning_mlsr.generate.pseudo_queries import candidate_words, unseen_queries
+    from lightning_mlsr.generate.candidates import candidate_words, unseen_queries
     from lightning_mlsr.io.pretrained import load_tokenizer
 
     collection = load_collection(registry.collection)
