@@ -31,7 +31,16 @@ from lightning_mlsr.io.pretrained import (
     resolve_text_backbone,
 )
 
-__all__ = ["ImageBackbone", "load_masked_lm", "load_text_encoder"]
+__all__ = ["ImageBackbone", "load_masked_lm", "load_text_encoder", "vocabulary_size"]
+
+
+def vocabulary_size(config: Any, tokenizer: Any) -> int:
+    """``V``, the number of terms a head over this text backbone scores: the model's
+    embedding matrix (``config.vocab_size``) when there is a model config stating it (a
+    tokenizer may be shorter), else (``config=None``: a head without a transformer) the
+    tokenizer's length."""
+    size = getattr(config, "vocab_size", None)
+    return int(size) if size is not None else len(tokenizer)
 
 
 def load_masked_lm(name: str = DEFAULT_TEXT_BACKBONE) -> nn.Module:

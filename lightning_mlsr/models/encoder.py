@@ -70,6 +70,11 @@ class Encoder(nn.Module):
         limit = getattr(config, "max_position_embeddings", None)
         return int(limit) if limit is not None else None
 
+    @property
+    def width(self) -> int:
+        """The length of the vectors this encoder returns: ``V`` (sparse) or ``D`` (dense)."""
+        raise NotImplementedError
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One vector per example. Shape: ``(B, V)`` or ``(B, D)``."""
         raise NotImplementedError
@@ -156,6 +161,11 @@ class SparseEncoder(Encoder):
         self.register_buffer("special_token_ids", torch.tensor(ids, dtype=torch.long))
 
     @property
+    def width(self) -> int:
+        """``V``."""
+        return self.vocab_size
+
+    @property
     def vocab_backbone_name(self) -> str | None:
         """The text backbone whose vocabulary the output dimensions are (None: unknown)."""
         return self.text_backbone_name
@@ -193,6 +203,11 @@ class DenseEncoder(Encoder):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = int(dim)
+
+    @property
+    def width(self) -> int:
+        """``D``."""
+        return self.dim
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings. Shape: ``(B, D)``."""

@@ -13,7 +13,7 @@ from lightning_mlsr.io.pretrained import (
     DEFAULT_TEXT_BACKBONE,
     load_tokenizer,
 )
-from lightning_mlsr.models.backbones import load_masked_lm
+from lightning_mlsr.models.backbones import load_masked_lm, vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
 from lightning_mlsr.models.pooling import log_saturation
 from lightning_mlsr.models.registry import register_head
@@ -80,7 +80,7 @@ class ImageMLMHead(SparseEncoder):
         tokenizer = load_tokenizer(text_backbone)
         encoder, mlm_head = split_masked_lm(load_masked_lm(text_backbone))
         config: Any = encoder.config
-        super().__init__(int(config.vocab_size), tokenizer.all_special_ids)
+        super().__init__(vocabulary_size(config, tokenizer), tokenizer.all_special_ids)
         self.modalities = frozenset({"image"})
         self.text_backbone_name = None
         self.mlm_backbone_name = text_backbone

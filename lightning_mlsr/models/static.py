@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE, load_tokenizer
+from lightning_mlsr.models.backbones import vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
 from lightning_mlsr.models.registry import register_head
 
@@ -69,7 +70,7 @@ class StaticQueryHead(SparseEncoder):
         if init not in ("ones", "idf"):
             raise ValueError(f"StaticQueryHead: init must be 'ones' or 'idf', got {init!r}")
         tokenizer = load_tokenizer(backbone)
-        vocab_size = len(tokenizer)
+        vocab_size = vocabulary_size(None, tokenizer)  # no model: the tokenizer says
         super().__init__(vocab_size, tokenizer.all_special_ids)
         self.modalities = frozenset({"text"})
         self.text_backbone_name: str | None = backbone

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lightning_mlsr.io.pretrained import load_tokenizer
-from lightning_mlsr.models.backbones import ImageBackbone
+from lightning_mlsr.models.backbones import ImageBackbone, vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
 from lightning_mlsr.models.pooling import (
     Pooling,
@@ -127,12 +127,10 @@ class TextTransformerEncoder(SparseEncoder):
         self, backbone: str, encoder: nn.Module, mlm_head: nn.Module | None = None
     ) -> None:
         tokenizer = load_tokenizer(backbone)
-        # the model's embedding matrix is authoritative (a tokenizer may be shorter)
         config: Any = getattr(encoder, "config", None)
         if config is None:
             raise ValueError(f"text backbone {backbone!r} is not a transformers model (no config)")
-        vocab_size = int(getattr(config, "vocab_size", len(tokenizer)))
-        super().__init__(vocab_size, tokenizer.all_special_ids)
+        super().__init__(vocabulary_size(config, tokenizer), tokenizer.all_special_ids)
         self.text_backbone_name: str | None = backbone
         self.encoder = encoder
         self.mlm_head = mlm_head

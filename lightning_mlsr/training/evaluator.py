@@ -54,7 +54,7 @@ def _encode_side(
     return encode_loader(
         model.encode_docs if side == "doc" else model.encode_queries,
         loader,
-        width=int(getattr(model.doc_encoder, "vocab_size", 0)),
+        width=model.doc_encoder.width,
         dense=dense,
         side=side,
         device=pl_module.device,
