@@ -1,6 +1,6 @@
 # The two commands of the README. Both install from this repo's own files first.
 PYTHON ?= python
-EXPERIMENT ?= experiments/m2_mlp_mlm_caption.yaml
+EXPERIMENT ?= experiments/paper/m2_mlp_mlm_caption.yaml
 
 .PHONY: run test test-fast install install-dev lint typecheck pytest notebook
 

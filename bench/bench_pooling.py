@@ -12,7 +12,7 @@ tokens, and the largest difference between the two paths' vectors (rounding only
 
 Usage::
 
-    python bench/bench_pooling.py [--config experiments/m2_mlp_mlm_caption.yaml]
+    python bench/bench_pooling.py [--config experiments/paper/m2_mlp_mlm_caption.yaml]
                                   [--side doc] [--steps 6] [--batch-size 64] [--threads 1]
                                   [--set data.doc_max_length=64]
 """
@@ -39,7 +39,7 @@ from lightning_mlsr.training.cli import BASE_CONFIG, main  # noqa: E402
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="experiments/m2_mlp_mlm_caption.yaml")
+    parser.add_argument("--config", default="experiments/paper/m2_mlp_mlm_caption.yaml")
     parser.add_argument("--side", choices=["query", "doc"], default="doc")
     parser.add_argument("--steps", type=int, default=6, help="timed batches (each both ways)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed batches")

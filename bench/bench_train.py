@@ -85,9 +85,9 @@ Batch = dict[str, Any]
 
 #: name -> (experiment file, extra CLI overrides)
 CONFIGS: dict[str, tuple[str, list[str]]] = {
-    "m2": ("experiments/m2_mlp_mlm_caption.yaml", []),
+    "m2": ("experiments/paper/m2_mlp_mlm_caption.yaml", []),
     "m1": (
-        "experiments/m1_mlm_mlm_image.yaml",
+        "experiments/paper/m1_mlm_mlm_image.yaml",
         ["--model.doc_encoder.init_args.image_size=64"],  # only the feature cache sees it
     ),
 }

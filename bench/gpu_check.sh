@@ -16,7 +16,7 @@
 # (default "32-true bf16-mixed"), GPU_CHECK_BUDGET (CLI overrides appended to every fit),
 # BENCH_ARGS (extra bench_train.py options), BENCH_BATCHES (default "64 512"),
 # BENCH_ACCELERATOR (default cuda; none skips the benchmark), FEATURES_CONFIG (default
-# experiments/m1_mlm_mlm_image.yaml; none skips the fill), FEATURES_ARGS (extra options).
+# experiments/paper/m1_mlm_mlm_image.yaml; none skips the fill), FEATURES_ARGS (extra options).
 # A CPU smoke of the whole script (fit 6 min, bench 3 min at load ~12 on 2 cores):
 #   GPU_CHECK_BUDGET="--trainer.max_epochs=1 --trainer.limit_train_batches=2 \
 #     --trainer.limit_val_batches=1 --trainer.limit_test_batches=1" GPU_CHECK_PRECISIONS=32-true \
@@ -46,7 +46,7 @@ status=0
 note() { echo "$*" | tee -a "$OUT/env.txt"; }
 
 # 1. the README's first command, fp32 and bf16
-for config in ${GPU_CHECK_CONFIGS:-experiments/m2_mlp_mlm_caption.yaml}; do
+for config in ${GPU_CHECK_CONFIGS:-experiments/paper/m2_mlp_mlm_caption.yaml}; do
     for precision in ${GPU_CHECK_PRECISIONS:-32-true bf16-mixed}; do
         name=$(basename "$config" .yaml)_$precision
         root=/tmp/gpu_check_fit_$name
@@ -83,7 +83,7 @@ if [[ ${BENCH_ACCELERATOR:-cuda} != none ]]; then
 fi
 
 # 3. the image-feature fill on the accelerator, into an empty cache
-features=${FEATURES_CONFIG:-experiments/m1_mlm_mlm_image.yaml}
+features=${FEATURES_CONFIG:-experiments/paper/m1_mlm_mlm_image.yaml}
 if [[ $features == none ]]; then
     note "features: skipped (FEATURES_CONFIG=none)"
 elif ! python3 -m lightning_mlsr features --help >/dev/null 2>&1; then

@@ -62,10 +62,10 @@ def test_num_nodes_is_a_command_line_override(capsys: pytest.CaptureFixture[str]
 
 #: the emoji experiment each AToMiC config reproduces at full scale
 EMOJI_TWINS = {
-    "m1": "m1_mlm_mlm_image",
-    "m2": "m2_mlp_mlm_caption",
-    "m3": "m3_mlp_mlp_caption",
-    "m4": "m4_mlp_mlp_image_caption",
+    "m1": "paper/m1_mlm_mlm_image",
+    "m2": "paper/m2_mlp_mlm_caption",
+    "m3": "paper/m3_mlp_mlp_caption",
+    "m4": "paper/m4_mlp_mlp_image_caption",
 }
 #: init_args that name a pretrained model, which differ by design between the two settings
 BACKBONE_KEYS = {"backbone", "text_backbone", "image_backbone"}

@@ -298,14 +298,14 @@ def _fit(config: str, collection: str, tmp_path: Path, *extra: str) -> None:
 
 @pytest.mark.slow
 def test_smoke_fit_on_emoji_describe(tmp_path: Path) -> None:
-    _fit("m3_mlp_mlp_caption.yaml", "emoji-describe", tmp_path)
+    _fit("paper/m3_mlp_mlp_caption.yaml", "emoji-describe", tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("collection", [c for c in VARIANTS if c != "emoji-describe"])
 def test_smoke_fit_on_other_artists_images(collection: str, tmp_path: Path) -> None:
     _fit(
-        "m1_mlm_mlm_image.yaml",
+        "paper/m1_mlm_mlm_image.yaml",
         collection,
         tmp_path,
         "--model.doc_encoder.init_args.image_size=64",

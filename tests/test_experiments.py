@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,28 @@ from lightning_mlsr.training.cli import main
 from lightning_mlsr.training.evaluator import RetrievalEvaluator
 from tests.helpers import brute_force_run, dense_teacher_checkpoint
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+#: every experiment: parts/ holds the blocks they include, atomic/ needs the network
+EXPERIMENTS = sorted(
+    p
+    for p in EXPERIMENTS_DIR.rglob("*.yaml")
+    if p.relative_to(EXPERIMENTS_DIR).parts[0] not in ("parts", "atomic")
+)
+IDS = [p.relative_to(EXPERIMENTS_DIR).with_suffix("").as_posix() for p in EXPERIMENTS]
+
+
+def config_text(config: Path) -> str:
+    """The experiment file with the text of every part it includes (``../parts/...yaml``)."""
+    text = config.read_text()
+    for included in re.findall(r"[\w./-]+\.yaml", text):
+        part = (config.parent / included).resolve()
+        if part.is_file() and EXPERIMENTS_DIR / "parts" in part.parents:
+            text += config_text(part)
+    return text
 
 
 def _reads_images(config: Path) -> bool:
-    text = config.read_text()
+    text = config_text(config)
     return any(name in text for name in ("ImageMLMHead", "FusedImageTextHead", "DenseImageHead"))
 
 
@@ -41,13 +59,14 @@ def fast_args(config: Path, tmp_path: Path, inputs: Path | None = None) -> list[
         "--data.eval_batch_size=64",
     ]
     inputs = tmp_path if inputs is None else inputs
-    if "pseudo_queries" in config.read_text():  # its collection is labelled by a teacher
-        expand = "--expand-captions" in config.read_text()
+    text = config_text(config)
+    if "outputs/pseudo/" in text:  # its collection is labelled by a teacher
+        expand = "-docexp" in text  # captions expanded with the pseudo-queries
         built = inputs / ("expanded" if expand else "plain")
         args += _pseudo_query_collection(built, expand=expand)
-        if "hard_negatives:" in config.read_text():  # mined by a teacher for its collection
+        if "hard_negatives-depth" in text:  # mined by a teacher for its collection
             args += _hard_negatives(built / "pseudo", built / "negatives.tsv")
-    elif "hard_negatives:" in config.read_text():
+    elif "hard_negatives-depth" in text:
         args += _hard_negatives(tmp_path / "pseudo", tmp_path / "negatives.tsv")
     if _reads_images(config):
         # 64 px instead of 224: the frozen-feature cache fills in seconds, not minutes
@@ -98,14 +117,17 @@ def _hard_negatives(collection: Path, out: Path) -> list[str]:
 
 
 def test_every_experiment_is_found() -> None:
-    names = {p.stem for p in EXPERIMENTS}
     assert {
-        "m1_mlm_mlm_image",
-        "m2_mlp_mlm_caption",
-        "m3_mlp_mlp_caption",
-        "m4_mlp_mlp_image_caption",
-        "mlp_mlm_image",
-    } <= names
+        "paper/m1_mlm_mlm_image",
+        "paper/m2_mlp_mlm_caption",
+        "paper/m3_mlp_mlp_caption",
+        "paper/m4_mlp_mlp_image_caption",
+        "paper/mlp_mlm_image",
+        "baselines/dense_caption",
+        "distillation/kl_mlm_query",
+        "inference_free/static_mlm_caption",
+    } <= set(IDS)
+    assert len(IDS) == 18 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +136,7 @@ def teacher_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("teacher_inputs")
 
 
-@pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=IDS)
 def test_experiment_fast_dev_run(config: Path, tmp_path: Path, teacher_inputs: Path) -> None:
     cli = main(["fit", *fast_args(config, tmp_path, teacher_inputs)])
     trainer = cli.trainer
@@ -161,7 +183,7 @@ def torch_isfinite(value) -> bool:
 
 
 def test_print_config_composes_base_and_experiment(capsys: pytest.CaptureFixture[str]) -> None:
-    config = Path(__file__).resolve().parents[1] / "experiments" / "m2_mlp_mlm_caption.yaml"
+    config = EXPERIMENTS_DIR / "paper" / "m2_mlp_mlm_caption.yaml"
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
@@ -172,6 +194,21 @@ def test_print_config_composes_base_and_experiment(capsys: pytest.CaptureFixture
     # from the experiment file
     assert printed["model"]["query_encoder"]["class_path"].endswith("MLPHead")
     assert printed["model"]["doc_encoder"]["class_path"].endswith("MLMHead")
+
+
+def test_shared_blocks_are_parts_included_not_copied() -> None:
+    """The teacher and the distillation losses are written once, under parts/, and every
+    part is included by some experiment."""
+    for config in EXPERIMENTS:
+        text = config.read_text()
+        assert "DenseTeacher" not in text and "objectives.distillation" not in text, config
+    included = {
+        (config.parent / name).resolve()
+        for config in EXPERIMENTS_DIR.rglob("*.yaml")
+        for name in re.findall(r"[\w./-]+\.yaml", config.read_text())
+    }
+    parts = set((EXPERIMENTS_DIR / "parts").rglob("*.yaml"))
+    assert parts and parts <= included, sorted(str(p) for p in parts - included)
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path: Path, capsys) -> None:

@@ -37,7 +37,7 @@ def test_predict_exports_npz_ids_and_jsonl(tmp_path: Path, target: str) -> None:
         [
             "predict",
             "--config",
-            str(REPO / "experiments" / "m3_mlp_mlp_caption.yaml"),
+            str(REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml"),
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
             f"--data.predict_target={target}",

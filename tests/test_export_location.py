@@ -18,7 +18,7 @@ def _predict(tmp_path: Path, *extra: str):
         [
             "predict",
             "--config",
-            str(REPO / "experiments" / "m3_mlp_mlp_caption.yaml"),
+            str(REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml"),
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.enable_progress_bar=false",

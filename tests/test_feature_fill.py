@@ -217,7 +217,7 @@ def test_the_features_command_fills_with_two_processes(tmp_path: Path) -> None:
     args = [
         "features",
         "--config",
-        str(ROOT / "experiments" / "m1_mlm_mlm_image.yaml"),
+        str(ROOT / "experiments" / "paper" / "m1_mlm_mlm_image.yaml"),
         f"--data.collection={collection}",
         f"--data.feature_cache_dir={cache}",
         "--model.doc_encoder.init_args.image_backbone=test_efficientnet",

@@ -44,7 +44,7 @@ def test_an_image_experiment_starts_training_before_encoding_the_corpus(tmp_path
     args = [
         "fit",
         "--config",
-        str(ROOT / "experiments" / "m1_mlm_mlm_image.yaml"),
+        str(ROOT / "experiments" / "paper" / "m1_mlm_mlm_image.yaml"),
         "--trainer.fast_dev_run=1",
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",
@@ -83,7 +83,7 @@ def test_a_whole_fast_dev_run_of_an_image_experiment_encodes_a_few_batches(tmp_p
     args = [
         "fit",
         "--config",
-        str(ROOT / "experiments" / "mlp_mlm_image.yaml"),
+        str(ROOT / "experiments" / "paper" / "mlp_mlm_image.yaml"),
         "--trainer.fast_dev_run=1",
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",

@@ -25,7 +25,7 @@ def test_short_fit_of_the_mlp_query_image_model_leaves_few_empty_image_vectors(
         [
             "fit",
             "--config",
-            str(REPO / "experiments" / "mlp_mlm_image.yaml"),
+            str(REPO / "experiments" / "paper" / "mlp_mlm_image.yaml"),
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=60",
             "--trainer.logger=false",

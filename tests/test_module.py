@@ -92,12 +92,12 @@ def test_load_from_checkpoint_rebuilds_a_non_default_configuration(tmp_path: Pat
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.slow  # three fits and four rebuilds of m2_distilled with its MiniLM teacher
+@pytest.mark.slow  # three fits and four rebuilds of kl_mlp_query with its MiniLM teacher
 def test_distilled_checkpoints_leave_the_frozen_teacher_out_and_load_it_back(
     tmp_path: Path,
 ) -> None:
     teacher = dense_teacher_checkpoint(tmp_path / "teacher.pt")
-    config = str(REPO / "experiments" / "m2_distilled.yaml")
+    config = str(REPO / "experiments" / "distillation" / "kl_mlp_query.yaml")
     args = [
         *_fit_args(tmp_path, "--trainer.limit_val_batches=0"),
         f"--model.teacher.init_args.checkpoint={teacher}",
@@ -261,7 +261,7 @@ def test_training_step_logs_only_tensors_made_on_the_module_device(tmp_path: Pat
 
 
 def test_bf16_mixed_fit_on_cpu(tmp_path: Path) -> None:
-    config = REPO / "experiments" / "m2_mlp_mlm_caption.yaml"
+    config = REPO / "experiments" / "paper" / "m2_mlp_mlm_caption.yaml"
     cli = main(
         [
             "fit",
@@ -289,7 +289,7 @@ def test_bf16_mixed_fit_on_cpu(tmp_path: Path) -> None:
 
 
 def test_two_wandb_runs_in_one_directory_do_not_collide(tmp_path: Path) -> None:
-    config = REPO / "experiments" / "m3_mlp_mlp_caption.yaml"
+    config = REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml"
     args = [
         "fit",
         "--config",
@@ -312,7 +312,7 @@ def test_two_wandb_runs_in_one_directory_do_not_collide(tmp_path: Path) -> None:
 
 
 def test_wandb_run_gets_sample_terms_table_and_nnz_histograms(tmp_path: Path) -> None:
-    config = REPO / "experiments" / "m2_mlp_mlm_caption.yaml"
+    config = REPO / "experiments" / "paper" / "m2_mlp_mlm_caption.yaml"
     cli = main(
         [
             "validate",

@@ -123,7 +123,7 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
 @pytest.mark.slow
 def test_checkpoint_encodes_like_the_trained_model(tmp_path: Path) -> None:
     """What the notebook does with M1_CHECKPOINT: the reloaded model gives the same vectors."""
-    config = REPO / "experiments" / "m1_mlm_mlm_image.yaml"
+    config = REPO / "experiments" / "paper" / "m1_mlm_mlm_image.yaml"
     loaded = train(load_model(config, image_size=64, max_steps=2, seed=0, root_dir=tmp_path))
     assert loaded.trainer is not None and loaded.trainer.global_step == 2
     ids, docs = encode_corpus(loaded.model, loaded.datamodule)

@@ -52,7 +52,7 @@ def test_fit_into_a_log_file_prints_a_line_per_n_steps_and_per_validation(
         [
             "fit",
             "--config",
-            str(EXPERIMENTS / "m3_mlp_mlp_caption.yaml"),
+            str(EXPERIMENTS / "paper" / "m3_mlp_mlp_caption.yaml"),
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.max_epochs=1",

@@ -67,9 +67,9 @@ def test_the_registry_matches_the_committed_runs_and_protocol() -> None:
     )
     committed = {p.parent.name for p in (REPO / "results" / "runs").glob("*/seed*")}
     assert committed <= set(REGISTRY.experiments)
-    held = REGISTRY.experiments["mlm_pseudo_distilled_heldout"]
-    assert held.config == "mlm_pseudo_distilled" and not held.transductive
-    assert REGISTRY.experiments["mlm_pseudo_distilled"].transductive
+    held = REGISTRY.experiments["pseudo_queries_heldout"]
+    assert held.config == "distillation/pseudo_queries" and not held.transductive
+    assert REGISTRY.experiments["pseudo_queries"].transductive
     assert all(
         (REPO / "experiments" / f"{e.config}.yaml").is_file() for e in REGISTRY.experiments.values()
     )
@@ -89,7 +89,7 @@ def test_the_registry_matches_the_committed_runs_and_protocol() -> None:
             r"unknown keys \['frozen'\]",
         ),
         (
-            lambda t: t.replace("{label: M2}", "{label: M2, seed: 1}"),
+            lambda t: t.replace("{label: M2,", "{label: M2, seed: 1,"),
             r"experiments.m2_mlp_mlm_caption: unknown keys \['seed'\]",
         ),
         (
@@ -121,12 +121,12 @@ def test_registry_errors_name_the_file_and_the_culprit(tmp_path: Path, edit, mat
 
 def test_protocol_lists_known_experiments_and_marks_rows(tmp_path: Path) -> None:
     assert set(REGISTRY.final) <= set(REGISTRY.experiments)
-    variants = [n for n, e in REGISTRY.experiments.items() if e.config != n]
+    variants = [n for n, e in REGISTRY.experiments.items() if Path(e.config).name != n]
     assert set(variants) <= set(REGISTRY.final)
     pseudo = [n for n, e in REGISTRY.experiments.items() if e.pseudo_queries]
     assert all(n in REGISTRY.test_informed for n in pseudo)
-    assert "†" in REGISTRY.label("mlm_pseudo_english_docexp3_distilled")
-    assert "[transductive]" in REGISTRY.label("mlm_pseudo_english_docexp3_distilled")
+    assert "†" in REGISTRY.label("pseudo_queries_english_expanded_captions_top3")
+    assert "[transductive]" in REGISTRY.label("pseudo_queries_english_expanded_captions_top3")
     assert REGISTRY.label("m2_mlp_mlm_caption") == "M2"
     assert REGISTRY.label("bm25") == "bm25 (baseline)"
 
@@ -186,18 +186,18 @@ def test_significance_averages_seeds_per_query_then_corrects() -> None:
 
 
 def test_distilled_runs_take_the_teacher_of_their_seed_else_of_the_first(tmp_path: Path) -> None:
-    assert pipelines.fit_overrides(REGISTRY, "m2_distilled", 43, tmp_path) == []  # MiniLM
+    assert pipelines.fit_overrides(REGISTRY, "kl_mlp_query", 43, tmp_path) == []  # MiniLM
     first = pipelines.teacher_path(tmp_path, "dense_caption", REGISTRY.first_seed)
     first.parent.mkdir(parents=True)
     first.write_bytes(b"x")
-    assert pipelines.fit_overrides(REGISTRY, "mlm_distilled", 43, tmp_path) == [
-        f"{pipelines.teacher_option(REGISTRY, 'mlm_distilled')}{first}"
+    assert pipelines.fit_overrides(REGISTRY, "kl_mlm_query", 43, tmp_path) == [
+        f"{pipelines.teacher_option(REGISTRY, 'kl_mlm_query')}{first}"
     ]
     own = pipelines.teacher_path(tmp_path, "dense_caption", 43)
     own.parent.mkdir(parents=True)
     own.write_bytes(b"x")
-    options = pipelines.fit_overrides(REGISTRY, "m2_distilled", 43, tmp_path)
-    assert options == [f"{pipelines.teacher_option(REGISTRY, 'm2_distilled')}{own}"]
+    options = pipelines.fit_overrides(REGISTRY, "kl_mlp_query", 43, tmp_path)
+    assert options == [f"{pipelines.teacher_option(REGISTRY, 'kl_mlp_query')}{own}"]
     assert teacher_seed({"overrides": options}) == 43
     assert teacher_seed({"overrides": []}) is None
     assert pipelines.fit_overrides(REGISTRY, "m2_mlp_mlm_caption", 43, tmp_path) == []
@@ -211,8 +211,12 @@ def test_the_teacher_option_names_the_checkpoint_each_distilled_yaml_declares() 
             continue
         option = pipelines.teacher_option(REGISTRY, name)
         assert option.startswith("--model.") and option.endswith(".init_args.checkpoint=")
-        node = yaml.safe_load(REGISTRY.config_path(name).read_text("utf-8"))
+        path = REGISTRY.config_path(name)
+        node = yaml.safe_load(path.read_text("utf-8"))
         for key in option.removeprefix("--").removesuffix("=").split("."):
+            if isinstance(node, str):  # a block included by path (experiments/parts/)
+                path = path.parent / node
+                node = yaml.safe_load(path.read_text("utf-8"))
             assert key in node, (name, option)
             node = node[key]
         assert node is None, name  # the YAML's teacher: MiniLM as shipped
@@ -229,7 +233,7 @@ def test_pseudo_query_runs_train_on_a_collection_their_teacher_labelled(
 
     registry = replace(REGISTRY, results_dir=_results_copy(tmp_path))
     work = tmp_path / "work"
-    name = "mlm_pseudo_distilled"
+    name = "pseudo_queries"
     with pytest.raises(FileNotFoundError, match="dense_caption"):  # nothing to label with
         pipelines.fit_overrides(registry, name, 43, work)
     calls = []
@@ -343,7 +347,7 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
         runner.train_and_evaluate(REGISTRY, name, 43, tmp_path, ["--x=1"])
     assert f"--ckpt_path={files['version_0/checkpoints/last.ckpt']}" in calls[0]
     assert calls[0][-1] == "--x=1" and root.is_dir()  # kept, not wiped
-    assert calls[0][:3] == ["fit", "--config", str(REPO / "experiments" / f"{name}.yaml")]
+    assert calls[0][:3] == ["fit", "--config", str(REPO / "experiments" / "paper" / f"{name}.yaml")]
     with pytest.raises(Stop):  # asked to start over: the attempt is wiped, no --ckpt_path
         runner.train_and_evaluate(REGISTRY, name, 43, tmp_path, [], False)
     assert not any(a.startswith("--ckpt_path") for a in calls[1]) and not root.exists()
@@ -397,7 +401,7 @@ def test_distillation_target_is_met_only_on_a_mean_of_three_seeds(tmp_path: Path
             "validation": split,
         }
 
-    name = "mlm_pseudo_english_docexp3_distilled"
+    name = "pseudo_queries_english_expanded_captions_top3"
     label = REGISTRY.label(name)
 
     def line(runs: dict) -> str:
@@ -494,7 +498,7 @@ def test_caption_ablations_are_fit_options_of_their_base_experiment(
             main(["fit", "--config", str(path), *options, "--print_config"])
         return yaml.safe_load(capsys.readouterr().out)
 
-    ablations = [e for n, e in REGISTRY.experiments.items() if "_captions_" in n]
+    ablations = [e for n, e in REGISTRY.experiments.items() if "_caption_captions_" in n]
     assert len(ablations) == 6
     fields = {"caption_fields", "caption_languages"}
     for experiment in ablations:

@@ -114,7 +114,7 @@ def test_trec_eval_command_names_the_measures() -> None:
 def _test_args(tmp_path: Path) -> list[str]:
     return [
         "--config",
-        str(REPO / "experiments" / "m3_mlp_mlp_caption.yaml"),
+        str(REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml"),
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.limit_test_batches=1",

@@ -28,8 +28,8 @@ from lightning_mlsr.training.cli import main
 from lightning_mlsr.training.fault_tolerance import CheckpointOnException
 
 REPO = Path(__file__).resolve().parents[1]
-M2 = str(REPO / "experiments" / "m2_mlp_mlm_caption.yaml")
-M3 = str(REPO / "experiments" / "m3_mlp_mlp_caption.yaml")
+M2 = str(REPO / "experiments" / "paper" / "m2_mlp_mlm_caption.yaml")
+M3 = str(REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml")
 
 
 def _weights_digest(module: torch.nn.Module) -> str:

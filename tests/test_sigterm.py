@@ -27,7 +27,7 @@ def _fit_command(root: Path, log: Path, sleep: float, *extra: str) -> list[str]:
         "lightning_mlsr",
         "fit",
         "--config",
-        str(REPO / "experiments" / "m3_mlp_mlp_caption.yaml"),
+        str(REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml"),
         "--trainer.logger=false",
         f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",

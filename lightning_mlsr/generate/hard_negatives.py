@@ -45,7 +45,7 @@ def mine_hard_negatives(
     Args:
         source: a collection directory or bundled name.
         out: the TSV to write (written aside and renamed, so a reader never sees half).
-        teacher_checkpoint: a trained dense bi-encoder (``experiments/dense_caption.yaml``).
+        teacher_checkpoint: a trained dense bi-encoder (``experiments/baselines/dense_caption.yaml``).
         depth: negatives kept per query, best first.
         backbone, pooling: the teacher's text encoder, as in that experiment.
 

@@ -115,7 +115,7 @@ def build_pseudo_query_collection(
     Args:
         source: a collection directory or bundled name (``"emoji"``).
         out: the new collection's directory (created; files it already has are replaced).
-        teacher_checkpoint: a trained dense bi-encoder (``experiments/dense_caption.yaml``).
+        teacher_checkpoint: a trained dense bi-encoder (``experiments/baselines/dense_caption.yaml``).
         backbone, pooling: the teacher's text encoder, as in that experiment.
         words: the pseudo-queries to consider; None takes the teacher tokenizer's whole
             words (:func:`~lightning_mlsr.generate.candidates.vocabulary_words`). Words equal to a training query are left out.

@@ -34,7 +34,7 @@ class DenseTeacher(nn.Module):
     The teacher reads the same tokenized batch as the student, so its tokenizer must be the
     student's (:class:`~lightning_mlsr.training.module.SparseBiEncoder` checks the
     vocabularies). With ``checkpoint``, its weights come from a trained dense run (a
-    Lightning checkpoint of e.g. ``experiments/dense_caption.yaml``: ``query_encoder.*`` and
+    Lightning checkpoint of e.g. ``experiments/baselines/dense_caption.yaml``: ``query_encoder.*`` and
     ``doc_encoder.*``); otherwise the backbone's own weights are used. It stays in eval mode
     with no gradients, whatever its parent does.
 
@@ -103,7 +103,7 @@ class DenseTeacher(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(
                 f"DenseTeacher: teacher checkpoint {checkpoint!r} does not exist; train one "
-                "with experiments/dense_caption.yaml or set checkpoint: null to use the "
+                "with experiments/baselines/dense_caption.yaml or set checkpoint: null to use the "
                 "backbone's own weights"
             )
         try:  # weights_only: a teacher file never runs code while it loads
@@ -117,7 +117,7 @@ class DenseTeacher(nn.Module):
             if not parts[prefix]:
                 raise ValueError(
                     f"DenseTeacher: {checkpoint!r} has no {prefix}* weights; pass a checkpoint "
-                    "of a bi-encoder run (e.g. experiments/dense_caption.yaml)"
+                    "of a bi-encoder run (e.g. experiments/baselines/dense_caption.yaml)"
                 )
         if self.doc_encoder is self.query_encoder:
             self.doc_encoder = copy.deepcopy(self.query_encoder)
@@ -228,7 +228,7 @@ def load_dense_text_teacher(
     pooling: str = "mean",
     cache_size: int = 0,
 ) -> DenseTeacher:
-    """A trained dense text bi-encoder (``experiments/dense_caption.yaml``) as a frozen
+    """A trained dense text bi-encoder (``experiments/baselines/dense_caption.yaml``) as a frozen
     teacher; no cache by default (tools that encode each text once gain nothing from it)."""
     encoder = DenseTextHead(backbone=backbone, pooling=pooling)  # type: ignore[arg-type]
     return DenseTeacher(encoder, checkpoint=str(checkpoint), cache_size=cache_size)

@@ -5,7 +5,7 @@ distilled experiments train on, and render RESULTS.md.
     python -m lightning_mlsr.report run --seeds 5 --experiments m2_mlp_mlm_caption
     python -m lightning_mlsr.report build                     # RESULTS.md from results/runs
     python -m lightning_mlsr.report unseen-queries            # rewrite results/unseen_queries.tsv
-    python -m lightning_mlsr.report prepare mlm_pseudo_distilled --seed 42
+    python -m lightning_mlsr.report prepare pseudo_queries --seed 42
         # the teacher's pseudo-queries (and hard negatives) for that run, then its fit command
 """
 

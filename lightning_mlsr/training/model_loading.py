@@ -65,7 +65,7 @@ def load_model(
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; give a .ckpt from `python -m lightning_mlsr fit` "
-            "or an experiment YAML such as experiments/m1_mlm_mlm_image.yaml."
+            "or an experiment YAML such as experiments/paper/m1_mlm_mlm_image.yaml."
         )
     if path.suffix == ".ckpt":
         return _load_checkpoint(path)
