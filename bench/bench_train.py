@@ -156,12 +156,12 @@ def build(name: str, args: argparse.Namespace) -> tuple[SparseBiEncoder, list[Ba
         "--trainer.logger=false",
         "--trainer.callbacks=[]",
         "--trainer.enable_checkpointing=false",
-        f"--data.batch_size={args.batch_size}",
+        f"--data.batching.batch_size={args.batch_size}",
         *overrides,
         *(f"--{kv}" for kv in args.set),
     ]  # fmt: skip
     if args.feature_cache_dir:
-        cli_args.append(f"--data.feature_cache_dir={args.feature_cache_dir}")
+        cli_args.append(f"--data.features.cache_dir={args.feature_cache_dir}")
     cli = main(cli_args, run=False)
     model, datamodule = cli.model, cli.datamodule
     datamodule.set_batch_inputs(model.batch_inputs())
@@ -222,7 +222,10 @@ class PlainStep:
         self.regularizers = (model.query_regularizer, model.doc_regularizer)
         self.optimizer = model.optimizer_factory(model.optimizer_parameters())  # YAML's groups
         self.scheduler = lr_schedule(
-            self.optimizer, total_steps, model.warmup_ratio, model.lr_decay
+            self.optimizer,
+            total_steps,
+            model.optimization.lr_warmup_ratio,
+            model.optimization.lr_decay,
         )
         self.total_steps = total_steps  # the regularizers' warm-up is a ratio of it
         self.bf16 = precision == "bf16-mixed"

@@ -29,8 +29,8 @@ class StepLog(L.Callback):
         metrics = trainer.callback_metrics
         line = {
             "step": self._step,
-            "q_lambda": float(metrics["train/q_lambda"]),
-            "d_lambda": float(metrics["train/d_lambda"]),
+            "q_reg_weight": float(metrics["train/q_reg_weight"]),
+            "d_reg_weight": float(metrics["train/d_reg_weight"]),
             "query_idx": batch["query_idx"].tolist(),
         }
         with self.path.open("a") as f:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLMHead, MLPHead
 from lightning_mlsr.objectives.distillation import KLDistillation
 from lightning_mlsr.objectives.ranking import InfoNCE
@@ -18,7 +19,8 @@ from lightning_mlsr.objectives.regularizers import FLOPS, L1
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.training.cli import main
 from lightning_mlsr.training.evaluator import RetrievalEvaluator
-from lightning_mlsr.training.module import SparseBiEncoder, lr_schedule
+from lightning_mlsr.training.module import SparseBiEncoder
+from lightning_mlsr.training.optimization import Optimization, lr_schedule
 from tests.helpers import brute_force_run, dense_teacher_checkpoint, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +44,8 @@ model:
     class_path: lightning_mlsr.objectives.regularizers.L1
     init_args:
       weight: 0.05
-      warmup_steps: 3
-      warmup_ratio: null
+      ramp_steps: 3
+      ramp_ratio: null
   share_text_backbone: true
 """
 
@@ -55,7 +57,7 @@ def _fit_args(tmp_path: Path, *extra: str) -> list[str]:
         "--trainer.max_steps=2",
         "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false",
-        "--data.batch_size=8",
+        "--data.batching.batch_size=8",
         "--test_after_fit=false",
         *extra,
     ]
@@ -75,7 +77,7 @@ def test_load_from_checkpoint_rebuilds_a_non_default_configuration(tmp_path: Pat
     assert restored.doc_encoder.pooling == "max"
     assert isinstance(restored.doc_regularizer, L1)
     assert restored.doc_regularizer.weight == pytest.approx(0.05)
-    assert restored.doc_regularizer.warmup_steps == 3
+    assert restored.doc_regularizer.ramp_steps == 3
     assert restored.query_regularizer is None
     assert restored.loss.temperature == pytest.approx(0.5)
     # the shared backbone is shared again after the rebuild
@@ -168,7 +170,7 @@ class _LambdaRecorder(L.Callback):
         self._step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seen.append((self._step, float(trainer.callback_metrics["train/d_lambda"])))
+        self.seen.append((self._step, float(trainer.callback_metrics["train/d_reg_weight"])))
 
 
 def _small_model() -> SparseBiEncoder:
@@ -177,7 +179,7 @@ def _small_model() -> SparseBiEncoder:
         MLPHead(pooling="sum"),
         MLPHead(pooling="max"),
         loss=InfoNCE(),
-        doc_regularizer=FLOPS(weight=2.0, warmup_steps=4),
+        doc_regularizer=FLOPS(weight=2.0, ramp_steps=4),
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
     )
 
@@ -197,7 +199,7 @@ def _trainer(max_steps: int, recorder: _LambdaRecorder, root: Path) -> L.Trainer
 def test_lambda_follows_optimizer_steps_and_survives_resume(tmp_path: Path) -> None:
     first = _LambdaRecorder()
     trainer = _trainer(3, first, tmp_path)
-    trainer.fit(_small_model(), RetrievalDataModule(batch_size=4))
+    trainer.fit(_small_model(), RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
     ckpt = tmp_path / "step3.ckpt"
     trainer.save_checkpoint(ckpt)
 
@@ -209,7 +211,11 @@ def test_lambda_follows_optimizer_steps_and_survives_resume(tmp_path: Path) -> N
 
     resumed = _LambdaRecorder()
     trainer2 = _trainer(5, resumed, tmp_path)
-    trainer2.fit(_small_model(), RetrievalDataModule(batch_size=4), ckpt_path=str(ckpt))
+    trainer2.fit(
+        _small_model(),
+        RetrievalDataModule(batching=BatchingSettings(batch_size=4)),
+        ckpt_path=str(ckpt),
+    )
     assert trainer2.global_step == 5
     assert [s for s, _ in resumed.seen] == [3, 3, 4, 4]
     assert [lam for _, lam in resumed.seen] == pytest.approx([2.0 * 9 / 16] * 2 + [2.0] * 2)
@@ -242,19 +248,19 @@ def test_training_step_logs_only_tensors_made_on_the_module_device(tmp_path: Pat
         MLPHead(pooling="sum"),
         MLPHead(pooling="max"),
         loss=InfoNCE(),
-        query_regularizer=FLOPS(weight=1.0, warmup_steps=2),
-        doc_regularizer=FLOPS(weight=2.0, warmup_steps=4),
+        query_regularizer=FLOPS(weight=1.0, ramp_steps=2),
+        doc_regularizer=FLOPS(weight=2.0, ramp_steps=4),
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
-        param_groups={"new": {"lr": 1e-3}, "pretrained": {"lr": 5e-5}},
+        optimization=Optimization(param_groups={"new": {"lr": 1e-3}, "pretrained": {"lr": 5e-5}}),
     )
     model.logged = []
     trainer = quiet_trainer(
         tmp_path, [], max_steps=2, limit_val_batches=0, enable_checkpointing=False,
         log_every_n_steps=1,
     )  # fmt: skip
-    trainer.fit(model, RetrievalDataModule(batch_size=4))
+    trainer.fit(model, RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
     names = {name for name, _ in model.logged}
-    assert {"train/q_lambda", "train/d_lambda", "train/lr", "train/lr_pretrained"} <= names
+    assert {"train/q_reg_weight", "train/d_reg_weight", "train/lr", "train/lr_pretrained"} <= names
     for name, value in model.logged:
         assert isinstance(value, torch.Tensor), (name, type(value))
         assert value.device == model.device, name
@@ -271,7 +277,7 @@ def test_bf16_mixed_fit_on_cpu(tmp_path: Path) -> None:
             "--trainer.fast_dev_run=1",
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
-            "--data.batch_size=8",
+            "--data.batching.batch_size=8",
         ]
     )
     metrics = cli.trainer.callback_metrics
@@ -299,7 +305,7 @@ def test_two_wandb_runs_in_one_directory_do_not_collide(tmp_path: Path) -> None:
         "--trainer.max_steps=1",
         "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false",
-        "--data.batch_size=8",
+        "--data.batching.batch_size=8",
         "--test_after_fit=false",
     ]
     first = main(args)
@@ -354,13 +360,15 @@ def test_parameter_groups_receive_their_configured_learning_rates(tmp_path: Path
         MLPHead(),
         MLMHead(),
         optimizer=partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.3),
-        param_groups={"new": {"lr": 1e-3, "weight_decay": 0.0}, "pretrained": {"lr": 5e-5}},
+        optimization=Optimization(
+            param_groups={"new": {"lr": 1e-3, "weight_decay": 0.0}, "pretrained": {"lr": 5e-5}}
+        ),
     )
     recorder = _OptimizerRecorder()
     trainer = quiet_trainer(
         tmp_path, [recorder], max_steps=1, limit_val_batches=0, enable_checkpointing=False
     )
-    trainer.fit(model, RetrievalDataModule(batch_size=4))
+    trainer.fit(model, RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
     new, pretrained = recorder.groups
     assert (new["name"], new["initial_lr"], new["weight_decay"]) == ("new", 1e-3, 0.0)
     assert (pretrained["name"], pretrained["initial_lr"]) == ("pretrained", 5e-5)
@@ -375,7 +383,9 @@ def test_image_projection_is_new_and_frozen_layers_get_no_group() -> None:
 
     torch.manual_seed(0)
     doc = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False)
-    model = SparseBiEncoder(MLPHead(), doc, param_groups={"new": {"lr": 1e-3}})
+    model = SparseBiEncoder(
+        MLPHead(), doc, optimization=Optimization(param_groups={"new": {"lr": 1e-3}})
+    )
     new, pretrained = model.optimizer_parameters()
     assert new["lr"] == 1e-3 and "lr" not in pretrained
     new_ids = {id(p) for p in new["params"]}
@@ -386,7 +396,9 @@ def test_image_projection_is_new_and_frozen_layers_get_no_group() -> None:
     frozen.add(id(doc.mlm_head.predictions.transform.dense.weight))  # skipped by the wiring
     assert not frozen & {id(p) for p in pretrained["params"]}
     with pytest.raises(ValueError, match="unknown group"):
-        SparseBiEncoder(MLPHead(), MLPHead(), param_groups={"backbone": {"lr": 1.0}})
+        SparseBiEncoder(
+            MLPHead(), MLPHead(), optimization=Optimization(param_groups={"backbone": {"lr": 1.0}})
+        )
 
 
 def test_a_teacher_without_a_distillation_loss_or_the_reverse_is_refused() -> None:
@@ -403,17 +415,17 @@ def test_a_teacher_without_a_distillation_loss_or_the_reverse_is_refused() -> No
     assert not {id(p) for p in teacher.parameters()} & {id(p) for p in model.optimizer_parameters()}
 
 
-def test_regularizer_warmup_ratio_counts_total_optimizer_steps(tmp_path: Path) -> None:
+def test_regularizer_ramp_ratio_counts_total_optimizer_steps(tmp_path: Path) -> None:
     recorder = _LambdaRecorder()
     torch.manual_seed(0)
     model = SparseBiEncoder(
         MLPHead(),
         MLPHead(pooling="max"),
-        doc_regularizer=FLOPS(weight=2.0, warmup_ratio=0.5),
+        doc_regularizer=FLOPS(weight=2.0, ramp_ratio=0.5),
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
     )
     trainer = _trainer(4, recorder, tmp_path)  # 4 optimizer steps, 2 micro-batches each
-    trainer.fit(model, RetrievalDataModule(batch_size=4))
+    trainer.fit(model, RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
     # T = 0.5 * 4 = 2 optimizer steps: lambda = 2.0 * min(1, step / 2) ** 2
     expected = [2.0 * min(1.0, s / 2) ** 2 for s in (0, 0, 1, 1, 2, 2, 3, 3)]
     assert [lam for _, lam in recorder.seen] == pytest.approx(expected)

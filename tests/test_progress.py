@@ -39,9 +39,11 @@ def test_lines_unless_both_streams_are_terminals(
 
 
 def test_format_metrics_keeps_order_and_skips_missing_and_non_finite() -> None:
-    metrics = {"train/loss": 2.5, "train/q_lambda": 0.00025, "train/d_nnz": float("nan")}
-    text = format_metrics(metrics, ("train/q_lambda", "train/loss", "train/d_nnz", "x"), "train/")
-    assert text == "q_lambda 0.00025 loss 2.5"
+    metrics = {"train/loss": 2.5, "train/q_reg_weight": 0.00025, "train/d_nnz": float("nan")}
+    text = format_metrics(
+        metrics, ("train/q_reg_weight", "train/loss", "train/d_nnz", "x"), "train/"
+    )
+    assert text == "q_reg_weight 0.00025 loss 2.5"
 
 
 def test_fit_into_a_log_file_prints_a_line_per_n_steps_and_per_validation(
@@ -58,7 +60,7 @@ def test_fit_into_a_log_file_prints_a_line_per_n_steps_and_per_validation(
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=6",
             "--trainer.log_every_n_steps=2",
-            "--data.batch_size=8",
+            "--data.batching.batch_size=8",
             "--test_after_fit=false",
         ]
     )
@@ -67,11 +69,11 @@ def test_fit_into_a_log_file_prints_a_line_per_n_steps_and_per_validation(
     steps = [int(m) for m in re.findall(r"^\[train\] epoch 0 step (\d+)/6 \|", out, re.M)]
     assert steps == [2, 4, 6]
     train_lines = [line for line in out.splitlines() if line.startswith("[train] epoch")]
-    names = ["loss", "rank_loss", "d_lambda", "q_nnz", "d_nnz", "lr", "steps/s"]
+    names = ["loss", "rank_loss", "d_reg_weight", "q_nnz", "d_nnz", "lr", "steps/s"]
     if cli.model.query_regularizer is not None:  # m3 has none on its MLP queries
-        names.append("q_lambda")
+        names.append("q_reg_weight")
     else:
-        assert " q_lambda " not in train_lines[-1]
+        assert " q_reg_weight " not in train_lines[-1]
     for name in names:
         assert f" {name} " in train_lines[-1] or train_lines[-1].endswith(name), name
     val = re.findall(r"^\[val\] epoch 0 step 6 \| nDCG@10 ([0-9.]+) ", out, re.M)

@@ -38,13 +38,13 @@ def test_penalty_is_fp32_for_bf16_weights(cls: type[Regularizer]) -> None:
 
 @pytest.mark.parametrize("cls", [FLOPS, L1])
 def test_quadratic_warmup_schedule(cls: type[Regularizer]) -> None:
-    reg = cls(weight=0.3, warmup_steps=10)
+    reg = cls(weight=0.3, ramp_steps=10)
     got = [reg.weight_at(step) for step in (0, 5, 10, 20)]
     assert got == pytest.approx([0.0, 0.3 / 4, 0.3, 0.3])
 
 
 def test_weight_is_a_pure_function_of_the_step() -> None:
-    reg = FLOPS(weight=0.3, warmup_steps=10)
+    reg = FLOPS(weight=0.3, ramp_steps=10)
     for step in (10, 3, 10, 0):  # calls in any order, as after a resume, leave no trace
         reg(W, step)
     assert reg.weight_at(5) == pytest.approx(0.075)
@@ -56,28 +56,28 @@ def test_no_warmup_means_full_weight_from_step_zero() -> None:
     assert L1().weight_at(100) == 0.0  # default weight 0: the penalty is off
 
 
-def test_forward_returns_weighted_penalty_and_lambda() -> None:
-    loss, lam = FLOPS(weight=0.3, warmup_steps=10)(W, 5)
-    assert lam == pytest.approx(0.075)
+def test_forward_returns_weighted_penalty_and_weight() -> None:
+    loss, weight = FLOPS(weight=0.3, ramp_steps=10)(W, 5)
+    assert weight == pytest.approx(0.075)
     assert loss.item() == pytest.approx(0.075 * 9.0)
-    loss, lam = L1(weight=2.0)(W, 0)
-    assert (loss.item(), lam) == pytest.approx((10.0, 2.0))
+    loss, weight = L1(weight=2.0)(W, 0)
+    assert (loss.item(), weight) == pytest.approx((10.0, 2.0))
 
 
-@pytest.mark.parametrize("kwargs", [{"weight": -1.0}, {"warmup_steps": -5}])
+@pytest.mark.parametrize("kwargs", [{"weight": -1.0}, {"ramp_steps": -5}])
 def test_invalid_settings_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         FLOPS(**kwargs)
 
 
-def test_warmup_ratio_is_a_fraction_of_the_total_steps() -> None:
-    reg = FLOPS(weight=3.0, warmup_ratio=0.2)
+def test_ramp_ratio_is_a_fraction_of_the_total_steps() -> None:
+    reg = FLOPS(weight=3.0, ramp_ratio=0.2)
     # T = 0.2 * 50 = 10 steps
     assert [reg.weight_at(s, 50) for s in (0, 5, 10, 40)] == pytest.approx([0.0, 0.75, 3.0, 3.0])
     assert reg.weight_at(5, 100) == pytest.approx(3.0 * (5 / 20) ** 2)  # longer run, slower
     with pytest.raises(ValueError, match="total optimizer steps"):
         reg.weight_at(5)
     with pytest.raises(ValueError, match="not both"):
-        FLOPS(weight=1.0, warmup_steps=10, warmup_ratio=0.2)
-    with pytest.raises(ValueError, match="warmup_ratio"):
-        FLOPS(weight=1.0, warmup_ratio=1.5)
+        FLOPS(weight=1.0, ramp_steps=10, ramp_ratio=0.2)
+    with pytest.raises(ValueError, match="ramp_ratio"):
+        FLOPS(weight=1.0, ramp_ratio=1.5)

@@ -85,7 +85,7 @@ def _model() -> SparseBiEncoder:
     model = SparseBiEncoder(
         MLPHead(pooling="sum"),
         MLPHead(pooling="max"),
-        doc_regularizer=FLOPS(weight=1.0, warmup_steps=4),
+        doc_regularizer=FLOPS(weight=1.0, ramp_steps=4),
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
     )
     for module in model.modules():  # dropout draws from the global RNG, which is not

@@ -17,7 +17,7 @@ import torch
 from lightning_mlsr.objectives.regularizers import FLOPS
 
 REPO = Path(__file__).resolve().parents[1]
-WARMUP = 10  # a short regularizer warm-up: lambda differs at every step of the test
+WARMUP = 10  # a short regularizer ramp: its weight differs at every step of the test
 
 
 def _fit_command(root: Path, log: Path, sleep: float, *extra: str) -> list[str]:
@@ -31,15 +31,15 @@ def _fit_command(root: Path, log: Path, sleep: float, *extra: str) -> list[str]:
         "--trainer.logger=false",
         f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",
-        "--trainer.log_every_n_steps=1",  # StepLog reads the logged lambdas at every step
+        "--trainer.log_every_n_steps=1",  # StepLog reads the logged regularizer weights at every step
         "--trainer.max_steps=500",
-        "--data.batch_size=8",
+        "--data.batching.batch_size=8",
         # a FLOPS penalty on both sides, counted in steps (m3 has none on its MLP queries)
         "--model.query_regularizer=lightning_mlsr.objectives.regularizers.FLOPS",
         "--model.query_regularizer.init_args.weight=0.001",
-        f"--model.query_regularizer.init_args.warmup_steps={WARMUP}",
-        "--model.doc_regularizer.init_args.warmup_ratio=null",
-        f"--model.doc_regularizer.init_args.warmup_steps={WARMUP}",
+        f"--model.query_regularizer.init_args.ramp_steps={WARMUP}",
+        "--model.doc_regularizer.init_args.ramp_ratio=null",
+        f"--model.doc_regularizer.init_args.ramp_steps={WARMUP}",
         "--test_after_fit=false",
         "--trainer.callbacks+=tests.probes.StepLog",
         f"--trainer.callbacks.init_args.path={log}",
@@ -53,7 +53,9 @@ def _lines(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow  # two CLI fits in subprocesses (~1-2 min on 2 busy cores)
-def test_sigterm_exits_nonzero_and_the_checkpoint_resumes_step_and_lambda(tmp_path: Path) -> None:
+def test_sigterm_exits_nonzero_and_the_checkpoint_resumes_step_and_regularizer_weight(
+    tmp_path: Path,
+) -> None:
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     first_log = tmp_path / "first.jsonl"
     proc = subprocess.Popen(
@@ -102,7 +104,7 @@ def test_sigterm_exits_nonzero_and_the_checkpoint_resumes_step_and_lambda(tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _lines(second_log)
     assert [line["step"] for line in after] == [steps, steps + 1]
-    expected = FLOPS(weight=0.001, warmup_steps=WARMUP).weight_at(steps)
-    assert after[0]["d_lambda"] == pytest.approx(expected, rel=1e-6)
-    assert after[0]["q_lambda"] == pytest.approx(expected, rel=1e-6)
-    assert after[0]["d_lambda"] > done[-1]["d_lambda"]  # the warm-up went on, not restarted
+    expected = FLOPS(weight=0.001, ramp_steps=WARMUP).weight_at(steps)
+    assert after[0]["d_reg_weight"] == pytest.approx(expected, rel=1e-6)
+    assert after[0]["q_reg_weight"] == pytest.approx(expected, rel=1e-6)
+    assert after[0]["d_reg_weight"] > done[-1]["d_reg_weight"]  # the warm-up went on, not restarted

@@ -17,6 +17,7 @@ import torch
 
 import lightning_mlsr.training.module as module
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.objectives.ranking import InfoNCE
 from lightning_mlsr.objectives.regularizers import FLOPS
@@ -46,7 +47,7 @@ def _model(steps: _Steps) -> SparseBiEncoder:
         MLPHead(pooling="sum"),
         MLPHead(pooling="max"),
         loss=InfoNCE(),
-        doc_regularizer=FLOPS(weight=1.0, warmup_steps=4),
+        doc_regularizer=FLOPS(weight=1.0, ramp_steps=4),
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
     )
     log, log_dict = model.log, model.log_dict
@@ -74,23 +75,28 @@ def test_only_logging_steps_log_and_count_non_zeros(
         tmp_path, [steps], max_steps=7, log_every_n_steps=3, limit_val_batches=0,
         enable_checkpointing=False,
     )  # fmt: skip
-    trainer.fit(_model(steps), RetrievalDataModule(batch_size=4))
+    trainer.fit(_model(steps), RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
 
     logging_steps = {s for s, names in steps.logged.items() if names}
     # (step + 1) % 3 == 0 -> steps 2 and 5, and the fit's last step, 6
     assert logging_steps == {2, 5, 6}
     for s in logging_steps:
-        assert {"train/loss", "train/rank_loss", "train/d_reg", "train/d_lambda"} <= steps.logged[s]
+        assert {
+            "train/loss",
+            "train/rank_loss",
+            "train/d_reg",
+            "train/d_reg_weight",
+        } <= steps.logged[s]
         assert {"train/q_nnz", "train/d_nnz", "train/lr"} <= steps.logged[s]
     assert len(nnz_calls) == 2 * len(logging_steps)  # q and d, on logging steps only
     # callback_metrics end with the last step's values
     metrics = trainer.callback_metrics
     assert float(metrics["train/loss"]) == pytest.approx(steps.losses[-1], abs=1e-6)
-    assert float(metrics["train/d_lambda"]) == pytest.approx(1.0 * min(1.0, 6 / 4) ** 2)
+    assert float(metrics["train/d_reg_weight"]) == pytest.approx(1.0 * min(1.0, 6 / 4) ** 2)
 
 
 def test_a_fast_dev_run_logs_its_step(tmp_path: Path) -> None:
     steps = _Steps()
     trainer = quiet_trainer(tmp_path, [steps], fast_dev_run=1, log_every_n_steps=50)
-    trainer.fit(_model(steps), RetrievalDataModule(batch_size=4))
-    assert {"train/loss", "train/q_nnz", "train/d_lambda"} <= steps.logged[0]
+    trainer.fit(_model(steps), RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
+    assert {"train/loss", "train/q_nnz", "train/d_reg_weight"} <= steps.logged[0]

@@ -8,7 +8,8 @@ distillation teacher and loss, optimizer) and chosen in YAML with ``class_path``
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from dataclasses import asdict
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -23,9 +24,10 @@ from lightning_mlsr.objectives.distillation import ScoreDistillation
 from lightning_mlsr.objectives.ranking import InfoNCE, gathered_false_negatives
 from lightning_mlsr.objectives.regularizers import Regularizer
 from lightning_mlsr.training.data_inputs import batch_inputs
+from lightning_mlsr.training.optimization import GROUPS, Optimization, lr_schedule
 from lightning_mlsr.training.teacher_checkpoint import leave_teacher_out, put_teacher_back
 
-__all__ = ["SparseBiEncoder", "lr_schedule"]
+__all__ = ["SparseBiEncoder"]
 
 _MODULE_ARGS = [
     "query_encoder",
@@ -36,7 +38,6 @@ _MODULE_ARGS = [
     "teacher",
     "distillation",
 ]
-_GROUPS = ("new", "pretrained")
 
 
 class SparseBiEncoder(L.LightningModule):
@@ -58,15 +59,8 @@ class SparseBiEncoder(L.LightningModule):
             (both must name the same text backbone).
         optimizer: e.g. ``torch.optim.AdamW`` with its ``lr`` in YAML (default: AdamW,
             lr 1e-4, weight decay 0.01).
-        param_groups: optimizer options per parameter group, overriding the optimizer's:
-            ``new`` — layers the heads create from scratch (``new_parameters()``: image
-            projections, MLP term scorers) — and ``pretrained`` — every other trainable
-            parameter (transformers, MLM heads), e.g. ``{new: {lr: 1e-3}, pretrained:
-            {lr: 5e-5}}`` as in the multimodal LSR reference. None: one group.
-        warmup_ratio: fraction of all optimizer steps spent warming the learning rate up
-            (linearly, from 0).
-        lr_decay: ``linear`` to zero after warm-up, or ``constant`` (the schedules of
-            :func:`lr_schedule`, from ``transformers``).
+        optimization: parameter groups and the learning-rate schedule
+            (:class:`~lightning_mlsr.training.optimization.Optimization`).
         teacher: the frozen dense teacher whose in-batch scores the student distils
             (:class:`~lightning_mlsr.models.teacher.DenseTeacher`); needs ``distillation``.
         distillation: the loss between the student's in-batch scores and the teacher's
@@ -82,35 +76,31 @@ class SparseBiEncoder(L.LightningModule):
         doc_regularizer: Regularizer | None = None,
         share_text_backbone: bool = False,
         optimizer: OptimizerCallable | None = None,
-        param_groups: dict[str, dict[str, float]] | None = None,
-        warmup_ratio: float = 0.1,
-        lr_decay: Literal["linear", "constant"] = "linear",
+        optimization: Optimization | None = None,
         teacher: DenseTeacher | None = None,
         distillation: ScoreDistillation | None = None,
     ) -> None:
         super().__init__()
         # built in Python, the injected modules are objects, not configuration: pass them
         # again to load_from_checkpoint
-        self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer"])
+        if isinstance(optimization, dict):  # from a checkpoint's hyperparameters
+            optimization = Optimization(**optimization)
+        optimization = optimization or Optimization()
+        self.save_hyperparameters(ignore=_MODULE_ARGS + ["optimizer", "optimization"])
         if "_instantiator" in self.hparams:
             # built by LightningCLI (which records its instantiator): the hparams are the
             # class_path config, so keep all of it and load_from_checkpoint rebuilds any
             # configuration
             self.save_hyperparameters()
-        if not 0.0 <= warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        else:  # plain values in the checkpoint, which is read with weights_only=True
+            self.hparams["optimization"] = asdict(optimization)
         self.query_encoder = query_encoder
         self.doc_encoder = doc_encoder
         self.loss = loss if loss is not None else InfoNCE()
         self.query_regularizer = query_regularizer
         self.doc_regularizer = doc_regularizer
         self.optimizer_factory = optimizer or _default_optimizer
-        unknown = set(param_groups or {}) - set(_GROUPS)
-        if unknown:
-            raise ValueError(
-                f"param_groups: unknown group(s) {sorted(unknown)}; the groups are {_GROUPS}"
-            )
-        self.param_groups = param_groups
+        self.optimization = optimization
         if (teacher is None) != (distillation is None):
             missing = "teacher" if teacher is None else "distillation"
             raise ValueError(
@@ -122,8 +112,6 @@ class SparseBiEncoder(L.LightningModule):
         self.teacher = teacher
         self.distillation = distillation
         self._fit_total_steps: int | None = None
-        self.warmup_ratio = warmup_ratio
-        self.lr_decay = lr_decay
         _check_output_spaces(query_encoder, doc_encoder)
         if share_text_backbone:
             tie_text_backbones(query_encoder, doc_encoder)
@@ -205,12 +193,12 @@ class SparseBiEncoder(L.LightningModule):
         for side, reg, w in (("q", self.query_regularizer, q), ("d", self.doc_regularizer, d)):
             if reg is None:
                 continue
-            penalty, lam = reg(w, step, total_steps)
+            penalty, weight = reg(w, step, total_steps)
             total = total + penalty
             out[f"{side}_reg"] = penalty
-            # a fill kernel on w's device: torch.tensor(lam) would be a CPU scalar that
+            # a fill kernel on w's device: torch.tensor(weight) would be a CPU scalar that
             # Lightning copies to the GPU, a blocking copy that stalls the step mid-way
-            out[f"{side}_lambda"] = torch.full((), lam, device=w.device)
+            out[f"{side}_reg_weight"] = torch.full((), weight, device=w.device)
         out["loss"] = total
         return out
 
@@ -260,7 +248,7 @@ class SparseBiEncoder(L.LightningModule):
         if self._trainer is not None and self.trainer.optimizers:
             for i, group in enumerate(self.trainer.optimizers[0].param_groups):
                 name = "train/lr" if i == 0 else f"train/lr_{group.get('name', i)}"
-                # made on the device (as the lambdas): a Python float would be copied there
+                # made on the device (as the regularizer weights): a Python float would be copied there
                 lr = torch.full((), float(group["lr"]), device=self.device)
                 self.log(name, lr, on_step=True, on_epoch=False, batch_size=batch_size)
         return out["loss"]
@@ -299,7 +287,8 @@ class SparseBiEncoder(L.LightningModule):
         left out, so they get no optimizer state.
         """
         trainable = [p for p in self.parameters() if p.requires_grad]  # unique, in order
-        if self.param_groups is None:
+        groups = self.optimization.param_groups
+        if groups is None:
             return trainable
         new_ids = {
             id(p)
@@ -312,8 +301,8 @@ class SparseBiEncoder(L.LightningModule):
             "pretrained": [p for p in trainable if id(p) not in new_ids],
         }
         return [
-            {"params": params[name], "name": name, **self.param_groups.get(name, {})}
-            for name in _GROUPS
+            {"params": params[name], "name": name, **groups.get(name, {})}
+            for name in GROUPS
             if params[name]
         ]
 
@@ -321,30 +310,12 @@ class SparseBiEncoder(L.LightningModule):
         optimizer = self.optimizer_factory(self.optimizer_parameters())
         total = max(1, int(self.trainer.estimated_stepping_batches))
         self._fit_total_steps = total
-        scheduler = lr_schedule(optimizer, total, self.warmup_ratio, self.lr_decay)
+        opt = self.optimization
+        scheduler = lr_schedule(optimizer, total, opt.lr_warmup_ratio, opt.lr_decay)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
         }
-
-
-def lr_schedule(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    warmup_ratio: float,
-    decay: Literal["linear", "constant"] = "linear",
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_ratio * total_steps`` optimizer steps, then linear decay
-    to 0 at ``total_steps`` (or constant): ``transformers``' schedules, stepped per
-    optimizer step."""
-    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-
-    if decay not in ("linear", "constant"):
-        raise ValueError(f"lr_decay must be 'linear' or 'constant', got {decay!r}")
-    warmup = int(warmup_ratio * total_steps)
-    if decay == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup)
-    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 def _check_output_spaces(query_encoder: Encoder, doc_encoder: Encoder) -> None:

@@ -7,7 +7,7 @@ so :class:`ProgressLines` — a Lightning :class:`~lightning.pytorch.callbacks.P
 so the Trainer adds no other bar — prints one plain line every ``every_n_steps`` optimizer
 steps and one after every validation::
 
-    [train] epoch 0 step 50/615 | loss 2.913 rank_loss 2.871 | q_lambda 6.3e-05 ... | 1.9 steps/s
+    [train] epoch 0 step 50/615 | loss 2.913 rank_loss 2.871 | q_reg_weight 6.3e-05 ... | 1.9 steps/s
     [val] epoch 0 step 123 | nDCG@10 0.3125 AP 0.2410 ... | 14.2 s
 
 The CLI picks it automatically (see :func:`wants_log_lines`); put
@@ -32,8 +32,8 @@ __all__ = ["ProgressLines", "format_metrics", "wants_log_lines"]
 TRAIN_KEYS = (
     "train/loss",
     "train/rank_loss",
-    "train/q_lambda",
-    "train/d_lambda",
+    "train/q_reg_weight",
+    "train/d_reg_weight",
     "train/q_nnz",
     "train/d_nnz",
     "train/lr",
