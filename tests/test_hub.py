@@ -8,6 +8,7 @@ import functools
 import json
 import math
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -266,13 +267,40 @@ def test_static_head_starts_from_idf_of_the_bundled_captions() -> None:
     from lightning_mlsr.data.collection.load import load_collection
 
     head = StaticQueryHead(init="idf")
+    assert head.wants_idf_start and bool((head.term_scorer == 1).all())
     captions = load_collection("emoji").images.captions()
+    head.start_from_idf(captions)
+    assert not head.wants_idf_start
     n = len(captions)
     word = "face"
     df = sum(word in tokenizer().tokenize(c) for c in captions)
     assert 0 < df < n
     value = head.term_scorer[tokenizer().convert_tokens_to_ids(word)].item()
     assert value == pytest.approx(math.log(1 + (n - df + 0.5) / (df + 0.5)), rel=1e-6)
+
+
+def test_the_module_starts_a_static_table_from_the_training_captions_unless_weights_load() -> None:
+    """SparseBiEncoder.setup("fit") hands the DataModule's captions to a static query table
+    that waits for its IDF start; weights read into a table (a checkpoint, a folder) cancel it."""
+    from types import SimpleNamespace
+
+    from lightning_mlsr.data.datamodule import RetrievalDataModule
+    from lightning_mlsr.models import MLPHead
+    from lightning_mlsr.models.static import idf_weights
+    from lightning_mlsr.training.module import SparseBiEncoder
+
+    datamodule = RetrievalDataModule()
+    model = SparseBiEncoder(StaticQueryHead(init="idf"), MLPHead())
+    model._trainer = SimpleNamespace(datamodule=datamodule)  # type: ignore[assignment]
+    model.setup("validate")  # only a fit starts the table
+    assert cast(StaticQueryHead, model.query_encoder).wants_idf_start
+    model.setup("fit")
+    captions = datamodule.collection.images.captions()
+    expected = idf_weights(captions, tokenizer(), len(tokenizer()))
+    torch.testing.assert_close(model.query_encoder.term_scorer.detach(), expected)
+    loaded = StaticQueryHead(init="idf")
+    loaded.load_state_dict(model.query_encoder.state_dict())
+    assert not loaded.wants_idf_start
 
 
 # --------------------------------------------------------------- MarginMSE, by hand

@@ -8,7 +8,7 @@ OpenSearch's inference-free sparse models). The document side carries all the mo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -49,9 +49,10 @@ class StaticQueryHead(SparseEncoder):
     Args:
         backbone: the text backbone whose tokenizer (and vocabulary) is used; its
             transformer is not loaded.
-        init: ``"ones"`` (every term starts at 1) or ``"idf"`` (BM25 IDF over the
-            captions of every image of ``idf_collection``; no judgment is read).
-        idf_collection: collection directory or bundled name for ``init="idf"``.
+        init: ``"ones"`` (every term starts at 1) or ``"idf"``: BM25 IDF over the
+            captions of every image of the collection trained on, which the training
+            module hands over when a fit starts (:meth:`start_from_idf`; no judgment is
+            read; a head read from a checkpoint or a folder keeps its weights).
         checkpoint: a sentence-transformers folder whose ``SparseStaticEmbedding`` (alone,
             or the query route of an inference-free model) gives the starting weights;
             overrides ``init``.
@@ -64,11 +65,8 @@ class StaticQueryHead(SparseEncoder):
         self,
         backbone: str = DEFAULT_TEXT_BACKBONE,
         init: StaticInit = "ones",
-        idf_collection: str = "emoji",
         checkpoint: str | None = None,
     ) -> None:
-        if init not in ("ones", "idf"):
-            raise ValueError(f"StaticQueryHead: init must be 'ones' or 'idf', got {init!r}")
         tokenizer = load_tokenizer(backbone)
         vocab_size = vocabulary_size(None, tokenizer)  # no model: the tokenizer says
         super().__init__(vocab_size, tokenizer.all_special_ids)
@@ -77,20 +75,26 @@ class StaticQueryHead(SparseEncoder):
         self.image_backbone = None
         self.freeze_image_backbone = False
         self.init = init
+        #: whether the table still waits for its IDF start (``init="idf"``, no weights read)
+        self.wants_idf_start = init == "idf" and checkpoint is None
         if checkpoint is not None:
             from lightning_mlsr.io.public_checkpoints import load_static_weights
 
             start = load_static_weights(checkpoint, vocab_size)
-        elif init == "idf":
-            from lightning_mlsr.data.collection.load import load_collection
-
-            captions = load_collection(idf_collection).images.captions()
-            start = idf_weights(captions, tokenizer, vocab_size)
         else:
             start = torch.ones(vocab_size)
         # the term scorer is the table itself (V,), named as the MLP head's scorer is
         self.term_scorer = nn.Parameter(start.clone().float())
         self._max_length = int(tokenizer.model_max_length)
+        self.register_load_state_dict_post_hook(_weights_were_read)
+
+    def start_from_idf(self, texts: Sequence[str]) -> None:
+        """Set the table to BM25 IDF over ``texts`` (:func:`idf_weights`): the ``init="idf"``
+        start, given the training collection's captions."""
+        tokenizer = load_tokenizer(self.text_backbone_name or DEFAULT_TEXT_BACKBONE)
+        with torch.no_grad():
+            self.term_scorer.copy_(idf_weights(texts, tokenizer, self.vocab_size))
+        self.wants_idf_start = False
 
     def max_text_length(self) -> int | None:
         """The tokenizer's limit (no position embeddings; sentence-transformers truncates
@@ -113,3 +117,8 @@ class StaticQueryHead(SparseEncoder):
     def new_parameters(self) -> list[nn.Parameter]:
         """The weight table (nothing here is pretrained)."""
         return [self.term_scorer]
+
+
+def _weights_were_read(module: nn.Module, incompatible_keys: Any) -> None:
+    """Weights loaded from a checkpoint or a folder replace any pending IDF start."""
+    cast(StaticQueryHead, module).wants_idf_start = False

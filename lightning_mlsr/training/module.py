@@ -19,6 +19,7 @@ from torch import nn
 from lightning_mlsr.data.inputs import BatchInputs
 from lightning_mlsr.models import Encoder, check_encoder_pair, tie_text_backbones
 from lightning_mlsr.models.encoder import DenseEncoder, SparseEncoder
+from lightning_mlsr.models.static import StaticQueryHead
 from lightning_mlsr.models.teacher import DenseTeacher
 from lightning_mlsr.objectives.distillation import ScoreDistillation
 from lightning_mlsr.objectives.ranking import InfoNCE, gathered_false_negatives
@@ -138,10 +139,15 @@ class SparseBiEncoder(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Hand the Trainer's DataModule what the encoders read, as plain values
-        (:meth:`batch_inputs`), through its one entry point ``set_batch_inputs``."""
+        (:meth:`batch_inputs`), through its one entry point ``set_batch_inputs``; at fit,
+        start a static query table that asks for it from IDF over the training captions."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "set_batch_inputs"):
             datamodule.set_batch_inputs(self.batch_inputs())
+        if stage == "fit" and datamodule is not None:  # before a resume restores weights
+            for encoder in (self.query_encoder, self.doc_encoder):
+                if isinstance(encoder, StaticQueryHead) and encoder.wants_idf_start:
+                    encoder.start_from_idf(datamodule.collection.images.captions())
 
     def batch_inputs(self) -> BatchInputs:
         """What the query and document batches must hold: tokenizer names, token limits,
