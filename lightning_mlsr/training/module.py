@@ -108,7 +108,7 @@ class SparseBiEncoder(L.LightningModule):
                 f"model.{missing} is not set: distillation needs both the "
                 "frozen teacher (model.teacher: lightning_mlsr.models.teacher.DenseTeacher) and "
                 "the loss over its scores (model.distillation, e.g. lightning_mlsr.objectives."
-                "distillation.KLDistillation); see experiments/m2_distilled.yaml"
+                "distillation.KLDistillation); see experiments/distillation/kl_mlp_query.yaml"
             )
         self.teacher = teacher
         self.distillation = distillation
