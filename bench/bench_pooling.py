@@ -14,7 +14,7 @@ Usage::
 
     python bench/bench_pooling.py [--config experiments/paper/m2_mlp_mlm_caption.yaml]
                                   [--side doc] [--steps 6] [--batch-size 64] [--threads 1]
-                                  [--set data.doc_max_length=64]
+                                  [--set data.batching.doc_max_length=64]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main_bench(args: argparse.Namespace) -> dict[str, float]:
             "--trainer.logger=false",
             "--trainer.callbacks=[]",
             "--trainer.enable_checkpointing=false",
-            f"--data.batch_size={args.batch_size}",
+            f"--data.batching.batch_size={args.batch_size}",
             *(f"--{kv}" for kv in args.set),
         ],
         run=False,

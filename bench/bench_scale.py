@@ -10,7 +10,7 @@ parquet) and measures, each in a fresh process, for every size:
   row groups), with its peak RSS;
 - ``eval``: one evaluation pass (encode the corpus and the validation queries with a
   caption model, build the inverted index, search, score) over a corpus of
-  ``--eval-corpus`` images (``eval_corpus="judged+sampled"``), time per corpus image.
+  ``--eval-corpus`` images (``evaluation.corpus="judged+sampled"``), time per corpus image.
 
     python bench/bench_scale.py --sizes 100000 300000 --root /tmp/bench_scale
     python bench/bench_scale.py --sizes 1000 --eval-corpus 500   # smoke run
@@ -215,10 +215,11 @@ def measure_load(root: str) -> dict[str, float]:
 
 def measure_first_batch(root: str, started: float) -> dict[str, float]:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
+    from lightning_mlsr.data.settings import BatchingSettings
     from lightning_mlsr.models import ImageMLMHead, MLPHead
     from lightning_mlsr.training.data_inputs import batch_inputs
 
-    dm = RetrievalDataModule(root, batch_size=64, num_workers=1)
+    dm = RetrievalDataModule(root, batching=BatchingSettings(batch_size=64, num_workers=1))
     image = ImageMLMHead(
         image_backbone="test_efficientnet",
         image_pretrained=False,
@@ -236,6 +237,7 @@ def measure_eval(root: str, corpus: int) -> dict[str, float]:
     import torch
 
     from lightning_mlsr.data.datamodule import RetrievalDataModule
+    from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings
     from lightning_mlsr.models import MLPHead
     from lightning_mlsr.retrieval.index import InvertedIndex, run_from_topk
     from lightning_mlsr.retrieval.metrics import evaluate
@@ -245,7 +247,9 @@ def measure_eval(root: str, corpus: int) -> dict[str, float]:
     torch.manual_seed(0)
     module = SparseBiEncoder(MLPHead(pooling="sum"), MLPHead(pooling="max"))
     dm = RetrievalDataModule(
-        root, eval_batch_size=512, eval_corpus="judged+sampled", eval_distractors=corpus
+        root,
+        batching=BatchingSettings(eval_batch_size=512),
+        evaluation=EvaluationSettings(corpus="judged+sampled", distractors=corpus),
     )
     dm.set_batch_inputs(module.batch_inputs())
     dm.setup("validate")

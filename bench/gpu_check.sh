@@ -94,7 +94,7 @@ else
     started=$(date +%s)
     # shellcheck disable=SC2086
     python3 -m lightning_mlsr features --config "$features" \
-        --data.feature_cache_dir="$cache" ${FEATURES_ARGS:-} >"$OUT/features.log" 2>&1
+        --data.features.cache_dir="$cache" ${FEATURES_ARGS:-} >"$OUT/features.log" 2>&1
     rc=$?
     note "features $(basename "$features" .yaml): rc $rc, $(($(date +%s) - started)) s"
     # a progress bar rewrites its line with carriage returns: keep its last state

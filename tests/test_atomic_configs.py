@@ -36,8 +36,8 @@ def test_atomic_config_prints_the_paper_setting(
     monkeypatch.chdir(config.parents[2] / "tests")  # shared files resolve next to the config
     printed = printed_config(config, capsys)
     data, trainer, model = printed["data"], printed["trainer"], printed["model"]
-    assert data["collection"] == "data/atomic" and data["eval_corpus"] == "judged"
-    assert data["batch_size"] == 64 and trainer["max_epochs"] == 5
+    assert data["collection"] == "data/atomic" and data["evaluation"]["corpus"] == "judged"
+    assert data["batching"]["batch_size"] == 64 and trainer["max_epochs"] == 5
     assert trainer["precision"] == "bf16-mixed" and trainer["num_nodes"] == 1
     assert model["doc_regularizer"]["class_path"].endswith("FLOPS")  # from base.yaml
     query, doc = model["query_encoder"], model["doc_encoder"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLMHead, MLPHead
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.retrieval.trec import read_trec_run
@@ -55,7 +56,7 @@ def test_logged_metrics_equal_brute_force_and_trec_eval(collection: str, tmp_pat
         model = SparseBiEncoder(MLMHead(), MLMHead()).eval()
     else:  # the whole emoji corpus: cheaper MLP heads (random scorer), many exact ties
         model = SparseBiEncoder(MLPHead(pooling="sum"), MLPHead(pooling="max")).eval()
-    dm = RetrievalDataModule(source, batch_size=2, eval_batch_size=256)
+    dm = RetrievalDataModule(source, batching=BatchingSettings(batch_size=2, eval_batch_size=256))
     evaluator = RetrievalEvaluator(run_dir=str(tmp_path / "out"), run_tag="zero shot")
     # limit_test_batches: the held-out pair loss; retrieval always uses every query
     trainer = quiet_trainer(tmp_path, [evaluator], limit_test_batches=1)
@@ -106,7 +107,7 @@ def test_dense_baseline_metrics_equal_brute_force_inner_products(tmp_path: Path)
 
     torch.manual_seed(0)
     model = SparseBiEncoder(DenseTextHead(), DenseTextHead()).eval()
-    dm = RetrievalDataModule("emoji", batch_size=2, eval_batch_size=256)
+    dm = RetrievalDataModule("emoji", batching=BatchingSettings(batch_size=2, eval_batch_size=256))
     evaluator = RetrievalEvaluator(k=100)
     trainer = quiet_trainer(tmp_path, [evaluator], limit_val_batches=1)
     trainer.validate(model, datamodule=dm)

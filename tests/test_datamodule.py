@@ -1,8 +1,10 @@
-"""RetrievalDataModule: batches, false negatives, sharding, the frozen-feature cache."""
+"""RetrievalDataModule: its settings, batches, false negatives, sharding, the frozen-feature
+cache."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -10,7 +12,17 @@ import torch
 
 from lightning_mlsr.data import DataError
 from lightning_mlsr.data.datamodule import RetrievalDataModule, shard_indices
+from lightning_mlsr.data.settings import (
+    FLAT_KEYS,
+    BatchingSettings,
+    EvaluationSettings,
+    FeatureSettings,
+    NegativeSettings,
+    ReadingSettings,
+    grouped_hparams,
+)
 from lightning_mlsr.data.training.pairs import false_negative_mask
+from lightning_mlsr.io.checkpoints import load_checkpoint
 from lightning_mlsr.models import ImageMLMHead, MLPHead
 from lightning_mlsr.objectives.ranking import gathered_false_negatives
 from lightning_mlsr.training.data_inputs import batch_inputs
@@ -39,7 +51,9 @@ def text_heads() -> tuple[MLPHead, MLPHead]:
 
 
 def test_training_batch_and_false_negatives(collection_dir: Path, text_heads) -> None:
-    dm = RetrievalDataModule(str(collection_dir), batch_size=3, query_max_length=8)
+    dm = RetrievalDataModule(
+        str(collection_dir), batching=BatchingSettings(batch_size=3, query_max_length=8)
+    )
     dm.set_batch_inputs(batch_inputs(*text_heads))
     dm.setup("fit")
     pairs = dm._split_pairs("train")
@@ -90,7 +104,9 @@ def test_the_batch_inputs_are_required_and_named(
     collection_dir: Path, text_heads, tmp_path: Path
 ) -> None:
     dm = RetrievalDataModule(
-        str(collection_dir), batch_size=2, feature_cache_dir=str(tmp_path / "cache")
+        str(collection_dir),
+        batching=BatchingSettings(batch_size=2),
+        features=FeatureSettings(cache_dir=str(tmp_path / "cache")),
     )
     dm.setup("fit")  # under a Trainer the inputs come after this hook: no error yet
     with pytest.raises(RuntimeError, match=r"set_batch_inputs\(model.batch_inputs\(\)\)"):
@@ -106,7 +122,9 @@ def test_the_batch_inputs_are_required_and_named(
 
 
 def test_eval_loaders_cover_corpus_and_split_queries(collection_dir: Path, text_heads) -> None:
-    dm = RetrievalDataModule(str(collection_dir), batch_size=2, eval_batch_size=3)
+    dm = RetrievalDataModule(
+        str(collection_dir), batching=BatchingSettings(batch_size=2, eval_batch_size=3)
+    )
     dm.set_batch_inputs(batch_inputs(*text_heads))
     rows = [r for b in dm.corpus_dataloader() for r in b["doc_idx"].tolist()]
     assert sorted(rows) == list(range(len(dm.collection.images)))
@@ -139,9 +157,11 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
     cache = tmp_path / "cache"
     encoded: list[int] = []
 
-    def build(**kwargs) -> RetrievalDataModule:
+    def build(fill: Literal["lazy", "upfront"] = "lazy") -> RetrievalDataModule:
         dm = RetrievalDataModule(
-            str(collection_dir), batch_size=2, feature_cache_dir=str(cache), **kwargs
+            str(collection_dir),
+            batching=BatchingSettings(batch_size=2),
+            features=FeatureSettings(cache_dir=str(cache), fill=fill),
         )
         dm.set_batch_inputs(batch_inputs(text_heads[0], head))
         dm.prepare_data()
@@ -177,13 +197,13 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
     dm.val_dataloader().collate_fn([0])  # (T2, I3)
     assert sum(encoded) == 1
 
-    # feature_fill="upfront" fills every image the run needs in prepare_data, once
+    # features.fill="upfront" fills every image the run needs in prepare_data, once
     encoded.clear()
-    dm = build(feature_fill="upfront")
+    dm = build(fill="upfront")
     assert sum(encoded) == 0  # the hook is attached after prepare_data: count the cache
     store = dm.collator.doc.features
     assert store is not None and len(store) == len(dm.collection.images)
-    build(feature_fill="upfront")
+    build(fill="upfront")
     assert sum(encoded) == 0
 
     # different image content -> recomputed, not served from the cache
@@ -202,3 +222,99 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
     changed = dm.collection.images.index(pq.read_table(part)["image_id"][0].as_py())
     dm.collator.docs([changed])
     assert sum(encoded) == 1
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: BatchingSettings(batch_size=1), "data.batching.batch_size must be >= 2"),
+        (lambda: BatchingSettings(num_workers=-1), "data.batching.num_workers must be >= 0"),
+        (lambda: ReadingSettings(max_query_chars=0), "data.reading.max_query_chars must be >= 1"),
+        (lambda: FeatureSettings(batch_size=0), "data.features.batch_size must be >= 1"),
+        (lambda: EvaluationSettings(distractors=-1), "data.evaluation.distractors must be >= 0"),
+        (lambda: NegativeSettings(depth=0), "data.negatives.depth must be >= 1, got 0"),
+    ],
+)
+def test_settings_out_of_range_name_their_key(build, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_the_parser_reads_nested_keys_and_checks_the_choices() -> None:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(RetrievalDataModule, "data")
+    config = parser.parse_args(
+        [
+            "--data.collection=DIR",
+            "--data.batching.batch_size=8",
+            "--data.evaluation.corpus=judged",
+            "--data.features.fill=upfront",
+            "--data.predict=queries",
+        ]
+    )
+    dm = parser.instantiate_classes(config).data
+    assert dm.collection_source == "DIR" and dm.predict_name == "queries_test"
+    assert dm.batching == BatchingSettings(batch_size=8)  # the group's other keys: defaults
+    assert dm.evaluation.corpus == "judged" and dm.features.fill == "upfront"
+    for bad in ("--data.evaluation.corpus=some", "--data.features.fill=eager"):
+        with pytest.raises(Exception, match="Expected a typing.Literal"):
+            parser.parse_args([bad])
+
+
+def test_checkpoint_hparams_are_plain_and_rebuild_the_datamodule(tmp_path: Path) -> None:
+    dm = RetrievalDataModule(
+        "emoji",
+        batching=BatchingSettings(batch_size=8, query_max_length=16),
+        evaluation=EvaluationSettings(corpus="judged+sampled", distractors=5),
+        predict="queries",
+        predict_split="validation",
+    )
+    path = tmp_path / "dm.ckpt"
+    torch.save({RetrievalDataModule.CHECKPOINT_HYPER_PARAMS_KEY: dict(dm.hparams)}, path)
+    saved = load_checkpoint(path)[RetrievalDataModule.CHECKPOINT_HYPER_PARAMS_KEY]  # weights_only
+    assert saved["batching"]["batch_size"] == 8
+    again = RetrievalDataModule.from_hparams(saved)
+    assert (again.batching, again.evaluation) == (dm.batching, dm.evaluation)
+    assert again.predict_name == "queries_validation"
+
+    # the flat keys of earlier checkpoints land in their groups
+    flat = {
+        "_instantiator": "lightning.pytorch.cli.instantiate_module",
+        "collection": "emoji",
+        "batch_size": 8,
+        "query_max_length": 16,
+        "eval_corpus": "judged+sampled",
+        "eval_distractors": 5,
+        "feature_fill": "upfront",
+        "hard_negatives": "neg.tsv",
+        "predict_target": "queries:validation",
+    }
+    old = RetrievalDataModule.from_hparams(flat)
+    assert (old.batching, old.evaluation) == (dm.batching, dm.evaluation)
+    assert old.features.fill == "upfront" and old.negatives.file == "neg.tsv"
+    assert old.predict_name == "queries_validation"
+    assert grouped_hparams({"predict_target": "corpus"}) == {"predict": "corpus"}
+    assert {group for group, _ in FLAT_KEYS.values()} == {
+        "reading", "batching", "features", "evaluation", "negatives"
+    }  # fmt: skip
+
+
+def test_predict_encodes_the_corpus_or_a_splits_queries(collection_dir: Path, text_heads) -> None:
+    corpus = RetrievalDataModule(str(collection_dir))
+    queries = RetrievalDataModule(
+        str(collection_dir), predict="queries", predict_split="validation"
+    )
+    for dm in (corpus, queries):
+        dm.set_batch_inputs(batch_inputs(*text_heads))
+    rows = [r for b in corpus.predict_dataloader() for r in b["doc_idx"].tolist()]
+    assert sorted(rows) == list(range(len(corpus.collection.images)))
+    texts = [r for b in queries.predict_dataloader() for r in b["query_idx"].tolist()]
+    assert [queries.collection.texts.ids[r] for r in texts] == ["T2"]
+    with pytest.raises(
+        DataError, match=r"no 'dev' qrels \(has: \['test', 'train', 'validation'\]\)"
+    ):
+        RetrievalDataModule(str(collection_dir), predict="queries", predict_split="dev").query_rows(
+            "dev"
+        )

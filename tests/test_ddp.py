@@ -51,7 +51,12 @@ def _last_metrics(save_dir: Path) -> dict[str, float]:
 
 
 def test_ddp_fit_and_validation_equal_single_process(tmp_path: Path) -> None:
-    common = ["--config", str(CONFIG), "--data.batch_size=8", "--trainer.enable_progress_bar=false"]
+    common = [
+        "--config",
+        str(CONFIG),
+        "--data.batching.batch_size=8",
+        "--trainer.enable_progress_bar=false",
+    ]
     ddp = ["--trainer.accelerator=cpu", "--trainer.strategy=ddp", "--trainer.devices=2"]
 
     # 2-process training: two optimizer steps, a validation with retrieval metrics, a checkpoint

@@ -286,7 +286,7 @@ def _fit(config: str, collection: str, tmp_path: Path, *extra: str) -> None:
             "--trainer.fast_dev_run=1",
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
-            "--data.batch_size=8",
+            "--data.batching.batch_size=8",
             *extra,
         ]
     )

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.training.evaluator import RetrievalEvaluator, batch_limit
@@ -64,7 +65,9 @@ def model() -> SparseBiEncoder:
 
 
 def _datamodule() -> CountingDataModule:
-    return CountingDataModule("emoji", batch_size=64, eval_batch_size=EVAL_BATCH)
+    return CountingDataModule(
+        "emoji", batching=BatchingSettings(batch_size=64, eval_batch_size=EVAL_BATCH)
+    )
 
 
 def _oracle(model: SparseBiEncoder, dm: RetrievalDataModule, split: str, n_docs: int, n_q: int):

@@ -55,8 +55,8 @@ def fast_args(config: Path, tmp_path: Path, inputs: Path | None = None) -> list[
         "--trainer.fast_dev_run=1",
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",
-        "--data.batch_size=8",
-        "--data.eval_batch_size=64",
+        "--data.batching.batch_size=8",
+        "--data.batching.eval_batch_size=64",
     ]
     inputs = tmp_path if inputs is None else inputs
     text = config_text(config)
@@ -113,7 +113,7 @@ def _hard_negatives(collection: Path, out: Path) -> list[str]:
         ),
         "utf-8",
     )
-    return [f"--data.hard_negatives={out}"]
+    return [f"--data.negatives.file={out}"]
 
 
 def test_every_experiment_is_found() -> None:

@@ -30,7 +30,7 @@ def test_json_vectors_quantize_and_drop_zeros(tmp_path: Path) -> None:
         write_json_vectors(path, ["a"], m, ["x", "y", "z"])
 
 
-@pytest.mark.parametrize("target", ["corpus", "queries:test"])
+@pytest.mark.parametrize("target", ["corpus", "queries"])
 def test_predict_exports_npz_ids_and_jsonl(tmp_path: Path, target: str) -> None:
     out = tmp_path / "vectors"
     cli = main(
@@ -40,13 +40,13 @@ def test_predict_exports_npz_ids_and_jsonl(tmp_path: Path, target: str) -> None:
             str(REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml"),
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
-            f"--data.predict_target={target}",
-            "--data.eval_batch_size=512",
+            f"--data.predict={target}",  # queries: of --data.predict_split, test
+            "--data.batching.eval_batch_size=512",
             "--return_predictions=false",
             f"--trainer.callbacks.init_args.output_dir={out}",
         ]
     )
-    stem = target.replace(":", "_")
+    stem = "corpus" if target == "corpus" else "queries_test"
     matrix = sp.load_npz(out / f"{stem}.npz")
     ids = (out / f"{stem}.ids.txt").read_text().splitlines()
     dm = cli.datamodule

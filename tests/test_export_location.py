@@ -22,8 +22,8 @@ def _predict(tmp_path: Path, *extra: str):
             "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.enable_progress_bar=false",
-            "--data.predict_target=queries:test",  # 359 queries: seconds, not the corpus
-            "--data.eval_batch_size=512",
+            "--data.predict=queries",  # 359 queries: seconds, not the corpus
+            "--data.batching.eval_batch_size=512",
             "--return_predictions=false",
             *extra,
         ]

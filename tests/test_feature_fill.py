@@ -123,6 +123,7 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lightning_mlsr.data import datamodule as dm_module
+    from lightning_mlsr.data.settings import BatchingSettings, FeatureSettings
     from lightning_mlsr.models import ImageMLMHead, MLPHead
     from lightning_mlsr.training.data_inputs import batch_inputs
     from tests.helpers import write_atomic
@@ -138,9 +139,8 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
     head = ImageMLMHead(image_backbone="test_efficientnet", image_pretrained=False, image_size=32)
     dm = dm_module.RetrievalDataModule(
         str(write_atomic(tmp_path / "col")),
-        batch_size=2,
-        feature_cache_dir=str(tmp_path / "cache"),
-        feature_fill="upfront",
+        batching=BatchingSettings(batch_size=2),
+        features=FeatureSettings(cache_dir=str(tmp_path / "cache"), fill="upfront"),
     )
     dm.set_batch_inputs(batch_inputs(MLPHead(), head))
     dm.setup("fit")
@@ -219,7 +219,7 @@ def test_the_features_command_fills_with_two_processes(tmp_path: Path) -> None:
         "--config",
         str(ROOT / "experiments" / "paper" / "m1_mlm_mlm_image.yaml"),
         f"--data.collection={collection}",
-        f"--data.feature_cache_dir={cache}",
+        f"--data.features.cache_dir={cache}",
         "--model.doc_encoder.init_args.image_backbone=test_efficientnet",
         "--model.doc_encoder.init_args.image_pretrained=false",
         "--model.doc_encoder.init_args.image_size=32",

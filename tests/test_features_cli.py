@@ -48,8 +48,8 @@ def test_an_image_experiment_starts_training_before_encoding_the_corpus(tmp_path
         "--trainer.fast_dev_run=1",
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",
-        "--data.batch_size=8",
-        f"--data.feature_cache_dir={tmp_path / 'cache'}",
+        "--data.batching.batch_size=8",
+        f"--data.features.cache_dir={tmp_path / 'cache'}",
         "--model.doc_encoder.init_args.image_size=64",
         "--trainer.callbacks+=tests.test_features_cli.StopAtFirstTrainBatch",
     ]
@@ -87,9 +87,9 @@ def test_a_whole_fast_dev_run_of_an_image_experiment_encodes_a_few_batches(tmp_p
         "--trainer.fast_dev_run=1",
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",
-        "--data.batch_size=8",
-        "--data.eval_batch_size=16",
-        f"--data.feature_cache_dir={tmp_path / 'cache'}",
+        "--data.batching.batch_size=8",
+        "--data.batching.eval_batch_size=16",
+        f"--data.features.cache_dir={tmp_path / 'cache'}",
         "--model.doc_encoder.init_args.image_size=64",
         "--trainer.callbacks+=tests.test_features_cli.CountEncodedImages",
     ]

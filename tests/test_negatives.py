@@ -86,6 +86,7 @@ def test_sample_draws_from_each_querys_first_depth_without_replacement() -> None
 
 def test_training_batches_hold_each_pairs_negatives_after_the_positives(tmp_path: Path) -> None:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
+    from lightning_mlsr.data.settings import BatchingSettings, NegativeSettings
     from lightning_mlsr.models import MLMHead
     from lightning_mlsr.training.data_inputs import batch_inputs
 
@@ -98,7 +99,9 @@ def test_training_batches_hold_each_pairs_negatives_after_the_positives(tmp_path
     path = tmp_path / "neg.tsv"
     path.write_text("".join("\t".join([q, *v]) + "\n" for q, v in lists.items()), "utf-8")
     dm = RetrievalDataModule(
-        "emoji", batch_size=8, hard_negatives=str(path), negatives_per_query=2, negative_depth=3
+        "emoji",
+        batching=BatchingSettings(batch_size=8),
+        negatives=NegativeSettings(file=str(path), per_query=2, depth=3),
     )
     enc = MLMHead()
     dm.set_batch_inputs(batch_inputs(enc, enc))
@@ -127,16 +130,17 @@ def test_training_batches_hold_each_pairs_negatives_after_the_positives(tmp_path
 
 def test_hard_negatives_need_a_list_for_every_training_query(tmp_path: Path) -> None:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
+    from lightning_mlsr.data.settings import NegativeSettings
 
     c = load_collection("emoji")
     ids, _ = split_texts(c, "train")
     path = tmp_path / "neg.tsv"
     path.write_text(f"{ids[0]}\t{c.images.ids[0]}\n", "utf-8")
-    dm = RetrievalDataModule("emoji", hard_negatives=str(path))
+    dm = RetrievalDataModule("emoji", negatives=NegativeSettings(file=str(path)))
     with pytest.raises(DataError, match="have no hard negatives"):
         dm.hard_negatives()
-    with pytest.raises(ValueError, match="negatives_per_query"):
-        RetrievalDataModule("emoji", hard_negatives=str(path), negatives_per_query=0)
+    with pytest.raises(ValueError, match="data.negatives.per_query must be >= 1"):
+        RetrievalDataModule("emoji", negatives=NegativeSettings(file=str(path), per_query=0))
 
 
 def test_infonce_and_distillation_score_extra_documents_as_negatives() -> None:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from lightning_mlsr.data import DataError, load_collection
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings, ReadingSettings
 from lightning_mlsr.data.training.corpus import eval_corpus_rows
 from lightning_mlsr.models import ImageMLMHead, MLPHead
 from lightning_mlsr.training.data_inputs import batch_inputs
@@ -128,7 +129,7 @@ def pixel_model() -> tuple[MLPHead, ImageMLMHead]:
 
 
 def test_corrupt_images_met_in_a_pass_are_counted_once(synthetic: Path, caplog) -> None:
-    dm = RetrievalDataModule(str(synthetic), eval_batch_size=64)
+    dm = RetrievalDataModule(str(synthetic), batching=BatchingSettings(eval_batch_size=64))
     dm.set_batch_inputs(batch_inputs(*pixel_model()))
     assert dm.collection.skipped_images == []  # nothing decoded at load
     loader = dm.corpus_dataloader()
@@ -146,7 +147,7 @@ def test_corrupt_images_met_in_a_pass_are_counted_once(synthetic: Path, caplog) 
     assert batch["doc"]["pixel_values"].shape[0] == 2 and len(batch["skipped_images"]) == 1
     assert batch["false_negatives"][0, 1] and batch["false_negatives"][1, 0]
 
-    strict = RetrievalDataModule(str(synthetic), on_corrupt_image="error")
+    strict = RetrievalDataModule(str(synthetic), reading=ReadingSettings(on_corrupt_image="error"))
     strict.set_batch_inputs(batch_inputs(*pixel_model()))
     with pytest.raises(DataError, match="image 'img007' cannot be decoded"):
         list(strict.corpus_dataloader())
@@ -190,7 +191,11 @@ def test_eval_corpus_modes_against_brute_force(synthetic: Path) -> None:
     assert np.array_equal(sampled, again) and not np.array_equal(sampled, other)
     everything = eval_corpus_rows(c, "validation", "judged+sampled", distractors=10**6)
     assert len(everything) == N_IMAGES  # capped at the collection
-    dm = RetrievalDataModule(str(synthetic), eval_corpus="judged", eval_batch_size=7)
+    dm = RetrievalDataModule(
+        str(synthetic),
+        batching=BatchingSettings(eval_batch_size=7),
+        evaluation=EvaluationSettings(corpus="judged"),
+    )
     dm.set_batch_inputs(batch_inputs(MLPHead(), MLPHead()))
     loaded = [r for b in dm.corpus_dataloader(split="validation") for r in b["doc_idx"].tolist()]
     assert loaded == rows.tolist()

@@ -372,7 +372,7 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
     runner.run_all(
         REGISTRY, names, [42, 43], tmp_path, ["--a=1"], True, runs_dir, lambda: rebuilt.append(1)
     )
-    ablation = ["--a=1", "--data.caption_fields=[caption_alt_text_description]"]
+    ablation = ["--a=1", "--data.reading.caption_fields=[caption_alt_text_description]"]
     assert attempts == [
         ("m2_mlp_mlm_caption_captions_name", 42, ablation),
         ("m3_mlp_mlp_caption", 43, ["--a=1"]),

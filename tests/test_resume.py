@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DistributedSampler
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.data.training.sampler import ResumableSampler
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.objectives.regularizers import FLOPS
@@ -39,6 +40,23 @@ def test_sampler_order_is_distributed_samplers_and_skips_seen_batches() -> None:
     assert list(sampler) == full
 
 
+def test_sampler_state_resumes_the_same_order_or_warns_and_restarts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sampler = ResumableSampler(11, batch_size=2, seed=5, epoch=1)
+    full = list(sampler)
+    state = sampler.state_dict(batches_seen=3)
+    assert state == {"seed": 5, "epoch": 1, "batches_seen": 3, "batch_size": 2, "world_size": 1}
+    resumed = ResumableSampler.resumed(state, 11, batch_size=2, seed=99, epoch=1)
+    assert list(resumed) == full[6:]  # the checkpoint's seed, after its 3 batches
+    next_epoch = ResumableSampler.resumed(state, 11, batch_size=2, seed=99, epoch=2)
+    assert next_epoch.seed == 5 and len(list(next_epoch)) == 11  # a new epoch: from its start
+    with caplog.at_level("WARNING", logger="lightning_mlsr.data"):
+        other = ResumableSampler.resumed(state, 11, batch_size=4, seed=99, epoch=1)
+    assert other.seed == 99 and len(list(other)) == 11
+    assert "batch size 2 on 1 process(es), this run uses 4 on 1" in caplog.text
+
+
 def _first_rows(dm: RetrievalDataModule, n: int) -> list[list[int]]:
     loader = iter(dm.train_dataloader())
     return [next(loader)["query_idx"].tolist() for _ in range(n)]
@@ -49,19 +67,19 @@ def test_datamodule_state_positions_the_next_train_loader(
 ) -> None:
     monkeypatch.setenv("PL_GLOBAL_SEED", "3")
     heads = (MLPHead(), MLPHead())
-    fresh = RetrievalDataModule("emoji", batch_size=4)
+    fresh = RetrievalDataModule("emoji", batching=BatchingSettings(batch_size=4))
     fresh.set_batch_inputs(batch_inputs(*heads))
     batches = _first_rows(fresh, 3)
 
     order = {"seed": 3, "epoch": 0, "batches_seen": 2, "batch_size": 4, "world_size": 1}
     monkeypatch.setenv("PL_GLOBAL_SEED", "99")  # the checkpoint's seed wins
-    resumed = RetrievalDataModule("emoji", batch_size=4)
+    resumed = RetrievalDataModule("emoji", batching=BatchingSettings(batch_size=4))
     resumed.set_batch_inputs(batch_inputs(*heads))
     resumed.load_state_dict({"train_order": order})
     assert _first_rows(resumed, 1) == batches[2:3]
 
     # another batch size cannot continue the same order: said, and the epoch starts afresh
-    other = RetrievalDataModule("emoji", batch_size=8)
+    other = RetrievalDataModule("emoji", batching=BatchingSettings(batch_size=8))
     other.set_batch_inputs(batch_inputs(*heads))
     other.load_state_dict({"train_order": order})
     with caplog.at_level("WARNING", logger="lightning_mlsr.data"):
@@ -110,7 +128,11 @@ def _fit(root: Path, recorder: _Steps, every: int, ckpt_path: str | None = None)
         ],
         default_root_dir=root,
     )
-    trainer.fit(_model(), RetrievalDataModule("emoji", batch_size=4), ckpt_path=ckpt_path)
+    trainer.fit(
+        _model(),
+        RetrievalDataModule("emoji", batching=BatchingSettings(batch_size=4)),
+        ckpt_path=ckpt_path,
+    )
 
 
 @pytest.mark.slow  # two short fits (~30-50 s on 2 busy cores)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.retrieval.trec import read_trec_run
 from lightning_mlsr.training.cli import main
@@ -54,7 +55,7 @@ def test_metrics_json_and_trec_eval_on_the_run_file_reproduce_the_logged_values(
 ) -> None:
     torch.manual_seed(0)  # untrained MLP heads: most test queries retrieve nothing
     model = SparseBiEncoder(MLPHead(pooling="sum"), MLPHead(pooling="max")).eval()
-    dm = RetrievalDataModule("emoji", batch_size=2, eval_batch_size=512)
+    dm = RetrievalDataModule("emoji", batching=BatchingSettings(batch_size=2, eval_batch_size=512))
     evaluator = RetrievalEvaluator(measures=MEASURES, run_dir=str(tmp_path), log_samples=0)
     trainer = quiet_trainer(tmp_path, [evaluator], limit_test_batches=1)
     trainer.test(model, datamodule=dm, verbose=False)
@@ -119,7 +120,7 @@ def _test_args(tmp_path: Path) -> list[str]:
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.limit_test_batches=1",
         "--trainer.enable_progress_bar=false",
-        "--data.eval_batch_size=512",
+        "--data.batching.eval_batch_size=512",
     ]
 
 

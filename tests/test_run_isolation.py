@@ -374,7 +374,7 @@ def _fit_args(root: Path, *extra: str) -> list[str]:
         "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false",
-        "--data.batch_size=8",
+        "--data.batching.batch_size=8",
         "--test_after_fit=false",
         *extra,
     ]

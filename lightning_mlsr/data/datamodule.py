@@ -13,20 +13,21 @@ the cache key of its features and a factory for a copy that computes them) hande
 Trainer, or by hand (``datamodule.set_batch_inputs(model.batch_inputs())``). So the same
 YAML ``data:`` block serves caption-only, image-only and image+caption models, and image
 features are only computed when an image encoder needs them.
+
+Its settings come in groups, each a dataclass of :mod:`lightning_mlsr.data.settings` and a
+nested key of the ``data:`` block (``reading``, ``batching``, ``features``, ``evaluation``,
+``negatives``); the collection and what ``predict`` encodes are its own keys.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal, cast
 
 import lightning as L
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -35,6 +36,16 @@ from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features.fill import FillReport, fill_features
 from lightning_mlsr.data.features.store import FeatureStore
 from lightning_mlsr.data.inputs import BatchInputs, FeatureSpec, SideInputs
+from lightning_mlsr.data.settings import (
+    BatchingSettings,
+    EvaluationSettings,
+    FeatureSettings,
+    NegativeSettings,
+    ReadingSettings,
+    grouped_hparams,
+    plain,
+    settings_of,
+)
 from lightning_mlsr.data.training.batches import (
     Batch,
     Collator,
@@ -42,16 +53,18 @@ from lightning_mlsr.data.training.batches import (
     SideSpec,
     SkipReportingLoader,
 )
-from lightning_mlsr.data.training.corpus import EvalCorpus, eval_corpus_rows, shard_indices
+from lightning_mlsr.data.training.corpus import eval_corpus_rows, judged_query_rows, shard_indices
 from lightning_mlsr.data.training.negatives import HardNegatives
-from lightning_mlsr.data.training.pairs import RelevantPairs
+from lightning_mlsr.data.training.pairs import RelevantPairs, positive_pairs, split_qrels
 from lightning_mlsr.data.training.sampler import ResumableDataLoader, ResumableSampler
-from lightning_mlsr.io.pretrained import load_tokenizer
-
-log = logging.getLogger("lightning_mlsr.data")
 
 __all__ = [
     "Batch",
+    "BatchingSettings",
+    "EvaluationSettings",
+    "FeatureSettings",
+    "NegativeSettings",
+    "ReadingSettings",
     "RetrievalDataModule",
     "SkipReportingLoader",
     "shard_indices",
@@ -63,33 +76,14 @@ class RetrievalDataModule(L.LightningDataModule):
 
     Args:
         collection: a directory in the AToMiC layout, or a bundled collection name (``emoji``).
-        caption_fields / caption_languages / query_fields / max_query_chars: how captions
-            and queries are formed (None: the collection's defaults).
-        query_max_length / doc_max_length: tokenizer truncation, in wordpieces.
-        batch_size: training pairs per batch (in-batch negatives come from the same batch).
-        eval_batch_size: rows per batch when encoding the corpus and queries.
-        num_workers: DataLoader workers.
-        feature_cache_dir: where frozen image features are cached (None: the default cache).
-        feature_batch_size: images per batch when filling the feature cache (on an
-            accelerator, with ``feature_fill="upfront"`` or ``python -m lightning_mlsr
-            features``, hundreds: e.g. 512).
-        feature_fill: ``"lazy"`` computes frozen features when a batch first needs them
-            (a short run encodes only the images it reads), on the CPU; ``"upfront"``
-            fills the cache for every image the run needs before the first batch is built,
-            on the Trainer's devices, each DDP rank a disjoint share, with a progress bar (resumable; worth
-            it for large collections).
-        on_corrupt_image / on_missing_caption: see :func:`load_collection`; a corrupt
-            image met while reading pixels is skipped and reported once per pass, or
-            raises with ``on_corrupt_image="error"``.
-        eval_corpus: the images ranked in evaluation: ``all``, ``judged`` (the images
-            judged in the split, AToMiC's "small" setting) or ``judged+sampled`` (those
-            plus ``eval_distractors`` others drawn with ``eval_seed``).
-        predict_target: what ``predict`` encodes: ``corpus`` or ``queries:<split>``.
-        hard_negatives: a TSV of each training query's ranked negative images (mined by a
-            teacher: :mod:`lightning_mlsr.data.training.negatives`); each training batch then holds,
-            after its ``B`` positives, ``negatives_per_query`` of them per pair, drawn from
-            the first ``negative_depth`` (None: all) of the query's list. None: in-batch
-            negatives only.
+        reading: how captions and queries are read (:class:`ReadingSettings`).
+        batching: batch sizes, loader workers, text lengths (:class:`BatchingSettings`).
+        features: the frozen image-feature cache (:class:`FeatureSettings`).
+        evaluation: the images an evaluation ranks (:class:`EvaluationSettings`).
+        negatives: teacher-mined hard negatives for training (:class:`NegativeSettings`).
+        predict: what ``predict`` encodes: the ``corpus`` (every image), or the judged
+            ``queries`` of ``predict_split``.
+        predict_split: the split whose queries ``predict: queries`` encodes.
 
     What the batches hold comes separately, from the model: :meth:`set_batch_inputs`.
     """
@@ -97,45 +91,35 @@ class RetrievalDataModule(L.LightningDataModule):
     def __init__(
         self,
         collection: str = "emoji",
-        caption_fields: list[str] | None = None,
-        caption_languages: list[str] | None = None,
-        query_fields: list[str] | None = None,
-        max_query_chars: int | None = None,
-        query_max_length: int = 32,
-        doc_max_length: int = 32,
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        feature_cache_dir: str | None = None,
-        feature_batch_size: int = 32,
-        feature_fill: Literal["lazy", "upfront"] = "lazy",
-        on_corrupt_image: Literal["skip", "error"] = "skip",
-        on_missing_caption: Literal["error", "skip", "keep"] = "error",
-        predict_target: str = "corpus",
-        eval_corpus: EvalCorpus = "all",
-        eval_distractors: int = 0,
-        eval_seed: int = 0,
-        hard_negatives: str | None = None,
-        negatives_per_query: int = 1,
-        negative_depth: int | None = None,
+        reading: ReadingSettings = ReadingSettings(),
+        batching: BatchingSettings = BatchingSettings(),
+        features: FeatureSettings = FeatureSettings(),
+        evaluation: EvaluationSettings = EvaluationSettings(),
+        negatives: NegativeSettings = NegativeSettings(),
+        predict: Literal["corpus", "queries"] = "corpus",
+        predict_split: str = "test",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
-        if eval_corpus not in ("all", "judged", "judged+sampled"):
-            raise ValueError(
-                f"eval_corpus must be 'all', 'judged' or 'judged+sampled', got {eval_corpus!r}"
-            )
-        if eval_distractors < 0:
-            raise ValueError(f"eval_distractors must be >= 0, got {eval_distractors}")
-        if negatives_per_query < 1 or (negative_depth is not None and negative_depth < 1):
-            raise ValueError(
-                "negatives_per_query and negative_depth must be >= 1, got "
-                f"{negatives_per_query} and {negative_depth}"
-            )
-        if feature_fill not in ("lazy", "upfront"):
-            raise ValueError(f"feature_fill must be 'lazy' or 'upfront', got {feature_fill!r}")
+        self.collection_source = collection
+        self.reading = settings_of(ReadingSettings, reading)
+        self.batching = settings_of(BatchingSettings, batching)
+        self.features = settings_of(FeatureSettings, features)
+        self.evaluation = settings_of(EvaluationSettings, evaluation)
+        self.negatives = settings_of(NegativeSettings, negatives)
+        self.predict, self.predict_split = predict, predict_split
+        # plain dicts: a checkpoint then loads without unpickling project classes
+        self.save_hyperparameters(
+            {
+                "collection": collection,
+                "reading": plain(self.reading),
+                "batching": plain(self.batching),
+                "features": plain(self.features),
+                "evaluation": plain(self.evaluation),
+                "negatives": plain(self.negatives),
+                "predict": predict,
+                "predict_split": predict_split,
+            }
+        )
         self._collection: Collection | None = None
         self._collator: Collator | None = None
         self._pairs: dict[str, np.ndarray] = {}
@@ -144,63 +128,41 @@ class RetrievalDataModule(L.LightningDataModule):
         self._train_sampler: ResumableSampler | None = None
         self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
         self._negatives: HardNegatives | None = None
-        self._filled = False  # feature_fill="upfront" done in this process
+        self._filled = False  # features.fill="upfront" done in this process
 
-    @property
-    def _hp(self) -> Any:
-        """The init arguments (saved by ``save_hyperparameters``), attribute access."""
-        return self.hparams
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> RetrievalDataModule:
+        """The DataModule a checkpoint's ``datamodule_hyper_parameters`` describe (grouped,
+        or flat as in checkpoints of earlier versions: :func:`grouped_hparams`)."""
+        return cls(**grouped_hparams(hparams))
 
     # ------------------------------------------------------------------ collection
     @property
     def collection(self) -> Collection:
         if self._collection is None:
-            hp = self._hp
             self._collection = load_collection(
-                hp.collection,
-                caption_fields=hp.caption_fields,
-                caption_languages=hp.caption_languages,
-                query_fields=hp.query_fields,
-                max_query_chars=hp.max_query_chars,
-                on_corrupt_image=hp.on_corrupt_image,
-                on_missing_caption=hp.on_missing_caption,
+                self.collection_source,
+                caption_fields=self.reading.caption_fields,
+                caption_languages=self.reading.caption_languages,
+                query_fields=self.reading.query_fields,
+                max_query_chars=self.reading.max_query_chars,
+                on_corrupt_image=self.reading.on_corrupt_image,
+                on_missing_caption=self.reading.on_missing_caption,
             )
         return self._collection
 
     def qrels(self, split: str) -> dict[str, dict[str, int]]:
-        if split not in self.collection.qrels:
-            raise DataError(
-                f"collection {self.collection.name!r} has no {split!r} qrels "
-                f"(has: {sorted(self.collection.qrels)})"
-            )
-        return self.collection.qrels[split]
+        return split_qrels(self.collection, split)
 
     def _split_pairs(self, split: str) -> np.ndarray:
-        """(text row, image row) for every positive judgment of a split, sorted by
-        (text id, image id); computed in Arrow/numpy, no Python object per judgment."""
+        """(text row, image row) of every positive judgment of a split (:func:`positive_pairs`),
+        built once, with their :class:`RelevantPairs`."""
         if split not in self._pairs:
-            self.qrels(split)  # a clear error for an unknown split
-            c = self.collection
-            table = c.qrels_table.table(split)
-            table = table.filter(pc.greater(table["rel"], 0)).sort_by(
-                [("text_id", "ascending"), ("image_id", "ascending")]
-            )
-            t = c.texts.ids.positions(table["text_id"])
-            im = c.images.ids.positions(table["image_id"])
-            unretrievable = int((im < 0).sum())  # e.g. a skipped corrupt image
-            if unretrievable:
-                log.warning(
-                    "%s: %d judged pairs point at images that were skipped; they are left out "
-                    "of the %s pairs (they still count as relevant in retrieval metrics)",
-                    c.name,
-                    unretrievable,
-                    split,
-                )
-            pairs = np.stack([t[im >= 0], im[im >= 0]], axis=1)  # (P, 2)
-            if not len(pairs):
-                raise DataError(f"split {split!r} of {c.name!r} has no positive pairs")
+            pairs = positive_pairs(self.collection, split)  # (P, 2)
             self._pairs[split] = pairs
-            self._relevant[split] = RelevantPairs(pairs[:, 0], pairs[:, 1], len(c.images))
+            self._relevant[split] = RelevantPairs(
+                pairs[:, 0], pairs[:, 1], len(self.collection.images)
+            )
         return self._pairs[split]
 
     # ------------------------------------------------------------------ model wiring
@@ -227,17 +189,8 @@ class RetrievalDataModule(L.LightningDataModule):
         return self._inputs
 
     def _side(self, inputs: SideInputs, max_length: int) -> SideSpec:
-        if inputs.max_length is not None:
-            max_length = min(max_length, inputs.max_length)
-        side = SideSpec(text=inputs.reads_text, image=inputs.reads_images, max_length=max_length)
-        if inputs.tokenizer is not None and inputs.reads_text:
-            side.tokenizer = load_tokenizer(inputs.tokenizer)
-        if inputs.reads_images:
-            if inputs.frozen_features is not None:
-                side.features = self._feature_store(inputs.frozen_features)
-            else:
-                side.transform = inputs.image_transform
-        return side
+        spec = inputs.frozen_features if inputs.reads_images else None
+        return SideSpec.of(inputs, max_length, self._feature_store(spec) if spec else None)
 
     def _feature_store(self, spec: FeatureSpec) -> FeatureStore:
         """The frozen-feature store of ``spec`` over this collection's images
@@ -245,14 +198,14 @@ class RetrievalDataModule(L.LightningDataModule):
         return FeatureStore(
             spec,
             self.collection.images,
-            cache_dir=self._hp.feature_cache_dir,
-            batch_size=self._hp.feature_batch_size,
-            on_corrupt_image=self._hp.on_corrupt_image,
+            cache_dir=self.features.cache_dir,
+            batch_size=self.features.batch_size,
+            on_corrupt_image=self.reading.on_corrupt_image,
         )
 
     def feature_rows(self) -> np.ndarray:
         """Image rows whose frozen features a run needs: the train pairs' images and the
-        evaluation corpora of validation and test (see ``eval_corpus``)."""
+        evaluation corpora of validation and test (see :class:`EvaluationSettings`)."""
         rows = [self._split_pairs("train")[:, 1]]
         rows += [self.corpus_rows(split) for split in ("validation", "test")]
         return np.unique(np.concatenate(rows).astype(np.int64))
@@ -266,7 +219,7 @@ class RetrievalDataModule(L.LightningDataModule):
     ) -> list[FillReport]:
         """Fill the frozen-feature cache of every frozen image backbone the model reads,
         for ``rows`` (None: :meth:`feature_rows`), on ``device`` in batches of
-        ``feature_batch_size``, with ``num_workers`` loader workers decoding; under DDP
+        ``features.batch_size``, with ``batching.num_workers`` loader workers decoding; under DDP
         each rank computes a disjoint share (:func:`~lightning_mlsr.data.features.fill.
         fill_features`). ``device``/``autocast`` default to the Trainer's (its root device,
         its precision's forward context), else the CPU in float32.
@@ -275,26 +228,20 @@ class RetrievalDataModule(L.LightningDataModule):
         if device is None:
             device = trainer.strategy.root_device if trainer is not None else "cpu"
         if autocast is None:
-            autocast = (
-                trainer.precision_plugin.forward_context
-                if trainer is not None
-                else contextlib.nullcontext
-            )
+            autocast = trainer.precision_plugin.forward_context if trainer else nullcontext
         rows = self.feature_rows() if rows is None else rows
-        reports = []
-        for spec in self.batch_inputs.frozen_features():
-            reports.append(
-                fill_features(
-                    self._feature_store(spec),
-                    rows,
-                    device=device,
-                    autocast=autocast,
-                    batch_size=self._hp.feature_batch_size,
-                    num_workers=self._hp.num_workers,
-                    progress=progress,
-                )
+        return [
+            fill_features(
+                self._feature_store(spec),
+                rows,
+                device=device,
+                autocast=autocast,
+                batch_size=self.features.batch_size,
+                num_workers=self.batching.num_workers,
+                progress=progress,
             )
-        return reports
+            for spec in self.batch_inputs.frozen_features()
+        ]
 
     def teardown(self, stage: str) -> None:
         """Write the frozen features computed lazily in this process (for the next run)
@@ -311,7 +258,7 @@ class RetrievalDataModule(L.LightningDataModule):
             self._build_collator()
 
     def _build_collator(self) -> Collator:
-        """The collator of the batch inputs; with ``feature_fill="upfront"``, first the
+        """The collator of the batch inputs; with ``features.fill="upfront"``, first the
         image-feature cache is filled once per process, every DDP rank computing its share
         on its device (:meth:`fill_features`), so every rank builds it at the same point."""
         query, doc = self.batch_inputs.query, self.batch_inputs.doc
@@ -319,14 +266,14 @@ class RetrievalDataModule(L.LightningDataModule):
             raise DataError("queries are texts: the query encoder must be a text head")
         if "text" not in query.modalities:
             raise DataError("the query encoder reads no text")
-        if self._hp.feature_fill == "upfront" and not self._filled:
+        if self.features.fill == "upfront" and not self._filled:
             self.fill_features()
             self._filled = True
         self._collator = Collator(
             self.collection,
-            query=self._side(query, self._hp.query_max_length),
-            doc=self._side(doc, self._hp.doc_max_length),
-            on_corrupt_image=self._hp.on_corrupt_image,
+            query=self._side(query, self.batching.query_max_length),
+            doc=self._side(doc, self.batching.doc_max_length),
+            on_corrupt_image=self.reading.on_corrupt_image,
         )
         return self._collator
 
@@ -336,12 +283,12 @@ class RetrievalDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def hard_negatives(self) -> HardNegatives | None:
-        """The training queries' hard negatives (``hard_negatives``), read once; every
+        """The training queries' hard negatives (``negatives.file``), read once; every
         training query must have some."""
-        if self._hp.hard_negatives is None:
+        if self.negatives.file is None:
             return None
         if self._negatives is None:
-            negatives = HardNegatives.read(self._hp.hard_negatives, self.collection)
+            negatives = HardNegatives.read(self.negatives.file, self.collection)
             negatives.check_covers(self._split_pairs("train")[:, 0], self.collection)
             self._negatives = negatives
         return self._negatives
@@ -363,10 +310,10 @@ class RetrievalDataModule(L.LightningDataModule):
             self.collator.doc,
             pairs=pairs,
             relevant=self._relevant[split],
-            on_corrupt_image=self._hp.on_corrupt_image,
+            on_corrupt_image=self.reading.on_corrupt_image,
             negatives=negatives,
-            negatives_per_query=self._hp.negatives_per_query,
-            negative_depth=self._hp.negative_depth,
+            negatives_per_query=self.negatives.per_query,
+            negative_depth=self.negatives.depth,
             seed=seed,
         )
         loader = SkipReportingLoader if sampler is None else ResumableDataLoader
@@ -376,8 +323,8 @@ class RetrievalDataModule(L.LightningDataModule):
             shuffle=shuffle and sampler is None,
             sampler=sampler,
             drop_last=shuffle and n_items >= batch_size,  # full batches: fixed negatives
-            num_workers=self._hp.num_workers,
-            persistent_workers=self._hp.num_workers > 0,
+            num_workers=self.batching.num_workers,
+            persistent_workers=self.batching.num_workers > 0,
             collate_fn=collator.pair_batch,
         )
 
@@ -389,31 +336,20 @@ class RetrievalDataModule(L.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         epoch = cast(Any, trainer.fit_loop.epoch_progress.current).processed if trainer else 0
         resume, self._train_order = self._train_order, None
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what seed_everything set
-        batches_seen = 0
-        if resume is not None:
-            same = (resume["batch_size"], resume["world_size"]) == (self._hp.batch_size, world)
-            if not same:
-                log.warning(
-                    "the checkpoint's training order used batch size %d on %d process(es), "
-                    "this run uses %d on %d: epoch %d restarts in a new order",
-                    resume["batch_size"],
-                    resume["world_size"],
-                    self._hp.batch_size,
-                    world,
-                    epoch,
-                )
-            else:
-                seed = resume["seed"]
-                batches_seen = resume["batches_seen"] if resume["epoch"] == epoch else 0
-        pairs = self._split_pairs("train")
-        sampler = ResumableSampler(len(pairs), self._hp.batch_size, seed, world, rank, epoch)
-        sampler.resume(epoch, batches_seen)
+        sampler = ResumableSampler.resumed(
+            resume,
+            len(self._split_pairs("train")),
+            self.batching.batch_size,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # what seed_everything set
+            num_replicas=world,
+            rank=rank,
+            epoch=epoch,
+        )
         self._train_sampler = sampler
         return self._pair_loader(
             "train",
             True,
-            self._hp.batch_size,
+            self.batching.batch_size,
             sampler=sampler,
             negatives=self.hard_negatives(),
             seed=sampler.seed,
@@ -428,31 +364,22 @@ class RetrievalDataModule(L.LightningDataModule):
         # Lightning's count of this epoch's batches whose training step ran: right for
         # checkpoints at batch end, at validation, and on an exception (SIGTERM)
         seen = cast(Any, trainer.fit_loop.epoch_loop.batch_progress.current).processed
-        order = {
-            "seed": sampler.seed,
-            "epoch": sampler.epoch,
-            "batches_seen": int(seen),
-            "batch_size": sampler.batch_size,
-            "world_size": sampler.num_replicas,
-        }
-        return {"train_order": order}
+        return {"train_order": sampler.state_dict(seen)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume the checkpoint's training order at the next :meth:`train_dataloader`."""
         self._train_order = state_dict.get("train_order")
 
     def val_dataloader(self) -> DataLoader:
-        return self._pair_loader("validation", shuffle=False, batch_size=self._hp.batch_size)
+        return self._pair_loader("validation", shuffle=False, batch_size=self.batching.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._pair_loader("test", shuffle=False, batch_size=self._hp.batch_size)
+        return self._pair_loader("test", shuffle=False, batch_size=self.batching.batch_size)
 
     def corpus_rows(self, split: str | None = None) -> np.ndarray:
-        """Image rows of the evaluation corpus of ``split`` (see ``eval_corpus``)."""
-        hp = self._hp
-        return eval_corpus_rows(
-            self.collection, split, hp.eval_corpus, hp.eval_distractors, hp.eval_seed
-        )
+        """Image rows of the evaluation corpus of ``split`` (see :class:`EvaluationSettings`)."""
+        e = self.evaluation
+        return eval_corpus_rows(self.collection, split, e.corpus, e.distractors, e.seed)
 
     def corpus_dataloader(
         self, rank: int = 0, world_size: int = 1, split: str | None = None
@@ -462,31 +389,32 @@ class RetrievalDataModule(L.LightningDataModule):
         rows = self.corpus_rows(split)
         return SkipReportingLoader(
             IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
-            batch_size=self._hp.eval_batch_size,
-            num_workers=self._hp.num_workers,
+            batch_size=self.batching.eval_batch_size,
+            num_workers=self.batching.num_workers,
             collate_fn=self.collator.doc_batch,
         )
 
     def query_rows(self, split: str) -> np.ndarray:
         """Text rows of the split's judged queries, sorted by text id."""
-        self.qrels(split)
-        ids = pc.unique(self.collection.qrels_table.table(split)["text_id"]).sort()
-        return self.collection.texts.ids.positions(ids)
+        return judged_query_rows(self.collection, split)
 
     def query_dataloader(self, split: str, rank: int = 0, world_size: int = 1) -> DataLoader:
         """This rank's shard of the split's judged queries."""
         rows = self.query_rows(split)
         return DataLoader(
             IndexDataset(rows[shard_indices(len(rows), rank, world_size)]),
-            batch_size=self._hp.eval_batch_size,
-            num_workers=self._hp.num_workers,
+            batch_size=self.batching.eval_batch_size,
+            num_workers=self.batching.num_workers,
             collate_fn=self.collator.query_batch,
         )
 
+    @property
+    def predict_name(self) -> str:
+        """What ``predict`` encodes, as export files name it: ``corpus`` or
+        ``queries_<split>``."""
+        return "corpus" if self.predict == "corpus" else f"queries_{self.predict_split}"
+
     def predict_dataloader(self) -> DataLoader:
-        target = self._hp.predict_target
-        if target == "corpus":
+        if self.predict == "corpus":
             return self.corpus_dataloader()
-        if target.startswith("queries:"):
-            return self.query_dataloader(target.split(":", 1)[1])
-        raise ValueError(f"predict_target must be 'corpus' or 'queries:<split>', got {target!r}")
+        return self.query_dataloader(self.predict_split)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lightning_mlsr.data.settings import grouped_hparams
 from lightning_mlsr.hub.card import metrics_with_intervals, model_card
 from lightning_mlsr.hub.folder import ExportError, save_encoder
 from lightning_mlsr.models.encoder import Encoder
@@ -57,7 +58,7 @@ def load_checkpoint_encoders(ckpt_path: str | Path) -> tuple[dict[str, Encoder],
             {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         )
         encoders[side] = encoder.eval()
-    hparams["datamodule"] = dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    hparams["datamodule"] = grouped_hparams(checkpoint.get("datamodule_hyper_parameters") or {})
     return encoders, hparams
 
 
@@ -65,10 +66,13 @@ def _training_summary(
     ckpt_path: Path, hparams: dict[str, Any], checkpoint_info: dict[str, Any]
 ) -> dict[str, Any]:
     data = hparams.get("datamodule", {})
+    batching = data.get("batching", {})
     summary: dict[str, Any] = {"checkpoint": ckpt_path.name}
-    for key in ("collection", "batch_size", "query_max_length", "doc_max_length"):
-        if key in data:
-            summary[key] = data[key]
+    if "collection" in data:
+        summary["collection"] = data["collection"]
+    for key in ("batch_size", "query_max_length", "doc_max_length"):
+        if key in batching:
+            summary[key] = batching[key]
     for key in _TRAINING_KEYS:
         value = hparams.get(key)
         if isinstance(value, dict) and "class_path" in value:
@@ -117,7 +121,8 @@ def export_checkpoint(
     written: dict[str, Path] = {}
     for side, encoder in encoders.items():
         folder = Path(out) / side
-        max_length = data.get("query_max_length" if side == "query" else "doc_max_length")
+        key = "query_max_length" if side == "query" else "doc_max_length"
+        max_length = data.get("batching", {}).get(key)
         manifest = save_encoder(encoder, folder, max_length=max_length)
         card = model_card(
             name=name,

@@ -175,7 +175,7 @@ class MarginMSE(ScoreDistillation):
     (:func:`margin_mse`).
 
     A drop-in for :class:`KLDistillation` in ``model.distillation``, meant for training
-    batches with teacher-mined hard negatives (``data.hard_negatives``,
+    batches with teacher-mined hard negatives (``data.negatives.file``,
     :mod:`lightning_mlsr.data.training.negatives`), the triples whose margins it compares; a
     batch without them (validation) compares each positive with the other queries'
     positives. ``teacher_temperature`` sets the scale of the teacher's margins (0.05: cosine
@@ -202,7 +202,7 @@ class MarginMSE(ScoreDistillation):
             raise ValueError(
                 f"MarginMSE: a batch of {b} queries and {d.shape[0]} documents; it needs the "
                 "B positives, then the same number of hard negatives for every query "
-                "(data.hard_negatives with negatives_per_query)"
+                "(data.negatives.file with data.negatives.per_query)"
             )
         student, teacher = self.logits(q, d, teacher_scores)  # (B, N) each
         return self.weight * margin_mse(student, teacher, d.shape[0] // b - 1, false_negatives)

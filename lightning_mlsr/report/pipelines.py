@@ -163,5 +163,5 @@ def fit_overrides(registry: Registry, name: str, seed: int, work: Path) -> list[
         options.append(f"--data.collection={collection}")
         if experiment.hard_negatives is not None:
             negatives = hard_negatives(collection, teacher, experiment.hard_negatives)
-            options.append(f"--data.hard_negatives={negatives}")
+            options.append(f"--data.negatives.file={negatives}")
     return options

@@ -180,7 +180,7 @@ class RetrievalEvaluator(Callback):
         follow_batch_limits: also limit the evaluation under the Trainer's
             ``limit_val_batches`` / ``limit_test_batches`` (``fast_dev_run`` always limits
             it). Off by default: those limits then shorten the held-out pair loss only, and
-            retrieval ranks the whole corpus that ``data.eval_corpus`` chose — a figure
+            retrieval ranks the whole corpus that ``data.evaluation.corpus`` chose — a figure
             over part of the corpus (fewer distractors, higher values) would be logged
             under the same name as full ones and compared with them by ``ModelCheckpoint``.
     """

@@ -5,8 +5,8 @@ backbone(s) the model reads with frozen features run on the ``trainer:`` config'
 accelerator, devices and nodes (``--trainer.accelerator/devices/num_nodes/strategy``),
 each process computing a disjoint share of the missing rows
 (:func:`~lightning_mlsr.data.features.fill.fill_features`), under ``--trainer.precision``
-(``bf16-mixed`` for bf16 on GPUs). DataLoader workers (``--data.num_workers``) only read
-and decode; ``--data.feature_batch_size`` sets the images per forward pass. The same
+(``bf16-mixed`` for bf16 on GPUs). DataLoader workers (``--data.batching.num_workers``) only
+read and decode; ``--data.features.batch_size`` sets the images per forward pass. The same
 ``--config`` / ``--data.*`` / ``--model.*`` as ``fit`` apply, so the fill writes exactly the
 cache the fit then reads. Interrupted, it keeps every finished shard; run it again to go on.
 

@@ -97,10 +97,10 @@ def load_model(
 def _load_checkpoint(path: Path) -> LoadedModel:
     model = SparseBiEncoder.load_from_checkpoint(path, map_location="cpu")
     checkpoint = load_checkpoint(path)
-    if RetrievalDataModule.CHECKPOINT_HYPER_PARAMS_KEY in checkpoint:
-        datamodule = RetrievalDataModule.load_from_checkpoint(path, map_location="cpu")
-    else:  # saved without a datamodule: the bundled collection's defaults
-        datamodule = RetrievalDataModule()
+    # saved without a datamodule: the bundled collection's defaults
+    datamodule = RetrievalDataModule.from_hparams(
+        checkpoint.get(RetrievalDataModule.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+    )
     datamodule.set_batch_inputs(model.batch_inputs())
     return LoadedModel(model.eval(), datamodule, path)
 

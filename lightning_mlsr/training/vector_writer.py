@@ -1,9 +1,11 @@
 """Export encoded sparse vectors for other engines (Anserini/Pyserini, PISA, Seismic).
 
 ``python -m lightning_mlsr predict --config experiments/<name>.yaml --ckpt_path X.ckpt``
-encodes the corpus (or ``--data.predict_target=queries:test``) and this callback writes:
+encodes the corpus (or the test queries with ``--data.predict=queries``, another split's with
+``--data.predict_split=validation``) and this callback writes:
 
-- ``<target>.npz`` — a scipy CSR matrix, one row per item, columns = vocabulary ids;
+- ``<target>.npz`` (``corpus`` or ``queries_<split>``) — a scipy CSR matrix, one row per
+  item, columns = vocabulary ids;
 - ``<target>.ids.txt`` — the row ids, one per line, in matrix order;
 - ``<target>.jsonl`` — the Anserini "JSON vector" format, one object per line:
   ``{"id": ..., "contents": "", "vector": {"term": int_weight, ...}}`` with weights
@@ -102,8 +104,7 @@ class SparseVectorWriter(BasePredictionWriter):
         """(directory, file stem, paths this export writes)."""
         if self._out is None:
             self._out = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "vectors"
-        target = str(getattr(cast(Any, trainer).datamodule.hparams, "predict_target", "corpus"))
-        stem = target.replace(":", "_")
+        stem = str(getattr(cast(Any, trainer).datamodule, "predict_name", "corpus"))
         if trainer.world_size > 1:
             stem += f".rank{trainer.global_rank}"
         suffixes = [".npz", ".ids.txt"] if "npz" in self.formats else []
@@ -144,7 +145,7 @@ class SparseVectorWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = cast(Any, trainer).datamodule
-        target = str(getattr(datamodule.hparams, "predict_target", "corpus"))
+        target = str(getattr(datamodule, "predict_name", "corpus"))
         side = "doc" if target == "corpus" else "query"
         table = datamodule.collection.images if side == "doc" else datamodule.collection.texts
         rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)

@@ -20,7 +20,7 @@ workers run the backbone. :func:`fill_features` is the fill driver for that case
 
 Without ``torch.distributed`` initialised it is a single-process fill on ``device``.
 The DDP launch comes from the caller: ``python -m lightning_mlsr features`` (Fabric,
-from the ``trainer:`` config) or a fit with ``data.feature_fill=upfront`` (the Trainer's
+from the ``trainer:`` config) or a fit with ``data.features.fill=upfront`` (the Trainer's
 processes, in the DataModule's ``setup``). Every rank must see the same cache folder (a
 filesystem shared by all nodes when ``num_nodes > 1``); a rank that still sees missing
 features after the fill says so.
@@ -215,7 +215,7 @@ def fill_features(
                 "rank %d still sees %d of %d image features missing from %s after the fill: "
                 "the ranks do not share this folder (e.g. a node-local disk). Put the cache "
                 "on a filesystem every node sees (LIGHTNING_MLSR_CACHE or "
-                "data.feature_cache_dir); the missing features are computed lazily otherwise.",
+                "data.features.cache_dir); the missing features are computed lazily otherwise.",
                 rank,
                 len(left),
                 len(missing),

@@ -72,7 +72,7 @@ def check_writable(root: Path) -> None:
     except OSError as err:
         raise FeatureCacheError(
             f"the image feature cache {root} is not writable ({err}). Fix: set the "
-            "environment variable LIGHTNING_MLSR_CACHE (or data.feature_cache_dir) to a "
+            "environment variable LIGHTNING_MLSR_CACHE (or data.features.cache_dir) to a "
             "writable directory."
         ) from err
 
@@ -142,7 +142,7 @@ def write_error(root: Path, err: OSError, shard_bytes: int, more_bytes: int) -> 
     """The error for a failed shard write: what is full, how much is needed, the fix."""
     fix = (
         "Fix: free space there, or move the cache to a disk with room by setting the "
-        "environment variable LIGHTNING_MLSR_CACHE (or data.feature_cache_dir) to a "
+        "environment variable LIGHTNING_MLSR_CACHE (or data.features.cache_dir) to a "
         "directory on it. Finished shards are kept: the next fill computes only what is "
         "missing."
     )
@@ -172,7 +172,7 @@ def check_space(root: Path, rows: int, dim: int) -> None:
             f"the image feature cache {root} has {format_bytes(usage.free)} free, and the "
             f"features of {rows} images need about {format_bytes(needed)}. Fix: free space "
             "there, or move the cache to a disk with room by setting the environment "
-            "variable LIGHTNING_MLSR_CACHE (or data.feature_cache_dir) to a directory on it."
+            "variable LIGHTNING_MLSR_CACHE (or data.features.cache_dir) to a directory on it."
         )
 
 

@@ -12,8 +12,9 @@ import pyarrow.compute as pc
 
 from lightning_mlsr.data.collection.tables import Collection
 from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.training.pairs import split_qrels
 
-__all__ = ["EvalCorpus", "eval_corpus_rows", "shard_indices"]
+__all__ = ["EvalCorpus", "eval_corpus_rows", "judged_query_rows", "shard_indices"]
 
 EvalCorpus = Literal["all", "judged", "judged+sampled"]
 
@@ -49,6 +50,13 @@ def eval_corpus_rows(
     rng = np.random.default_rng(seed)
     sampled = rng.choice(rest, size=min(distractors, len(rest)), replace=False)
     return np.sort(np.concatenate([judged, sampled]))
+
+
+def judged_query_rows(collection: Collection, split: str) -> np.ndarray:
+    """Text rows of the split's judged queries, sorted by text id."""
+    split_qrels(collection, split)
+    ids = pc.unique(collection.qrels_table.table(split)["text_id"]).sort()
+    return collection.texts.ids.positions(ids)
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Hard negatives read for training: for every training query, the images a teacher ranked
 highest among those not judged relevant (written by :mod:`lightning_mlsr.generate.hard_negatives`).
 
-With hard negatives each training batch also holds, for every pair, ``negatives_per_query``
-images sampled from its query's list (``RetrievalDataModule(hard_negatives=FILE)``): InfoNCE
+With hard negatives each training batch also holds, for every pair, ``negatives.per_query``
+images sampled from its query's list (``data.negatives.file: FILE``): InfoNCE
 ranks them below the positive and the teacher's scores over them — what SPLADE++ and D2S
 distil — say *how much* below.
 

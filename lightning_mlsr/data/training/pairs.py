@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
-__all__ = ["RelevantPairs", "false_negative_mask"]
+from lightning_mlsr.data.collection.tables import Collection
+from lightning_mlsr.data.errors import DataError
+
+log = logging.getLogger("lightning_mlsr.data")
+
+__all__ = ["RelevantPairs", "false_negative_mask", "positive_pairs", "split_qrels"]
+
+
+def split_qrels(collection: Collection, split: str) -> dict[str, dict[str, int]]:
+    """The qrels of ``split``, or an error that lists the splits the collection has."""
+    if split not in collection.qrels:
+        raise DataError(
+            f"collection {collection.name!r} has no {split!r} qrels "
+            f"(has: {sorted(collection.qrels)})"
+        )
+    return collection.qrels[split]
+
+
+def positive_pairs(collection: Collection, split: str) -> np.ndarray:
+    """(text row, image row) for every positive judgment of a split, sorted by
+    (text id, image id); computed in Arrow/numpy, no Python object per judgment.
+
+    Judgments of images skipped at load (e.g. corrupt) are left out, with a warning.
+
+    Shape: ``(P, 2)`` int64.
+    """
+    split_qrels(collection, split)
+    table = collection.qrels_table.table(split)
+    table = table.filter(pc.greater(table["rel"], 0)).sort_by(
+        [("text_id", "ascending"), ("image_id", "ascending")]
+    )
+    t = collection.texts.ids.positions(table["text_id"])
+    im = collection.images.ids.positions(table["image_id"])
+    unretrievable = int((im < 0).sum())
+    if unretrievable:
+        log.warning(
+            "%s: %d judged pairs point at images that were skipped; they are left out "
+            "of the %s pairs (they still count as relevant in retrieval metrics)",
+            collection.name,
+            unretrievable,
+            split,
+        )
+    pairs = np.stack([t[im >= 0], im[im >= 0]], axis=1)  # (P, 2)
+    if not len(pairs):
+        raise DataError(f"split {split!r} of {collection.name!r} has no positive pairs")
+    return pairs
 
 
 class RelevantPairs:
