@@ -153,7 +153,7 @@ def test_experiment_fast_dev_run(config: Path, tmp_path: Path, teacher_inputs: P
     (evaluator,) = [c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator)]
     encoded = evaluator.last_encoded
     # fast_dev_run=1: one corpus batch and one query batch, scored over those queries
-    dm, batch = cli.datamodule, cli.datamodule.hparams.eval_batch_size
+    dm, batch = cli.datamodule, cli.datamodule.batching.eval_batch_size
     n_docs, n_queries = len(dm.corpus_rows("validation")), len(dm.query_rows("validation"))
     assert len(encoded.doc_ids) == metrics["val/eval_docs"] == min(batch, n_docs)
     assert len(encoded.query_ids) == metrics["val/eval_queries"] == min(batch, n_queries)

@@ -132,7 +132,7 @@ def test_checkpoint_encodes_like_the_trained_model(tmp_path: Path) -> None:
 
     reloaded = load_model(path)
     assert reloaded.trainer is None
-    assert reloaded.datamodule.hparams.batch_size == loaded.datamodule.hparams.batch_size
+    assert reloaded.datamodule.batching == loaded.datamodule.batching
     ids_again, docs_again = encode_corpus(reloaded.model, reloaded.datamodule)
     assert ids_again == ids == reloaded.datamodule.collection.images.ids
     assert docs.nnz > 0 and (docs != docs_again).nnz == 0

@@ -5,14 +5,12 @@ qrels. Validation/test batches are the same pairs of that split (for a held-out 
 retrieval evaluation over the whole corpus uses :meth:`RetrievalDataModule.corpus_dataloader`
 and :meth:`RetrievalDataModule.query_dataloader`, driven by the retrieval callback.
 
-What a batch holds is decided by the model's encoders, and the DataModule receives it as
-plain values, by one route: a :class:`~lightning_mlsr.data.inputs.BatchInputs` (per side:
-modalities, tokenizer name, max length, an image transform, or for a frozen image backbone
-the cache key of its features and a factory for a copy that computes them) handed to
-:meth:`RetrievalDataModule.set_batch_inputs` — by ``SparseBiEncoder.setup`` under a
-Trainer, or by hand (``datamodule.set_batch_inputs(model.batch_inputs())``). So the same
-YAML ``data:`` block serves caption-only, image-only and image+caption models, and image
-features are only computed when an image encoder needs them.
+What a batch holds is decided by the model's encoders and reaches the DataModule as plain
+values, by one route: a :class:`~lightning_mlsr.data.inputs.BatchInputs` handed to
+:meth:`RetrievalDataModule.set_batch_inputs` (by ``SparseBiEncoder.setup`` under a Trainer,
+or by hand: ``datamodule.set_batch_inputs(model.batch_inputs())``). So one ``data:`` block
+serves caption-only, image-only and image+caption models, and image features are computed
+only when an image encoder needs them.
 
 Its settings come in groups, each a dataclass of :mod:`lightning_mlsr.data.settings` and a
 nested key of the ``data:`` block (``reading``, ``batching``, ``features``, ``evaluation``,
@@ -29,7 +27,7 @@ from typing import Any, Literal, cast
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.errors import DataError
@@ -108,14 +106,12 @@ class RetrievalDataModule(L.LightningDataModule):
         self.negatives = settings_of(NegativeSettings, negatives)
         self.predict, self.predict_split = predict, predict_split
         # plain dicts: a checkpoint then loads without unpickling project classes
+        groups = ("reading", "batching", "features", "evaluation", "negatives")
+        plain_groups = {name: plain(getattr(self, name)) for name in groups}
         self.save_hyperparameters(
             {
                 "collection": collection,
-                "reading": plain(self.reading),
-                "batching": plain(self.batching),
-                "features": plain(self.features),
-                "evaluation": plain(self.evaluation),
-                "negatives": plain(self.negatives),
+                **plain_groups,
                 "predict": predict,
                 "predict_split": predict_split,
             }
@@ -296,14 +292,12 @@ class RetrievalDataModule(L.LightningDataModule):
     def _pair_loader(
         self,
         split: str,
-        shuffle: bool,
-        batch_size: int,
-        sampler: Sampler | None = None,
+        sampler: ResumableSampler | None = None,
         negatives: HardNegatives | None = None,
         seed: int = 0,
     ) -> DataLoader:
-        pairs = self._split_pairs(split)
-        n_items = len(pairs) if sampler is None else len(cast(Any, sampler))  # on this rank
+        """The split's pairs in batches: in ``sampler``'s order (training), else in order."""
+        pairs, batch_size = self._split_pairs(split), self.batching.batch_size
         collator = Collator(
             self.collection,
             self.collator.query,
@@ -320,9 +314,9 @@ class RetrievalDataModule(L.LightningDataModule):
         return loader(
             IndexDataset(range(len(pairs))),
             batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
-            drop_last=shuffle and n_items >= batch_size,  # full batches: fixed negatives
+            # training in full batches (fixed negatives), if this rank has one
+            drop_last=sampler is not None and len(sampler) >= batch_size,
             num_workers=self.batching.num_workers,
             persistent_workers=self.batching.num_workers > 0,
             collate_fn=collator.pair_batch,
@@ -347,12 +341,7 @@ class RetrievalDataModule(L.LightningDataModule):
         )
         self._train_sampler = sampler
         return self._pair_loader(
-            "train",
-            True,
-            self.batching.batch_size,
-            sampler=sampler,
-            negatives=self.hard_negatives(),
-            seed=sampler.seed,
+            "train", sampler, negatives=self.hard_negatives(), seed=sampler.seed
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -371,10 +360,10 @@ class RetrievalDataModule(L.LightningDataModule):
         self._train_order = state_dict.get("train_order")
 
     def val_dataloader(self) -> DataLoader:
-        return self._pair_loader("validation", shuffle=False, batch_size=self.batching.batch_size)
+        return self._pair_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._pair_loader("test", shuffle=False, batch_size=self.batching.batch_size)
+        return self._pair_loader("test")
 
     def corpus_rows(self, split: str | None = None) -> np.ndarray:
         """Image rows of the evaluation corpus of ``split`` (see :class:`EvaluationSettings`)."""
@@ -410,8 +399,7 @@ class RetrievalDataModule(L.LightningDataModule):
 
     @property
     def predict_name(self) -> str:
-        """What ``predict`` encodes, as export files name it: ``corpus`` or
-        ``queries_<split>``."""
+        """What ``predict`` encodes, as export files name it: ``corpus``, ``queries_<split>``."""
         return "corpus" if self.predict == "corpus" else f"queries_{self.predict_split}"
 
     def predict_dataloader(self) -> DataLoader:
