@@ -509,6 +509,10 @@ def test_caption_ablations_are_fit_options_of_their_base_experiment(
             k: v for k, v in base.items() if k != "data"
         }
         changed = {k for k in got["data"] if got["data"][k] != base["data"][k]}
+        assert changed == {"reading"}, changed
+        reading, base_reading = got["data"]["reading"], base["data"]["reading"]
+        changed = {k for k in reading if reading[k] != base_reading[k]}
         assert changed and changed <= fields, changed
     languages = REGISTRY.experiments["m2_mlp_mlm_caption_captions_languages"]
-    assert len(printed(languages.config, languages.overrides)["data"]["caption_languages"]) == 11
+    printed_languages = printed(languages.config, languages.overrides)
+    assert len(printed_languages["data"]["reading"]["caption_languages"]) == 11
