@@ -43,7 +43,7 @@ from lightning_mlsr.training.wandb_panels import log_sample_terms
 
 log = logging.getLogger("lightning_mlsr")
 
-__all__ = ["EncodedSplit", "RetrievalEvaluator", "batch_limit", "encode_split", "is_dense"]
+__all__ = ["EncodedSplit", "RetrievalEvaluator", "batch_limit", "encode_split"]
 
 
 def _encode_side(
@@ -109,11 +109,6 @@ def _first_batches(loader: Iterable[Any], n: int) -> list[Any]:
     return batches
 
 
-def is_dense(pl_module: L.LightningModule) -> bool:
-    """Whether the model's encoders produce dense embeddings (the dense baseline)."""
-    return is_dense_model(pl_module)
-
-
 class EncodedSplit:
     """Encoded corpus and queries of one split, rows in the collection's table order."""
 
@@ -145,7 +140,7 @@ def encode_split(
     """
     rank = trainer.global_rank if trainer is not None else 0
     world = trainer.world_size if trainer is not None else 1
-    dense = is_dense(pl_module)
+    dense = is_dense_model(pl_module)
     doc_loader = _limited(datamodule.corpus_dataloader(rank, world, split=split), limit)
     query_loader = _limited(datamodule.query_dataloader(split, rank, world), limit)
     d_rows, docs = _encode_side(pl_module, doc_loader, "doc", trainer, dense)
@@ -240,7 +235,7 @@ class RetrievalEvaluator(Callback):
         qrels = datamodule.qrels(split)
         if limit is not None:
             qrels = self._limited_qrels(trainer, datamodule, split, qrels, encoded, limit)
-        dense = is_dense(pl_module)
+        dense = is_dense_model(pl_module)
         if dense:
             scores, indices = dense_search(encoded.docs, encoded.queries, self.k)
         else:
