@@ -240,3 +240,29 @@ def teacher_cosines(ckpt: Path, words: list[str], captions: list[str]) -> torch.
                 embs.append(F.normalize(h.mean(1), dim=-1)[0])
         out.append(torch.stack(embs))
     return out[0] @ out[1].T
+
+
+class TableTeacher(torch.nn.Module):
+    """A tiny dense teacher: the mean of a seeded ``(50, 6)`` embedding table over the
+    unpadded tokens; ``seen`` counts the texts it encodes (what a cache must save)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(
+            torch.randn(50, 6, generator=torch.Generator().manual_seed(3))
+        )
+        self.seen = 0
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.seen += inputs["input_ids"].shape[0]
+        m = inputs["attention_mask"].unsqueeze(-1).to(self.table.dtype)  # (B, L, 1)
+        return (self.table[inputs["input_ids"]] * m).sum(1) / m.sum(1)  # (B, H)
+
+
+def token_batch(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
+    """``input_ids``/``attention_mask`` ``(B, length)`` of token-id rows, right-padded."""
+    ids = torch.zeros(len(rows), length, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    return {"input_ids": ids, "attention_mask": mask}

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lightning_mlsr.models.teacher import DenseTeacher
+from tests.helpers import TableTeacher, token_batch
 
 
 class _FixedTeacher(torch.nn.Module):
@@ -37,38 +38,14 @@ def test_the_teacher_stays_frozen_and_scores_every_query_against_every_document(
     assert not scores.requires_grad
 
 
-class _CountingTeacher(torch.nn.Module):
-    """Mean of a fixed embedding table over the unpadded tokens; counts the texts it encodes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.table = torch.nn.Parameter(
-            torch.randn(50, 6, generator=torch.Generator().manual_seed(3))
-        )
-        self.seen = 0
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        self.seen += inputs["input_ids"].shape[0]
-        m = inputs["attention_mask"].unsqueeze(-1).float()  # (B, L, 1)
-        return (self.table[inputs["input_ids"]] * m).sum(1) / m.sum(1)
-
-
-def _tokens(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
-    ids = torch.zeros(len(rows), length, dtype=torch.long)
-    mask = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def test_the_cache_gives_the_uncached_scores_and_encodes_each_text_once() -> None:
-    cached, plain = _CountingTeacher(), _CountingTeacher()
+    cached, plain = TableTeacher(), TableTeacher()
     cached_teacher = DenseTeacher(cached, cache_size=100)
     plain_teacher = DenseTeacher(plain, cache_size=0)
     batches = [
-        (_tokens([[1, 2], [3], [4, 5, 6]], 4), _tokens([[7], [8, 9], [1, 2]], 3)),
+        (token_batch([[1, 2], [3], [4, 5, 6]], 4), token_batch([[7], [8, 9], [1, 2]], 3)),
         # the same texts again, padded to another length and in another order, plus a new one
-        (_tokens([[3], [1, 2], [10, 11]], 5), _tokens([[1, 2], [7], [12]], 2)),
+        (token_batch([[3], [1, 2], [10, 11]], 5), token_batch([[1, 2], [7], [12]], 2)),
     ]
     for queries, docs in batches:
         torch.testing.assert_close(
@@ -80,30 +57,28 @@ def test_the_cache_gives_the_uncached_scores_and_encodes_each_text_once() -> Non
 
 
 def test_the_cache_drops_the_least_recently_used_beyond_its_size() -> None:
-    teacher = _CountingTeacher()
+    teacher = TableTeacher()
     frozen = DenseTeacher(teacher, cache_size=2)
     for rows in ([[1]], [[2]], [[1]], [[3]]):  # [2] is the least recently used when [3] comes
-        frozen.embed("query", _tokens(rows, 2))
+        frozen.embed("query", token_batch(rows, 2))
     assert list(frozen._cache["query"]) == [
         torch.tensor([1]).numpy().tobytes(),
         torch.tensor([3]).numpy().tobytes(),
     ]
     seen = teacher.seen
-    frozen.embed("query", _tokens([[1], [3]], 2))
+    frozen.embed("query", token_batch([[1], [3]], 2))
     assert teacher.seen == seen  # both cached
-    frozen.embed("query", _tokens([[2]], 2))
+    frozen.embed("query", token_batch([[2]], 2))
     assert teacher.seen == seen + 1  # [2] was dropped and is encoded again
 
 
 def test_the_cache_encodes_a_text_repeated_in_one_batch_once() -> None:
-    teacher = _CountingTeacher()
+    teacher = TableTeacher()
     frozen = DenseTeacher(teacher, cache_size=10)
-    batch = _tokens([[4, 5], [6], [4, 5], [4, 5]], 3)  # one caption for three queries
+    batch = token_batch([[4, 5], [6], [4, 5], [4, 5]], 3)  # one caption for three queries
     got = frozen.embed("doc", batch)
     assert teacher.seen == 2
-    torch.testing.assert_close(
-        got, DenseTeacher(_CountingTeacher(), cache_size=0).embed("doc", batch)
-    )
+    torch.testing.assert_close(got, DenseTeacher(TableTeacher(), cache_size=0).embed("doc", batch))
 
 
 class _Linear(torch.nn.Module):

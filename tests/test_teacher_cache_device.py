@@ -12,26 +12,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from lightning_mlsr.models.teacher import DenseTeacher
-
-
-class _Teacher(nn.Module):
-    """Mean of a seeded embedding table over the unpadded tokens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.table = nn.Parameter(torch.randn(50, 6, generator=torch.Generator().manual_seed(3)))
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        m = inputs["attention_mask"].unsqueeze(-1).to(self.table.dtype)  # (B, L, 1)
-        return (self.table[inputs["input_ids"]] * m).sum(1) / m.sum(1)  # (B, H)
-
-
-def _tokens(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
-    ids = torch.zeros(len(rows), length, dtype=torch.long)
-    mask = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-    return {"input_ids": ids, "attention_mask": mask}
+from tests.helpers import TableTeacher, token_batch
 
 
 class _HostCopies(TorchFunctionMode):
@@ -50,15 +31,15 @@ class _HostCopies(TorchFunctionMode):
 
 def test_the_cache_follows_the_module_to_its_device_and_dtype() -> None:
     parent = nn.Module()  # as the LightningModule holds it: moved as a submodule
-    parent.teacher = DenseTeacher(_Teacher(), cache_size=10)
+    parent.teacher = DenseTeacher(TableTeacher(), cache_size=10)
     teacher: DenseTeacher = parent.teacher
-    batch = _tokens([[1, 2], [3], [4, 5, 6]], 4)
-    want = _Teacher()(batch)  # (3, H), the same seeded weights
+    batch = token_batch([[1, 2], [3], [4, 5, 6]], 4)
+    want = TableTeacher()(batch)  # (3, H), the same seeded weights
     torch.testing.assert_close(teacher.embed("query", batch), want)
     assert teacher._table["query"] is not None and teacher._table["query"].device.type == "cpu"
 
     parent.to(torch.float64)  # a precision plugin's cast reaches the cached rows too
-    got = teacher.embed("query", _tokens([[3], [1, 2]], 2))  # both cached: no teacher call
+    got = teacher.embed("query", token_batch([[3], [1, 2]], 2))  # both cached: no teacher call
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want[[1, 0]].double())
 
@@ -70,18 +51,18 @@ def test_the_cache_follows_the_module_to_its_device_and_dtype() -> None:
 
 
 def test_embeddings_never_go_to_the_host() -> None:
-    teacher = DenseTeacher(_Teacher(), cache_size=10)
+    teacher = DenseTeacher(TableTeacher(), cache_size=10)
     with _HostCopies() as mode:
-        teacher.embed("doc", _tokens([[7], [8, 9], [7]], 3))  # new texts: computed and stored
-        teacher.embed("doc", _tokens([[8, 9], [7], [10]], 2))  # two cached, one new
+        teacher.embed("doc", token_batch([[7], [8, 9], [7]], 3))  # new texts: computed and stored
+        teacher.embed("doc", token_batch([[8, 9], [7], [10]], 2))  # two cached, one new
     assert mode.copied == []  # only the integer token ids (the cache keys) are read there
 
 
 def test_evicted_rows_are_reused_and_the_table_stays_bounded() -> None:
-    teacher = DenseTeacher(_Teacher(), cache_size=4)
-    reference = DenseTeacher(_Teacher(), cache_size=0)
+    teacher = DenseTeacher(TableTeacher(), cache_size=4)
+    reference = DenseTeacher(TableTeacher(), cache_size=0)
     for start in range(0, 40, 3):  # 3 new texts a batch, each seen once then dropped
-        batch = _tokens([[start % 50], [(start + 1) % 50], [(start + 2) % 50]], 2)
+        batch = token_batch([[start % 50], [(start + 1) % 50], [(start + 2) % 50]], 2)
         torch.testing.assert_close(teacher.embed("query", batch), reference.embed("query", batch))
     table = teacher._table["query"]
     assert table is not None and len(table) <= 4 + 3  # the bound plus one batch's new texts
