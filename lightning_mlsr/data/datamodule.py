@@ -144,6 +144,7 @@ class RetrievalDataModule(L.LightningDataModule):
                 max_query_chars=self.reading.max_query_chars,
                 on_corrupt_image=self.reading.on_corrupt_image,
                 on_missing_caption=self.reading.on_missing_caption,
+                caption_preprocessing=self.reading.caption_preprocessing,
             )
         return self._collection
 

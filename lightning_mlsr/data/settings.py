@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, Literal, TypeVar
 
+from lightning_mlsr.data.collection.caption_text import CaptionPreprocessing
 from lightning_mlsr.data.collection.load import CorruptPolicy, MissingCaptionPolicy
 from lightning_mlsr.data.training.corpus import EvalCorpus
 
@@ -46,6 +47,9 @@ class ReadingSettings:
             reading pixels is skipped and reported once per pass; ``error`` raises.
         on_missing_caption: an image with no caption in the chosen fields and languages is
             an ``error``, or skipped (``skip``), or kept with an empty caption (``keep``).
+        caption_preprocessing: which words of each caption become the document text:
+            ``raw`` (all), ``no_stopwords`` or ``nouns``
+            (:mod:`~lightning_mlsr.data.collection.caption_text`).
     """
 
     caption_fields: list[str] | None = None
@@ -54,6 +58,7 @@ class ReadingSettings:
     max_query_chars: int | None = None
     on_corrupt_image: CorruptPolicy = "skip"
     on_missing_caption: MissingCaptionPolicy = "error"
+    caption_preprocessing: CaptionPreprocessing = "raw"
 
     def __post_init__(self) -> None:
         _at_least("reading.max_query_chars", self.max_query_chars, 1)

@@ -32,6 +32,11 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from lightning_mlsr.data.collection.arrow import as_ids, captions, is_blank, iter_parquet, queries
+from lightning_mlsr.data.collection.caption_text import (
+    CAPTION_PREPROCESSING,
+    CaptionPreprocessing,
+    preprocess_captions,
+)
 from lightning_mlsr.data.collection.decode import CorruptImageError, decode_image
 from lightning_mlsr.data.collection.image_store import ParquetImageStore, binary_column
 from lightning_mlsr.data.collection.layout import (
@@ -131,6 +136,7 @@ def load_collection(
     max_query_chars: int | None = None,
     on_corrupt_image: CorruptPolicy = "skip",
     on_missing_caption: MissingCaptionPolicy = "error",
+    caption_preprocessing: CaptionPreprocessing = "raw",
     validate_images: bool = False,
     unusable_images: str | os.PathLike[str] | None = None,
 ) -> Collection:
@@ -151,6 +157,10 @@ def load_collection(
         on_missing_caption: for images with no caption in the chosen fields/languages:
             ``"error"`` raises, ``"skip"`` drops them (one warning), ``"keep"`` keeps
             them with an empty caption.
+        caption_preprocessing: which words of each caption are kept: ``"raw"`` (all),
+            ``"no_stopwords"`` or ``"nouns"``; see
+            :mod:`~lightning_mlsr.data.collection.caption_text` for the rules. A caption it
+            would empty keeps its text (counted, logged, in ``unpreprocessed_captions``).
         validate_images: decode every image now (slow at scale: prefer the ``check``
             command). Without it a bad image is met, and skipped or raised, where used.
         unusable_images: a file written by ``python -m lightning_mlsr.data check``
@@ -164,6 +174,11 @@ def load_collection(
     if on_missing_caption not in ("error", "skip", "keep"):
         raise DataError(
             f"on_missing_caption must be 'error', 'skip' or 'keep', got {on_missing_caption!r}"
+        )
+    if caption_preprocessing not in CAPTION_PREPROCESSING:
+        raise DataError(
+            f"caption_preprocessing must be one of {list(CAPTION_PREPROCESSING)}, "
+            f"got {caption_preprocessing!r}"
         )
     if max_query_chars is not None and max_query_chars < 1:
         raise DataError(f"max_query_chars must be positive, got {max_query_chars}")
@@ -193,6 +208,13 @@ def load_collection(
     layout = find_layout(root)
 
     image_ids_arr, caps, has_caption = _read_images(layout.image_files, fields, langs)
+    unpreprocessed: list[str] = []
+    if caption_preprocessing != "raw":
+        texts_in = [c or "" for c in caps.to_pylist()]
+        texts_out, unpreprocessed = preprocess_captions(
+            texts_in, caption_preprocessing, ids=image_ids_arr.to_pylist()
+        )
+        caps = pa.array(texts_out, type=caps.type)
     image_ids = IdList(image_ids_arr, "image_id")
     image_ids.check_unique(f" in {describe(layout.image_files)}")
     _reject_whitespace_ids(image_ids_arr, "image_id", describe(layout.image_files))
@@ -279,4 +301,6 @@ def load_collection(
         caption_fields=fields,
         caption_languages=langs,
         query_fields=queries_from,
+        caption_preprocessing=caption_preprocessing,
+        unpreprocessed_captions=unpreprocessed,
     )

@@ -269,6 +269,10 @@ class Collection:
     #: ``None`` means all languages
     caption_languages: tuple[str, ...] | None = ATOMIC_CAPTION_LANGUAGES
     query_fields: tuple[str, ...] = ATOMIC_QUERY_FIELDS
+    #: ``raw``, ``no_stopwords`` or ``nouns`` (:mod:`~lightning_mlsr.data.collection.caption_text`)
+    caption_preprocessing: str = "raw"
+    #: images whose caption the preprocessing would have emptied, kept with their original text
+    unpreprocessed_captions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.qrels, QrelsTable):
