@@ -1,5 +1,6 @@
 """The data some experiments train on, made by a teacher: teacher -> pseudo-query collection
--> hard negatives, each step a command of the CLI.
+-> hard negatives, each step a command of the CLI; and the collection whose images carry
+their ImageNet class names (``visual_concepts``), made once by the frozen classifier.
 
 1. the teacher: the best checkpoint of the teacher experiment's fit (``dense_caption``),
    kept as ``WORK/<teacher>/seed<k>/teacher.pt``; a distilled run takes that of its own seed,
@@ -36,6 +37,7 @@ __all__ = [
     "pseudo_query_argv",
     "teacher_for",
     "teacher_path",
+    "visual_concept_collection",
 ]
 
 
@@ -142,11 +144,39 @@ def hard_negatives(collection: Path, teacher: Path, depth: int) -> Path:
     return out
 
 
+def visual_concept_collection(registry: Registry, experiment: Experiment, work: Path) -> Path:
+    """The collection whose images carry their top ImageNet class names as a caption field,
+    built once per options under ``work/visual/`` by
+    ``python -m lightning_mlsr.generate.visual_concepts`` (no seed: the classifier is frozen)."""
+    from lightning_mlsr.generate import visual_concepts
+
+    options = dict(experiment.visual_concepts or {})
+    tag = "-".join(f"{k}{v}" for k, v in sorted(options.items())) or "defaults"
+    out = work / "visual" / f"{Path(registry.collection).name}-{tag}"
+    if not (out / "collection.json").is_file():
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+        argv = [registry.collection, "--out", str(tmp)]
+        for key, value in sorted(options.items()):
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        print(
+            f"=== python -m lightning_mlsr.generate.visual_concepts {shlex.join(argv)}",
+            flush=True,
+        )
+        visual_concepts.main(argv)
+        try:
+            tmp.rename(out)
+        except OSError:  # another queue finished first: keep its copy
+            shutil.rmtree(tmp)
+    return out
+
+
 def fit_overrides(registry: Registry, name: str, seed: int, work: Path) -> list[str]:
     """The ``fit`` options that make (``name``, ``seed``) learn from its teacher and train on
     the data that teacher makes, running the pipeline's missing steps; none for an experiment
     without a teacher, or when no teacher has finished and none is needed beyond the YAML's."""
     experiment = registry.experiments[name]
+    if experiment.visual_concepts is not None:
+        return [f"--data.collection={visual_concept_collection(registry, experiment, work)}"]
     teacher = teacher_for(registry, experiment, seed, work)
     if teacher is None:
         if experiment.pseudo_queries is not None:

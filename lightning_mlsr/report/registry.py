@@ -57,6 +57,10 @@ class Experiment:
     pseudo_queries: Mapping[str, Any] | None = None
     #: depth of each training query's teacher-mined hard-negative list (None: none)
     hard_negatives: int | None = None
+    #: keyword arguments of ``build_visual_concept_collection`` (``top_k``, ``backbone``):
+    #: trained on the collection whose images carry their ImageNet class names as a caption
+    #: field (None: the plain collection)
+    visual_concepts: Mapping[str, Any] | None = None
     image_only: bool = False
     dense: bool = False
 
@@ -160,9 +164,11 @@ _EXPERIMENT_KEYS = (
     "teacher",
     "pseudo_queries",
     "hard_negatives",
+    "visual_concepts",
     "image_only",
     "dense",
 )
+_VISUAL_CONCEPT_KEYS = ("top_k", "backbone")
 _TOP_KEYS = (
     "collection",
     "seeds",
@@ -186,6 +192,12 @@ def _experiment(name: str, spec: Any, where: str) -> Experiment:
     if pseudo is not None:
         at = f"{where}: experiments.{name}.pseudo_queries"
         _check_keys(_mapping(pseudo, at), PSEUDO_QUERY_FLAGS, at)
+    visual = spec.get("visual_concepts")
+    if visual is not None:
+        at = f"{where}: experiments.{name}.visual_concepts"
+        _check_keys(_mapping(visual, at), _VISUAL_CONCEPT_KEYS, at)
+        if pseudo is not None:
+            raise RegistryError(f"{at}: an experiment has pseudo_queries or visual_concepts")
     return Experiment(
         name=name,
         label=str(spec["label"]),
@@ -194,6 +206,7 @@ def _experiment(name: str, spec: Any, where: str) -> Experiment:
         teacher=spec.get("teacher"),
         pseudo_queries=dict(pseudo) if pseudo is not None else None,
         hard_negatives=spec.get("hard_negatives"),
+        visual_concepts=dict(visual) if visual is not None else None,
         image_only=bool(spec.get("image_only", False)),
         dense=bool(spec.get("dense", False)),
     )

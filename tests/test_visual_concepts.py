@@ -1,0 +1,147 @@
+"""Visual concepts as document text (lightning_mlsr.generate.visual_concepts): each image's
+caption field holds the names of the classes timm's own EfficientNet-Lite0 classifier ranks
+first for its pixels, computed here image by image without the generator's batching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_mlsr.data import load_collection
+from lightning_mlsr.data.errors import DataError
+from tests.helpers import default_images, image_row, write_atomic
+
+TOP_K = 3
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    from lightning_mlsr.generate.visual_concepts import build_visual_concept_collection
+
+    tmp = tmp_path_factory.mktemp("visual")
+    first, second = default_images()
+    broken = image_row("I5", b"not an image", ["en"], ["broken"])
+    source = write_atomic(tmp / "source", images=(first, [*second, broken]))
+    made = build_visual_concept_collection(source, tmp / "out", top_k=TOP_K, batch_size=2)
+    return source, tmp / "out", made
+
+
+def _expected_concepts(source) -> dict[str, str]:
+    """timm's classifier on each decodable image alone: its top classes' first lemmas."""
+    import timm
+    import timm.data
+    from timm.data import ImageNetInfo
+
+    from lightning_mlsr.models.backbones import ImageBackbone
+
+    model = ImageBackbone("tf_efficientnet_lite0").model.eval()
+    transform = timm.data.create_transform(
+        **timm.data.resolve_data_config({}, model=model), is_training=False
+    )
+    info = ImageNetInfo()
+    collection = load_collection(source)
+    out = {}
+    for row, image_id in enumerate(collection.images.ids):
+        try:
+            image = collection.images.load_image(row)
+        except DataError:
+            continue
+        with torch.no_grad():
+            logits = model(transform(image)[None])[0]
+        top = logits.topk(TOP_K).indices.tolist()
+        out[image_id] = ", ".join(info.index_to_description(j).split(",")[0] for j in top)
+    return out
+
+
+def test_each_image_gets_its_top_classes_as_a_caption_field(built) -> None:
+    source, out, made = built
+    expected = _expected_concepts(source)
+    assert set(expected) == {"I1", "I2", "I3", "I4"}
+    concepts = load_collection(
+        out, caption_fields=["caption_visual_concepts"], on_missing_caption="keep"
+    )
+    got = dict(zip(concepts.images.ids, concepts.images.captions(), strict=True))
+    assert {k: v for k, v in got.items() if v} == expected
+    assert got["I5"] == ""  # undecodable: no concepts
+    assert made["images"] == 5 and made["undecodable"] == 1 and made["top_k"] == TOP_K
+    rows = (out / "visual_concepts.tsv").read_text("utf-8").splitlines()
+    assert rows[0].split("\t") == ["image_id", "caption", "concepts", "probabilities"]
+    broken = next(r for r in rows if r.startswith("I5\t")).split("\t")
+    assert broken[2] == "" and "I5" in broken[3]
+
+
+def test_concepts_sit_at_the_english_entries_only(built) -> None:
+    source, out, _ = built
+    both = load_collection(
+        out,
+        caption_fields=["caption_reference_description", "caption_visual_concepts"],
+        caption_languages="all",
+    )
+    original = load_collection(source, caption_languages="all")
+    expected = _expected_concepts(source)
+    for image_id, caption in zip(both.images.ids, both.images.captions(), strict=True):
+        before = original.images.caption(original.images.index(image_id))
+        want = (
+            f"{before} ; {expected[image_id]}" if image_id in expected else before
+        )  # entries: " ; "
+        assert caption == want, image_id
+    german = load_collection(
+        out,
+        caption_fields=["caption_visual_concepts"],
+        caption_languages=["de"],
+        on_missing_caption="keep",
+    )
+    assert set(german.images.captions()) == {""}
+
+
+def test_the_rest_of_the_collection_is_the_source(built) -> None:
+    source, out, _ = built
+    a, b = load_collection(source), load_collection(out)
+    assert list(a.images.ids) == list(b.images.ids)
+    assert a.images.captions() == b.images.captions()  # the default fields are untouched
+    assert a.texts.queries() == b.texts.queries()
+    assert {s: a.qrels[s] for s in a.splits} == {s: b.qrels[s] for s in b.splits}
+    meta = json.loads((out / "collection.json").read_text("utf-8"))
+    assert meta["visual_concepts"]["backbone"] == "tf_efficientnet_lite0"
+
+
+def test_bad_options_are_errors(tmp_path) -> None:
+    from lightning_mlsr.generate.visual_concepts import build_visual_concept_collection
+
+    source = write_atomic(tmp_path / "source")
+    with pytest.raises(ValueError, match="top_k"):
+        build_visual_concept_collection(source, tmp_path / "out", top_k=0)
+    with pytest.raises(DataError, match="source collection itself"):
+        build_visual_concept_collection(source, source)
+
+
+def test_the_registry_trains_its_visual_concept_rows_on_that_collection(tmp_path, monkeypatch):
+    """The report's pipeline builds the collection once per options and points the fit at it;
+    the registry's rows read the concepts field, alone or after the label."""
+    from lightning_mlsr.generate import visual_concepts
+    from lightning_mlsr.report.pipelines import fit_overrides
+    from lightning_mlsr.report.registry import load_registry
+
+    registry = load_registry()
+    rows = {n: e for n, e in registry.experiments.items() if e.visual_concepts is not None}
+    assert len(rows) == 4 and all(n in registry.final for n in rows)
+    for experiment in rows.values():
+        assert any("caption_visual_concepts" in o for o in experiment.overrides)
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "collection.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(visual_concepts, "main", fake_main)
+    options = [fit_overrides(registry, name, 42, tmp_path) for name in rows]
+    assert len(calls) == 1  # the same options: built once
+    assert calls[0][:1] == [registry.collection] and calls[0][-2:] == ["--top-k", "5"]
+    (built,) = {tuple(o) for o in options}
+    assert built == (f"--data.collection={tmp_path / 'visual' / 'emoji-top_k5'}",)
