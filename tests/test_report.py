@@ -10,9 +10,11 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from lightning_mlsr.data import load_collection
 from lightning_mlsr.report import pipelines, runner
 from lightning_mlsr.report.builder import DATE_LINE, build_report
 from lightning_mlsr.report.findings import targets
@@ -107,6 +109,29 @@ def test_the_registry_matches_the_committed_runs_and_protocol() -> None:
         (
             lambda t: t.replace("dense: dense_image,", "dense: dense_imag,"),
             r"targets name unknown experiments \['dense_imag'\]",
+        ),
+        (
+            lambda t: t.replace(
+                "      - dense_image\n  emoji-openmoji:", "      - m9\n  emoji-openmoji:"
+            ),
+            r"cross_domain.emoji-twemoji names unknown experiments \['m9'\]",
+        ),
+        (
+            lambda t: t.replace(
+                "      - dense_image\n  emoji-openmoji:",
+                "      - pseudo_queries\n  emoji-openmoji:",
+            ),
+            r"cross_domain.emoji-twemoji names \['pseudo_queries'\], which .* not list as final",
+        ),
+        (
+            lambda t: t.replace("  emoji-openmoji:\n", "  emoji:\n"),
+            r"cross_domain.emoji is the training collection",
+        ),
+        (
+            lambda t: t.replace(
+                "visual_concepts: &top5 {top_k: 5}", "visual_concepts: &top5 {k: 5}"
+            ),
+            r"visual_concepts: unknown keys \['k'\]",
         ),
     ],
 )
@@ -367,6 +392,10 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
             raise RuntimeError("out of memory")
 
     monkeypatch.setattr(runner, "train_and_evaluate", fake_train)
+    refits = []
+    monkeypatch.setattr(
+        runner, "refit_for_cross_domain", lambda r, n, s, *a, **k: refits.append((n, s))
+    )
     rebuilt = []
     names = ["m3_mlp_mlp_caption", "m2_mlp_mlm_caption_captions_name"]
     runner.run_all(
@@ -378,7 +407,15 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
         ("m3_mlp_mlp_caption", 43, ["--a=1"]),
         ("m2_mlp_mlm_caption_captions_name", 43, ablation),
     ]
-    assert len(rebuilt) == 3
+    # M3 is tested on emoji-describe: its finished seed-42 run lacks that, so it is refitted
+    assert refits == [("m3_mlp_mlp_caption", 42)]
+    assert len(rebuilt) == 4
+    (runs_dir / "m3_mlp_mlp_caption" / "seed42" / runner.CROSS_DOMAIN_FILE).write_text(
+        json.dumps({"collections": {"emoji-describe": {}}})
+    )
+    refits.clear()
+    runner.run_all(REGISTRY, ["m3_mlp_mlp_caption"], [42], tmp_path, runs_dir=runs_dir)
+    assert refits == []  # finished and tested everywhere it is listed
     with pytest.raises(ValueError, match="unknown experiments"):
         runner.run_all(REGISTRY, ["m9"], [42], tmp_path, runs_dir=runs_dir)
 
@@ -498,9 +535,13 @@ def test_caption_ablations_are_fit_options_of_their_base_experiment(
             main(["fit", "--config", str(path), *options, "--print_config"])
         return yaml.safe_load(capsys.readouterr().out)
 
-    ablations = [e for n, e in REGISTRY.experiments.items() if "_caption_captions_" in n]
-    assert len(ablations) == 6
-    fields = {"caption_fields", "caption_languages"}
+    ablations = [
+        e
+        for n, e in REGISTRY.experiments.items()
+        if "_caption_captions_" in n and e.visual_concepts is None
+    ]
+    assert len(ablations) == 10  # 3 components and 2 preprocessings, on M2 and M3
+    fields = {"caption_fields", "caption_languages", "caption_preprocessing"}
     for experiment in ablations:
         assert experiment.name in REGISTRY.final
         base = printed(experiment.config, ())
@@ -516,3 +557,38 @@ def test_caption_ablations_are_fit_options_of_their_base_experiment(
     languages = REGISTRY.experiments["m2_mlp_mlm_caption_captions_languages"]
     printed_languages = printed(languages.config, languages.overrides)
     assert len(printed_languages["data"]["reading"]["caption_languages"]) == 11
+    nouns = REGISTRY.experiments["m3_mlp_mlp_caption_captions_nouns"]
+    assert printed(nouns.config, nouns.overrides)["data"]["reading"]["caption_preprocessing"] == (
+        "nouns"
+    )
+
+
+def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: Path) -> None:
+    """A short M3 fit tested on the Twemoji variant (the same captions, queries and judgments:
+    a caption model must score every query exactly as at home) and on the descriptive queries
+    (the test queries of emoji-describe)."""
+    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.training.cli import main
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator
+
+    name = "m3_mlp_mlp_caption"
+    assert REGISTRY.cross_domain_of(name) == ["emoji-describe"]
+    budget = [
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+    ]
+    cli = main([*runner.fit_command(REGISTRY, name, 42, tmp_path), *budget])
+    best = cli.trainer.checkpoint_callback.best_model_path
+    evaluator = next(c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    home = evaluate(evaluator.last_run, cli.datamodule.qrels("test"), list(REGISTRY.measures), True)
+    got = runner.test_on_collections(REGISTRY, cli, best, ["emoji-twemoji", "emoji-describe"])
+    assert got["emoji-twemoji"]["per_query"] == home
+    assert got["emoji-twemoji"]["test"]["nDCG@10"] == pytest.approx(
+        np.mean(list(home["nDCG@10"].values())), abs=1e-6
+    )
+    describe = load_collection("emoji-describe")
+    scored = set(got["emoji-describe"]["per_query"]["nDCG@10"])
+    assert scored == set(describe.query_ids("test")) and scored.isdisjoint(home["nDCG@10"])
+    assert cli.datamodule.collection_source == "emoji"  # the run's own DataModule is untouched

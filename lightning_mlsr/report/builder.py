@@ -21,6 +21,7 @@ from lightning_mlsr.report.tables import (
     breakdown_table,
     category_table,
     ci_table,
+    cross_domain_tables,
     metrics_table,
     runs_table,
     significance_table,
@@ -113,6 +114,15 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         "",
         *targets(registry, text, runs),
         "",
+    ]
+    if registry.cross_domain:
+        lines += [
+            *text.lines("cross_domain_intro", collection=registry.collection),
+            "",
+            *cross_domain_tables(registry, text, runs),
+            "",
+        ]
+    lines += [
         text("runs_heading"),
         "",
         *runs_table(registry, runs),

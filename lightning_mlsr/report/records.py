@@ -51,6 +51,9 @@ def load_runs(runs_dir: Path) -> Runs:
     for path in sorted(Path(runs_dir).glob("*/*/metrics.json")):
         record = json.loads(path.read_text())
         record["per_query"] = json.loads((path.parent / "per_query.json").read_text())
+        elsewhere = path.parent / "cross_domain.json"
+        if elsewhere.is_file():  # the same checkpoint tested on other collections
+            record["cross_domain"] = json.loads(elsewhere.read_text())
         runs.setdefault(record["experiment"], []).append(record)
     return runs
 

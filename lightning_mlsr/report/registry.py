@@ -30,6 +30,7 @@ PSEUDO_QUERY_FLAGS = {
 __all__ = [
     "PSEUDO_QUERY_FLAGS",
     "Comparison",
+    "CrossDomain",
     "Experiment",
     "Registry",
     "RegistryError",
@@ -82,6 +83,16 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class CrossDomain:
+    """Another bundled collection the trained models of ``experiments`` are tested on, without
+    retraining (``what``: how it differs from the training collection)."""
+
+    collection: str
+    what: str
+    experiments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Registry:
     experiments: dict[str, Experiment]  # report order
     baselines: dict[str, bool]  # name -> dense
@@ -101,6 +112,12 @@ class Registry:
     test_informed: tuple[str, ...]  # design chosen after test numbers were seen
     results_dir: Path = field(default=RESULTS)
     experiments_dir: Path = field(default=REPO / "experiments")
+    #: collection -> what it tests, in report order
+    cross_domain: dict[str, CrossDomain] = field(default_factory=dict)
+
+    def cross_domain_of(self, name: str) -> list[str]:
+        """The collections the trained models of ``name`` are also tested on."""
+        return [c for c, spec in self.cross_domain.items() if name in spec.experiments]
 
     @property
     def seeds(self) -> list[int]:
@@ -180,6 +197,7 @@ _TOP_KEYS = (
     "families",
     "findings",
     "targets",
+    "cross_domain",
 )
 
 
@@ -272,6 +290,18 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
     _check_keys(seeds, ("first", "count"), f"{where}: seeds")
     candidates = _mapping(data.get("pseudo_query_candidates"), f"{where}: pseudo_query_candidates")
     protocol = read_protocol(results_dir / "protocol.yaml")
+    cross_domain = {}
+    for collection, spec in _mapping(
+        data.get("cross_domain") or {}, f"{where}: cross_domain"
+    ).items():
+        at = f"{where}: cross_domain.{collection}"
+        spec = _mapping(spec, at)
+        _check_keys(spec, ("what", "experiments"), at)
+        cross_domain[str(collection)] = CrossDomain(
+            collection=str(collection),
+            what=str(spec.get("what", "")),
+            experiments=tuple(_names(spec.get("experiments") or ())),
+        )
     registry = Registry(
         experiments=experiments,
         baselines=baselines,
@@ -290,6 +320,7 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         final=tuple(protocol["final"]),
         test_informed=tuple(protocol["test_informed"]),
         results_dir=results_dir,
+        cross_domain=cross_domain,
     )
     _check_names(registry, where)
     return registry
@@ -309,6 +340,20 @@ def _check_names(registry: Registry, where: str) -> None:
         unknown = sorted(set(names) - known)
         if unknown:
             raise RegistryError(f"{where}: {what} name unknown experiments {unknown}")
+    for collection, spec in registry.cross_domain.items():
+        unknown = sorted(set(spec.experiments) - set(registry.experiments))
+        if unknown:
+            raise RegistryError(
+                f"{where}: cross_domain.{collection} names unknown experiments {unknown}"
+            )
+        not_final = sorted(set(spec.experiments) - set(registry.final))
+        if not_final:
+            raise RegistryError(
+                f"{where}: cross_domain.{collection} names {not_final}, which results/"
+                f"protocol.yaml does not list as final: only frozen configurations are tested"
+            )
+        if collection == registry.collection:
+            raise RegistryError(f"{where}: cross_domain.{collection} is the training collection")
     protocol = registry.results_dir / "protocol.yaml"
     for key in ("final", "test_informed"):
         unknown = sorted(set(getattr(registry, key)) - set(registry.experiments))

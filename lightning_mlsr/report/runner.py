@@ -8,10 +8,19 @@ finished run leaves ``metrics.json`` and ``per_query.json`` under
 from the newest intact checkpoint it left under the work folder (``on_exception.ckpt``, which
 a SIGTERM saves at the step reached, else ``last.ckpt`` from an epoch's end). The baselines
 are kept the same way under ``results/runs/baselines/``.
+
+Cross-domain (``cross_domain`` in the registry): the best checkpoint of a final experiment
+is also tested on each other collection that lists it, with the same DataModule settings
+but that collection, and ``cross_domain.json`` beside the run keeps the means, the
+per-query values and the same checkpoint's test on the training collection. A run that
+finished before its experiment was listed is fitted again with the same seed for it
+(:func:`refit_for_cross_domain`): its ``metrics.json`` is left as it is, and the comparison
+is always between the in-domain and cross-domain numbers of one checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import traceback
@@ -25,7 +34,20 @@ from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
 from lightning_mlsr.report.records import write_json
 from lightning_mlsr.report.registry import Registry
 
-__all__ = ["is_finished", "run_all", "run_baselines", "train_and_evaluate", "unfinished_checkpoint"]
+__all__ = [
+    "CROSS_DOMAIN_FILE",
+    "cross_domain_missing",
+    "is_finished",
+    "refit_for_cross_domain",
+    "run_all",
+    "run_baselines",
+    "test_on_collections",
+    "train_and_evaluate",
+    "unfinished_checkpoint",
+]
+
+#: beside a run's metrics.json: its best checkpoint tested on other collections
+CROSS_DOMAIN_FILE = "cross_domain.json"
 
 
 def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
@@ -34,6 +56,64 @@ def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
 
 def is_finished(runs_dir: Path, name: str, seed: int) -> bool:
     return (run_dir(runs_dir, name, seed) / "metrics.json").is_file()
+
+
+def cross_domain_missing(registry: Registry, runs_dir: Path, name: str, seed: int) -> list[str]:
+    """The registry's cross-domain collections of ``name`` that (``name``, ``seed``) has not
+    been tested on yet."""
+    wanted = registry.cross_domain_of(name)
+    path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
+    done = json.loads(path.read_text("utf-8")).get("collections", {}) if path.is_file() else {}
+    return [c for c in wanted if c not in done]
+
+
+def test_on_collections(
+    registry: Registry, cli: Any, best: str | None, collections: Sequence[str]
+) -> dict[str, Any]:
+    """``best`` (the CLI's model) tested on each of ``collections`` with the CLI DataModule's
+    settings but that collection: ``{collection: {"test": means, "per_query": {...}}}``."""
+    from lightning_mlsr.data.datamodule import RetrievalDataModule
+    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator
+
+    trainer = cli.trainer
+    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    out: dict[str, Any] = {}
+    for collection in collections:
+        settings = {**dict(cli.datamodule.hparams), "collection": collection, "negatives": {}}
+        datamodule = RetrievalDataModule.from_hparams(settings)
+        print(f"=== testing on {collection}", flush=True)
+        trainer.test(cli.model, datamodule=datamodule, ckpt_path=best)
+        out[collection] = {
+            "test": dict(evaluator.last_results),
+            "per_query": evaluate(
+                evaluator.last_run, datamodule.qrels("test"), list(registry.measures), True
+            ),
+        }
+    return out
+
+
+def _write_cross_domain(
+    registry: Registry,
+    runs_dir: Path,
+    name: str,
+    seed: int,
+    in_domain: dict[str, Any],
+    results: dict[str, Any],
+    refit: bool,
+) -> None:
+    path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
+    record = json.loads(path.read_text("utf-8")) if path.is_file() else {"collections": {}}
+    record.update(
+        experiment=name,
+        seed=seed,
+        trained_on=registry.collection,
+        # the checkpoint these numbers come from: the recorded run's, or a refit's
+        refit=refit,
+        in_domain=in_domain,
+    )
+    record["collections"].update(results)
+    write_json(path, record)
 
 
 def unfinished_checkpoint(root: Path) -> Path | None:
@@ -146,11 +226,54 @@ def train_and_evaluate(
         metrics["coactivation"] = _coactivation(registry, docs, cli.datamodule)
     write_json(run_dir(runs_dir, name, seed) / "per_query.json", per_query)
     write_json(run_dir(runs_dir, name, seed) / "metrics.json", metrics)
+    elsewhere = registry.cross_domain_of(name) if name in registry.final else []
+    if elsewhere:  # after the run is kept: a failure here leaves it to a refit
+        in_domain = {"test": metrics["test"], "per_query": per_query["test"]}
+        results = test_on_collections(registry, cli, best, elsewhere)
+        _write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=False)
     students = {e.teacher for e in registry.experiments.values()}
     if name in students and best:  # the teacher of the distilled models, same seed
         shutil.copyfile(best, teacher_path(work, name, seed))
     for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
         ckpt.unlink()
+
+
+def refit_for_cross_domain(
+    registry: Registry,
+    name: str,
+    seed: int,
+    work: Path,
+    extra: list[str],
+    runs_dir: Path | None = None,
+) -> None:
+    """Fit (``name``, ``seed``) again, as its recorded run was, for the cross-domain tests it
+    lacks (its checkpoints were removed when it finished): test the best checkpoint on the
+    training collection and on each missing collection, into ``cross_domain.json``. The run's
+    ``metrics.json`` and ``per_query.json`` are not touched."""
+    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.training.cli import main
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator
+
+    runs_dir = runs_dir or registry.results_dir / "runs"
+    missing = cross_domain_missing(registry, runs_dir, name, seed)
+    if not missing or name not in registry.final:
+        return
+    root = work / name / f"seed{seed}-cross_domain"
+    shutil.rmtree(root, ignore_errors=True)
+    cli = main([*fit_command(registry, name, seed, root), *extra])
+    trainer: Any = cli.trainer
+    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    best = trainer.checkpoint_callback.best_model_path or None
+    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    in_domain = {
+        "test": dict(evaluator.last_results),
+        "per_query": evaluate(
+            evaluator.last_run, cli.datamodule.qrels("test"), list(registry.measures), True
+        ),
+    }
+    results = test_on_collections(registry, cli, best, missing)
+    _write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def run_baselines(registry: Registry, runs_dir: Path | None = None) -> None:
@@ -202,16 +325,25 @@ def run_all(
         raise ValueError(f"unknown experiments {unknown}; results/registry.yaml has {known}")
     for seed in seeds:
         for name in experiments:
-            if is_finished(runs_dir, name, seed):
+            finished = is_finished(runs_dir, name, seed)
+            elsewhere = name in registry.final and cross_domain_missing(
+                registry, runs_dir, name, seed
+            )
+            if finished and not elsewhere:
                 continue
-            print(f"=== {name} seed {seed}", flush=True)
+            print(f"=== {name} seed {seed}" + (" (cross-domain)" if finished else ""), flush=True)
             try:
                 options = [
                     *extra,
                     *registry.experiments[name].overrides,
                     *fit_overrides(registry, name, seed, work),
                 ]
-                train_and_evaluate(registry, name, seed, work, options, resume_unfinished, runs_dir)
+                if finished:
+                    refit_for_cross_domain(registry, name, seed, work, options, runs_dir)
+                else:
+                    train_and_evaluate(
+                        registry, name, seed, work, options, resume_unfinished, runs_dir
+                    )
             except Exception:  # one failed run must not stop the regeneration
                 traceback.print_exc()
                 print(f"=== {name} seed {seed} FAILED; continuing", flush=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.analysis.significance import seed_query_bootstrap
+from lightning_mlsr.analysis.significance import holm, paired_test, seed_query_bootstrap
 from lightning_mlsr.report.records import Runs, has_split, per_query_matrix, shared_queries
 from lightning_mlsr.report.registry import Registry
 from lightning_mlsr.report.statistics import mean_std, seed_average, seed_count
@@ -17,6 +17,7 @@ __all__ = [
     "breakdown_table",
     "category_table",
     "ci_table",
+    "cross_domain_tables",
     "metrics_table",
     "row_order",
     "runs_table",
@@ -189,3 +190,59 @@ def runs_table(registry: Registry, runs: Runs) -> list[str]:
                     + " |"
                 )
     return lines
+
+
+def _interval(per_seed: list[dict[str, float]]) -> str:
+    """Mean over queries and seeds [95% bootstrap interval over both]."""
+    qids = sorted(set.intersection(*(set(r) for r in per_seed)))
+    got = seed_query_bootstrap(np.array([[r[q] for q in qids] for r in per_seed]))
+    return f"{got['estimate']:.4f} [{got['ci'][0]:.4f}, {got['ci'][1]:.4f}]"
+
+
+def cross_domain_tables(
+    registry: Registry, text: ReportText, runs: Runs, measure: str = "nDCG@10"
+) -> list[str]:
+    """Per cross-domain collection: each model's test ``measure`` there and on the training
+    collection, for the same checkpoints (mean [95% CI over queries and seeds]); where both
+    collections have the same queries, the paired difference on seed means with its BCa
+    interval, t-test p and Holm's correction over the table's rows."""
+    lines: list[str] = []
+    for collection, spec in registry.cross_domain.items():
+        rows = []
+        for name in spec.experiments:
+            records = [
+                r["cross_domain"]
+                for r in runs.get(name, [])
+                if collection in r.get("cross_domain", {}).get("collections", {})
+            ]
+            if not records:
+                continue
+            there = [r["collections"][collection]["per_query"][measure] for r in records]
+            here = [r["in_domain"]["per_query"][measure] for r in records]
+            same = set(there[0]) == set(here[0])
+            test = paired_test(seed_average(there), seed_average(here)) if same else None
+            rows.append((name, len(records), here, there, test))
+        lines += [text("cross_domain_heading", collection=collection, what=spec.what), ""]
+        if not rows:
+            lines += [text("cross_domain_none", collection=collection), ""]
+            continue
+        p_holm = iter(holm([t["p"] for *_, t in rows if t is not None]))
+        lines += [
+            f"| model | seeds | {registry.collection} (same checkpoints) | {collection} "
+            f"| difference [95% CI] | t | p | p_holm |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, n, here, there, t in rows:
+            if t is None:
+                paired = "– (other queries) | – | – | –"
+            else:
+                paired = (
+                    f"{t['diff']:+.4f} [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}] | "
+                    f"{t['t']:.2f} | {t['p']:.2g} | {next(p_holm):.2g}"
+                )
+            lines.append(
+                f"| {registry.label(name)} | {n} | {_interval(here)} | {_interval(there)} | "
+                f"{paired} |"
+            )
+        lines.append("")
+    return lines[:-1]
