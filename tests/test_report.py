@@ -48,11 +48,13 @@ def _results_copy(tmp_path: Path) -> Path:
     return out
 
 
-def test_results_md_is_rebuilt_from_the_committed_runs_exactly_but_its_date() -> None:
-    """The oracle: the committed results/ alone (no work folder, no pseudo-query
-    collections) render the committed RESULTS.md byte for byte, the date line aside."""
-    want = (REPO / "RESULTS.md").read_text("utf-8").split("\n")
-    got = build_report().split("\n")
+@pytest.mark.parametrize("folder", ["results", "results/emoji-describe"])
+def test_results_md_is_rebuilt_from_the_committed_runs_exactly_but_its_date(folder: str) -> None:
+    """The oracle: the committed results folder alone (no work folder, no pseudo-query
+    collections) renders its committed RESULTS.md byte for byte, the date line aside."""
+    registry = load_registry(REPO / folder)
+    want = registry.report_path.read_text("utf-8").split("\n")
+    got = build_report(registry).split("\n")
     assert len(got) == len(want)
     differ = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
     assert all(got[i].startswith(DATE_LINE) and want[i].startswith(DATE_LINE) for i in differ)
@@ -592,3 +594,16 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     scored = set(got["emoji-describe"]["per_query"]["nDCG@10"])
     assert scored == set(describe.query_ids("test")) and scored.isdisjoint(home["nDCG@10"])
     assert cli.datamodule.collection_source == "emoji"  # the run's own DataModule is untouched
+
+
+def test_a_second_collection_has_its_own_results_folder_report_and_work_folder() -> None:
+    describe = load_registry(REPO / "results" / "emoji-describe")
+    assert describe.collection == "emoji-describe" and not describe.is_default
+    assert describe.report_path == REPO / "results" / "emoji-describe" / "RESULTS.md"
+    assert REGISTRY.report_path == REPO / "RESULTS.md" and REGISTRY.is_default
+    # the same experiment name in two registries never shares a run directory
+    assert describe.default_work != REGISTRY.default_work
+    assert set(describe.final) == set(describe.experiments)  # nothing tuned there
+    for registry in (REGISTRY, describe):
+        command = runner.fit_command(registry, "m2_mlp_mlm_caption", 42, Path("x"))
+        assert f"--data.collection={registry.collection}" in command

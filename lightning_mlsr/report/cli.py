@@ -17,14 +17,18 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_mlsr.report.registry import REPO, load_registry
+from lightning_mlsr.report.registry import load_registry
 
 __all__ = ["main"]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", default=None, help="results folder (default: results/)")
-    parser.add_argument("--results", default=str(REPO / "RESULTS.md"), help="report to write")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="report to write (default: RESULTS.md for results/, else <registry>/RESULTS.md)",
+    )
     parser.add_argument("--runs", default=None, help="where finished runs are kept")
 
 
@@ -38,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--experiments", nargs="*", default=None, help="default: all, teachers first")
     run.add_argument("--seeds", type=int, default=None, help="seeds per experiment (42, 43, ...)")
     run.add_argument("--seed-list", type=int, nargs="+", default=None, help="these seeds instead")
-    run.add_argument("--work", default=str(REPO / "outputs" / "results"), help="logs, ckpts")
+    run.add_argument(
+        "--work",
+        default=None,
+        help="logs, ckpts (default: outputs/results, or outputs/results-<registry folder>)",
+    )
     run.add_argument("--no-baselines", action="store_true")
     run.add_argument(
         "--restart-unfinished",
@@ -60,13 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("experiment")
     prepare.add_argument("--seed", type=int, required=True)
     prepare.add_argument("--registry", default=None, help="results folder (default: results/)")
-    prepare.add_argument("--work", default=str(REPO / "outputs" / "results"), help="teachers, data")
+    prepare.add_argument(
+        "--work",
+        default=None,
+        help="teachers, data (default: outputs/results, or outputs/results-<registry folder>)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     registry = load_registry(args.registry) if args.registry else load_registry()
+    if getattr(args, "work", "unset") is None:
+        args.work = str(registry.default_work)
     if args.command == "unseen-queries":
         from lightning_mlsr.report.queries import write_unseen_queries
 
@@ -92,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lightning_mlsr.report.builder import write_report
 
     runs_dir = Path(args.runs) if args.runs else None
-    out = Path(args.results)
+    out = Path(args.results) if args.results else registry.report_path
     if args.command == "run":
         from lightning_mlsr.report.runner import run_all, run_baselines
 

@@ -115,6 +115,25 @@ class Registry:
     #: collection -> what it tests, in report order
     cross_domain: dict[str, CrossDomain] = field(default_factory=dict)
 
+    @property
+    def is_default(self) -> bool:
+        """The bundled collection's results folder (``results/``), as opposed to another
+        collection's (``results/<collection>/``)."""
+        return self.results_dir.resolve() == RESULTS.resolve()
+
+    @property
+    def report_path(self) -> Path:
+        """Where its report goes: ``RESULTS.md`` at the root for ``results/``, else
+        ``RESULTS.md`` inside its folder."""
+        return REPO / "RESULTS.md" if self.is_default else self.results_dir / "RESULTS.md"
+
+    @property
+    def default_work(self) -> Path:
+        """Its work folder (logs, checkpoints, generated data): one per results folder, so
+        that the same experiment name in two registries never shares a run directory."""
+        name = "results" if self.is_default else f"results-{self.results_dir.name}"
+        return REPO / "outputs" / name
+
     def cross_domain_of(self, name: str) -> list[str]:
         """The collections the trained models of ``name`` are also tested on."""
         return [c for c, spec in self.cross_domain.items() if name in spec.experiments]

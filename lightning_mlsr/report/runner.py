@@ -151,6 +151,8 @@ def fit_command(registry: Registry, name: str, seed: int, root: Path) -> list[st
         "fit",
         "--config",
         str(registry.config_path(name)),
+        # the registry's collection (a pseudo-query or visual-concept run names its own later)
+        f"--data.collection={registry.collection}",
         f"--seed_everything={seed}",
         f"--trainer.default_root_dir={root}",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
