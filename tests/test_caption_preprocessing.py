@@ -125,3 +125,23 @@ def test_datamodule_reads_it_from_the_reading_settings():
     dm = RetrievalDataModule(collection="emoji", reading={"caption_preprocessing": "no_stopwords"})
     assert dm.collection.caption_preprocessing == "no_stopwords"
     assert dm.reading.caption_preprocessing == "no_stopwords"
+
+
+def test_a_plain_string_field_has_no_language_and_is_kept_in_any():
+    """The emoji subcategory (one string per image, no language list) joins the caption after
+    the label, whichever languages are chosen; checked against the parquet file itself."""
+    import pyarrow.parquet as pq
+
+    from lightning_mlsr.data.collection.layout import find_layout
+
+    raw = load_collection("emoji")
+    table = pq.read_table(find_layout(raw.root).image_files[0], columns=["image_id", "subcategory"])
+    sub = dict(zip(table["image_id"].to_pylist(), table["subcategory"].to_pylist(), strict=True))
+    both = load_collection("emoji", caption_fields=["caption_reference_description", "subcategory"])
+    label = dict(zip(raw.images.ids, raw.images.captions(), strict=True))
+    for image_id, caption in zip(both.images.ids, both.images.captions(), strict=True):
+        # a repeated entry is kept once ("person" is a label and a subcategory)
+        want = label[image_id] if sub[image_id] == label[image_id] else None
+        assert caption == (want or f"{label[image_id]} ; {sub[image_id]}"), image_id
+    german = load_collection("emoji", caption_fields=["subcategory"], caption_languages=["de"])
+    assert german.images.captions() == [sub[i] for i in german.images.ids]

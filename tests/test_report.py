@@ -542,7 +542,7 @@ def test_caption_ablations_are_fit_options_of_their_base_experiment(
         for n, e in REGISTRY.experiments.items()
         if "_caption_captions_" in n and e.visual_concepts is None
     ]
-    assert len(ablations) == 10  # 3 components and 2 preprocessings, on M2 and M3
+    assert len(ablations) == 12  # 4 components and 2 preprocessings, on M2 and M3
     fields = {"caption_fields", "caption_languages", "caption_preprocessing"}
     for experiment in ablations:
         assert experiment.name in REGISTRY.final

@@ -152,14 +152,20 @@ def captions(
     """One caption per row: the non-empty entries of ``fields`` in ``languages``.
 
     Entries keep their order (field by field, list order within a field); whitespace is
-    normalised and repeated entries of a row are kept once. Returns the captions and a mask
-    of the rows that have one.
+    normalised and repeated entries of a row are kept once. A field that is a plain string
+    column (one value per image, e.g. the emoji ``subcategory``) beside a ``language`` column
+    of lists has no language: its value is kept whatever ``languages`` are. Returns the captions and a mask of the rows that have
+    one.
     """
     n = table.num_rows
     lang = as_string_list(table, "language", path) if languages is not None else None
     wanted = pa.array(list(languages or ()), pa.large_string())
     parts = []
+    scalar = (pa.string(), pa.large_string())
+    lists_of_languages = languages is not None and column(table, "language").type not in scalar
     for f, name in enumerate(fields):
+        # one string per image beside per-caption language lists: no language of its own
+        language_neutral = lists_of_languages and column(table, name).type in scalar
         caps = as_string_list(table, name, path)
         lengths = pc.fill_null(pc.list_value_length(caps), 0).to_numpy().astype(np.int64)
         starts = caps.offsets.to_numpy()[:-1].astype(np.int64)
@@ -168,7 +174,7 @@ def captions(
         pos = np.arange(len(rows), dtype=np.int64) - np.repeat(first, lengths)
         texts = normalise_space(caps.values.take(pa.array(starts[rows] + pos)))
         keep = pa.array(~is_blank(texts))
-        if lang is not None:
+        if lang is not None and not language_neutral:
             lang_lengths = pc.fill_null(pc.list_value_length(lang), 0).to_numpy()
             bad = np.flatnonzero((lengths > 0) & (lang_lengths != lengths))
             if len(bad):
