@@ -34,7 +34,6 @@ teacher's top captions and scores, to read.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,10 +44,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from lightning_mlsr.data.collection.layout import find_layout, read_defaults
+from lightning_mlsr.data.collection.layout import find_layout
 from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.generate.candidates import candidate_words, evaluation_query_texts
+from lightning_mlsr.generate.derived import empty_output, write_defaults
 
 if TYPE_CHECKING:
     from lightning_mlsr.models.teacher import DenseTeacher
@@ -195,10 +195,7 @@ def build_pseudo_query_collection(
     chosen = [candidates[i] for i in keep]
     image_ids = list(collection.images.ids)
 
-    for sub in ("images", "texts", "qrels"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        for old in (out / sub).iterdir():
-            old.unlink()
+    empty_output(out)
     for sub, files in (("images", layout.image_files), ("texts", layout.text_files)):
         for i, path in enumerate(files):
             if sub == "images" and expand_captions:
@@ -269,18 +266,7 @@ def build_pseudo_query_collection(
         "expand_captions": expand_captions,
         "expanded_images": expanded,
     }
-    defaults = read_defaults(collection.root)
-    defaults.pop("folders", None)  # a source's shared folders: the output has its own
-    defaults.update(
-        name=f"{collection.name}+pseudo",
-        query_fields=list(fields),
-        caption_fields=list(collection.caption_fields),
-        caption_languages=(
-            "all" if collection.caption_languages is None else list(collection.caption_languages)
-        ),
-        pseudo_queries=provenance,
-    )
-    (out / "collection.json").write_text(json.dumps(defaults, indent=2) + "\n", "utf-8")
+    write_defaults(collection, out, "pseudo", query_fields=list(fields), pseudo_queries=provenance)
     return provenance
 
 

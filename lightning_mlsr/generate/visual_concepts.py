@@ -24,7 +24,6 @@ concepts come from the pixels alone. An image that cannot be decoded gets no con
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,9 +36,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lightning_mlsr.data.collection.layout import find_layout, read_defaults
+from lightning_mlsr.data.collection.layout import find_layout
 from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.generate.derived import empty_output, write_defaults
 
 __all__ = ["FIELD", "build_visual_concept_collection", "class_names", "top_classes"]
 
@@ -137,10 +137,7 @@ def build_visual_concept_collection(
         if errors[row] is None
     }
 
-    for sub in ("images", "texts", "qrels"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        for old in (out / sub).iterdir():
-            old.unlink()
+    empty_output(out)
     for i, path in enumerate(layout.text_files):
         os.symlink(path.resolve(), out / "texts" / f"{i:05d}-{path.name}")
     for path in layout.qrels_files:
@@ -173,17 +170,7 @@ def build_visual_concept_collection(
         if (indices[:, 0] >= 0).any()
         else 0.0,
     }
-    defaults = read_defaults(collection.root)
-    defaults.pop("folders", None)  # a source's shared folders: the output has its own
-    defaults.update(
-        name=f"{collection.name}+visual_concepts",
-        caption_fields=list(collection.caption_fields),
-        caption_languages=(
-            "all" if collection.caption_languages is None else list(collection.caption_languages)
-        ),
-        visual_concepts=made,
-    )
-    (out / "collection.json").write_text(json.dumps(defaults, indent=2) + "\n", "utf-8")
+    write_defaults(collection, out, "visual_concepts", visual_concepts=made)
     return made
 
 
