@@ -607,3 +607,53 @@ def test_a_second_collection_has_its_own_results_folder_report_and_work_folder()
     for registry in (REGISTRY, describe):
         command = runner.fit_command(registry, "m2_mlp_mlm_caption", 42, Path("x"))
         assert f"--data.collection={registry.collection}" in command
+
+
+def test_cross_domain_table_pairs_shared_queries_and_only_sets_others_side_by_side() -> None:
+    from scipy import stats
+
+    from lightning_mlsr.report.tables import cross_domain_tables
+    from lightning_mlsr.report.text import ReportText
+
+    rng = np.random.default_rng(0)
+    qids = [f"q{i}" for i in range(40)]
+
+    def record(shift: float) -> dict:
+        home = {q: float(v) for q, v in zip(qids, rng.uniform(0, 1, len(qids)), strict=True)}
+        there = {q: max(0.0, v - shift * (i % 2)) for i, (q, v) in enumerate(home.items())}
+        other = {f"g{i}": 0.1 for i in range(7)}  # descriptive queries: other ids
+        return {
+            "cross_domain": {
+                "in_domain": {"per_query": {"nDCG@10": home}},
+                "collections": {
+                    "emoji-twemoji": {"per_query": {"nDCG@10": there}},
+                    "emoji-describe": {"per_query": {"nDCG@10": other}},
+                },
+            }
+        }
+
+    runs = {"m4_mlp_mlp_image_caption": [record(0.2), record(0.3)]}
+    text = ReportText.read(REGISTRY.results_dir / "report_text.md")
+    lines = cross_domain_tables(REGISTRY, text, runs)
+    row = next(line for line in lines if line.startswith("| M4 |") and "(other" not in line)
+    seeds = runs["m4_mlp_mlp_image_caption"]
+    home = np.mean(
+        [[r["cross_domain"]["in_domain"]["per_query"]["nDCG@10"][q] for q in qids] for r in seeds],
+        axis=0,
+    )
+    there = np.mean(
+        [
+            [
+                r["cross_domain"]["collections"]["emoji-twemoji"]["per_query"]["nDCG@10"][q]
+                for q in qids
+            ]
+            for r in seeds
+        ],
+        axis=0,
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "2" and cells[4].startswith(f"{(there - home).mean():+.4f} [")
+    assert cells[5] == f"{stats.ttest_rel(there, home).statistic:.2f}"
+    describe = next(line for line in lines if line.startswith("| M4 |") and "(other" in line)
+    assert "0.1000 [0.1000, 0.1000]" in describe
+    assert any("No run has been tested on `emoji-openmoji`" in line for line in lines)
