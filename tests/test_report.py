@@ -657,3 +657,28 @@ def test_cross_domain_table_pairs_shared_queries_and_only_sets_others_side_by_si
     describe = next(line for line in lines if line.startswith("| M4 |") and "(other" in line)
     assert "0.1000 [0.1000, 0.1000]" in describe
     assert any("No run has been tested on `emoji-openmoji`" in line for line in lines)
+
+
+def test_sparsity_table_gives_t_intervals_over_seeds() -> None:
+    from scipy import stats
+
+    from lightning_mlsr.report.tables import sparsity_table
+
+    values = [10.0, 12.0, 17.0]
+    runs = {
+        "m1_mlm_mlm_image": [
+            {
+                "test": {"q_nnz": v, "d_nnz": 2 * v, "flops_per_query": 100 * v},
+                "per_query": {"test": {}},
+                "coactivation": {"coactivation": v / 100, "caption_overlap@10": 0.01},
+            }
+            for v in values
+        ],
+        "dense_image": [{"test": {"q_nnz": 1.0}, "per_query": {"test": {}}}],
+    }
+    lines = sparsity_table(REGISTRY, runs)
+    assert len(lines) == 3  # header, rule, M1 (dense models have no sparsity)
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert cells[2] == f"{np.mean(values):.1f} [{max(low, 0):.1f}, {high:.1f}]"
+    assert cells[6] == "0.0100"  # equal seeds: no interval

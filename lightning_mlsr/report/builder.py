@@ -25,6 +25,7 @@ from lightning_mlsr.report.tables import (
     metrics_table,
     runs_table,
     significance_table,
+    sparsity_table,
 )
 from lightning_mlsr.report.text import ReportText
 
@@ -109,6 +110,10 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         *text.lines("categories_intro"),
         "",
         *category_table(registry, runs, query_categories(registry, "test")),
+        "",
+        *text.lines("sparsity_intro"),
+        "",
+        *sparsity_table(registry, runs),
         "",
         text("targets_intro"),
         "",

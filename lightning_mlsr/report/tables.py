@@ -22,6 +22,7 @@ __all__ = [
     "row_order",
     "runs_table",
     "significance_table",
+    "sparsity_table",
 ]
 
 
@@ -246,3 +247,42 @@ def cross_domain_tables(
             )
         lines.append("")
     return lines[:-1]
+
+
+def _t_interval(values: Sequence[float], digits: int) -> str:
+    """Mean [95% t-interval over seeds] (``scipy.stats.t``, its lower end clipped at 0); the
+    mean alone for one value or equal values."""
+    from scipy import stats
+
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    if arr.size < 2 or float(arr.std()) == 0.0:
+        return f"{mean:.{digits}f}"
+    low, high = stats.t.interval(0.95, arr.size - 1, loc=mean, scale=stats.sem(arr))
+    low = max(float(low), 0.0)  # every quantity here is non-negative
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def sparsity_table(registry: Registry, runs: Runs, split: str = "test") -> list[str]:
+    """Every sparse model's non-zeros and FLOPS per query, and the image-only models'
+    co-activation and caption overlap of their top terms: mean [95% t-interval over seeds]."""
+    cols = ["q_nnz", "d_nnz", "flops_per_query"]
+    co = ["coactivation", "caption_overlap@10"]
+    lines = [
+        "| model | seeds | " + " | ".join([*cols, *co]) + " |",
+        "|---|---:|" + "---:|" * (len(cols) + len(co)),
+    ]
+    for name in (n for n in row_order(registry, runs) if has_split(runs, n, split)):
+        if registry.is_dense(name):
+            continue
+        records = runs[name]
+        cells = [
+            _t_interval([r[split][c] for r in records], 0 if c == "flops_per_query" else 1)
+            for c in cols
+        ]
+        for key in co:
+            values = [r["coactivation"][key] for r in records if "coactivation" in r]
+            cells.append(_t_interval(values, 4) if len(values) == len(records) else "–")
+        n = _seeds_cell(seed_count(registry, runs, name))
+        lines.append(f"| {registry.label(name)} | {n} | " + " | ".join(cells) + " |")
+    return lines
