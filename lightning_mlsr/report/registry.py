@@ -359,6 +359,11 @@ def _check_names(registry: Registry, where: str) -> None:
         unknown = sorted(set(names) - known)
         if unknown:
             raise RegistryError(f"{where}: {what} name unknown experiments {unknown}")
+    protocol = registry.results_dir / "protocol.yaml"
+    for key in ("final", "test_informed"):
+        unknown = sorted(set(getattr(registry, key)) - set(registry.experiments))
+        if unknown:
+            raise RegistryError(f"{protocol}: {key} names unknown experiments {unknown}")
     for collection, spec in registry.cross_domain.items():
         unknown = sorted(set(spec.experiments) - set(registry.experiments))
         if unknown:
@@ -373,11 +378,6 @@ def _check_names(registry: Registry, where: str) -> None:
             )
         if collection == registry.collection:
             raise RegistryError(f"{where}: cross_domain.{collection} is the training collection")
-    protocol = registry.results_dir / "protocol.yaml"
-    for key in ("final", "test_informed"):
-        unknown = sorted(set(getattr(registry, key)) - set(registry.experiments))
-        if unknown:
-            raise RegistryError(f"{protocol}: {key} names unknown experiments {unknown}")
     measures = set(registry.measures)
     bad = sorted({c.measure for c in registry.comparisons} - measures)
     if bad:
