@@ -6,7 +6,8 @@ distilled experiments train on, and render RESULTS.md.
     python -m lightning_mlsr.report build                     # RESULTS.md from results/runs
     python -m lightning_mlsr.report unseen-queries            # rewrite results/unseen_queries.tsv
     python -m lightning_mlsr.report prepare pseudo_queries --seed 42
-        # the teacher's pseudo-queries (and hard negatives) for that run, then its fit command
+        # the teacher (fitted again if its checkpoint is gone), its pseudo-queries and hard
+        # negatives for that run, then its fit command
 """
 
 from __future__ import annotations
@@ -88,13 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "prepare":
         from lightning_mlsr.report.pipelines import fit_overrides
-        from lightning_mlsr.report.runner import fit_command
+        from lightning_mlsr.report.runner import ensure_teacher, fit_command
 
         name, work = args.experiment, Path(args.work)
         if name not in registry.experiments:
             known = ", ".join(registry.experiments)
             raise SystemExit(f"unknown experiment {name!r}; results/registry.yaml has {known}")
         try:
+            ensure_teacher(registry, name, args.seed, work)  # a finished one is fitted again
             made = fit_overrides(registry, name, args.seed, work)
         except FileNotFoundError as missing:  # no teacher has finished yet
             raise SystemExit(str(missing)) from None

@@ -4,7 +4,8 @@ their ImageNet class names (``visual_concepts``), made once by the frozen classi
 
 1. the teacher: the best checkpoint of the teacher experiment's fit (``dense_caption``),
    kept as ``WORK/<teacher>/seed<k>/teacher.pt``; a distilled run takes that of its own seed,
-   else that of the first seed;
+   else that of the first seed (a finished teacher whose checkpoint is gone, as on a fresh
+   clone, is fitted again by the runner's ``ensure_teacher``; never the YAML's untrained one);
 2. ``python -m lightning_mlsr.generate.pseudo_queries`` with the experiment's
    ``pseudo_queries`` options, once per teacher and options, into ``WORK/pseudo/``;
 3. ``python -m lightning_mlsr.generate.hard_negatives`` over that collection, beside it.
@@ -49,7 +50,7 @@ def teacher_path(work: Path, teacher: str, seed: int) -> Path:
 def teacher_for(registry: Registry, experiment: Experiment, seed: int, work: Path) -> Path | None:
     """The teacher ``experiment`` of ``seed`` learns from: that of its own seed when that run
     finished in ``work``, else that of the first seed (the student's spread then leaves out
-    the teacher's), else None (the YAML's teacher: MiniLM as shipped)."""
+    the teacher's), else None (the runner's ``ensure_teacher`` fits a missing one first)."""
     if experiment.teacher is None:
         return None
     for candidate in (seed, registry.first_seed):
@@ -173,20 +174,22 @@ def visual_concept_collection(registry: Registry, experiment: Experiment, work: 
 def fit_overrides(registry: Registry, name: str, seed: int, work: Path) -> list[str]:
     """The ``fit`` options that make (``name``, ``seed``) learn from its teacher and train on
     the data that teacher makes, running the pipeline's missing steps; none for an experiment
-    without a teacher, or when no teacher has finished and none is needed beyond the YAML's."""
+    without a teacher. A missing teacher is a FileNotFoundError (the runner fits it first:
+    :func:`lightning_mlsr.report.runner.ensure_teacher`)."""
     experiment = registry.experiments[name]
     if experiment.visual_concepts is not None:
         return [f"--data.collection={visual_concept_collection(registry, experiment, work)}"]
-    teacher = teacher_for(registry, experiment, seed, work)
-    if teacher is None:
-        if experiment.pseudo_queries is not None:
-            raise FileNotFoundError(
-                f"{name} needs a trained {experiment.teacher} teacher to label its "
-                f"pseudo-queries; none at {teacher_path(work, str(experiment.teacher), seed)} "
-                f"or of seed {registry.first_seed}: run "
-                f"`python -m lightning_mlsr.report run --experiments {experiment.teacher}` first"
-            )
+    if experiment.teacher is None:
         return []
+    teacher = teacher_for(registry, experiment, seed, work)
+    if teacher is None:  # never the YAML's untrained teacher in its place
+        what = "label its pseudo-queries" if experiment.pseudo_queries else "learn from"
+        raise FileNotFoundError(
+            f"{name} needs a trained {experiment.teacher} teacher to {what}; none at "
+            f"{teacher_path(work, experiment.teacher, seed)} or of seed {registry.first_seed}: "
+            f"run `python -m lightning_mlsr.report run --experiments {experiment.teacher} "
+            f"{name}` (it trains the teacher, or fits a finished one's checkpoint again)"
+        )
     options = [f"{teacher_option(registry, name)}{teacher}"]
     if experiment.pseudo_queries is not None:
         collection = pseudo_collection(registry, experiment, teacher, work)

@@ -16,6 +16,13 @@ per-query values and the same checkpoint's test on the training collection. A ru
 finished before its experiment was listed is fitted again with the same seed for it
 (:func:`refit_for_cross_domain`): its ``metrics.json`` is left as it is, and the comparison
 is always between the in-domain and cross-domain numbers of one checkpoint.
+
+Teachers: a distilled experiment learns from the trained teacher experiment of its own seed
+when that has a run, else from the first seed's (:func:`ensure_teacher`). A finished run keeps
+no checkpoint, so on a fresh clone the teacher is fitted again with its recorded seed and
+overrides (:func:`refit_teacher`); its validation nDCG@10 is checked against the recorded one
+and kept beside the checkpoint (``teacher.json``) and in each student's ``metrics.json``. A
+student never falls back to its YAML's untrained teacher.
 """
 
 from __future__ import annotations
@@ -30,15 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
+from lightning_mlsr.report.pipelines import fit_overrides, teacher_for, teacher_path
 from lightning_mlsr.report.records import write_json
 from lightning_mlsr.report.registry import Registry
 
 __all__ = [
     "CROSS_DOMAIN_FILE",
     "cross_domain_missing",
+    "ensure_teacher",
     "is_finished",
     "refit_for_cross_domain",
+    "refit_teacher",
     "run_all",
     "run_baselines",
     "test_on_collections",
@@ -48,6 +57,13 @@ __all__ = [
 
 #: beside a run's metrics.json: its best checkpoint tested on other collections
 CROSS_DOMAIN_FILE = "cross_domain.json"
+#: the validation measure the best checkpoint is chosen by (the YAMLs' ModelCheckpoint)
+SELECTION_MEASURE = "nDCG@10"
+#: a refitted teacher's validation nDCG@10 beside the recorded one, next to teacher.pt
+TEACHER_RECORD = "teacher.json"
+#: how far a refitted teacher's validation nDCG@10 may be from its record before a warning
+#: (a CPU refit has reproduced it exactly; another device or library build may not)
+REFIT_TOLERANCE = 1e-3
 
 
 def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
@@ -205,6 +221,9 @@ def train_and_evaluate(
     }
     if resume is not None:
         metrics["resumed_from"] = str(resume.relative_to(root))
+    teacher = _teacher_record(extra)
+    if teacher is not None:
+        metrics["teacher_refit"] = teacher
     per_query: dict[str, Any] = {}
     evaluations: list[tuple[str, Callable[..., Any]]] = [("validation", trainer.validate)]
     if name in registry.final:  # test numbers for frozen configurations only
@@ -236,8 +255,77 @@ def train_and_evaluate(
     students = {e.teacher for e in registry.experiments.values()}
     if name in students and best:  # the teacher of the distilled models, same seed
         shutil.copyfile(best, teacher_path(work, name, seed))
+        teacher_path(work, name, seed).with_name(TEACHER_RECORD).unlink(missing_ok=True)
     for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
         ckpt.unlink()
+
+
+def _teacher_record(options: Sequence[str]) -> dict[str, Any] | None:
+    """The refit record of the teacher checkpoint named in a student's fit ``options``."""
+    for option in options:
+        if option.startswith("--model.") and ".init_args.checkpoint=" in option:
+            record = Path(option.split("=", 1)[1]).with_name(TEACHER_RECORD)
+            if record.is_file():
+                return dict(json.loads(record.read_text("utf-8")))
+    return None
+
+
+def ensure_teacher(
+    registry: Registry, name: str, seed: int, work: Path, runs_dir: Path | None = None
+) -> Path | None:
+    """The teacher checkpoint (``name``, ``seed``) will learn from, fitted again first when its
+    run finished but left no checkpoint in ``work``: the teacher experiment's run of ``seed``
+    if it has one, else that of the first seed. None when ``name`` has no teacher, or when the
+    teacher has no finished run to refit (``fit_overrides`` then says what to run)."""
+    runs_dir = runs_dir or registry.results_dir / "runs"
+    teacher = registry.experiments[name].teacher
+    if teacher is None:
+        return None
+    for candidate in dict.fromkeys((seed, registry.first_seed)):
+        if teacher_path(work, teacher, candidate).is_file():
+            return teacher_path(work, teacher, candidate)
+        if is_finished(runs_dir, teacher, candidate):
+            return refit_teacher(registry, teacher, candidate, work, runs_dir)
+    return teacher_for(registry, registry.experiments[name], seed, work)
+
+
+def refit_teacher(
+    registry: Registry, name: str, seed: int, work: Path, runs_dir: Path | None = None
+) -> Path:
+    """Fit the finished teacher run (``name``, ``seed``) again with its recorded overrides,
+    keep its best checkpoint at :func:`teacher_path` and, beside it, ``teacher.json``: the
+    refit's validation nDCG@10 and the recorded one (a warning when they differ by more than
+    :data:`REFIT_TOLERANCE`). The run's own files are not touched."""
+    from lightning_mlsr.training.cli import main
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator
+
+    runs_dir = runs_dir or registry.results_dir / "runs"
+    recorded = json.loads((run_dir(runs_dir, name, seed) / "metrics.json").read_text("utf-8"))
+    root = work / name / f"seed{seed}-refit"
+    shutil.rmtree(root, ignore_errors=True)
+    print(f"=== {name} seed {seed}: fitting the teacher again (its checkpoint is gone)", flush=True)
+    cli = main([*fit_command(registry, name, seed, root), *recorded.get("overrides", [])])
+    trainer: Any = cli.trainer
+    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    best = trainer.checkpoint_callback.best_model_path
+    if not best:
+        raise RuntimeError(f"the refit of {name} seed {seed} saved no checkpoint under {root}")
+    trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    measure = SELECTION_MEASURE
+    refit, was = evaluator.last_results[measure], recorded["validation"][measure]
+    record = {"experiment": name, "seed": seed, "measure": measure, "refit": refit, "recorded": was}
+    if abs(refit - was) > REFIT_TOLERANCE:
+        print(
+            f"WARNING: the refitted {name} seed {seed} scores validation {measure} "
+            f"{refit:.4f}, its recorded run {was:.4f}; its students learn from the refit",
+            flush=True,
+        )
+    target = teacher_path(work, name, seed)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, target)
+    write_json(target.with_name(TEACHER_RECORD), record)
+    shutil.rmtree(root, ignore_errors=True)
+    return target
 
 
 def refit_for_cross_domain(
@@ -335,6 +423,7 @@ def run_all(
                 continue
             print(f"=== {name} seed {seed}" + (" (cross-domain)" if finished else ""), flush=True)
             try:
+                ensure_teacher(registry, name, seed, work, runs_dir)
                 options = [
                     *extra,
                     *registry.experiments[name].overrides,
