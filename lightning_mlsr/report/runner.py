@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.report.pipelines import fit_overrides, teacher_for, teacher_path
-from lightning_mlsr.report.records import write_json
+from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
+from lightning_mlsr.report.records import TEACHER_OPTION, write_json
 from lightning_mlsr.report.registry import Registry
 
 __all__ = [
@@ -66,6 +66,13 @@ TEACHER_RECORD = "teacher.json"
 REFIT_TOLERANCE = 1e-3
 
 
+def _evaluator(trainer: Any) -> Any:
+    """The Trainer's RetrievalEvaluator callback (its last results, run and vectors)."""
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator
+
+    return next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+
+
 def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
     return runs_dir / name / f"seed{seed}"
 
@@ -90,10 +97,9 @@ def test_on_collections(
     settings but that collection: ``{collection: {"test": means, "per_query": {...}}}``."""
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.retrieval.metrics import evaluate
-    from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
     trainer = cli.trainer
-    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    evaluator = _evaluator(trainer)
     out: dict[str, Any] = {}
     for collection in collections:
         settings = {**dict(cli.datamodule.hparams), "collection": collection, "negatives": {}}
@@ -195,7 +201,6 @@ def train_and_evaluate(
     """
     from lightning_mlsr.retrieval.metrics import evaluate
     from lightning_mlsr.training.cli import main
-    from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
     runs_dir = runs_dir or registry.results_dir / "runs"
     root = work / name / f"seed{seed}"
@@ -209,7 +214,7 @@ def train_and_evaluate(
     cli = main([*fit_command(registry, name, seed, root), *resume_option, *extra])
     fit_seconds = time.perf_counter() - start
     trainer: Any = cli.trainer  # the CLI's Trainer, with its callbacks
-    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    evaluator = _evaluator(trainer)
     best = trainer.checkpoint_callback.best_model_path or None
     metrics: dict[str, Any] = {
         "experiment": name,
@@ -263,8 +268,8 @@ def train_and_evaluate(
 def _teacher_record(options: Sequence[str]) -> dict[str, Any] | None:
     """The refit record of the teacher checkpoint named in a student's fit ``options``."""
     for option in options:
-        if option.startswith("--model.") and ".init_args.checkpoint=" in option:
-            record = Path(option.split("=", 1)[1]).with_name(TEACHER_RECORD)
+        if found := TEACHER_OPTION.match(option):
+            record = Path(found.group(2)).with_name(TEACHER_RECORD)
             if record.is_file():
                 return dict(json.loads(record.read_text("utf-8")))
     return None
@@ -286,7 +291,7 @@ def ensure_teacher(
             return teacher_path(work, teacher, candidate)
         if is_finished(runs_dir, teacher, candidate):
             return refit_teacher(registry, teacher, candidate, work, runs_dir)
-    return teacher_for(registry, registry.experiments[name], seed, work)
+    return None
 
 
 def refit_teacher(
@@ -297,7 +302,6 @@ def refit_teacher(
     refit's validation nDCG@10 and the recorded one (a warning when they differ by more than
     :data:`REFIT_TOLERANCE`). The run's own files are not touched."""
     from lightning_mlsr.training.cli import main
-    from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
     runs_dir = runs_dir or registry.results_dir / "runs"
     recorded = json.loads((run_dir(runs_dir, name, seed) / "metrics.json").read_text("utf-8"))
@@ -306,7 +310,7 @@ def refit_teacher(
     print(f"=== {name} seed {seed}: fitting the teacher again (its checkpoint is gone)", flush=True)
     cli = main([*fit_command(registry, name, seed, root), *recorded.get("overrides", [])])
     trainer: Any = cli.trainer
-    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    evaluator = _evaluator(trainer)
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         raise RuntimeError(f"the refit of {name} seed {seed} saved no checkpoint under {root}")
@@ -342,7 +346,6 @@ def refit_for_cross_domain(
     ``metrics.json`` and ``per_query.json`` are not touched."""
     from lightning_mlsr.retrieval.metrics import evaluate
     from lightning_mlsr.training.cli import main
-    from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
     runs_dir = runs_dir or registry.results_dir / "runs"
     missing = cross_domain_missing(registry, runs_dir, name, seed)
@@ -352,7 +355,7 @@ def refit_for_cross_domain(
     shutil.rmtree(root, ignore_errors=True)
     cli = main([*fit_command(registry, name, seed, root), *extra])
     trainer: Any = cli.trainer
-    evaluator = next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
+    evaluator = _evaluator(trainer)
     best = trainer.checkpoint_callback.best_model_path or None
     trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
     in_domain = {
