@@ -16,7 +16,7 @@ import torch
 
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.report import pipelines, runner
-from lightning_mlsr.report.builder import DATE_LINE, build_report
+from lightning_mlsr.report.builder import DATE_LINE, build_report, write_report
 from lightning_mlsr.report.findings import targets
 from lightning_mlsr.report.queries import (
     compute_unseen_queries,
@@ -59,6 +59,38 @@ def test_results_md_is_rebuilt_from_the_committed_runs_exactly_but_its_date(fold
     differ = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
     assert all(got[i].startswith(DATE_LINE) and want[i].startswith(DATE_LINE) for i in differ)
     assert len(differ) <= 1
+
+
+def test_write_report_replaces_the_old_report_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two lanes of ``report run`` rebuild RESULTS.md as each run finishes: a writer that
+    dies half-way leaves the old report whole, one that finishes replaces it and leaves
+    the report alone in its folder."""
+    registry = load_registry(REPO / "results" / "emoji-describe")
+    out = tmp_path / "RESULTS.md"
+    out.write_text("a stale report\n")
+    write_text = Path.write_text
+
+    def dies_half_way(self: Path, data: str, *args, **kwargs) -> int:
+        write_text(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(out, registry)
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert out.read_text() == "a stale report\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
+
+    written = write_report(out, registry)
+    assert out.read_text() == written
+    rebuilt = build_report(registry).split("\n")
+    assert [a for a, b in zip(written.split("\n"), rebuilt, strict=True) if a != b] in (
+        [],
+        [line for line in written.split("\n") if line.startswith(DATE_LINE)],
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
 
 
 def test_the_registry_matches_the_committed_runs_and_protocol() -> None:

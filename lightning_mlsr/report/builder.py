@@ -143,7 +143,17 @@ def build_report(registry: Registry | None = None, runs_dir: Path | None = None)
 
 
 def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | None = None) -> str:
-    """Render and write RESULTS.md to ``out``; returns its text."""
+    """Render and write RESULTS.md to ``out``; returns its text.
+
+    The text goes to a temporary file beside ``out`` that is then renamed over it, so two
+    runs that finish at once (two lanes of ``report run``) never leave half a report.
+    """
     report = build_report(registry, runs_dir)
-    out.write_text(report)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(report)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return report
