@@ -809,3 +809,62 @@ def test_sparsity_table_gives_t_intervals_over_seeds() -> None:
     low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
     assert cells[2] == f"{np.mean(values):.1f} [{max(low, 0):.1f}, {high:.1f}]"
     assert cells[6] == "0.0100"  # equal seeds: no interval
+
+
+def test_open_questions_name_only_differences_both_tests_reject_and_cross_domain_moves() -> None:
+    """The summary of the paper's open questions: a family's row counts only when the t-test
+    and the bootstrap over queries and seeds both reject after Holm; a cross-domain row only
+    when its Holm-adjusted paired p does (a hand-built case for each)."""
+    from lightning_mlsr.report.findings import open_questions
+
+    def row(a: str, p: float, p_seed: float, diff: float) -> dict:
+        return {
+            "finding": "captions",
+            "a": a,
+            "b": "m2_mlp_mlm_caption",
+            "measure": "nDCG@10",
+            "queries": "all",
+            "diff": diff,
+            "diff_ci": (diff - 0.01, diff + 0.01),
+            "p_holm": p,
+            "p_seed_holm": p_seed,
+            "seeds_a": 3,
+            "seeds_b": 3,
+            "equal_seeds": True,
+        }
+
+    tests = [
+        row("m2_mlp_mlm_caption_captions_languages", 0.001, 0.01, 0.05),
+        row("m2_mlp_mlm_caption_captions_name", 0.001, 0.2, 0.04),  # the bootstrap does not
+        row("m2_mlp_mlm_caption_captions_label_name", 0.6, 0.7, 0.01),
+    ]
+    qids = [f"q{i}" for i in range(30)]
+    rng = np.random.default_rng(1)
+
+    def record(drop: float) -> dict:
+        home = {q: float(v) for q, v in zip(qids, rng.uniform(0.3, 1, len(qids)), strict=True)}
+        return {
+            "cross_domain": {
+                "in_domain": {"per_query": {"nDCG@10": home}},
+                "collections": {
+                    "emoji-twemoji": {
+                        "per_query": {"nDCG@10": {q: v - drop for q, v in home.items()}}
+                    }
+                },
+            }
+        }
+
+    runs = {
+        "m1_mlm_mlm_image": [record(0.2), record(0.25)],
+        "m4_mlp_mlp_image_caption": [record(0.0)],
+    }
+    lines = open_questions(REGISTRY, TEXT, runs, tests)
+    captions = next(line for line in lines if "family `captions`" in line)
+    assert "3 comparisons" in captions and "the other 2 are not" in captions
+    assert "label in all 11 languages − M2 (all) +0.0500 [+0.0400, +0.0600]" in captions
+    assert "Unicode name" not in captions
+    assert not any("family `preprocessing`" in line for line in lines)  # nothing ran
+    cross = next(line for line in lines if "`emoji-twemoji`" in line)
+    assert "changed M1 -0.2250" in cross
+    assert "no significant change M4 +0.0000" in cross
+    assert "`emoji-openmoji`" not in cross

@@ -12,7 +12,7 @@ import platform
 from datetime import date
 from pathlib import Path
 
-from lightning_mlsr.report.findings import dense_comparisons, findings, targets
+from lightning_mlsr.report.findings import dense_comparisons, findings, open_questions, targets
 from lightning_mlsr.report.queries import query_categories, seen_query_ids, unseen_query_ids
 from lightning_mlsr.report.records import Runs, has_split, load_runs
 from lightning_mlsr.report.registry import Registry, load_registry
@@ -54,6 +54,11 @@ def _protocol(registry: Registry, text: ReportText, runs: Runs, unseen: dict[str
     )
 
 
+def _paragraph(lines: list[str]) -> list[str]:
+    """``lines`` and a blank line after them; nothing for no lines."""
+    return [*lines, ""] if lines else []
+
+
 def render(registry: Registry, runs: Runs, text: ReportText) -> str:
     """The whole of RESULTS.md for ``runs``."""
     unseen = {split: unseen_query_ids(registry, split) for split in ("validation", "test")}
@@ -82,6 +87,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         "",
         *dense_comparisons(registry, text, runs, tests, len(unseen["test"])),
         "",
+        *_paragraph(open_questions(registry, text, runs, tests)),
         *_protocol(registry, text, runs, unseen),
         "",
     ]

@@ -14,10 +14,10 @@ from lightning_mlsr.analysis.significance import FINDING3, coactivation_finding
 from lightning_mlsr.report.records import PSEUDO_MANIFEST, Runs, mean_metric, teacher_seed
 from lightning_mlsr.report.registry import Registry
 from lightning_mlsr.report.statistics import difference_text, find_test, mean_std, significant
-from lightning_mlsr.report.tables import row_order
+from lightning_mlsr.report.tables import cross_domain_rows, row_order
 from lightning_mlsr.report.text import ReportText
 
-__all__ = ["dense_comparisons", "findings", "pseudo_summary", "targets"]
+__all__ = ["dense_comparisons", "findings", "open_questions", "pseudo_summary", "targets"]
 
 Tests = list[dict[str, Any]]
 
@@ -151,6 +151,67 @@ def dense_comparisons(
                 untrained=zero_value,
             )
         )
+    return out
+
+
+def _difference(registry: Registry, t: dict[str, Any]) -> str:
+    """``A − B, queries: diff [CI]`` of one test row, its seed counts when they differ."""
+    seeds = "" if t["equal_seeds"] else f", seeds {t['seeds_a']}/{t['seeds_b']}"
+    low, high = t["diff_ci"]
+    return (
+        f"{registry.label(t['a'])} − {registry.label(t['b'])} ({t['queries']}{seeds}) "
+        f"{t['diff']:+.4f} [{low:+.4f}, {high:+.4f}]"
+    )
+
+
+def open_questions(registry: Registry, text: ReportText, runs: Runs, tests: Tests) -> list[str]:
+    """The paper's open questions the registry lists under ``findings.questions``, each
+    answered from its family's tests (which differences are significant in both tests after
+    Holm, and how many are not) or from the cross-domain tables (paired t-test, Holm within
+    each collection). A question with nothing finished yet is left out."""
+    alpha = registry.findings["alpha"]
+    out = []
+    for question in registry.findings.get("questions", []):
+        title = question["title"]
+        if "family" in question:
+            rows = [t for t in tests if t["finding"] == question["family"]]
+            if not rows:
+                continue
+            hits = [t for t in rows if significant(t, alpha)]
+            out.append(
+                text(
+                    "question_family",
+                    title=title,
+                    family=question["family"],
+                    n=len(rows),
+                    significant="; ".join(_difference(registry, t) for t in hits)
+                    or text("question_none"),
+                    rest=len(rows) - len(hits),
+                )
+            )
+            continue
+        parts = []
+        for collection, rows in cross_domain_rows(registry, runs).items():
+            paired = [r for r in rows if r["test"] is not None]
+            if not paired:
+                continue
+            moved, still = (
+                ", ".join(
+                    f"{registry.label(r['name'])} {r['test']['diff']:+.4f} "
+                    f"(p_holm {r['test']['p_holm']:.2g})"
+                    for r in paired
+                    if (r["test"]["p_holm"] < alpha) == changed
+                )
+                or text("question_none")
+                for changed in (True, False)
+            )
+            parts.append(
+                text("question_collection", collection=collection, moved=moved, still=still)
+            )
+        if parts:
+            out.append(text("question_cross_domain", title=title, parts="; ".join(parts)))
+    if out:
+        out = [text("questions_intro"), "", *out]
     return out
 
 

@@ -385,12 +385,17 @@ def _check_names(registry: Registry, where: str) -> None:
 
 
 def _strings(value: Any) -> list[str]:
-    """The experiment names in the findings and targets: every string leaf but a family's
-    or a measure's."""
+    """The experiment names in the findings and targets: every string leaf but a family's,
+    a measure's or a title."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, Mapping):
-        return [s for k, v in value.items() if k not in ("family", "measure") for s in _strings(v)]
+        return [
+            s
+            for k, v in value.items()
+            if k not in ("family", "measure", "title")
+            for s in _strings(v)
+        ]
     if isinstance(value, (list, tuple)):
         return [s for v in value for s in _strings(v)]
     return []

@@ -17,6 +17,7 @@ __all__ = [
     "breakdown_table",
     "category_table",
     "ci_table",
+    "cross_domain_rows",
     "cross_domain_tables",
     "metrics_table",
     "row_order",
@@ -200,14 +201,15 @@ def _interval(per_seed: list[dict[str, float]]) -> str:
     return f"{got['estimate']:.4f} [{got['ci'][0]:.4f}, {got['ci'][1]:.4f}]"
 
 
-def cross_domain_tables(
-    registry: Registry, text: ReportText, runs: Runs, measure: str = "nDCG@10"
-) -> list[str]:
-    """Per cross-domain collection: each model's test ``measure`` there and on the training
-    collection, for the same checkpoints (mean [95% CI over queries and seeds]); where both
-    collections have the same queries, the paired difference on seed means with its BCa
-    interval, t-test p and Holm's correction over the table's rows."""
-    lines: list[str] = []
+def cross_domain_rows(
+    registry: Registry, runs: Runs, measure: str = "nDCG@10"
+) -> dict[str, list[dict[str, Any]]]:
+    """Per cross-domain collection, one row per model tested there: its seeds' per-query
+    ``measure`` there (``there``) and on the training collection (``here``), for the same
+    checkpoints; where both collections have the same queries, ``test`` is the paired test on
+    seed means (:func:`paired_test`) with ``p_holm``, Holm over the collection's paired rows
+    (None for other queries)."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for collection, spec in registry.cross_domain.items():
         rows = []
         for name in spec.experiments:
@@ -222,28 +224,47 @@ def cross_domain_tables(
             here = [r["in_domain"]["per_query"][measure] for r in records]
             same = set(there[0]) == set(here[0])
             test = paired_test(seed_average(there), seed_average(here)) if same else None
-            rows.append((name, len(records), here, there, test))
+            rows.append(
+                {"name": name, "seeds": len(records), "here": here, "there": there, "test": test}
+            )
+        paired = [r["test"] for r in rows if r["test"] is not None]
+        for test, adjusted in zip(paired, holm([t["p"] for t in paired]), strict=True):
+            test["p_holm"] = adjusted
+        out[collection] = rows
+    return out
+
+
+def cross_domain_tables(
+    registry: Registry, text: ReportText, runs: Runs, measure: str = "nDCG@10"
+) -> list[str]:
+    """Per cross-domain collection (:func:`cross_domain_rows`): each model's test ``measure``
+    there and on the training collection, for the same checkpoints (mean [95% CI over queries
+    and seeds]); where both collections have the same queries, the paired difference on seed
+    means with its BCa interval, t-test p and Holm's correction over the table's rows."""
+    lines: list[str] = []
+    for collection, rows in cross_domain_rows(registry, runs, measure).items():
+        spec = registry.cross_domain[collection]
         lines += [text("cross_domain_heading", collection=collection, what=spec.what), ""]
         if not rows:
             lines += [text("cross_domain_none", collection=collection), ""]
             continue
-        p_holm = iter(holm([t["p"] for *_, t in rows if t is not None]))
         lines += [
             f"| model | seeds | {registry.collection} (same checkpoints) | {collection} "
             f"| difference [95% CI] | t | p | p_holm |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, n, here, there, t in rows:
+        for row in rows:
+            t = row["test"]
             if t is None:
                 paired = "– (other queries) | – | – | –"
             else:
                 paired = (
                     f"{t['diff']:+.4f} [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}] | "
-                    f"{t['t']:.2f} | {t['p']:.2g} | {next(p_holm):.2g}"
+                    f"{t['t']:.2f} | {t['p']:.2g} | {t['p_holm']:.2g}"
                 )
             lines.append(
-                f"| {registry.label(name)} | {n} | {_interval(here)} | {_interval(there)} | "
-                f"{paired} |"
+                f"| {registry.label(row['name'])} | {row['seeds']} | {_interval(row['here'])} "
+                f"| {_interval(row['there'])} | {paired} |"
             )
         lines.append("")
     return lines[:-1]
