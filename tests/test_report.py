@@ -730,7 +730,12 @@ def test_a_second_collection_has_its_own_results_folder_report_and_work_folder()
     assert REGISTRY.report_path == REPO / "RESULTS.md" and REGISTRY.is_default
     # the same experiment name in two registries never shares a run directory
     assert describe.default_work != REGISTRY.default_work
-    assert set(describe.final) == set(describe.experiments)  # nothing tuned there
+    # anything tuned there is tuned on validation: a run that is not final has no test numbers
+    tuned = set(describe.experiments) - set(describe.final)
+    assert tuned and set(describe.final) < set(describe.experiments)
+    for name in tuned:
+        for metrics in (describe.results_dir / "runs" / name).glob("seed*/metrics.json"):
+            assert "test" not in json.loads(metrics.read_text()), metrics
     for registry in (REGISTRY, describe):
         command = runner.fit_command(registry, "m2_mlp_mlm_caption", 42, Path("x"))
         assert f"--data.collection={registry.collection}" in command
