@@ -211,7 +211,7 @@ def cross_domain_rows(
     (None for other queries)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for collection, spec in registry.cross_domain.items():
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name in spec.experiments:
             records = [
                 r["cross_domain"]
@@ -223,11 +223,13 @@ def cross_domain_rows(
             there = [r["collections"][collection]["per_query"][measure] for r in records]
             here = [r["in_domain"]["per_query"][measure] for r in records]
             same = set(there[0]) == set(here[0])
-            test = paired_test(seed_average(there), seed_average(here)) if same else None
+            test: dict[str, Any] | None = (
+                paired_test(seed_average(there), seed_average(here)) if same else None
+            )
             rows.append(
                 {"name": name, "seeds": len(records), "here": here, "there": there, "test": test}
             )
-        paired = [r["test"] for r in rows if r["test"] is not None]
+        paired: list[dict[str, Any]] = [r["test"] for r in rows if r["test"] is not None]
         for test, adjusted in zip(paired, holm([t["p"] for t in paired]), strict=True):
             test["p_holm"] = adjusted
         out[collection] = rows
