@@ -744,7 +744,7 @@ def test_a_second_collection_has_its_own_results_folder_report_and_work_folder()
 def test_cross_domain_table_pairs_shared_queries_and_only_sets_others_side_by_side() -> None:
     from scipy import stats
 
-    from lightning_mlsr.report.tables import cross_domain_tables
+    from lightning_mlsr.report.tables import cross_domain_rows, cross_domain_tables
     from lightning_mlsr.report.text import ReportText
 
     rng = np.random.default_rng(0)
@@ -766,7 +766,7 @@ def test_cross_domain_table_pairs_shared_queries_and_only_sets_others_side_by_si
 
     runs = {"m4_mlp_mlp_image_caption": [record(0.2), record(0.3)]}
     text = ReportText.read(REGISTRY.results_dir / "report_text.md")
-    lines = cross_domain_tables(REGISTRY, text, runs)
+    lines = cross_domain_tables(REGISTRY, text, cross_domain_rows(REGISTRY, runs))
     row = next(line for line in lines if line.startswith("| M4 |") and "(other" not in line)
     seeds = runs["m4_mlp_mlp_image_caption"]
     home = np.mean(
@@ -821,6 +821,7 @@ def test_open_questions_name_only_differences_both_tests_reject_and_cross_domain
     and the bootstrap over queries and seeds both reject after Holm; a cross-domain row only
     when its Holm-adjusted paired p does (a hand-built case for each)."""
     from lightning_mlsr.report.findings import open_questions
+    from lightning_mlsr.report.tables import cross_domain_rows
 
     def row(a: str, p: float, p_seed: float, diff: float) -> dict:
         return {
@@ -863,7 +864,7 @@ def test_open_questions_name_only_differences_both_tests_reject_and_cross_domain
         "m1_mlm_mlm_image": [record(0.2), record(0.25)],
         "m4_mlp_mlp_image_caption": [record(0.0)],
     }
-    lines = open_questions(REGISTRY, TEXT, runs, tests)
+    lines = open_questions(REGISTRY, TEXT, tests, cross_domain_rows(REGISTRY, runs))
     captions = next(line for line in lines if "family `captions`" in line)
     assert "3 comparisons" in captions and "the other 2 are not" in captions
     assert "label in all 11 languages − M2 (all) +0.0500 [+0.0400, +0.0600]" in captions

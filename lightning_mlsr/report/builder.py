@@ -21,6 +21,7 @@ from lightning_mlsr.report.tables import (
     breakdown_table,
     category_table,
     ci_table,
+    cross_domain_rows,
     cross_domain_tables,
     metrics_table,
     runs_table,
@@ -64,6 +65,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
     unseen = {split: unseen_query_ids(registry, split) for split in ("validation", "test")}
     tests = significance(registry, runs, unseen=unseen["test"])
     co_tests = coactivation_tests(registry, runs)
+    cross = cross_domain_rows(registry, runs)  # the summary and the tables share them
     lines = [
         *text.lines("title", collection=registry.collection),
         "",
@@ -87,7 +89,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         "",
         *dense_comparisons(registry, text, runs, tests, len(unseen["test"])),
         "",
-        *_paragraph(open_questions(registry, text, runs, tests)),
+        *_paragraph(open_questions(registry, text, tests, cross)),
         *_protocol(registry, text, runs, unseen),
         "",
     ]
@@ -130,7 +132,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         lines += [
             *text.lines("cross_domain_intro", collection=registry.collection),
             "",
-            *cross_domain_tables(registry, text, runs),
+            *cross_domain_tables(registry, text, cross),
             "",
         ]
     lines += [

@@ -14,7 +14,7 @@ from lightning_mlsr.analysis.significance import FINDING3, coactivation_finding
 from lightning_mlsr.report.records import PSEUDO_MANIFEST, Runs, mean_metric, teacher_seed
 from lightning_mlsr.report.registry import Registry
 from lightning_mlsr.report.statistics import difference_text, find_test, mean_std, significant
-from lightning_mlsr.report.tables import cross_domain_rows, row_order
+from lightning_mlsr.report.tables import row_order
 from lightning_mlsr.report.text import ReportText
 
 __all__ = ["dense_comparisons", "findings", "open_questions", "pseudo_summary", "targets"]
@@ -164,11 +164,14 @@ def _difference(registry: Registry, t: dict[str, Any]) -> str:
     )
 
 
-def open_questions(registry: Registry, text: ReportText, runs: Runs, tests: Tests) -> list[str]:
+def open_questions(
+    registry: Registry, text: ReportText, tests: Tests, cross: dict[str, list[dict[str, Any]]]
+) -> list[str]:
     """The paper's open questions the registry lists under ``findings.questions``, each
     answered from its family's tests (which differences are significant in both tests after
-    Holm, and how many are not) or from the cross-domain tables (paired t-test, Holm within
-    each collection). A question with nothing finished yet is left out."""
+    Holm, and how many are not) or from the cross-domain rows ``cross``
+    (:func:`~lightning_mlsr.report.tables.cross_domain_rows`: paired t-test, Holm within each
+    collection). A question with nothing finished yet is left out."""
     alpha = registry.findings["alpha"]
     out = []
     for question in registry.findings.get("questions", []):
@@ -191,7 +194,7 @@ def open_questions(registry: Registry, text: ReportText, runs: Runs, tests: Test
             )
             continue
         parts = []
-        for collection, rows in cross_domain_rows(registry, runs).items():
+        for collection, rows in cross.items():
             paired = [r for r in rows if r["test"] is not None]
             if not paired:
                 continue

@@ -237,14 +237,15 @@ def cross_domain_rows(
 
 
 def cross_domain_tables(
-    registry: Registry, text: ReportText, runs: Runs, measure: str = "nDCG@10"
+    registry: Registry, text: ReportText, cross: dict[str, list[dict[str, Any]]]
 ) -> list[str]:
-    """Per cross-domain collection (:func:`cross_domain_rows`): each model's test ``measure``
-    there and on the training collection, for the same checkpoints (mean [95% CI over queries
-    and seeds]); where both collections have the same queries, the paired difference on seed
-    means with its BCa interval, t-test p and Holm's correction over the table's rows."""
+    """Per cross-domain collection, its rows of :func:`cross_domain_rows` (``cross``): each
+    model's test measure there and on the training collection, for the same checkpoints
+    (mean [95% CI over queries and seeds]); where both collections have the same queries, the
+    paired difference on seed means with its BCa interval, t-test p and Holm's correction over
+    the table's rows."""
     lines: list[str] = []
-    for collection, rows in cross_domain_rows(registry, runs, measure).items():
+    for collection, rows in cross.items():
         spec = registry.cross_domain[collection]
         lines += [text("cross_domain_heading", collection=collection, what=spec.what), ""]
         if not rows:
