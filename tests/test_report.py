@@ -874,3 +874,91 @@ def test_open_questions_name_only_differences_both_tests_reject_and_cross_domain
     assert "changed M1 -0.2250" in cross
     assert "no significant change M4 +0.0000" in cross
     assert "`emoji-openmoji`" not in cross
+
+
+def test_restated_findings_judge_their_own_experiments_and_their_own_dense_family(
+    tmp_path: Path,
+) -> None:
+    """emoji-describe states the findings once more at 80 epochs: they read the 80-epoch
+    runs and tests only (a hand-built case where the two schedules disagree), the dense
+    summary takes its rows from its own family (a same-pair row in another family is
+    ignored), nothing shows until the runs exist, and a malformed entry is refused by name."""
+    from lightning_mlsr.report.builder import _restated
+    from lightning_mlsr.report.findings import findings
+
+    folder = REPO / "results" / "emoji-describe"
+    registry = load_registry(folder)
+    text = ReportText.read(folder / "report_text.md")
+    (spec,) = registry.findings["restated"]
+
+    def run(ndcg: float) -> dict:
+        return {"test": {"nDCG@10": ndcg}, "validation": {"nDCG@10": ndcg}}
+
+    def test(family: str, a: str, b: str, diff: float, p: float, measure: str = "nDCG@10"):
+        return {
+            "finding": family,
+            "a": a,
+            "b": b,
+            "measure": measure,
+            "queries": "all",
+            "diff": diff,
+            "diff_ci": (diff - 0.01, diff + 0.01),
+            "p_holm": p,
+            "p_seed_holm": p,
+            "mean_a": 0.1,
+            "mean_b": 0.1 - diff,
+            "seeds_a": 3,
+            "seeds_b": 3,
+            "equal_seeds": True,
+        }
+
+    e80 = {k: f"{k}_epochs80" for k in ("m1_mlm_mlm_image", "m2_mlp_mlm_caption")}
+    e80 |= {k: f"{k}_epochs80" for k in ("m3_mlp_mlp_caption", "m4_mlp_mlp_image_caption")}
+    e80 |= {"m4x_mlp_mlm_image_caption": "m4x_mlp_mlm_image_caption_epochs80"}
+    values = {
+        "m1_mlm_mlm_image": 0.005, "m2_mlp_mlm_caption": 0.04, "m3_mlp_mlp_caption": 0.009,
+        "m4_mlp_mlp_image_caption": 0.008, "m4x_mlp_mlm_image_caption": 0.06,
+    }  # fmt: skip
+    runs = {name: [run(v)] for name, v in values.items()}
+    runs |= {e80[name]: [run(10 * v + 0.05)] for name, v in values.items()}
+    m1, captions = e80["m1_mlm_mlm_image"], [e80[n] for n in list(values)[1:4]]
+    runs[m1] = [run(0.01)]  # below half of every caption model at 80 epochs, not at 5
+    tests = [test("1 (80 epochs)", m1, c, -0.2, 1e-6) for c in captions]
+    tests += [test("1", "m1_mlm_mlm_image", n, -0.001, 0.9) for n in list(values)[1:4]]
+    lines = findings(registry, text, runs, tests, [], spec)
+    assert lines[0].startswith("1. **Image-only (M1) much worse than every caption model** — holds")
+    assert "mean test nDCG@10 M1 0.0100 vs M2/M3/M4 0.4500/0.1400/0.1300" in lines[0]
+    main = findings(registry, text, runs, tests, [])
+    assert "does not hold: mean test nDCG@10 M1 0.0050" in main[0]
+
+    m2, dense = e80["m2_mlp_mlm_caption"], "dense_caption_epochs80"
+    runs[dense] = [run(0.3)]
+    tests += [
+        test("schedule", m2, "dense-zero-shot", -0.5, 0.5),
+        test("dense (80 epochs)", m2, "dense-zero-shot", -0.2, 1e-9),
+        test("dense (80 epochs)", m2, dense, -0.2, 2e-9),
+    ]
+    got = _restated(registry, text, runs, tests, 357)
+    assert got[0].startswith("The same findings and the same comparison with the dense models")
+    (m2_line,) = [line for line in got if line.startswith("- M2, 80 epochs:")]
+    assert "(-0.2000 [-0.2100, -0.1900], p_holm 1e-09 (t-test)" in m2_line
+    assert not any("On validation, where designs are chosen" in line for line in got)
+    assert _restated(registry, text, {}, [], 357) == []
+
+    results = tmp_path / "emoji-describe"
+    shutil.copytree(folder, results, ignore=shutil.ignore_patterns("runs"))
+    path = results / "registry.yaml"
+    path.write_text(
+        path.read_text("utf-8").replace(
+            "teacher: dense_caption_epochs80}", "teacher: dense_caption_epochs80, model: m2}"
+        )
+    )
+    with pytest.raises(RegistryError, match=r"restated\[0\].dense: unknown keys \['model'\]"):
+        load_registry(results)
+    path.write_text(
+        path.read_text("utf-8")
+        .replace(", model: m2}", "}")
+        .replace("{family: dense (80 epochs),", "{family: dense 80,")
+    )
+    with pytest.raises(RegistryError, match=r"dense.family 'dense 80' is no family"):
+        load_registry(results)

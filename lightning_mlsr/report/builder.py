@@ -11,8 +11,15 @@ import os
 import platform
 from datetime import date
 from pathlib import Path
+from typing import Any
 
-from lightning_mlsr.report.findings import dense_comparisons, findings, open_questions, targets
+from lightning_mlsr.report.findings import (
+    coactivation_pair,
+    dense_comparisons,
+    findings,
+    open_questions,
+    targets,
+)
 from lightning_mlsr.report.queries import query_categories, seen_query_ids, unseen_query_ids
 from lightning_mlsr.report.records import Runs, has_split, load_runs
 from lightning_mlsr.report.registry import Registry, load_registry
@@ -60,6 +67,24 @@ def _paragraph(lines: list[str]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def _restated(
+    registry: Registry, text: ReportText, runs: Runs, tests: list[dict[str, Any]], n_unseen: int
+) -> list[str]:
+    """The findings and the sparse-vs-dense summary once more for each entry of the
+    registry's ``findings.restated`` (the same configurations under another schedule), under
+    its title; an entry with nothing finished yet is left out."""
+    lines = []
+    for spec in registry.findings.get("restated", []):
+        pair = coactivation_pair(registry, spec)
+        body = [
+            *findings(registry, text, runs, tests, coactivation_tests(registry, runs, pair), spec),
+            *dense_comparisons(registry, text, runs, tests, n_unseen, spec),
+        ]
+        if body:
+            lines += [text("restated_intro", title=spec["title"]), "", *body, ""]
+    return lines
+
+
 def render(registry: Registry, runs: Runs, text: ReportText) -> str:
     """The whole of RESULTS.md for ``runs``."""
     unseen = {split: unseen_query_ids(registry, split) for split in ("validation", "test")}
@@ -89,6 +114,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         "",
         *dense_comparisons(registry, text, runs, tests, len(unseen["test"])),
         "",
+        *_restated(registry, text, runs, tests, len(unseen["test"])),
         *_paragraph(open_questions(registry, text, tests, cross)),
         *_protocol(registry, text, runs, unseen),
         "",

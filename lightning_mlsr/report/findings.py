@@ -17,18 +17,36 @@ from lightning_mlsr.report.statistics import difference_text, find_test, mean_st
 from lightning_mlsr.report.tables import row_order
 from lightning_mlsr.report.text import ReportText
 
-__all__ = ["dense_comparisons", "findings", "open_questions", "pseudo_summary", "targets"]
+__all__ = [
+    "coactivation_pair",
+    "dense_comparisons",
+    "findings",
+    "open_questions",
+    "pseudo_summary",
+    "targets",
+]
 
 Tests = list[dict[str, Any]]
 
 
 def findings(
-    registry: Registry, text: ReportText, runs: Runs, tests: Tests, co_tests: Tests
+    registry: Registry,
+    text: ReportText,
+    runs: Runs,
+    tests: Tests,
+    co_tests: Tests,
+    spec: dict[str, Any] | None = None,
 ) -> list[str]:
-    """BRIEF.md's findings on the test split, each judged by its own Holm-corrected family."""
+    """BRIEF.md's findings on the test split, each judged by its own Holm-corrected family.
+
+    ``spec`` names the experiments (``image_vs_captions``, ``image_and_caption`` and the
+    ``coactivation`` pair): by default the registry's ``findings``; an entry of its
+    ``restated`` list states the same findings for other experiments (another schedule).
+    """
     out = []
     alpha = registry.findings["alpha"]
-    first, second = registry.findings["image_vs_captions"], registry.findings["image_and_caption"]
+    spec = spec or registry.findings
+    first, second = spec["image_vs_captions"], spec["image_and_caption"]
     image = mean_metric(runs, first["image"])
     captions = [mean_metric(runs, n) for n in first["captions"]]
     caption_only = [mean_metric(runs, n) for n in second["captions"]]
@@ -82,7 +100,7 @@ def findings(
         )["verdict"]
         if verdict == "not shown":
             verdict = text("finding_3_not_shown")
-        mlp = registry.coactivation[0]
+        mlp = coactivation_pair(registry, spec)[0]
         out.append(
             text(
                 "finding_3",
@@ -101,15 +119,29 @@ def findings(
     return out
 
 
+def coactivation_pair(registry: Registry, spec: dict[str, Any]) -> tuple[str, str]:
+    """Finding 3's (MLP-query model, MLM-query model) of a findings ``spec``: its own
+    ``coactivation`` pair, else the registry's."""
+    pair = spec.get("coactivation")
+    return (pair["a"], pair["b"]) if pair else registry.coactivation
+
+
 def dense_comparisons(
-    registry: Registry, text: ReportText, runs: Runs, tests: Tests, n_unseen: int
+    registry: Registry,
+    text: ReportText,
+    runs: Runs,
+    tests: Tests,
+    n_unseen: int,
+    spec: dict[str, Any] | None = None,
 ) -> list[str]:
     """Each sparse model of the dense family against the untrained dense model and the dense
-    teacher, on all test queries and on the unseen ones; and the best sparse model on
-    validation."""
-    spec = registry.findings["dense"]
+    teacher, on all test queries and on the unseen ones; and, for the registry's own
+    ``findings`` (not a restated ``spec``), the best sparse model on validation."""
+    restated = spec is not None
+    spec = (spec or registry.findings)["dense"]
     untrained, teacher = spec["untrained"], spec["teacher"]
     models = [c.a for c in registry.comparisons if c.family == spec["family"]]
+    tests = [t for t in tests if t["finding"] == spec["family"]]  # that family's Holm
     out = []
     for model in dict.fromkeys(models):
         parts = []
@@ -135,6 +167,8 @@ def dense_comparisons(
             )
         if parts:
             out.append(text("dense_model", label=registry.label(model), parts="; ".join(parts)))
+    if restated:
+        return out
     sparse = {
         n: v
         for n in row_order(registry, runs)

@@ -341,8 +341,30 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         results_dir=results_dir,
         cross_domain=cross_domain,
     )
+    for i, spec in enumerate(registry.findings.get("restated") or []):
+        at = f"{where}: findings.restated[{i}]"
+        _check_keys(_mapping(spec, at), _RESTATED, at)
+        for key, keys in _RESTATED.items():
+            if key not in spec:
+                if key == "coactivation":  # optional: the registry's pair by default
+                    continue
+                raise RegistryError(f"{at}: `{key}` is missing")
+            if keys:
+                _check_keys(_mapping(spec[key], f"{at}.{key}"), keys, f"{at}.{key}")
+        if spec["dense"].get("family") not in registry.family_titles:
+            raise RegistryError(f"{at}: dense.family {spec['dense'].get('family')!r} is no family")
     _check_names(registry, where)
     return registry
+
+
+#: the keys of an entry of ``findings.restated`` and the keys each of its parts may have
+_RESTATED: dict[str, tuple[str, ...]] = {
+    "title": (),
+    "image_vs_captions": ("image", "captions", "below"),
+    "image_and_caption": ("model", "captions", "gain", "expanding"),
+    "coactivation": ("a", "b"),
+    "dense": ("family", "untrained", "teacher"),
+}
 
 
 def _check_names(registry: Registry, where: str) -> None:

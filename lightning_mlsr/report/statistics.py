@@ -104,13 +104,15 @@ def significant(test: dict[str, Any] | None, alpha: float) -> bool:
     return test is not None and test["p_holm"] < alpha and test["p_seed_holm"] < alpha
 
 
-def coactivation_tests(registry: Registry, runs: Runs) -> list[dict[str, Any]]:
-    """Finding 3's family (:func:`coactivation_finding`): the registry's MLP-query image
-    model against the MLM-query one, one value per seed; empty when either has fewer than 2
-    seeds with the statistics."""
+def coactivation_tests(
+    registry: Registry, runs: Runs, pair: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Finding 3's family (:func:`coactivation_finding`): the MLP-query image model against
+    the MLM-query one (``pair``, by default the registry's), one value per seed; empty when
+    either has fewer than 2 seeds with the statistics."""
     mlp, mlm = (
         [r["coactivation"] for r in runs.get(n, []) if r.get("coactivation")]
-        for n in registry.coactivation
+        for n in (pair or registry.coactivation)
     )
     if len(mlp) < 2 or len(mlm) < 2:
         return []
