@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_mlsr.report.findings import (
+    best_on_validation,
     coactivation_pair,
     dense_comparisons,
     findings,
@@ -113,6 +114,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         text("dense_intro"),
         "",
         *dense_comparisons(registry, text, runs, tests, len(unseen["test"])),
+        *best_on_validation(registry, text, runs),
         "",
         *_restated(registry, text, runs, tests, len(unseen["test"])),
         *_paragraph(open_questions(registry, text, tests, cross)),

@@ -18,6 +18,7 @@ from lightning_mlsr.report.tables import row_order
 from lightning_mlsr.report.text import ReportText
 
 __all__ = [
+    "best_on_validation",
     "coactivation_pair",
     "dense_comparisons",
     "findings",
@@ -134,10 +135,9 @@ def dense_comparisons(
     n_unseen: int,
     spec: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Each sparse model of the dense family against the untrained dense model and the dense
-    teacher, on all test queries and on the unseen ones; and, for the registry's own
-    ``findings`` (not a restated ``spec``), the best sparse model on validation."""
-    restated = spec is not None
+    """Each sparse model of the dense family of ``spec`` (by default the registry's
+    ``findings``) against the untrained dense model and the dense teacher, on all test
+    queries and on the unseen ones."""
     spec = (spec or registry.findings)["dense"]
     untrained, teacher = spec["untrained"], spec["teacher"]
     models = [c.a for c in registry.comparisons if c.family == spec["family"]]
@@ -167,8 +167,14 @@ def dense_comparisons(
             )
         if parts:
             out.append(text("dense_model", label=registry.label(model), parts="; ".join(parts)))
-    if restated:
-        return out
+    return out
+
+
+def best_on_validation(registry: Registry, text: ReportText, runs: Runs) -> list[str]:
+    """The best sparse model on validation, where designs are chosen, against the untrained
+    dense model of the registry's ``findings.dense`` (nothing before both have run)."""
+    out = []
+    untrained = registry.findings["dense"]["untrained"]
     sparse = {
         n: v
         for n in row_order(registry, runs)
