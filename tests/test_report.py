@@ -24,7 +24,7 @@ from lightning_mlsr.report.queries import (
     query_categories,
     unseen_query_ids,
 )
-from lightning_mlsr.report.records import teacher_seed
+from lightning_mlsr.report.records import teacher_seed, write_json
 from lightning_mlsr.report.registry import RegistryError, load_registry
 from lightning_mlsr.report.statistics import (
     coactivation_tests,
@@ -91,6 +91,57 @@ def test_write_report_replaces_the_old_report_whole_or_not_at_all(
         [line for line in written.split("\n") if line.startswith(DATE_LINE)],
     )
     assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the report lock is an fcntl lock")
+def test_the_report_written_last_is_the_one_read_last(tmp_path: Path) -> None:
+    """Two lanes: one renders while the other's run lands. The writer waits for the lock
+    the rendering lane holds on the runs folder and reads the runs only once it has it,
+    so the report it leaves holds the run that landed meanwhile (before the lock, the
+    lane that started first could overwrite the newer report with its older one)."""
+    import fcntl
+    import threading
+
+    registry = load_registry(REPO / "results" / "emoji-describe")
+    runs = tmp_path / "runs"
+    shutil.copytree(registry.results_dir / "runs", runs)
+    late = runs / "dense_image_epochs80"
+    aside = tmp_path / "dense_image_epochs80"
+    late.rename(aside)
+    out = tmp_path / "RESULTS.md"
+    errors: list[BaseException] = []
+
+    def lane() -> None:
+        try:
+            write_report(out, registry, runs)
+        except BaseException as error:  # handed to the test thread
+            errors.append(error)
+
+    held = os.open(runs, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # the other lane is rendering
+    writer = threading.Thread(target=lane)
+    writer.start()
+    writer.join(timeout=1.0)
+    assert writer.is_alive() and not out.exists()
+    aside.rename(late)  # the other lane's run lands
+    os.close(held)
+    writer.join(timeout=600)
+    assert not writer.is_alive() and not errors
+    report = out.read_text()
+    assert "\n| dense image, 80 epochs | 3 |" in report
+    unfinished = [line.partition("Not finished yet")[2] for line in report.split("\n")]
+    assert not any("dense image, 80 epochs" in line for line in unfinished)
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["RESULTS.md"]
+
+
+def test_write_json_leaves_one_whole_file_ending_in_a_newline(tmp_path: Path) -> None:
+    path = tmp_path / "seed42" / "metrics.json"
+    record = {"test": {"nDCG@10": np.float32(0.25)}, "seed": 42}
+    write_json(path, record)
+    text = path.read_text()
+    assert text.endswith("}\n") and text.count("\n}") == 1
+    assert json.loads(text) == {"seed": 42, "test": {"nDCG@10": 0.25}}
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
 
 
 def test_the_registry_matches_the_committed_runs_and_protocol() -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -181,15 +184,40 @@ def build_report(registry: Registry | None = None, runs_dir: Path | None = None)
 def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | None = None) -> str:
     """Render and write RESULTS.md to ``out``; returns its text.
 
-    The text goes to a temporary file beside ``out`` that is then renamed over it, so two
-    runs that finish at once (two lanes of ``report run``) never leave half a report.
+    Two lanes of ``report run`` rewrite the report as each of their runs finishes. Reading
+    the runs and writing the report happen under one exclusive lock on the runs folder, so
+    the report written last is also the one read last: a lane whose render started before
+    the other lane's run landed can no longer overwrite the newer report with its older
+    one. The text goes to a temporary file beside ``out`` that is then renamed over it, so
+    a writer that dies half-way leaves the old report whole.
     """
-    report = build_report(registry, runs_dir)
+    registry = registry or load_registry()
+    runs_dir = Path(runs_dir or registry.results_dir / "runs")
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(report)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _exclusive(runs_dir):
+        report = build_report(registry, runs_dir)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(report)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return report
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` itself (no lock file left behind), released on
+    exit. Nothing is locked where there is no such folder yet (no runs to race on) or
+    where ``fcntl`` is missing (Windows)."""
+    if sys.platform == "win32" or not folder.is_dir():
+        yield
+        return
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -41,7 +41,7 @@ def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON beside ``path`` and rename it there: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float))
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
     tmp.replace(path)
 
 
