@@ -70,16 +70,14 @@ def test_write_report_replaces_the_old_report_whole_or_not_at_all(
     registry = load_registry(REPO / "results" / "emoji-describe")
     out = tmp_path / "RESULTS.md"
     out.write_text("a stale report\n")
-    write_text = Path.write_text
 
-    def dies_half_way(self: Path, data: str, *args, **kwargs) -> int:
-        write_text(self, data[: len(data) // 2], *args, **kwargs)
+    def dies_before_the_rename(fd: int) -> None:  # the text is in the temporary file
         raise OSError("disk full")
 
-    monkeypatch.setattr(Path, "write_text", dies_half_way)
-    with pytest.raises(OSError, match="disk full"):
-        write_report(out, registry)
-    monkeypatch.setattr(Path, "write_text", write_text)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", dies_before_the_rename)
+        with pytest.raises(OSError, match="disk full"):
+            write_report(out, registry)
     assert out.read_text() == "a stale report\n"
     assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
 

@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from lightning_mlsr.io.atomic import atomic_write_text
 from lightning_mlsr.report.findings import (
     best_on_validation,
     coactivation_pair,
@@ -188,20 +189,14 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
     the runs and writing the report happen under one exclusive lock on the runs folder, so
     the report written last is also the one read last: a lane whose render started before
     the other lane's run landed can no longer overwrite the newer report with its older
-    one. The text goes to a temporary file beside ``out`` that is then renamed over it, so
-    a writer that dies half-way leaves the old report whole.
+    one. The text is written atomically (:func:`~lightning_mlsr.io.atomic.atomic_write_text`),
+    so a writer that dies half-way leaves the old report whole.
     """
     registry = registry or load_registry()
     runs_dir = Path(runs_dir or registry.results_dir / "runs")
-    out = Path(out)
     with _exclusive(runs_dir):
         report = build_report(registry, runs_dir)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(report)
-            tmp.replace(out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_text(out, report)
     return report
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_mlsr.io.atomic import atomic_write_text
+
 __all__ = [
     "Runs",
     "has_split",
@@ -38,11 +40,9 @@ PSEUDO_MANIFEST = "pseudo_queries.json"
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON beside ``path`` and rename it there: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
-    tmp.replace(path)
+    """Write ``obj`` as JSON, atomically (:func:`~lightning_mlsr.io.atomic.atomic_write_text`):
+    never half a file."""
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
 
 
 def load_runs(runs_dir: Path) -> Runs:
