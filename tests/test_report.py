@@ -102,7 +102,7 @@ def test_the_report_written_last_is_the_one_read_last(tmp_path: Path) -> None:
 
     registry = load_registry(REPO / "results" / "emoji-describe")
     runs = tmp_path / "runs"
-    shutil.copytree(registry.results_dir / "runs", runs)
+    shutil.copytree(registry.runs_dir, runs)
     late = runs / "dense_image_epochs80"
     aside = tmp_path / "dense_image_epochs80"
     late.rename(aside)
@@ -783,7 +783,7 @@ def test_a_second_collection_has_its_own_results_folder_report_and_work_folder()
     tuned = set(describe.experiments) - set(describe.final)
     assert tuned and set(describe.final) < set(describe.experiments)
     for name in tuned:
-        for metrics in (describe.results_dir / "runs" / name).glob("seed*/metrics.json"):
+        for metrics in (describe.runs_dir / name).glob("seed*/metrics.json"):
             assert "test" not in json.loads(metrics.read_text()), metrics
     for registry in (REGISTRY, describe):
         command = runner.fit_command(registry, "m2_mlp_mlm_caption", 42, Path("x"))

@@ -178,7 +178,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
 def build_report(registry: Registry | None = None, runs_dir: Path | None = None) -> str:
     """RESULTS.md from ``runs_dir`` (default: ``results/runs`` beside the registry)."""
     registry = registry or load_registry()
-    runs = load_runs(runs_dir or registry.results_dir / "runs")
+    runs = load_runs(runs_dir or registry.runs_dir)
     return render(registry, runs, ReportText.read(registry.results_dir / TEXT_FILE))
 
 
@@ -193,7 +193,7 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
     so a writer that dies half-way leaves the old report whole.
     """
     registry = registry or load_registry()
-    runs_dir = Path(runs_dir or registry.results_dir / "runs")
+    runs_dir = Path(runs_dir or registry.runs_dir)
     with _exclusive(runs_dir):
         report = build_report(registry, runs_dir)
         atomic_write_text(out, report)

@@ -128,6 +128,11 @@ class Registry:
         return REPO / "RESULTS.md" if self.is_default else self.results_dir / "RESULTS.md"
 
     @property
+    def runs_dir(self) -> Path:
+        """Its finished runs, committed: ``runs/`` inside its results folder."""
+        return self.results_dir / "runs"
+
+    @property
     def default_work(self) -> Path:
         """Its work folder (logs, checkpoints, generated data): one per results folder, so
         that the same experiment name in two registries never shares a run directory."""

@@ -202,7 +202,7 @@ def train_and_evaluate(
     from lightning_mlsr.retrieval.metrics import evaluate
     from lightning_mlsr.training.cli import main
 
-    runs_dir = runs_dir or registry.results_dir / "runs"
+    runs_dir = runs_dir or registry.runs_dir
     root = work / name / f"seed{seed}"
     resume = unfinished_checkpoint(root) if resume_unfinished else None
     if resume is None:
@@ -282,7 +282,7 @@ def ensure_teacher(
     run finished but left no checkpoint in ``work``: the teacher experiment's run of ``seed``
     if it has one, else that of the first seed. None when ``name`` has no teacher, or when the
     teacher has no finished run to refit (``fit_overrides`` then says what to run)."""
-    runs_dir = runs_dir or registry.results_dir / "runs"
+    runs_dir = runs_dir or registry.runs_dir
     teacher = registry.experiments[name].teacher
     if teacher is None:
         return None
@@ -303,7 +303,7 @@ def refit_teacher(
     :data:`REFIT_TOLERANCE`). The run's own files are not touched."""
     from lightning_mlsr.training.cli import main
 
-    runs_dir = runs_dir or registry.results_dir / "runs"
+    runs_dir = runs_dir or registry.runs_dir
     recorded = json.loads((run_dir(runs_dir, name, seed) / "metrics.json").read_text("utf-8"))
     root = work / name / f"seed{seed}-refit"
     shutil.rmtree(root, ignore_errors=True)
@@ -347,7 +347,7 @@ def refit_for_cross_domain(
     from lightning_mlsr.retrieval.metrics import evaluate
     from lightning_mlsr.training.cli import main
 
-    runs_dir = runs_dir or registry.results_dir / "runs"
+    runs_dir = runs_dir or registry.runs_dir
     missing = cross_domain_missing(registry, runs_dir, name, seed)
     if not missing or name not in registry.final:
         return
@@ -375,7 +375,7 @@ def run_baselines(registry: Registry, runs_dir: Path | None = None) -> None:
     from lightning_mlsr.data import load_collection
     from lightning_mlsr.retrieval.metrics import evaluate
 
-    runs_dir = runs_dir or registry.results_dir / "runs"
+    runs_dir = runs_dir or registry.runs_dir
     collection = load_collection(registry.collection)
     for method in registry.baselines:
         out = runs_dir / "baselines" / method
@@ -411,7 +411,7 @@ def run_all(
     """Every unfinished (experiment, seed), seed-major (every experiment gets a first seed
     before any gets a second), in ``experiments``' order; one failed run is reported and the
     rest go on. ``after_each`` runs after every attempt (the CLI rewrites RESULTS.md)."""
-    runs_dir = runs_dir or registry.results_dir / "runs"
+    runs_dir = runs_dir or registry.runs_dir
     unknown = [n for n in experiments if n not in registry.experiments]
     if unknown:
         known = ", ".join(registry.experiments)
