@@ -198,6 +198,69 @@ def test_pisa_returns_the_exact_quantized_scores(
     )
 
 
+def _late_terms_corpus(n_docs: int, n_late: int, seed: int = 0) -> sp.csr_matrix:
+    """Integer impacts over 40 terms: terms 0-29 anywhere, terms 30-39 only in the last
+    ``n_late`` documents (first seen late); every 1000th document empty.
+
+    Shape: (n_docs, 40)
+    """
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_docs), 3)
+    cols = rng.integers(0, 30, size=rows.shape)
+    late = rows >= n_docs - n_late
+    cols[late] = rng.integers(0, 40, size=int(late.sum()))
+    keep = rows % 1000 != 7
+    m = sp.csr_matrix(
+        (rng.integers(1, 200, size=int(keep.sum())).astype(np.float32), (rows[keep], cols[keep])),
+        shape=(n_docs, 40),
+    )
+    m.sum_duplicates()
+    return check_impacts(m, "documents")
+
+
+@pytest.mark.slow
+def test_pisa_index_holds_the_matrix_posting_by_posting_beyond_100k_documents(
+    tmp_path: Path,
+) -> None:
+    """100,050 documents, over the 100,000-document batches pyterrier-pisa's ``toks_indexer``
+    inverted in (a term first seen in a later batch got a spurious posting from the previous
+    batch's last document). Every posting list is read back through PISA's compressed
+    index (a one-term query of weight 1 scores each document by its impact, ``ranked_or``
+    returns them all), and PISA's top-k equals the exact index's."""
+    needs("pyterrier_pisa")
+    from lightning_mlsr.retrieval.index.engines import PisaImpactIndex
+
+    n_docs = 100_050
+    docs = _late_terms_corpus(n_docs, n_late=50)
+    terms = [f"term{c}" for c in range(40)]  # string order != column order: term10 < term2
+    ids = [f"doc{r}" for r in range(n_docs)]
+    pisa = PisaImpactIndex.from_matrix(docs, ids, path=tmp_path / "pisa", terms=terms)
+    csc = docs.tocsc()
+    csc.sort_indices()
+    one_term = sp.identity(40, dtype=np.float32, format="csr")  # (40 queries, 40 terms)
+    depth = int(np.diff(csc.indptr).max())
+    scores, indices = pisa.search(one_term, depth, algorithm="ranked_or")
+    for t in range(40):
+        hit = indices[t] >= 0
+        got = sorted(zip(indices[t, hit].tolist(), scores[t, hit].tolist()))
+        column = slice(csc.indptr[t], csc.indptr[t + 1])
+        want = list(zip(csc.indices[column].tolist(), csc.data[column].tolist()))
+        assert got == want, f"posting list of {terms[t]} differs from the matrix"
+    assert np.diff(csc.indptr)[30:].max() <= 50  # the late terms really are late
+
+    rng = np.random.default_rng(1)
+    queries = sp.random(200, 40, density=0.1, random_state=2, dtype=np.float32).toarray()
+    queries[queries > 0] = rng.integers(1, 5, size=int((queries > 0).sum()))
+    queries[:20, 30:] = 3.0  # queries that need the late terms
+    queries = check_impacts(queries, "queries")
+    ref_s, _ = InvertedIndex.from_matrix(docs).search(queries, 10)
+    for algorithm in ("block_max_wand", "maxscore"):
+        s, i = pisa.search(queries, 10, algorithm=algorithm)
+        assert exact_topk_problems(ref_s, s, i, queries, docs) == [], algorithm
+    with pytest.raises(FileExistsError, match="already exists"):
+        PisaImpactIndex.from_matrix(docs, ids, path=tmp_path / "pisa", terms=terms)
+
+
 @pytest.mark.slow
 def test_anserini_returns_the_exact_quantized_scores(bundled: dict, tmp_path: Path) -> None:
     """Lucene's impact scores are not exact integers: some come back a few float32 ulps

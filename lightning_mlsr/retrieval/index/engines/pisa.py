@@ -7,15 +7,22 @@ one posting per (document, term) whose "frequency" is the impact. PISA's ``quant
 scorer then scores ``sum(query impact * document impact)``: a query term repeated ``w``
 times, counted as weight ``w``. No stemming, no stop words.
 
-Impacts are handed over as integers with scale 1 (pyterrier-pisa truncates ``weight *
-scale`` where the project rounds), so the index holds exactly the matrix it is given.
+The binary collection (ds2i format: sequences of uint32, each preceded by its length) is
+written straight from the matrix's CSC form by :func:`write_binary_collection`, in one
+pass, so the index holds exactly the matrix it is given. pyterrier-pisa's own
+``toks_indexer`` is not used: it inverts in batches of 100,000 documents, and a term first
+seen in a later batch gets a spurious posting from the previous batch's last document.
+pyterrier-pisa's bindings then build the term and document lexicons here, and the
+compressed index and block-max data on first search.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,7 +35,7 @@ import scipy.sparse as sp
 from lightning_mlsr.retrieval.index.engines.impacts import check_ids, check_impacts, terms_for
 from lightning_mlsr.retrieval.index.inputs import check_k
 
-__all__ = ["ALGORITHMS", "PisaImpactIndex"]
+__all__ = ["ALGORITHMS", "PisaImpactIndex", "write_binary_collection"]
 
 #: PISA's safe (exact top-k) query algorithms.
 ALGORITHMS = ("block_max_wand", "maxscore", "block_max_maxscore", "wand", "ranked_or")
@@ -88,11 +95,46 @@ def _restore(saved: tuple[int, int]) -> None:
         os.close(copy)
 
 
-def _docs(csr: sp.csr_matrix, ids: list[str], terms: list[str]) -> Iterator[dict[str, Any]]:
-    for r, doc_id in enumerate(ids):
-        start, stop = csr.indptr[r], csr.indptr[r + 1]
-        toks = {terms[c]: int(w) for c, w in zip(csr.indices[start:stop], csr.data[start:stop])}
-        yield {"docno": doc_id, "toks": toks}
+def write_binary_collection(
+    impacts: sp.csr_matrix, terms: Sequence[str], basename: str | Path, block: int = 4096
+) -> list[str]:
+    """Write PISA's uncompressed inverted index of integer ``impacts`` (ds2i format).
+
+    ``<basename>.docs`` holds ``[1, n_docs]`` then, per term, ``[n, doc ids...]``;
+    ``<basename>.freqs`` per term ``[n, impacts...]``; ``<basename>.sizes`` ``[n_docs,
+    sizes...]`` with a document's size the sum of its impacts (as pyterrier-pisa writes it;
+    the ``quantized`` scorer does not read it). Only terms with a posting are written, in
+    the order of their strings (PISA's term lexicon is searched by bisection). Written
+    ``block`` terms at a time, so the extra memory is the CSC copy of the matrix.
+
+    Returns the terms written, in file order (what ``fwd.terms`` must list).
+
+    Shape: impacts (n_docs, len(terms)), canonical CSR of non-negative integers < 2**32.
+    """
+    base = str(basename)
+    csc = impacts.tocsc()
+    csc.sort_indices()
+    lengths = np.diff(csc.indptr).astype(np.int64)  # (n_terms,)
+    used = sorted(np.flatnonzero(lengths).tolist(), key=terms.__getitem__)  # lexicon order
+    used_arr = np.asarray(used, dtype=np.int64)
+    with open(base + ".docs", "wb") as f_docs, open(base + ".freqs", "wb") as f_freqs:
+        np.array([1, csc.shape[0]], dtype=np.uint32).tofile(f_docs)
+        for start in range(0, len(used), block):
+            cols = used_arr[start : start + block]
+            lens = lengths[cols]
+            heads = np.cumsum(lens + 1) - (lens + 1)  # where each term's length goes
+            body = np.ones(int(heads[-1] + lens[-1] + 1), dtype=bool)
+            body[heads] = False
+            # posting p of term j (output position heads[j] + 1 + p) comes from indptr[j] + p
+            src = np.repeat(csc.indptr[cols] - heads - 1, lens) + np.flatnonzero(body)
+            for values, out in ((csc.indices, f_docs), (csc.data, f_freqs)):
+                seq = np.empty(len(body), dtype=np.uint32)
+                seq[heads] = lens
+                seq[body] = values[src]
+                seq.tofile(out)
+    sizes = np.asarray(impacts.sum(axis=1), dtype=np.float64).ravel()  # (n_docs,)
+    np.concatenate([[len(sizes)], sizes]).astype(np.uint32).tofile(base + ".sizes")
+    return [terms[c] for c in used]
 
 
 class PisaImpactIndex:
@@ -131,11 +173,26 @@ class PisaImpactIndex:
             range(csr.shape[0]) if doc_ids is None else doc_ids, csr.shape[0], "doc_ids"
         )
         names = terms_for(csr.shape[1], terms)
-        index = pisa.PisaIndex(str(path), stemmer="none", stops="none")
-        mode = "overwrite" if overwrite else "create"
+        if csr.nnz == 0:
+            raise ValueError(
+                "PISA cannot index a collection without postings: every document vector is "
+                "empty (after quantization); check the encoder's output or the scale"
+            )
+        root = Path(path)
+        if pisa.PisaIndex(str(root), stemmer="none", stops="none").built():
+            if not overwrite:
+                raise FileExistsError(f"a PISA index already exists at {root}; pass overwrite=True")
+            shutil.rmtree(root)  # its compressed files would describe the old collection
+        root.mkdir(parents=True, exist_ok=True)
+        lexicon = write_binary_collection(csr, names, root / "inv")
+        (root / "fwd.documents").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        (root / "fwd.terms").write_text("".join(f"{t}\n" for t in lexicon), encoding="utf-8")
         with _quiet():
-            index.toks_indexer(mode=mode, scale=1.0).index(_docs(csr, ids, names))
-        return cls(path, ids, names)
+            pisa._pisathon.build_binlex(str(root / "fwd.documents"), str(root / "fwd.doclex"))
+            pisa._pisathon.build_binlex(str(root / "fwd.terms"), str(root / "fwd.termlex"))
+        meta = {"type": "sparse_index", "format": "pisa", "package_hint": "pyterrier-pisa"}
+        (root / "pt_meta.json").write_text(json.dumps({**meta, "stemmer": "none"}))
+        return cls(root, ids, names)
 
     def __len__(self) -> int:
         return len(self._doc_ids)
