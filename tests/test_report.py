@@ -556,6 +556,64 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     assert not any(a.startswith("--ckpt_path") for a in calls[1]) and not root.exists()
 
 
+def _fake_fit(calls: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``training.cli.main`` replaced by a fit that trains nothing and whose validation and
+    test give fixed figures: :func:`runner.train_and_evaluate` runs to its end."""
+    import types
+
+    import lightning_mlsr.retrieval.metrics as metrics
+    import lightning_mlsr.training.cli as cli
+    import lightning_mlsr.training.evaluator as evaluator_module
+
+    class FakeEvaluator:
+        last_results: dict[str, float] = {}
+        last_encoded = types.SimpleNamespace(docs=np.zeros((2, 3)), queries=np.zeros((1, 3)))
+        last_run: dict[str, dict[str, float]] = {}
+
+    def fake_main(args: list[str]) -> types.SimpleNamespace:
+        calls.append(args)
+        evaluator = FakeEvaluator()
+
+        def evaluate_split(model, datamodule, ckpt_path):
+            evaluator.last_results = {"nDCG@10": 0.5}
+
+        trainer = types.SimpleNamespace(
+            callbacks=[evaluator],
+            checkpoint_callback=types.SimpleNamespace(best_model_path=""),
+            current_epoch=2,
+            global_step=8,
+            validate=evaluate_split,
+            test=evaluate_split,
+        )
+        datamodule = types.SimpleNamespace(qrels=lambda split: {})
+        return types.SimpleNamespace(trainer=trainer, model=None, datamodule=datamodule)
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(evaluator_module, "RetrievalEvaluator", FakeEvaluator)
+    monkeypatch.setattr(metrics, "evaluate", lambda *args, **kwargs: {})
+    monkeypatch.setattr(runner, "test_on_collections", lambda *args: {})
+
+
+def test_a_relative_work_folder_resumes_its_unfinished_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``report run --work outputs/x`` (relative): the fit resumes from the checkpoint the
+    interrupted attempt left, and the finished run records where it resumed from (the
+    relative root against the absolute checkpoint raised ValueError after the whole fit)."""
+    calls: list[list[str]] = []
+    _fake_fit(calls, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    name = "m2_mlp_mlm_caption"
+    last = tmp_path / "work" / name / "seed43" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save({"global_step": 4}, last)
+    runner.train_and_evaluate(REGISTRY, name, 43, Path("work"), [], runs_dir=Path("runs"))
+    assert f"--ckpt_path={last}" in calls[0]
+    record = json.loads((tmp_path / "runs" / name / "seed43" / "metrics.json").read_text())
+    assert record["resumed_from"] == "version_0/checkpoints/last.ckpt"
+    assert not last.exists()  # a finished run keeps no checkpoint
+
+
 def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

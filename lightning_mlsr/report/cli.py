@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = load_registry(args.registry) if args.registry else load_registry()
     if getattr(args, "work", "unset") is None:
         args.work = str(registry.default_work)
+    if getattr(args, "work", None) is not None:  # teacher paths in the fit options: absolute
+        args.work = str(Path(args.work).resolve())
     if args.command == "unseen-queries":
         from lightning_mlsr.report.queries import write_unseen_queries
 

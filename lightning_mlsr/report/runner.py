@@ -203,7 +203,8 @@ def train_and_evaluate(
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
-    root = work / name / f"seed{seed}"
+    # absolute, as the checkpoint found under it is: a relative --work resumes as well
+    root = (work / name / f"seed{seed}").resolve()
     resume = unfinished_checkpoint(root) if resume_unfinished else None
     if resume is None:
         shutil.rmtree(root, ignore_errors=True)  # an unfinished earlier attempt
