@@ -13,6 +13,7 @@ from lightning_mlsr.data.settings import grouped_hparams
 from lightning_mlsr.hub.card import metrics_with_intervals, model_card
 from lightning_mlsr.hub.folder import ExportError, save_encoder
 from lightning_mlsr.models.encoder import Encoder
+from lightning_mlsr.training.trusted_classes import check_head_config
 
 __all__ = ["export_checkpoint", "load_checkpoint_encoders", "push_folder"]
 
@@ -50,6 +51,7 @@ def load_checkpoint_encoders(ckpt_path: str | Path) -> tuple[dict[str, Encoder],
                 f"{str(path)!r} does not record how its {key} was built (a module built in "
                 "Python); export its heads with lightning_mlsr.hub.save_encoder instead"
             )
+        check_head_config(config, str(path), f"hyper_parameters.{key}")
         parser = ArgumentParser(exit_on_error=False)
         parser.add_argument("--encoder", type=Encoder)
         encoder = parser.instantiate_classes(parser.parse_object({"encoder": config})).encoder

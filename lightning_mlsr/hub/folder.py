@@ -23,7 +23,6 @@ What else loads the folder:
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 from pathlib import Path
@@ -39,6 +38,7 @@ from lightning_mlsr.models.image import ImageMLMHead
 from lightning_mlsr.models.static import StaticQueryHead
 from lightning_mlsr.models.text import MLMHead, MLPHead
 from lightning_mlsr.models.transformer import mlm_head_parts, split_masked_lm
+from lightning_mlsr.training.trusted_classes import check_head_config, head_class
 
 __all__ = ["ExportError", "load_encoder", "save_encoder", "silence_special_terms"]
 
@@ -47,6 +47,7 @@ EXTRA_WEIGHTS = "lightning_mlsr_head.safetensors"
 FORMAT = "lightning_mlsr-encoder"
 VERSION = 1
 _HERE = "."  # a constructor argument that names the folder itself
+_PARTS = ("image_head", "text_head")  # a LateFusionHead's sub-folders
 _ST_TRANSFORMER = "sentence_transformers.base.modules.transformer.Transformer"
 _ST_POOLING = "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling"
 _ST_STATIC = (
@@ -308,11 +309,19 @@ def load_encoder(folder: str | Path) -> Encoder:
             f"{manifest.get('version')}; this lightning_mlsr reads {FORMAT!r} up to version "
             f"{VERSION}: upgrade lightning_mlsr"
         )
-    module_name, _, class_name = str(manifest["class_path"]).rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    args = {k: (str(folder) if v == _HERE else v) for k, v in manifest["init_args"].items()}
-    if manifest.get("parts"):
-        args.update({name: load_encoder(folder / name) for name in manifest["parts"]})
+    cls = head_class(manifest.get("class_path"), str(manifest_file))
+    init_args = manifest.get("init_args")
+    if not isinstance(init_args, dict):
+        raise ExportError(f"{str(manifest_file)!r}: init_args is not a mapping of arguments")
+    check_head_config(init_args, str(manifest_file), "init_args")
+    args = {k: (str(folder) if v == _HERE else v) for k, v in init_args.items()}
+    for name in manifest.get("parts") or []:
+        if name not in _PARTS:
+            raise ExportError(
+                f"{str(manifest_file)!r}: parts names {name!r}; a fusion head's parts are "
+                f"{sorted(_PARTS)}"
+            )
+        args[name] = load_encoder(folder / name)
     head: Encoder = cls(**args)
     extras_file = folder / EXTRA_WEIGHTS
     if extras_file.is_file():

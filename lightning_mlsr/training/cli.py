@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_mlsr.io.checkpoints import CheckpointError, load_checkpoint, newest_resumable
 from lightning_mlsr.training.checkpointing import AtomicCheckpointIO
 from lightning_mlsr.training.runs import evaluate_into_checkpoint_run, run_dir
+from lightning_mlsr.training.trusted_classes import UntrustedClassError, check_checkpoint_hparams
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 
@@ -231,6 +232,10 @@ class MLSRCLI(LightningCLI):
         except (CheckpointError, FileNotFoundError) as err:
             raise SystemExit(f"--ckpt_path: {err}") from err
         hparams = dict(checkpoint.get("hyper_parameters") or {})
+        try:
+            check_checkpoint_hparams(hparams, str(ckpt_path))
+        except UntrustedClassError as err:
+            raise SystemExit(f"--ckpt_path: {err}") from err
         hparams.pop("_instantiator", None)
         if not hparams:
             return

@@ -23,6 +23,7 @@ from lightning_mlsr.io.checkpoints import load_checkpoint
 from lightning_mlsr.models import SparseEncoder
 from lightning_mlsr.retrieval.batch_encoding import encode_loader
 from lightning_mlsr.training.module import SparseBiEncoder
+from lightning_mlsr.training.trusted_classes import check_checkpoint_hparams
 
 __all__ = ["LoadedModel", "encode_corpus", "load_model", "text_backbone_of", "train", "vocabulary"]
 
@@ -95,8 +96,9 @@ def load_model(
 
 
 def _load_checkpoint(path: Path) -> LoadedModel:
-    model = SparseBiEncoder.load_from_checkpoint(path, map_location="cpu")
     checkpoint = load_checkpoint(path)
+    check_checkpoint_hparams(checkpoint.get("hyper_parameters") or {}, str(path))
+    model = SparseBiEncoder.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     # saved without a datamodule: the bundled collection's defaults
     datamodule = RetrievalDataModule.from_hparams(
         checkpoint.get(RetrievalDataModule.CHECKPOINT_HYPER_PARAMS_KEY) or {}
