@@ -301,6 +301,7 @@ def bench_collection(n_docs: int, args: argparse.Namespace) -> tuple[dict, list[
         "nnz/query": queries.nnz / args.queries,
         "flops/query": float(flops.mean()),
         "index MiB": index.size_bytes / 2**20,
+        "build peak ÷ index size": ours.build_mib / (index.size_bytes / 2**20),
         "generate s": gen_s,
     }
     index.search(queries[:2], args.k, num_threads=args.threads)  # load the compiled kernel

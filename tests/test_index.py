@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from lightning_mlsr.retrieval.index import FORMAT_VERSION, InvertedIndex, SeismicIndex
+from lightning_mlsr.retrieval.index.inverted import tie_order
 
 
 def brute_force_topk(docs: np.ndarray, queries: np.ndarray, k: int):
@@ -226,6 +227,31 @@ def test_properties_and_expected_flops_by_hand():
     assert indices[1].tolist() == [1, 2, 0, -1]
     assert scores[1].tolist() == [7.0, 3.5, 2.5, -np.inf]
     assert indices[2].tolist() == indices[3].tolist() == [-1, -1, -1, -1]
+
+
+@pytest.mark.parametrize(
+    "ids", [None, "strings", "shuffled ints"], ids=["default", "strings", "shuffled"]
+)
+def test_build_in_place_equals_permuting_rows_then_converting(ids):
+    """The postings ``from_matrix`` relabels in place are, array for array, those of
+    ``csr[tie order].tocsc()`` (the build that held two copies of the postings)."""
+    rng = np.random.default_rng(3)
+    docs = sp.random(3000, 200, density=0.03, random_state=4, dtype=np.float32, format="csr")
+    n = docs.shape[0]
+    doc_ids = {
+        None: None,
+        "strings": np.array([f"img_{i}" for i in rng.permutation(n)]),
+        "shuffled ints": rng.permutation(n) * 7,
+    }[ids]
+    index = InvertedIndex.from_matrix(docs, doc_ids=doc_ids)
+    order = tie_order(index.doc_ids)
+    reference = docs[order].tocsc()
+    reference.sort_indices()
+    built = index._postings
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(built, name), getattr(reference, name))
+    np.testing.assert_array_equal(index._order, order)
+    assert (index.postings != docs).nnz == 0  # and the rows as given come back
 
 
 def test_empty_collection_and_no_queries():
