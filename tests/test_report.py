@@ -614,6 +614,74 @@ def test_a_relative_work_folder_resumes_its_unfinished_fit(
     assert not last.exists()  # a finished run keeps no checkpoint
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the run lock is an fcntl lock")
+def test_a_second_lane_skips_the_run_another_lane_holds_and_a_failure_exits_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ``report run`` lanes on one (experiment, seed): the second leaves it to the lane
+    holding its lock (it resumed the other's live last.ckpt before); a run that fails lets
+    the others go on, then makes the command exit 1 (a scheduler saw 0)."""
+    from lightning_mlsr.report import cli
+
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    attempts: list[tuple[str, int]] = []
+
+    def fake_train(registry, name, seed, work_dir, options, resume, runs_dir):
+        attempts.append((name, seed))
+        if name == "m3_mlp_mlp_caption":
+            raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(runner, "train_and_evaluate", fake_train)
+    argv = [
+        "run",
+        f"--registry={_results_copy(tmp_path)}",
+        f"--runs={runs}",
+        f"--results={tmp_path / 'RESULTS.md'}",
+        f"--work={work}",
+        "--no-baselines",
+        "--seed-list=42",
+        "--experiments",
+    ]
+    with runner.run_lock(work, "m2_mlp_mlm_caption", 42) as held:  # the other lane trains M2
+        assert held
+        status = cli.main([*argv, "m2_mlp_mlm_caption", "m3_mlp_mlp_caption"])
+    out, err = capsys.readouterr()
+    assert attempts == [("m3_mlp_mlp_caption", 42)]
+    assert "=== m2_mlp_mlm_caption seed 42: skipped, another lane is on it" in out
+    assert str(runner.lock_path(work, "m2_mlp_mlm_caption", 42)) in out
+    assert status == 1 and "1 run(s) FAILED: m3_mlp_mlp_caption seed 42" in err
+    assert (tmp_path / "RESULTS.md").is_file()  # the report is written all the same
+    attempts.clear()  # the other lane has gone: this one trains M2, and nothing failed
+    assert cli.main([*argv, "m2_mlp_mlm_caption"]) == 0
+    assert attempts == [("m2_mlp_mlm_caption", 42)]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the run lock is an fcntl lock")
+def test_a_teacher_another_lane_is_refitting_is_waited_for_not_refitted_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    (runs / "dense_caption" / "seed42").mkdir(parents=True)
+    (runs / "dense_caption" / "seed42" / "metrics.json").write_text("{}")
+    refits: list[int] = []
+    monkeypatch.setattr(runner, "refit_teacher", lambda *args: refits.append(1))
+    got: list[Path | None] = []
+    student = threading.Thread(
+        target=lambda: got.append(runner.ensure_teacher(REGISTRY, "kl_mlp_query", 42, work, runs))
+    )
+    with runner.run_lock(work, "dense_caption", 42):  # the other lane refits the teacher
+        student.start()
+        student.join(timeout=1.0)
+        assert student.is_alive()  # waiting
+        teacher = pipelines.teacher_path(work, "dense_caption", 42)
+        teacher.parent.mkdir(parents=True)
+        teacher.write_bytes(b"weights")  # the other lane's refit lands
+    student.join(timeout=60)
+    assert got == [teacher] and refits == []
+
+
 def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

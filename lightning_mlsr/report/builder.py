@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from lightning_mlsr.report.findings import (
     open_questions,
     targets,
 )
+from lightning_mlsr.report.locks import exclusive
 from lightning_mlsr.report.queries import query_categories, seen_query_ids, unseen_query_ids
 from lightning_mlsr.report.records import Runs, has_split, load_runs
 from lightning_mlsr.report.registry import Registry, load_registry
@@ -186,33 +185,17 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
     """Render and write RESULTS.md to ``out``; returns its text.
 
     Two lanes of ``report run`` rewrite the report as each of their runs finishes. Reading
-    the runs and writing the report happen under one exclusive lock on the runs folder, so
-    the report written last is also the one read last: a lane whose render started before
-    the other lane's run landed can no longer overwrite the newer report with its older
-    one. The text is written atomically (:func:`~lightning_mlsr.io.atomic.atomic_write_text`),
-    so a writer that dies half-way leaves the old report whole.
+    the runs and writing the report happen under one exclusive lock on the runs folder
+    (:func:`~lightning_mlsr.report.locks.exclusive`), so the report written last is also the
+    one read last: a lane whose render started before the other lane's run landed can no
+    longer overwrite the newer report with its older one. The text is written atomically
+    (:func:`~lightning_mlsr.io.atomic.atomic_write_text`), so a writer that dies half-way
+    leaves the old report whole.
     """
     registry = registry or load_registry()
     runs_dir = Path(runs_dir or registry.runs_dir)
-    with _exclusive(runs_dir):
+    # nothing to lock where there is no runs folder yet (no runs to race on)
+    with exclusive(runs_dir) if runs_dir.is_dir() else nullcontext():
         report = build_report(registry, runs_dir)
         atomic_write_text(out, report)
     return report
-
-
-@contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``folder`` itself (no lock file left behind), released on
-    exit. Nothing is locked where there is no such folder yet (no runs to race on) or
-    where ``fcntl`` is missing (Windows)."""
-    if sys.platform == "win32" or not folder.is_dir():
-        yield
-        return
-    import fcntl
-
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

@@ -8,6 +8,11 @@ distilled experiments train on, and render RESULTS.md.
     python -m lightning_mlsr.report prepare pseudo_queries --seed 42
         # the teacher (fitted again if its checkpoint is gone), its pseudo-queries and hard
         # negatives for that run, then its fit command
+
+``run`` goes on after a failed (experiment, seed) and exits with status 1 at the end when
+any failed. Several ``run`` lanes may share the work and runs folders: each (experiment,
+seed) is locked by the lane that trains it (``<work>/<experiment>/seed<k>.lock``), and the
+other lanes skip it with a message.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runs_dir = Path(args.runs) if args.runs else None
     out = Path(args.results) if args.results else registry.report_path
+    failed: list[tuple[str, int]] = []
     if args.command == "run":
         from lightning_mlsr.report.runner import run_all, run_baselines
 
@@ -119,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_baselines(registry, runs_dir)
         count = args.seeds or registry.seed_count
         seeds = args.seed_list or range(registry.first_seed, registry.first_seed + count)
-        run_all(
+        failed = run_all(
             registry,
             args.experiments or registry.training_order(),
             list(seeds),
@@ -130,4 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             after_each=lambda: write_report(out, registry, runs_dir),
         )
     print(write_report(out, registry, runs_dir))
+    if failed:  # a scheduler learns it from the exit status
+        names = ", ".join(f"{name} seed {seed}" for name, seed in failed)
+        print(
+            f"{len(failed)} run(s) FAILED: {names} (their tracebacks are above); run the "
+            "same command again to retry them",
+            file=sys.stderr,
+        )
+        return 1
     return 0

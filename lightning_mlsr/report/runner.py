@@ -9,6 +9,13 @@ from the newest intact checkpoint it left under the work folder (``on_exception.
 a SIGTERM saves at the step reached, else ``last.ckpt`` from an epoch's end). The baselines
 are kept the same way under ``results/runs/baselines/``.
 
+Lanes: several ``report run`` processes may share the work and runs folders. Each
+(experiment, seed) is trained under an exclusive lock (:func:`run_lock`,
+``<work>/<experiment>/seed<k>.lock``); a lane that finds it held skips that run with a message
+(the holder reports how it ends), and a teacher another lane is refitting is waited for. A
+failed run is reported and the others go on; :func:`run_all` returns the failures, and the
+CLI exits with status 1 when there are any.
+
 Cross-domain (``cross_domain`` in the registry): the best checkpoint of a final experiment
 is also tested on each other collection that lists it, with the same DataModule settings
 but that collection, and ``cross_domain.json`` beside the run keeps the means, the
@@ -27,16 +34,19 @@ student never falls back to its YAML's untrained teacher.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightning_mlsr.report.locks import exclusive
 from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
 from lightning_mlsr.report.records import TEACHER_OPTION, write_json
 from lightning_mlsr.report.registry import Registry
@@ -46,10 +56,12 @@ __all__ = [
     "cross_domain_missing",
     "ensure_teacher",
     "is_finished",
+    "lock_path",
     "refit_for_cross_domain",
     "refit_teacher",
     "run_all",
     "run_baselines",
+    "run_lock",
     "test_on_collections",
     "train_and_evaluate",
     "unfinished_checkpoint",
@@ -75,6 +87,26 @@ def _evaluator(trainer: Any) -> Any:
 
 def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
     return runs_dir / name / f"seed{seed}"
+
+
+def lock_path(work: Path, name: str, seed: int) -> Path:
+    """The lock file of (``name``, ``seed``) in the work folder, beside its run folder
+    (which a fresh attempt removes, so the lock cannot live inside it)."""
+    return work / name / f"seed{seed}.lock"
+
+
+def run_lock(
+    work: Path,
+    name: str,
+    seed: int,
+    wait: bool = False,
+    on_wait: Callable[[], None] | None = None,
+) -> AbstractContextManager[bool]:
+    """An exclusive lock on (``name``, ``seed``) in ``work`` for as long as one lane trains,
+    evaluates or refits it (:func:`~lightning_mlsr.report.locks.exclusive` on
+    :func:`lock_path`); yields whether this lane holds it (without ``wait``: False at once
+    when another lane does)."""
+    return exclusive(lock_path(work, name, seed), wait=wait, on_wait=on_wait)
 
 
 def is_finished(runs_dir: Path, name: str, seed: int) -> bool:
@@ -291,7 +323,13 @@ def ensure_teacher(
         if teacher_path(work, teacher, candidate).is_file():
             return teacher_path(work, teacher, candidate)
         if is_finished(runs_dir, teacher, candidate):
-            return refit_teacher(registry, teacher, candidate, work, runs_dir)
+            # the students of one teacher in two lanes: one refits it, the other waits
+            lock = lock_path(work, teacher, candidate)
+            waiting = f"=== {teacher} seed {candidate}: waiting for the lane that holds {lock}"
+            with run_lock(work, teacher, candidate, True, functools.partial(print, waiting)):
+                if teacher_path(work, teacher, candidate).is_file():  # the other lane's
+                    return teacher_path(work, teacher, candidate)
+                return refit_teacher(registry, teacher, candidate, work, runs_dir)
     return None
 
 
@@ -408,39 +446,65 @@ def run_all(
     resume_unfinished: bool = True,
     runs_dir: Path | None = None,
     after_each: Callable[[], Any] | None = None,
-) -> None:
+) -> list[tuple[str, int]]:
     """Every unfinished (experiment, seed), seed-major (every experiment gets a first seed
     before any gets a second), in ``experiments``' order; one failed run is reported and the
-    rest go on. ``after_each`` runs after every attempt (the CLI rewrites RESULTS.md)."""
+    rest go on. ``after_each`` runs after every attempt (the CLI rewrites RESULTS.md).
+    Returns the (experiment, seed) pairs that failed.
+
+    Lanes (several ``report run`` processes on the same work and runs folders) share the
+    work: each (experiment, seed) is attempted under :func:`run_lock`, and one that another
+    lane holds is skipped here with a message (that lane reports how it ends). A run found
+    finished once the lock is held (the other lane finished it meanwhile) is not redone.
+    """
     runs_dir = runs_dir or registry.runs_dir
     unknown = [n for n in experiments if n not in registry.experiments]
     if unknown:
         known = ", ".join(registry.experiments)
         raise ValueError(f"unknown experiments {unknown}; results/registry.yaml has {known}")
+
+    def to_do(name: str, seed: int) -> tuple[bool, bool]:
+        """(whether anything is left to do, whether the run itself is finished)."""
+        finished = is_finished(runs_dir, name, seed)
+        elsewhere = name in registry.final and cross_domain_missing(registry, runs_dir, name, seed)
+        return not finished or bool(elsewhere), finished
+
+    failed: list[tuple[str, int]] = []
     for seed in seeds:
         for name in experiments:
-            finished = is_finished(runs_dir, name, seed)
-            elsewhere = name in registry.final and cross_domain_missing(
-                registry, runs_dir, name, seed
-            )
-            if finished and not elsewhere:
+            if not to_do(name, seed)[0]:
                 continue
-            print(f"=== {name} seed {seed}" + (" (cross-domain)" if finished else ""), flush=True)
-            try:
-                ensure_teacher(registry, name, seed, work, runs_dir)
-                options = [
-                    *extra,
-                    *registry.experiments[name].overrides,
-                    *fit_overrides(registry, name, seed, work),
-                ]
-                if finished:
-                    refit_for_cross_domain(registry, name, seed, work, options, runs_dir)
-                else:
-                    train_and_evaluate(
-                        registry, name, seed, work, options, resume_unfinished, runs_dir
+            with run_lock(work, name, seed) as held:
+                if not held:
+                    print(
+                        f"=== {name} seed {seed}: skipped, another lane is on it (it holds "
+                        f"{lock_path(work, name, seed)})",
+                        flush=True,
                     )
-            except Exception:  # one failed run must not stop the regeneration
-                traceback.print_exc()
-                print(f"=== {name} seed {seed} FAILED; continuing", flush=True)
+                    continue
+                left, finished = to_do(name, seed)  # again: the other lane may have finished
+                if not left:
+                    continue
+                print(
+                    f"=== {name} seed {seed}" + (" (cross-domain)" if finished else ""), flush=True
+                )
+                try:
+                    ensure_teacher(registry, name, seed, work, runs_dir)
+                    options = [
+                        *extra,
+                        *registry.experiments[name].overrides,
+                        *fit_overrides(registry, name, seed, work),
+                    ]
+                    if finished:
+                        refit_for_cross_domain(registry, name, seed, work, options, runs_dir)
+                    else:
+                        train_and_evaluate(
+                            registry, name, seed, work, options, resume_unfinished, runs_dir
+                        )
+                except Exception:  # one failed run must not stop the regeneration
+                    traceback.print_exc()
+                    print(f"=== {name} seed {seed} FAILED; continuing", flush=True)
+                    failed.append((name, seed))
             if after_each is not None:
                 after_each()
+    return failed
