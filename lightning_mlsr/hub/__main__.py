@@ -4,9 +4,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
-from lightning_mlsr.hub.export import export_checkpoint, push_folder
+from lightning_mlsr.hub.export import PushError, export_checkpoint, push_folder
+from lightning_mlsr.hub.folder import ExportError
+from lightning_mlsr.io.checkpoints import CheckpointError
+from lightning_mlsr.training.trusted_classes import UntrustedClassError
+
+#: what a user can act on: printed as one message, exit status 1 (anything else is a bug and
+#: keeps its traceback)
+_USER_ERRORS = (
+    CheckpointError,
+    ExportError,
+    FileNotFoundError,
+    OSError,
+    PushError,
+    UntrustedClassError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,18 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     push.add_argument("repo_id", help="USER/NAME on the Hugging Face hub")
     push.add_argument("--public", action="store_true", help="create a public repository")
     args = parser.parse_args(argv)
-    if args.command == "export":
-        written = export_checkpoint(
-            args.ckpt_path,
-            args.out,
-            name=args.name,
-            metrics_file=args.metrics,
-            license=args.license,
-        )
-        for side, folder in written.items():
-            print(f"{side}: {folder}")
-        return 0
-    print(push_folder(args.folder, args.repo_id, private=not args.public))
+    try:
+        if args.command == "export":
+            written = export_checkpoint(
+                args.ckpt_path,
+                args.out,
+                name=args.name,
+                metrics_file=args.metrics,
+                license=args.license,
+            )
+            for side, folder in written.items():
+                print(f"{side}: {folder}")
+            return 0
+        print(push_folder(args.folder, args.repo_id, private=not args.public))
+    except _USER_ERRORS as err:
+        print(f"{parser.prog} {args.command}: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_mlsr.hub.folder import ExportError
+
 __all__ = ["bootstrap_interval", "metrics_with_intervals", "model_card"]
 
 
@@ -31,10 +33,16 @@ def metrics_with_intervals(metrics_file: str | Path) -> dict[str, Any]:
     """``{"split", "queries", "measures": {name: (mean, low, high)}}`` from a run's
     ``runs/<split>.metrics.json`` (written by the evaluator with per-query values)."""
     path = Path(metrics_file)
-    report = json.loads(path.read_text(encoding="utf-8"))
-    per_query: dict[str, dict[str, float]] = report.get("per_query") or {}
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportError(
+            f"cannot read the metrics file {str(path)!r} ({err}); give a run's "
+            "runs/<split>.metrics.json with --metrics, or rerun `test` to write it again"
+        ) from err
+    per_query = report.get("per_query") if isinstance(report, dict) else None
     if not per_query:
-        raise ValueError(f"{str(path)!r} has no per-query values; give a runs/*.metrics.json")
+        raise ExportError(f"{str(path)!r} has no per-query values; give a runs/*.metrics.json")
     names = list(report.get("aggregate") or next(iter(per_query.values())))
     measures = {m: bootstrap_interval([q[m] for q in per_query.values()]) for m in names}
     return {
