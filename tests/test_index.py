@@ -254,6 +254,53 @@ def test_build_in_place_equals_permuting_rows_then_converting(ids):
     assert (index.postings != docs).nnz == 0  # and the rows as given come back
 
 
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_one_query_at_a_time_equals_the_batch_exactly(exact_data, exact_index, num_threads):
+    """``search_one`` and one-row ``search`` calls give the batch's results bit for bit,
+    ties in trec_eval's order, and leave the kept accumulators zeroed."""
+    docs, queries = exact_data
+    ref_s, ref_i = brute_force_topk(docs, queries, 10)
+    batch_s, batch_i = exact_index.search(queries, 10, num_threads=num_threads)
+    np.testing.assert_array_equal(batch_i, ref_i)
+    np.testing.assert_array_equal(batch_s, ref_s.astype(np.float32))
+    for r, row in enumerate(queries):
+        terms = np.flatnonzero(row)
+        for s, i in (
+            exact_index.search_one(terms, row[terms], 10, num_threads=num_threads),
+            exact_index.search_one(terms[::-1], row[terms][::-1], 10, num_threads=num_threads),
+            tuple(a[0] for a in exact_index.search(row[None], 10, num_threads=num_threads)),
+        ):
+            np.testing.assert_array_equal(s, batch_s[r])
+            np.testing.assert_array_equal(i, batch_i[r])
+    assert not exact_index._scratch[0].any()
+    # a repeated term is summed and a zero weight dropped, as in a matrix row
+    s, i = exact_index.search_one([3, 9, 3, 20], [0.25, 0.5, 0.25, 0.0], 10)
+    row = np.zeros((1, docs.shape[1]), np.float32)
+    row[0, [3, 9]] = [0.5, 0.5]
+    np.testing.assert_array_equal(i, exact_index.search(row, 10)[1][0])
+    with pytest.raises(ValueError, match=r"negative weight"):
+        exact_index.search_one([1, 2], [1.0, -1.0], 5)
+    with pytest.raises(ValueError, match=r"term ids must be in \[0, 60\)"):
+        exact_index.search_one([1, 60], [1.0, 1.0], 5)
+    with pytest.raises(ValueError, match="equal length"):
+        exact_index.search_one([1, 2], [1.0], 5)
+    assert exact_index.search_one([], [], 3)[1].tolist() == [-1, -1, -1]
+
+
+def test_searches_from_several_python_threads_do_not_share_accumulators(exact_data):
+    """A second caller while the kept accumulators are in use gets fresh ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    docs, queries = exact_data
+    index = InvertedIndex.from_matrix(docs)
+    expected = index.search(queries, 7)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: index.search(queries, 7, batch_size=3), range(16)))
+    for scores, indices in results:
+        np.testing.assert_array_equal(scores, expected[0])
+        np.testing.assert_array_equal(indices, expected[1])
+
+
 def test_empty_collection_and_no_queries():
     index = InvertedIndex.from_matrix(sp.csr_matrix((0, 5), dtype=np.float32))
     scores, indices = index.search(np.ones((2, 5)), 3)

@@ -18,10 +18,12 @@ This module imports neither torch nor lightning: it is used from notebooks and t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,9 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from lightning_mlsr.retrieval.index import topk_kernel
 from lightning_mlsr.retrieval.index.inputs import check_k, normalise_doc_ids, to_csr
-from lightning_mlsr.retrieval.index.topk_kernel import taat_topk, unsigned
+from lightning_mlsr.retrieval.index.topk_kernel import query_status, taat_topk, unsigned
 
 __all__ = ["FORMAT_VERSION", "InvertedIndex", "tie_order"]
 
@@ -71,6 +74,21 @@ def _rows_to_tie_order(csc: sp.csc_matrix, order: np.ndarray, chunk: int = 2**22
     return csc
 
 
+def _check_threads(num_threads: int | None) -> int:
+    max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    n_workers = numba.get_num_threads() if num_threads is None else num_threads
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int):
+        raise ValueError(f"num_threads must be an integer, got {num_threads!r}")
+    if not 1 <= n_workers <= max_threads:
+        raise ValueError(f"num_threads must be in [1, {max_threads}], got {num_threads!r}")
+    return n_workers
+
+
+def _new_scratch(workers: int, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed accumulators and touched-document lists. Shape: (workers, n_docs) each."""
+    return np.zeros((workers, n_docs), np.float32), np.empty((workers, n_docs), np.int32)
+
+
 class InvertedIndex:
     """Exact inverted index over sparse non-negative document vectors.
 
@@ -95,6 +113,10 @@ class InvertedIndex:
         self._order = np.asarray(order, dtype=np.int64)  # (n_docs,) internal row -> input row
         self._doc_ids = doc_ids
         self._p_indptr = postings.indptr.astype(np.int64)  # (n_terms + 1,), tiny
+        # Per-worker scratch of the kernel, kept between calls (the kernel leaves it zeroed):
+        # allocating and page-faulting it on every call cost more than a short query.
+        self._scratch: tuple[np.ndarray, np.ndarray] | None = None
+        self._scratch_lock = threading.Lock()
 
     @classmethod
     def from_matrix(
@@ -214,12 +236,7 @@ class InvertedIndex:
             batch_size = 1024 if method == "numba" else max(1, _SCIPY_BLOCK // max(len(self), 1))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-        n_workers = numba.get_num_threads() if num_threads is None else num_threads
-        if isinstance(n_workers, bool) or not isinstance(n_workers, int):
-            raise ValueError(f"num_threads must be an integer, got {num_threads!r}")
-        if not 1 <= n_workers <= max_threads:
-            raise ValueError(f"num_threads must be in [1, {max_threads}], got {num_threads!r}")
+        n_workers = _check_threads(num_threads)
         n_queries = self._num_rows(queries)
         if sp.issparse(queries) and queries.format != "csr":
             queries = queries.tocsr()  # COO and friends cannot be sliced into batches
@@ -228,39 +245,116 @@ class InvertedIndex:
         if n_queries == 0 or len(self) == 0:
             return scores, indices
 
-        if method == "numba":
-            n_workers = min(n_workers, n_queries)
-            acc = np.zeros((n_workers, len(self)), dtype=np.float32)
-            touched = np.empty((n_workers, len(self)), dtype=np.int32)
-
         for start in range(0, n_queries, batch_size):
             stop = min(start + batch_size, n_queries)
-            q = self._prepare_queries(queries[start:stop], row_offset=start)
+            block = queries if stop - start == n_queries else queries[start:stop]
+            q = self._prepare_queries(block, row_offset=start)
             if method == "numba":
-                workers = min(n_workers, stop - start)
-                previous = numba.get_num_threads()
-                numba.set_num_threads(workers)
-                try:
-                    taat_topk(
-                        self._p_indptr,
-                        unsigned(self._postings.indices),
-                        self._postings.data,
-                        q.indptr.astype(np.int64, copy=False),
-                        unsigned(q.indices),
-                        q.data,
-                        k,
-                        acc[:workers],
-                        touched[:workers],
-                        scores[start:stop],
-                        indices[start:stop],
-                    )
-                finally:
-                    numba.set_num_threads(previous)
+                self._score(
+                    q.indptr,
+                    q.indices,
+                    q.data,
+                    k,
+                    n_workers,
+                    scores[start:stop],
+                    indices[start:stop],
+                )
             else:
                 self._search_scipy_block(q, k, scores[start:stop], indices[start:stop])
         found = indices >= 0
         indices[found] = self._order[indices[found]]  # internal (tie-order) rows -> input rows
         return scores, indices
+
+    def search_one(
+        self, terms: Any, weights: Any, k: int, num_threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of one query given as its term ids and weights: what a server holds
+        per request, without building a matrix. Same results as :meth:`search` on that
+        query's row, at the cost of a batched query.
+
+        Args:
+            terms: column numbers of the query's terms (any order; repeats are summed).
+            weights: the matching weights, finite and >= 0 (zeros are dropped).
+            k: results.
+            num_threads: numba threads (default: ``numba.get_num_threads()``).
+
+        Shape: terms, weights (n_terms_in_query,) -> scores, indices (k,)
+        """
+        k = check_k(k)
+        n_workers = _check_threads(num_threads)
+        t = np.asarray(terms)
+        w = np.asarray(weights, dtype=np.float32)
+        if t.ndim != 1 or w.shape != t.shape or (t.size and t.dtype.kind not in "iu"):
+            raise ValueError(
+                f"terms and weights must be 1-D arrays of equal length, term ids integers; "
+                f"got shapes {t.shape} and {np.shape(weights)}, terms dtype {t.dtype}"
+            )
+        if t.size == 0:
+            return np.full(k, -np.inf, dtype=np.float32), np.full(k, -1, dtype=np.int64)
+        status = query_status(t, w, self.num_terms)
+        if status == topk_kernel.OUT_OF_RANGE:
+            raise ValueError(f"term ids must be in [0, {self.num_terms}); got {t.min()}..{t.max()}")
+        if (
+            status != topk_kernel.CANONICAL
+        ):  # unsorted, repeated, zero or invalid weights: as a matrix row
+            row = sp.csr_matrix((w, t, [0, len(t)]), shape=(1, self.num_terms))
+            q = to_csr(row, "query")
+            t, w = q.indices, q.data
+        scores = np.full((1, k), -np.inf, dtype=np.float32)
+        indices = np.full((1, k), -1, dtype=np.int64)
+        if len(self) and len(t):
+            self._score(np.array([0, len(t)]), t, w, k, n_workers, scores, indices)
+        found = indices[0] >= 0
+        indices[0, found] = self._order[indices[0, found]]
+        return scores[0], indices[0]
+
+    def _score(
+        self,
+        q_indptr: np.ndarray,
+        q_indices: np.ndarray,
+        q_data: np.ndarray,
+        k: int,
+        n_workers: int,
+        out_s: np.ndarray,
+        out_i: np.ndarray,
+    ) -> None:
+        """Run the compiled kernel on canonical CSR query arrays into ``out_s``/``out_i``."""
+        workers = min(n_workers, len(q_indptr) - 1)
+        previous = numba.get_num_threads()
+        with self._kernel_scratch(workers) as (acc, touched):
+            if workers != previous:
+                numba.set_num_threads(workers)
+            try:
+                taat_topk(
+                    self._p_indptr,
+                    unsigned(self._postings.indices),
+                    self._postings.data,
+                    q_indptr.astype(np.int64, copy=False),
+                    unsigned(q_indices),
+                    q_data,
+                    k,
+                    acc[:workers],
+                    touched[:workers],
+                    out_s,
+                    out_i,
+                )
+            finally:
+                if workers != previous:
+                    numba.set_num_threads(previous)
+
+    @contextlib.contextmanager
+    def _kernel_scratch(self, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The kept per-worker accumulators (all zero), or fresh ones while another thread
+        of this process is searching the same index."""
+        if not self._scratch_lock.acquire(blocking=False):
+            yield _new_scratch(workers, len(self))
+            return
+        try:
+            if self._scratch is None or self._scratch[0].shape[0] < workers:
+                self._scratch = _new_scratch(workers, len(self))
+            yield self._scratch
+        finally:
+            self._scratch_lock.release()
 
     def _search_scipy_block(
         self, q: sp.csr_matrix, k: int, out_s: np.ndarray, out_i: np.ndarray

@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["taat_topk", "unsigned"]
+__all__ = ["CANONICAL", "NOT_CANONICAL", "OUT_OF_RANGE", "query_status", "taat_topk", "unsigned"]
+
+#: :func:`query_status` codes
+CANONICAL, NOT_CANONICAL, OUT_OF_RANGE = 0, 1, 2
 
 
 @njit(cache=True, inline="always")
@@ -166,6 +169,24 @@ def taat_topk(
                         if size == k:
                             threshold = heap_s[0]
             _heap_drain(heap_s, heap_i, size, out_s[q], out_i[q])
+
+
+@njit(cache=True)
+def query_status(terms, weights, num_terms):  # pragma: no cover - compiled
+    """Whether one query's (terms, weights) is what the kernel takes as it is: term ids
+    strictly increasing in ``[0, num_terms)``, weights finite and > 0 (``CANONICAL``);
+    ``OUT_OF_RANGE`` for a term id outside it; otherwise ``NOT_CANONICAL``. One compiled
+    pass instead of several numpy reductions, for the single-query path.
+    """
+    status = CANONICAL
+    for j in range(terms.shape[0]):
+        t = terms[j]
+        if t < 0 or t >= num_terms:
+            return OUT_OF_RANGE
+        w = weights[j]
+        if not (w > 0 and w < np.inf) or (j > 0 and t <= terms[j - 1]):
+            status = NOT_CANONICAL
+    return status
 
 
 def unsigned(indices: np.ndarray) -> np.ndarray:
