@@ -1,4 +1,5 @@
-"""Resuming from a mid-epoch checkpoint trains on the batches an uninterrupted run sees."""
+"""Resuming from a mid-epoch checkpoint trains on the batches an uninterrupted run sees, and
+``last.ckpt`` is the newest state at every epoch's end."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.demos.boring_classes import BoringModel
 from torch.utils.data import DistributedSampler
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.data.training.sampler import ResumableSampler
+from lightning_mlsr.io.checkpoints import load_checkpoint, newest_resumable
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.objectives.regularizers import FLOPS
+from lightning_mlsr.training.checkpointing import RunCheckpoint
 from lightning_mlsr.training.data_inputs import batch_inputs
 from lightning_mlsr.training.module import SparseBiEncoder
+from tests.helpers import quiet_trainer
 
 
 def test_sampler_order_is_distributed_samplers_and_skips_seen_batches() -> None:
@@ -161,3 +166,33 @@ def test_resumed_run_trains_on_the_same_batches_with_the_same_losses(
     )
     # the epochs of the uninterrupted run really were different orders
     assert full.seen[0][2] != full.seen[4][2]
+
+
+class _Worsening(BoringModel):
+    """Logs ``val/nDCG@10`` lower after each epoch: only the first epoch improves."""
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/nDCG@10", 0.5 - 0.1 * self.current_epoch)
+
+
+@pytest.mark.parametrize("check_val_every_n_epoch", [1, 2])
+def test_last_ckpt_holds_the_newest_step_after_an_epoch_that_does_not_improve(
+    tmp_path: Path, check_val_every_n_epoch: int
+) -> None:
+    """A hard kill after such an epoch resumes from it (Lightning 2.6 alone leaves last.ckpt
+    at the last improving epoch: 4 of 8 steps), also where an epoch is not validated."""
+    checkpoint = RunCheckpoint(monitor="val/nDCG@10", mode="max", save_last=True)
+    trainer = quiet_trainer(
+        tmp_path,
+        [checkpoint],
+        max_epochs=3,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+    )
+    trainer.fit(_Worsening())
+    folder = Path(checkpoint.dirpath)  # type: ignore[arg-type]
+    best = {1: "epoch=0-step=4.ckpt", 2: "epoch=1-step=8.ckpt"}[check_val_every_n_epoch]
+    assert sorted(p.name for p in folder.iterdir()) == [best, "last.ckpt"]
+    assert load_checkpoint(folder / "last.ckpt")["global_step"] == 12
+    assert newest_resumable([tmp_path]) == (folder / "last.ckpt").resolve()

@@ -58,7 +58,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` in the run's own directory, silent under fast_dev_run.
+    """Lightning's ``ModelCheckpoint`` in the run's own directory, with a ``last.ckpt`` that
+    is always the newest state, silent under fast_dev_run.
 
     With a logger the directory is Lightning's (``<save_dir>/<name>/<version>/checkpoints``,
     versioned per run); without one it is ``<run dir>/checkpoints``
@@ -66,12 +67,35 @@ class RunCheckpoint(ModelCheckpoint):
     every logger-less run in the directory would share. ``fast_dev_run`` writes no
     checkpoint (Lightning's own ``save_last`` still writes one at the end of training).
     Takes every argument of ``ModelCheckpoint``.
+
+    ``save_last=True``: Lightning (2.6) rewrites ``last.ckpt`` only where it also saves a
+    top-k checkpoint, so after an epoch that does not improve the monitored value it still
+    holds the last improving epoch, and a fit resumed from it after a hard kill silently
+    repeats the epochs since. Here ``last.ckpt`` is also written at the end of every
+    training epoch, and after a validation that Lightning saves at, where nothing was saved
+    at that step (one file, overwritten: no extra disk). ``save_last="link"`` keeps
+    Lightning's behaviour.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None and trainer.logger is None:
             self.dirpath = str(run_dir(trainer) / "checkpoints")
         super().setup(trainer, pl_module, stage)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):  # else Lightning saves there
+            self._save_newest_last(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_newest_last(trainer)
+
+    def _save_newest_last(self, trainer: Trainer) -> None:
+        """``last.ckpt`` at this step, unless a fit is not running or this step is saved."""
+        # Lightning's own guard: not fitting, sanity check, fast_dev_run, or saved already
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         if cast(Any, trainer).fast_dev_run:
