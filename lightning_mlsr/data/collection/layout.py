@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from lightning_mlsr.data.errors import DataError, format_ids
+from lightning_mlsr.data.features.cache_dir import default_cache_dir
 
 __all__ = [
+    "BUILT_ON_THIS_MACHINE",
     "BUNDLED_DIR",
     "UNUSABLE_IMAGES_FILE",
     "Layout",
+    "built_collections_dir",
     "bundled_collections",
     "describe",
     "field_names",
@@ -40,6 +43,18 @@ __all__ = [
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
 #: written by ``python -m lightning_mlsr.data check``; later loads skip the ids it lists
 UNUSABLE_IMAGES_FILE = "unusable_images.tsv"
+
+
+#: Collections built on the user's machine from sources that may not be redistributed (the
+#: GPL-2 Tux Paint stamps), with the command that builds each into :func:`built_collections_dir`.
+BUILT_ON_THIS_MACHINE = {
+    "stamps": "sudo apt-get install tuxpaint-stamps-default && python scripts/build_stamps.py",
+}
+
+
+def built_collections_dir() -> Path:
+    """Where collections built on this machine live: ``$LIGHTNING_MLSR_CACHE/collections``."""
+    return default_cache_dir() / "collections"
 
 
 def bundled_collections() -> list[str]:
@@ -64,6 +79,14 @@ def resolve_root(path_or_name: str | os.PathLike[str]) -> Path:
     name = str(path_or_name)
     if name in bundled_collections():
         return BUNDLED_DIR / name
+    if name in BUILT_ON_THIS_MACHINE:
+        built = built_collections_dir() / name
+        if (built / "collection.json").is_file():
+            return built
+        raise DataError(
+            f"the collection {name!r} is built on this machine and is not built yet (looked in "
+            f"{built}); build it with `{BUILT_ON_THIS_MACHINE[name]}` (DATA.md, '{name}')"
+        )
     if path.exists():
         raise DataError(f"{path} is a file; give the directory that holds the collection")
     raise DataError(
