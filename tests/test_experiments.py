@@ -28,13 +28,20 @@ IDS = [p.relative_to(EXPERIMENTS_DIR).with_suffix("").as_posix() for p in EXPERI
 
 
 def config_text(config: Path) -> str:
-    """The experiment file with the text of every part it includes (``../parts/...yaml``)."""
+    """The experiment file with the text of every file it includes (``../parts/...yaml``,
+    or a whole experiment with ``config: ../paper/...yaml``)."""
     text = config.read_text()
     for included in re.findall(r"[\w./-]+\.yaml", text):
         part = (config.parent / included).resolve()
-        if part.is_file() and EXPERIMENTS_DIR / "parts" in part.parents:
+        if part.is_file() and EXPERIMENTS_DIR in part.parents:
             text += config_text(part)
     return text
+
+
+def _reads_stamps(config: Path) -> bool:
+    """Whether the experiment trains on the stamps collection, which is built on the machine
+    from a Debian package (the ``stamps_collection`` fixture builds it or skips)."""
+    return "collection: stamps" in config_text(config)
 
 
 def _reads_images(config: Path) -> bool:
@@ -42,12 +49,15 @@ def _reads_images(config: Path) -> bool:
     return any(name in text for name in ("ImageMLMHead", "FusedImageTextHead", "DenseImageHead"))
 
 
-def fast_args(config: Path, tmp_path: Path, inputs: Path | None = None) -> list[str]:
+def fast_args(
+    config: Path, tmp_path: Path, inputs: Path | None = None, stamps: Path | None = None
+) -> list[str]:
     """CLI overrides that keep a smoke run small without changing what is trained.
 
     One corpus batch and one query batch of 64 are evaluated (``fast_dev_run``). Teacher-
     built inputs (pseudo-query collections, hard negatives) go under ``inputs``, where the
-    configs that need the same one share it (default: ``tmp_path``, built afresh).
+    configs that need the same one share it (default: ``tmp_path``, built afresh). ``stamps``
+    is where this session built the stamps collection, for the configs that read it.
     """
     args = [
         "--config",
@@ -68,6 +78,8 @@ def fast_args(config: Path, tmp_path: Path, inputs: Path | None = None) -> list[
             args += _hard_negatives(built / "pseudo", built / "negatives.tsv")
     elif "hard_negatives-depth" in text:
         args += _hard_negatives(tmp_path / "pseudo", tmp_path / "negatives.tsv")
+    if stamps is not None:
+        args.append(f"--data.collection={stamps}")
     if _reads_images(config):
         # 64 px instead of 224: the frozen-feature cache fills in seconds, not minutes
         args.append("--model.doc_encoder.init_args.image_size=64")
@@ -126,8 +138,10 @@ def test_every_experiment_is_found() -> None:
         "baselines/dense_caption",
         "distillation/kl_mlm_query",
         "inference_free/static_mlm_caption",
+        "stamps/m1_mlm_mlm_image",
+        "stamps/m2_mlp_mlm_caption",
     } <= set(IDS)
-    assert len(IDS) == 18 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
+    assert len(IDS) == 20 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +151,11 @@ def teacher_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=IDS)
-def test_experiment_fast_dev_run(config: Path, tmp_path: Path, teacher_inputs: Path) -> None:
-    cli = main(["fit", *fast_args(config, tmp_path, teacher_inputs)])
+def test_experiment_fast_dev_run(
+    config: Path, tmp_path: Path, teacher_inputs: Path, request: pytest.FixtureRequest
+) -> None:
+    stamps = request.getfixturevalue("stamps_collection") if _reads_stamps(config) else None
+    cli = main(["fit", *fast_args(config, tmp_path, teacher_inputs, stamps)])
     trainer = cli.trainer
     assert trainer.state.finished
     assert trainer.global_step == 1
