@@ -138,11 +138,20 @@ def test_exported_static_side_is_a_sentence_transformers_static_embedding(tmp_pa
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_mlp_and_image_sides_are_lightning_mlsr_only(tmp_path: Path) -> None:
-    for name, head in (("mlp", MLPHead()), ("image", ImageMLMHead(**TINY_IMAGE))):
-        manifest = save_encoder(head, tmp_path / name)
-        assert manifest["sentence_transformers"] is None
-        assert not (tmp_path / name / "modules.json").exists()
+@pytest.mark.parametrize("name", ["mlp", "image_mlm", "mlm-sum-nospecial", "late_fusion"])
+def test_sentence_transformers_refuses_a_side_it_cannot_compute(name: str, tmp_path: Path) -> None:
+    """Without the refusal, ``SparseEncoder(DIR)`` on an MLP side built a SPLADE model with an
+    untrained MLM head from its config.json, silently."""
+    from sentence_transformers import SparseEncoder
+
+    folder = tmp_path / name
+    manifest = save_encoder(_heads()[name], folder)
+    assert manifest["sentence_transformers"] is None
+    with pytest.raises(ValueError, match="LoadWithLightningMLSR"):
+        SparseEncoder(str(folder), local_files_only=True)
+    with pytest.raises(ValueError, match=r"lightning_mlsr encoder .* load_encoder\("):
+        SparseEncoder(str(folder), local_files_only=True, trust_remote_code=True)
+    assert type(load_encoder(folder)) is type(_heads()[name])  # lightning_mlsr still loads it
 
 
 # --------------------------------------------------------------- public checkpoints

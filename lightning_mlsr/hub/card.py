@@ -163,10 +163,15 @@ def model_card(
     else:
         lines += [
             "",
-            "It loads in lightning_mlsr only: sentence-transformers has no module for its "
-            "term scorer or image input.",
+            "**It loads in lightning_mlsr only.** sentence-transformers has no module for its "
+            'term scorer or image input, so `SparseEncoder("PATH/TO/THIS/FOLDER")` refuses '
+            "it (its `modules.json` names a lightning_mlsr class); building a SPLADE model "
+            "from its `config.json` by hand would give an untrained MLM head and wrong vectors.",
         ]
     lines += [
+        "",
+        "`lightning_mlsr.json` records the sha256 of every other file but this card; "
+        "`load_encoder` refuses a file that differs.",
         "",
         "To publish it: `huggingface_hub.HfApi().upload_folder(folder_path=PATH, "
         "repo_id=USER/NAME)` (or `python -m lightning_mlsr.hub push PATH USER/NAME`).",

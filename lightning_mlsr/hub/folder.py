@@ -4,8 +4,11 @@
 ``model.safetensors``, tokenizer files), its other layers (term scorers, image projections,
 the image backbone) in ``lightning_mlsr_head.safetensors``, and what rebuilds it in
 ``lightning_mlsr.json`` (class, constructor arguments, image-backbone name and
-preprocessing). :func:`load_encoder` rebuilds the head from the folder alone, with the same
-vectors, no training configuration needed.
+preprocessing, and the sha256 of every other file but the card). :func:`load_encoder`
+rebuilds the head from the folder alone, with the same vectors, no training configuration
+needed; it refuses a file that differs from its recorded hash (a ``config.json`` edited to
+another depth would otherwise load with a warning and other vectors) and builds only
+registered heads.
 
 What else loads the folder:
 
@@ -16,13 +19,18 @@ What else loads the folder:
   :func:`silence_special_terms`), which is what ``MLMHead``'s zeroing of those columns does;
 - a :class:`~lightning_mlsr.models.StaticQueryHead` is a sentence-transformers
   ``SparseStaticEmbedding`` (its weight table, special tokens at 0);
-- MLP heads, image heads and fusion heads load in ``lightning_mlsr`` only (their term
-  scorer or image input has no sentence-transformers module).
+- MLP heads, image heads and fusion heads (and an MLM head that excludes special tokens)
+  load in ``lightning_mlsr`` only (their term scorer or image input has no
+  sentence-transformers module). Their ``modules.json`` names
+  :class:`~lightning_mlsr.hub.lightning_mlsr_only.LoadWithLightningMLSR`, so that
+  sentence-transformers refuses the folder instead of building a SPLADE model with an
+  untrained MLM head from its ``config.json``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -53,6 +61,9 @@ _ST_POOLING = "sentence_transformers.sparse_encoder.modules.splade_pooling.Splad
 _ST_STATIC = (
     "sentence_transformers.sparse_encoder.modules.sparse_static_embedding.SparseStaticEmbedding"
 )
+_ST_REFUSAL = "lightning_mlsr.hub.lightning_mlsr_only.LoadWithLightningMLSR"
+#: files of a folder its manifest does not pin: the manifest itself and the model card
+_UNPINNED = (MANIFEST, "README.md")
 
 
 class ExportError(ValueError):
@@ -151,8 +162,53 @@ def save_encoder(head: Encoder, out: str | Path, max_length: int | None = None) 
             from safetensors.torch import save_file
 
             save_file(extras, str(out / EXTRA_WEIGHTS))
+    if manifest["sentence_transformers"] is None:
+        _write_json(
+            out / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": _ST_REFUSAL}]
+        )
+    manifest["sha256"] = _file_hashes(out)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """``relative path -> sha256`` of every file in ``folder`` but its manifests and card."""
+    return {
+        path.relative_to(folder).as_posix(): _sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in _UNPINNED
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_files(folder: Path, manifest: dict[str, Any], manifest_file: Path) -> None:
+    """Every file the manifest pins is there, unchanged (folders exported before the hashes
+    were recorded have none to check)."""
+    pinned = manifest.get("sha256") or {}
+    if not isinstance(pinned, dict):
+        raise ExportError(f"{str(manifest_file)!r}: sha256 is not a mapping of file -> hash")
+    for name, expected in pinned.items():
+        path = (folder / str(name)).resolve()
+        if not path.is_relative_to(folder):
+            raise ExportError(f"{str(manifest_file)!r}: sha256 names {name!r}, outside the folder")
+        if not path.is_file():
+            raise ExportError(
+                f"{str(path)!r} is missing: {MANIFEST} lists it as part of the export. Copy or "
+                "download the whole folder again"
+            )
+        if _sha256(path) != expected:
+            raise ExportError(
+                f"{str(path)!r} is not the file that was exported (its sha256 differs from the "
+                f"one {MANIFEST} records): it was edited or damaged since. Restore the "
+                "exported file (download or copy the folder again, or re-export the checkpoint)"
+            )
 
 
 def _image_args(head: Any) -> dict[str, Any]:
@@ -302,13 +358,22 @@ def load_encoder(folder: str | Path) -> Encoder:
             "`python -m lightning_mlsr.hub export` (a masked-LM or sentence-transformers "
             "folder initialises a head as its backbone instead)"
         )
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportError(
+            f"{str(manifest_file)!r} is not valid JSON ({err}): the folder is damaged; copy or "
+            "download it again"
+        ) from err
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{str(manifest_file)!r} is not a JSON object: the folder is damaged")
     if manifest.get("format") != FORMAT or int(manifest.get("version", 0)) > VERSION:
         raise ExportError(
             f"{str(manifest_file)!r} is format {manifest.get('format')!r} version "
             f"{manifest.get('version')}; this lightning_mlsr reads {FORMAT!r} up to version "
             f"{VERSION}: upgrade lightning_mlsr"
         )
+    _verify_files(folder, manifest, manifest_file)
     cls = head_class(manifest.get("class_path"), str(manifest_file))
     init_args = manifest.get("init_args")
     if not isinstance(init_args, dict):
