@@ -68,3 +68,20 @@ def test_a_named_directory_is_not_overwritten_without_the_flag(tmp_path: Path) -
         "--trainer.callbacks.init_args.overwrite=true",
     )
     assert ids.read_text().splitlines()[0] != "an earlier export"
+
+
+def test_the_docs_say_where_predict_of_a_run_checkpoint_writes_its_vectors(tmp_path: Path) -> None:
+    """docs/exports.md named ``vectors/`` of the run folder; a run's checkpoint is predicted
+    into ``<run>/evaluations/<checkpoint>/vectors/`` (the export commands read from there)."""
+    import lightning as L
+
+    from lightning_mlsr.training.runs import evaluate_into_checkpoint_run, run_dir
+
+    trainer = L.Trainer(logger=False, default_root_dir=tmp_path, enable_progress_bar=False)
+    run = tmp_path / "RUN"
+    evaluate_into_checkpoint_run(trainer, run / "checkpoints" / "last.ckpt")
+    vectors = (run_dir(trainer) / "vectors").relative_to(tmp_path).as_posix()
+    assert vectors == "RUN/evaluations/last/vectors"
+    docs = (REPO / "docs" / "exports.md").read_text("utf-8")
+    assert f"-> {vectors}/corpus.npz" in docs
+    assert f"`DIR` is the `vectors/` folder that `predict` writes (`{vectors}/`" in docs
