@@ -216,6 +216,18 @@ def test_the_registry_matches_the_committed_runs_and_protocol() -> None:
             ),
             r"visual_concepts: unknown keys \['k'\]",
         ),
+        (
+            lambda t: t.replace("seeds: {first: 42,", "seeds: {first: forty-two,"),
+            r"seeds.first must be a whole number, got 'forty-two'",
+        ),
+        (
+            lambda t: t.replace("seeds: {first: 42,", "seeds: {first: [42,"),
+            r"not valid YAML at line 8, column \d+ \(.*\); fix it there",
+        ),
+        (
+            lambda t: t.replace("wordpiece_tokenizer: splade-tiny\n", ""),
+            r"`wordpiece_tokenizer` is missing",
+        ),
     ],
 )
 def test_registry_errors_name_the_file_and_the_culprit(tmp_path: Path, edit, match: str) -> None:
@@ -248,6 +260,39 @@ def test_protocol_lists_known_experiments_and_marks_rows(tmp_path: Path) -> None
     (results / "protocol.yaml").unlink()
     with pytest.raises(FileNotFoundError, match="what may be evaluated on test"):
         load_registry(results)
+
+
+def test_the_reports_bad_inputs_name_their_file_and_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated or missing run file and a protocol.yaml that is not YAML stop
+    ``python -m lightning_mlsr.report`` with one line naming the file (and where in it), not
+    a JSONDecodeError or a YAML parser's traceback."""
+    from lightning_mlsr.report import cli
+
+    results, runs = _results_copy(tmp_path), tmp_path / "runs"
+    shutil.copytree(REGISTRY.runs_dir / "m2_mlp_mlm_caption", runs / "m2_mlp_mlm_caption")
+    argv = ["build", f"--registry={results}", f"--runs={runs}", f"--results={tmp_path / 'R.md'}"]
+    metrics = runs / "m2_mlp_mlm_caption" / "seed43" / "metrics.json"
+    whole = metrics.read_text()
+    metrics.write_text(whole[: len(whole) // 2])  # truncated
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    message = str(caught.value.code)
+    assert message.startswith(f"error: {metrics} is not valid JSON (")
+    assert "remove its run folder" in message and f"git checkout -- {metrics}" in message
+    metrics.write_text(whole)
+    per_query = metrics.with_name("per_query.json")
+    per_query.unlink()
+    with pytest.raises(SystemExit, match=f"error: {per_query} is missing: restore it"):
+        cli.main(argv)
+    (results / "protocol.yaml").write_text("final: [m2_mlp_mlm_caption\n")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert str(caught.value.code).startswith(
+        f"error: {results / 'protocol.yaml'}: not valid YAML at line 2, column 1 ("
+    )
+    assert not (tmp_path / "R.md").exists()
 
 
 def test_report_text_joins_wrapped_paragraphs_and_names_missing_fields(tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_mlsr.report.registry import load_registry
+from lightning_mlsr.report.records import RunRecordError
+from lightning_mlsr.report.registry import RegistryError, load_registry
 
 __all__ = ["main"]
 
@@ -85,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _command(args)
+    except (RegistryError, RunRecordError) as err:  # bad input: its file and key, no trace
+        raise SystemExit(f"error: {err}") from None
+
+
+def _command(args: argparse.Namespace) -> int:
     registry = load_registry(args.registry) if args.registry else load_registry()
     if getattr(args, "work", "unset") is None:
         args.work = str(registry.default_work)

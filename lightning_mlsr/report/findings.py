@@ -4,14 +4,19 @@ development targets, each from the test results and the thresholds of the regist
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lightning_mlsr.analysis.significance import FINDING3, coactivation_finding
-from lightning_mlsr.report.records import PSEUDO_MANIFEST, Runs, mean_metric, teacher_seed
+from lightning_mlsr.report.records import (
+    PSEUDO_MANIFEST,
+    Runs,
+    mean_metric,
+    read_pseudo_manifest,
+    teacher_seed,
+)
 from lightning_mlsr.report.registry import Registry
 from lightning_mlsr.report.statistics import difference_text, find_test, mean_std, significant
 from lightning_mlsr.report.tables import row_order
@@ -268,7 +273,7 @@ def pseudo_summary(registry: Registry, text: ReportText, runs: Runs) -> str:
     option = next(o for o in first["overrides"] if o.startswith("--data.collection="))
     collection = Path(option.split("=", 1)[1]).name
     path = registry.results_dir / PSEUDO_MANIFEST
-    manifest = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    manifest = read_pseudo_manifest(registry.results_dir)
     if collection not in manifest:
         return text("pseudo_summary_not_recorded", collection=collection, manifest=path.name)
     made = manifest[collection]

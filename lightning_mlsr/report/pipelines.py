@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from lightning_mlsr.report.records import PSEUDO_MANIFEST, write_json
+from lightning_mlsr.report.records import PSEUDO_MANIFEST, read_pseudo_manifest, write_json
 from lightning_mlsr.report.registry import PSEUDO_QUERY_FLAGS, Experiment, Registry
 
 __all__ = [
@@ -123,7 +123,7 @@ def record_pseudo_collection(registry: Registry, collection: Path) -> None:
     itself stays under the work folder."""
     made = json.loads((collection / "collection.json").read_text("utf-8"))["pseudo_queries"]
     path = registry.results_dir / PSEUDO_MANIFEST
-    manifest = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    manifest = read_pseudo_manifest(registry.results_dir)
     keep = ("candidates", "evaluation_queries", "pseudo_queries", "passed_min_score", "words")
     manifest[collection.name] = {k: made[k] for k in keep if k in made}
     write_json(path, manifest)

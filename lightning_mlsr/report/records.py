@@ -18,11 +18,14 @@ import numpy as np
 from lightning_mlsr.io.atomic import atomic_write_text
 
 __all__ = [
+    "RunRecordError",
     "Runs",
     "has_split",
     "load_runs",
     "mean_metric",
     "per_query_matrix",
+    "read_json",
+    "read_pseudo_manifest",
     "shared_queries",
     "teacher_seed",
     "write_json",
@@ -45,15 +48,64 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
 
 
+class RunRecordError(ValueError):
+    """A run's JSON file that cannot be read (the message names the file and what to do)."""
+
+
+def read_json(path: Path, remedy: str | None = None) -> Any:
+    """The JSON value in ``path``; a missing or damaged file (truncated, edited by hand) is a
+    :class:`RunRecordError` that names it and says what to do: ``remedy``, by default that of
+    a file in a run folder (restore it, or remove the run folder to train the run again)."""
+    if remedy is None:
+        remedy = (
+            f"restore it (git checkout -- {path}), or remove its run folder {path.parent} so "
+            "that `python -m lightning_mlsr.report run` trains the run again"
+        )
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise RunRecordError(f"{path} is missing: {remedy}") from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = (
+            f"{err.msg} at line {err.lineno}, column {err.colno}"
+            if isinstance(err, json.JSONDecodeError)
+            else "not UTF-8 text"
+        )
+        raise RunRecordError(
+            f"{path} is not valid JSON ({where}; truncated or edited?): {remedy}"
+        ) from None
+
+
+def read_pseudo_manifest(results_dir: Path) -> dict[str, Any]:
+    """The results folder's :data:`PSEUDO_MANIFEST` (``{}`` while there is none)."""
+    path = results_dir / PSEUDO_MANIFEST
+    if not path.is_file():
+        return {}
+    return dict(
+        read_json(
+            path,
+            f"restore it (git checkout -- {path}); `python -m lightning_mlsr.report prepare` "
+            "of a pseudo-query run records its collection again",
+        )
+    )
+
+
 def load_runs(runs_dir: Path) -> Runs:
     """Every finished run under ``runs_dir`` (baselines included), by experiment."""
     runs: Runs = {}
     for path in sorted(Path(runs_dir).glob("*/*/metrics.json")):
-        record = json.loads(path.read_text())
-        record["per_query"] = json.loads((path.parent / "per_query.json").read_text())
+        record = read_json(path)
+        if not isinstance(record, dict) or "experiment" not in record:
+            raise RunRecordError(
+                f"{path} has no `experiment` key: it is not a run's metrics.json; restore it "
+                f"(git checkout -- {path}) or remove its run folder {path.parent}"
+            )
+        record["per_query"] = read_json(path.parent / "per_query.json")
         elsewhere = path.parent / "cross_domain.json"
         if elsewhere.is_file():  # the same checkpoint tested on other collections
-            record["cross_domain"] = json.loads(elsewhere.read_text())
+            record["cross_domain"] = read_json(elsewhere)
         runs.setdefault(record["experiment"], []).append(record)
     return runs
 

@@ -188,6 +188,34 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML in ``path``; a syntax error names the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text("utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RegistryError(f"{path}: not valid YAML{at} ({problem}); fix it there") from None
+
+
+def _required(spec: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in spec:
+        raise RegistryError(f"{where}: `{key}` is missing")
+    return spec[key]
+
+
+def _whole_number(spec: Mapping[str, Any], key: str, default: int | None, where: str) -> int:
+    """``spec[key]`` (``default`` when absent; required when None) as an int."""
+    value = spec.get(key, default) if default is not None else _required(spec, key, where)
+    if not isinstance(value, bool) and isinstance(value, int | str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise RegistryError(f"{where}.{key} must be a whole number, got {value!r}")
+
+
 def _check_keys(data: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
@@ -261,7 +289,9 @@ def _comparisons(family: str, specs: Any, where: str) -> list[Comparison]:
         _check_keys(_mapping(spec, at), ("a", "b", "measure", "queries"), at)
         measure = spec.get("measure", "nDCG@10")
         for a, b, queries in itertools.product(
-            _names(spec["a"]), _names(spec["b"]), _names(spec.get("queries", "all"))
+            _names(_required(spec, "a", at)),
+            _names(_required(spec, "b", at)),
+            _names(spec.get("queries", "all")),
         ):
             if queries not in ("all", "unseen"):
                 raise RegistryError(f"{at}: queries must be all or unseen, got {queries!r}")
@@ -274,7 +304,7 @@ def read_protocol(path: Path) -> dict[str, list[str]]:
     results whose design was chosen after test numbers were seen (``test_informed``)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: it lists what may be evaluated on test")
-    data = _mapping(yaml.safe_load(path.read_text("utf-8")), str(path))
+    data = _mapping(_read_yaml(path), str(path))
     unknown = set(data) - {"final", "test_informed"}
     if unknown:
         raise RegistryError(f"{path}: unknown keys {sorted(unknown)} (final, test_informed)")
@@ -288,7 +318,7 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: it lists the experiments RESULTS.md reports")
     where = str(path)
-    data = _mapping(yaml.safe_load(path.read_text("utf-8")), where)
+    data = _mapping(_read_yaml(path), where)
     _check_keys(data, _TOP_KEYS, where)
     experiments = {
         name: _experiment(name, spec, where)
@@ -307,7 +337,10 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         comparisons += _comparisons(str(family), spec.get("comparisons"), where)
         if "coactivation" in spec:
             pair = _mapping(spec["coactivation"], f"{at}.coactivation")
-            coactivation = (pair["a"], pair["b"])
+            coactivation = (
+                _required(pair, "a", f"{at}.coactivation"),
+                _required(pair, "b", f"{at}.coactivation"),
+            )
     if coactivation is None:
         raise RegistryError(f"{where}: no family names the coactivation pair (finding 3)")
     seeds = _mapping(data.get("seeds"), f"{where}: seeds")
@@ -330,12 +363,16 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         experiments=experiments,
         baselines=baselines,
         collection=str(data.get("collection", "emoji")),
-        first_seed=int(seeds.get("first", 42)),
-        seed_count=int(seeds.get("count", 3)),
+        first_seed=_whole_number(seeds, "first", 42, f"{where}: seeds"),
+        seed_count=_whole_number(seeds, "count", 3, f"{where}: seeds"),
         measures=tuple(data.get("measures") or ()),
-        wordpiece_tokenizer=str(data["wordpiece_tokenizer"]),
-        candidate_backbone=str(candidates["backbone"]),
-        candidate_english=int(candidates["english"]),
+        wordpiece_tokenizer=str(_required(data, "wordpiece_tokenizer", where)),
+        candidate_backbone=str(
+            _required(candidates, "backbone", f"{where}: pseudo_query_candidates")
+        ),
+        candidate_english=_whole_number(
+            candidates, "english", None, f"{where}: pseudo_query_candidates"
+        ),
         family_titles=titles,
         comparisons=tuple(comparisons),
         coactivation=coactivation,

@@ -35,7 +35,6 @@ student never falls back to its YAML's untrained teacher.
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import time
 import traceback
@@ -48,7 +47,7 @@ import numpy as np
 
 from lightning_mlsr.report.locks import exclusive
 from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
-from lightning_mlsr.report.records import TEACHER_OPTION, write_json
+from lightning_mlsr.report.records import TEACHER_OPTION, read_json, write_json
 from lightning_mlsr.report.registry import Registry
 
 __all__ = [
@@ -118,7 +117,7 @@ def cross_domain_missing(registry: Registry, runs_dir: Path, name: str, seed: in
     been tested on yet."""
     wanted = registry.cross_domain_of(name)
     path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
-    done = json.loads(path.read_text("utf-8")).get("collections", {}) if path.is_file() else {}
+    done = read_json(path).get("collections", {}) if path.is_file() else {}
     return [c for c in wanted if c not in done]
 
 
@@ -157,7 +156,7 @@ def _write_cross_domain(
     refit: bool,
 ) -> None:
     path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
-    record = json.loads(path.read_text("utf-8")) if path.is_file() else {"collections": {}}
+    record = read_json(path) if path.is_file() else {"collections": {}}
     record.update(
         experiment=name,
         seed=seed,
@@ -304,7 +303,7 @@ def _teacher_record(options: Sequence[str]) -> dict[str, Any] | None:
         if found := TEACHER_OPTION.match(option):
             record = Path(found.group(2)).with_name(TEACHER_RECORD)
             if record.is_file():
-                return dict(json.loads(record.read_text("utf-8")))
+                return dict(read_json(record))
     return None
 
 
@@ -343,7 +342,7 @@ def refit_teacher(
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
-    recorded = json.loads((run_dir(runs_dir, name, seed) / "metrics.json").read_text("utf-8"))
+    recorded = read_json(run_dir(runs_dir, name, seed) / "metrics.json")
     root = work / name / f"seed{seed}-refit"
     shutil.rmtree(root, ignore_errors=True)
     print(f"=== {name} seed {seed}: fitting the teacher again (its checkpoint is gone)", flush=True)
