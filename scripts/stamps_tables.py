@@ -15,13 +15,13 @@ SPLITS = ("train", "validation", "test")
 def markdown_tables(counts: dict) -> str:
     types = stamps_images.TYPES
     rows = [
-        f"| split | queries | qrels | several relevant | {' | '.join(types)} |",
+        f"| stamps split | queries | qrels | queries with several relevant | {' | '.join(types)} |",
         "|---|" + "---:|" * (3 + len(types)),
     ]
     for name, c in counts["splits"].items():
         kinds = " | ".join(str(c["images_by_type"][k]) for k in types)
         rows.append(
-            f"| {name} | {c['queries']} | {c['qrels']} | "
+            f"| stamps: {name} | {c['queries']} | {c['qrels']} | "
             f"{c['queries_with_several_relevant']} | {kinds} |"
         )
     rows += [
