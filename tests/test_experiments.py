@@ -140,8 +140,10 @@ def test_every_experiment_is_found() -> None:
         "inference_free/static_mlm_caption",
         "stamps/m1_mlm_mlm_image",
         "stamps/m2_mlp_mlm_caption",
+        "minilm/m2_mlp_mlm_caption",
+        "minilm/d2s_caption",
     } <= set(IDS)
-    assert len(IDS) == 20 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
+    assert len(IDS) == 28 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
 
 
 @pytest.fixture(scope="module")

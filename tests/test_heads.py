@@ -46,6 +46,7 @@ TINY_ARGS: dict[str, Callable[[], dict[str, Any]]] = {
     "fused": lambda: TINY_IMAGE,
     "late_fusion": lambda: {"text_head": MLPHead(), "image_head": ImageMLMHead(**TINY_IMAGE)},
     "dense_image": lambda: TINY_IMAGE,
+    "d2s": lambda: {"backbone": "splade-tiny"},
 }
 #: configurations beyond each head's defaults: (registry name, non-default arguments)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -98,6 +99,7 @@ def test_the_registry_holds_every_head_of_both_kinds() -> None:
     assert set(list_heads(SparseEncoder)) == {
         "mlp",
         "mlm",
+        "d2s",
         "image_mlm",
         "fused",
         "late_fusion",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_mlsr.models.d2s import D2SHead
 from lightning_mlsr.models.dense import DenseImageHead, DenseTextHead
 from lightning_mlsr.models.encoder import (
     DenseEncoder,
@@ -27,6 +28,7 @@ from lightning_mlsr.models.transformer import TextTransformerEncoder
 
 __all__ = [
     "HEADS",
+    "D2SHead",
     "DenseEncoder",
     "DenseImageHead",
     "DenseTextHead",

@@ -31,7 +31,13 @@ from lightning_mlsr.io.pretrained import (
     resolve_text_backbone,
 )
 
-__all__ = ["ImageBackbone", "load_masked_lm", "load_text_encoder", "vocabulary_size"]
+__all__ = [
+    "ImageBackbone",
+    "init_new_mlm_head",
+    "load_masked_lm",
+    "load_text_encoder",
+    "vocabulary_size",
+]
 
 
 def vocabulary_size(config: Any, tokenizer: Any) -> int:
@@ -46,8 +52,11 @@ def vocabulary_size(config: Any, tokenizer: Any) -> int:
 def load_masked_lm(name: str = DEFAULT_TEXT_BACKBONE) -> nn.Module:
     """An ``AutoModelForMaskedLM`` (encoder + MLM head) for a text backbone.
 
-    For a backbone without a pretrained MLM head the head starts untrained, with its
-    decoder tied to the word embeddings (transformers' default).
+    For a backbone without a pretrained MLM head (MiniLM-L6) the head is new: its decoder
+    is tied to the word embeddings (transformers' default) and :func:`init_new_mlm_head`
+    starts its transform as the identity, so that it scores a hidden state by the input
+    embeddings of the vocabulary and ranks sensibly before any training. The model's
+    ``new_mlm_head`` attribute says which case it is.
     """
     import transformers
     from transformers import AutoModelForMaskedLM
@@ -55,9 +64,48 @@ def load_masked_lm(name: str = DEFAULT_TEXT_BACKBONE) -> nn.Module:
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "some weights newly initialized" is expected
     try:
-        return AutoModelForMaskedLM.from_pretrained(resolve_text_backbone(name))
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            resolve_text_backbone(name), output_loading_info=True
+        )
     finally:
         transformers.logging.set_verbosity(verbosity)
+    prefix = getattr(model, "base_model_prefix", "")
+    new_head = any(not key.startswith(f"{prefix}.") for key in info.get("missing_keys", []))
+    if new_head:
+        init_new_mlm_head(model)
+    model.new_mlm_head = new_head
+    return model
+
+
+#: added before the MLM transform's activation by :func:`init_new_mlm_head`
+_LINEAR_SHIFT = 8.0
+
+
+def init_new_mlm_head(model: nn.Module) -> None:
+    """Start an untrained BERT-style MLM head as ``decoder(LayerNorm(h))`` in effect.
+
+    The transform ``LayerNorm(gelu(dense(h)))`` gets ``dense(h) = h + shift``: the shift puts
+    the activation in its linear range (MiniLM-L6's hidden states stay above -3.1 on the
+    bundled captions; ``gelu(x) = x`` to 1e-6 above 5) and the LayerNorm removes it again.
+    The decoder bias is zero, so a hidden state scores each vocabulary term by the dot
+    product of its normalised self with the term's (tied) input embedding. On the bundled
+    validation queries this ranks as well as dropping the activation (nDCG@10 0.382 with 64
+    terms per text, untrained; 0.357 through gelu without the shift). Randomly
+    initialised, the same head activates unrelated terms and has to be learnt from scratch.
+    """
+    head: Any = getattr(model, "cls", None)
+    predictions: Any = getattr(head, "predictions", None)
+    if predictions is None:
+        return  # not BERT-style: keep transformers' initialisation
+    dense = predictions.transform.dense
+    with torch.no_grad():
+        dense.weight.copy_(torch.eye(dense.weight.shape[0], dense.weight.shape[1]))
+        dense.bias.fill_(_LINEAR_SHIFT)
+        predictions.transform.LayerNorm.reset_parameters()
+        if getattr(predictions, "bias", None) is not None:
+            predictions.bias.zero_()
+        if getattr(predictions.decoder, "bias", None) is not None:
+            predictions.decoder.bias.zero_()
 
 
 def load_text_encoder(name: str = DEFAULT_TEXT_BACKBONE) -> nn.Module:

@@ -11,7 +11,7 @@ from torch import nn
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_BACKBONE
 from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, load_text_encoder
 from lightning_mlsr.models.encoder import SparseEncoder
-from lightning_mlsr.models.pooling import Pooling, _check_pooling
+from lightning_mlsr.models.pooling import Pooling, _check_pooling, keep_top_terms
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
     TextTransformerEncoder,
@@ -49,6 +49,8 @@ class FusedImageTextHead(TextTransformerEncoder):
         freeze_image_backbone: no gradients into the image backbone.
         pooling: ``"sum"`` or ``"max"``; None means ``"sum"`` for ``mlp`` and ``"max"`` for
             ``mlm`` (as in :class:`MLPHead` / :class:`MLMHead`).
+        max_terms: with ``head="mlm"``, keep only this many largest weights per document
+            (None: all), as :class:`MLMHead`'s budget.
 
     Shape:
         ``input_ids``/``attention_mask`` ``(B, L)`` and ``image_features`` ``(B, D)`` (or
@@ -64,9 +66,15 @@ class FusedImageTextHead(TextTransformerEncoder):
         image_size: int | None = None,
         freeze_image_backbone: bool = True,
         pooling: Pooling | None = None,
+        max_terms: int | None = None,
     ) -> None:
         if head not in ("mlp", "mlm"):
             raise ValueError(f"FusedImageTextHead: head must be 'mlp' or 'mlm', got {head!r}")
+        if max_terms is not None and (head != "mlm" or max_terms < 1):
+            raise ValueError(
+                f"FusedImageTextHead: max_terms must be a positive integer with head='mlm', got "
+                f"{max_terms} with head={head!r}"
+            )
         pooling = pooling or ("sum" if head == "mlp" else "max")
         _check_pooling(pooling, type(self).__name__)
         if head == "mlm":
@@ -75,6 +83,7 @@ class FusedImageTextHead(TextTransformerEncoder):
             super().__init__(backbone, load_text_encoder(backbone))
         self.head = head
         self.pooling: Pooling = pooling
+        self.max_terms = max_terms
         self.modalities = frozenset({"text", "image"})
         self.freeze_image_backbone = freeze_image_backbone
         self.image_backbone = build_image_backbone(
@@ -121,7 +130,8 @@ class FusedImageTextHead(TextTransformerEncoder):
             )  # (B, V)
         keep = self._token_mask(input_ids, attention_mask)  # (B, L)
         keep = torch.cat([keep[:, :1], keep.new_ones(keep.shape[0], 1), keep[:, 1:]], dim=1)
-        return self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
+        weights = self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
+        return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The image projection and, for ``head="mlp"``, the term scorer."""

@@ -15,7 +15,7 @@ from lightning_mlsr.io.pretrained import (
 )
 from lightning_mlsr.models.backbones import load_masked_lm, vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
-from lightning_mlsr.models.pooling import log_saturation
+from lightning_mlsr.models.pooling import keep_top_terms, log_saturation
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
     build_image_backbone,
@@ -61,6 +61,9 @@ class ImageMLMHead(SparseEncoder):
         freeze_image_backbone: no gradients into the image backbone (features may then be
             precomputed and passed as ``image_features``).
         wiring: ``"reference"`` or ``"full"`` (see above).
+        max_terms: keep only this many largest weights per image (None: all); a budget on
+            non-zeros from the first step (an untrained projection activates about half the
+            vocabulary).
 
     Shape:
         ``image_features`` ``(B, D)`` or ``pixel_values`` ``(B, 3, H, W)`` -> ``(B, V)``.
@@ -74,6 +77,7 @@ class ImageMLMHead(SparseEncoder):
         image_size: int | None = None,
         freeze_image_backbone: bool = True,
         wiring: Wiring = "reference",
+        max_terms: int | None = None,
     ) -> None:
         if wiring not in ("reference", "full"):
             raise ValueError(f"ImageMLMHead: wiring must be 'reference' or 'full', got {wiring!r}")
@@ -91,6 +95,9 @@ class ImageMLMHead(SparseEncoder):
         self.image_projection = nn.Linear(self.image_backbone.num_features, int(config.hidden_size))
         self.mlm_head = mlm_head  # the encoder is dropped here; its tied decoder weight stays
         self.wiring: Wiring = wiring
+        if max_terms is not None and max_terms < 1:
+            raise ValueError(f"ImageMLMHead: max_terms must be a positive integer, got {max_terms}")
+        self.max_terms = max_terms
         if wiring == "reference":
             mlm_head_parts(mlm_head)  # fail now, not at the first batch, if unsupported
             dense = mlm_transform_dense(mlm_head)
@@ -113,7 +120,8 @@ class ImageMLMHead(SparseEncoder):
             logits = decoder(layer_norm(hidden))  # (B, V)
         else:
             logits = self.mlm_head(hidden)  # (B, V)
-        return self._mask_special_terms(log_saturation(logits))  # (B, V)
+        weights = self._mask_special_terms(log_saturation(logits))  # (B, V)
+        return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The image projection (the MLM head and image backbone are pretrained)."""

@@ -14,6 +14,7 @@ from torch import nn
 
 __all__ = [
     "Pooling",
+    "keep_top_terms",
     "log_saturation",
     "pool_kept_vocab_logits",
     "pool_vocab_logits",
@@ -32,6 +33,21 @@ def _check_pooling(pooling: str, where: str) -> None:
 def log_saturation(x: torch.Tensor) -> torch.Tensor:
     """``log(1 + relu(x))``: the non-negative, saturating term-weight activation."""
     return torch.log1p(torch.relu(x))
+
+
+def keep_top_terms(weights: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest weights of each row, zero the rest (a budget on non-zeros).
+
+    Gradients reach the kept weights only. Rows with fewer than ``k`` positive weights keep
+    all of them (the zeros picked to fill the budget stay zero).
+
+    Shape:
+        ``(B, V)`` -> ``(B, V)``.
+    """
+    if k >= weights.shape[-1]:
+        return weights
+    values, indices = weights.topk(k, dim=-1)  # (B, k)
+    return torch.zeros_like(weights).scatter(-1, indices, values)  # (B, V)
 
 
 def scatter_token_weights(

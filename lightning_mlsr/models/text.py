@@ -9,7 +9,7 @@ from torch import nn
 
 from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE
 from lightning_mlsr.models.backbones import load_masked_lm, load_text_encoder
-from lightning_mlsr.models.pooling import Pooling, _check_pooling
+from lightning_mlsr.models.pooling import Pooling, _check_pooling, keep_top_terms
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
     TextTransformerEncoder,
@@ -74,6 +74,10 @@ class MLMHead(TextTransformerEncoder):
             used; a backbone without one gets an untrained head tied to the embeddings).
         pooling: ``"max"`` (SPLADE) or ``"sum"`` over token positions.
         exclude_special_tokens: leave special-token positions out of the pooling.
+        max_terms: keep only this many largest weights per text (None: all). A new MLM head
+            (MiniLM-L6: identity transform, decoder tied to the word embeddings) ranks the
+            vocabulary sensibly from the start but activates most of it; the budget makes
+            its vectors sparse from the first step.
 
     Shape:
         ``input_ids``/``attention_mask`` ``(B, L)`` -> ``(B, V)``.
@@ -84,8 +88,11 @@ class MLMHead(TextTransformerEncoder):
         backbone: str = DEFAULT_TEXT_BACKBONE,
         pooling: Pooling = "max",
         exclude_special_tokens: bool = False,
+        max_terms: int | None = None,
     ) -> None:
         _check_pooling(pooling, type(self).__name__)
+        if max_terms is not None and max_terms < 1:
+            raise ValueError(f"MLMHead: max_terms must be a positive integer, got {max_terms}")
         encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
         super().__init__(backbone, encoder, mlm_head)
         self.modalities = frozenset({"text"})
@@ -93,6 +100,7 @@ class MLMHead(TextTransformerEncoder):
         self.freeze_image_backbone = False
         self.pooling = pooling
         self.exclude_special_tokens = exclude_special_tokens
+        self.max_terms = max_terms
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Expanded term weights. Shape: ``(B, L)`` -> ``(B, V)``."""
@@ -102,4 +110,5 @@ class MLMHead(TextTransformerEncoder):
             keep = self._token_mask(input_ids, attention_mask)  # (B, L)
         else:
             keep = attention_mask.bool()  # (B, L)
-        return self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
+        weights = self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
+        return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
