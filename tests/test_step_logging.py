@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import Logger
 
 import lightning_mlsr.training.module as module
 from lightning_mlsr.data.datamodule import RetrievalDataModule
@@ -100,3 +101,56 @@ def test_a_fast_dev_run_logs_its_step(tmp_path: Path) -> None:
     trainer = quiet_trainer(tmp_path, [steps], fast_dev_run=1, log_every_n_steps=50)
     trainer.fit(_model(steps), RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
     assert {"train/loss", "train/q_nnz", "train/d_reg_weight"} <= steps.logged[0]
+
+
+class _Recorder(Logger):
+    """A logger that keeps, per step, the names each ``log_metrics`` call sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int | None, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.calls.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("every", [10, 2])
+def test_the_last_training_step_of_each_epoch_reaches_the_logger_once(
+    tmp_path: Path, every: int
+) -> None:
+    """A fit shorter than ``log_every_n_steps`` (the README's 4-step run) still sends its
+    last step's ``train/*`` to W&B (Lightning alone sent none); a step Lightning sends
+    itself is not sent twice."""
+    steps, recorder = _Steps(), _Recorder()
+    trainer = L.Trainer(
+        logger=recorder,
+        callbacks=[steps],
+        max_epochs=2,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        log_every_n_steps=every,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(_model(steps), RetrievalDataModule(batching=BatchingSettings(batch_size=4)))
+    sent = [(step, m) for step, m in recorder.calls if "train/loss" in m]
+    # Lightning numbers a step's logs by the steps done before it: 3 and 7 end the epochs
+    want = [3, 7] if every == 10 else [1, 3, 5, 7]
+    assert [step for step, _ in sent] == want
+    last_step, last = sent[-1]
+    assert {"train/loss", "train/rank_loss", "train/d_reg_weight", "train/lr"} <= set(last)
+    assert last["train/loss"] == pytest.approx(steps.losses[-1], abs=1e-6)
+    assert last["epoch"] == 1

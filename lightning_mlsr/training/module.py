@@ -113,6 +113,8 @@ class SparseBiEncoder(L.LightningModule):
         self.teacher = teacher
         self.distillation = distillation
         self._fit_total_steps: int | None = None
+        # (global step before the batch, values) of a logging step, until on_train_batch_end
+        self._step_values: tuple[int, dict[str, torch.Tensor]] | None = None
         _check_output_spaces(query_encoder, doc_encoder)
         if share_text_backbone:
             tie_text_backbones(query_encoder, doc_encoder)
@@ -223,7 +225,9 @@ class SparseBiEncoder(L.LightningModule):
         Other steps log nothing: ``self.log`` is Python work per value in every step (and a
         progress bar reads ``train/loss`` back to the host) that a plain loop does not do,
         for values Lightning would drop. ``callback_metrics["train/..."]`` therefore holds
-        the latest logging step's values.
+        the latest logging step's values. The last step of an epoch or of the fit reaches
+        the loggers even where Lightning's rule would drop it
+        (:meth:`on_train_batch_end`).
         """
         if self._trainer is None:
             return True
@@ -244,20 +248,38 @@ class SparseBiEncoder(L.LightningModule):
         if not logs:
             return out["loss"]
         batch_size = batch["query_idx"].shape[0]
-        self.log_dict(
-            {f"train/{k}": v.detach().float() for k, v in out.items() if k != "loss"},
-            on_step=True,
-            on_epoch=False,
-            batch_size=batch_size,
-        )
-        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch_size)
+        values = {f"train/{k}": v.detach().float() for k, v in out.items() if k != "loss"}
+        self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
+        values["train/loss"] = out["loss"].detach()
+        self.log("train/loss", values["train/loss"], prog_bar=True, batch_size=batch_size)
         if self._trainer is not None and self.trainer.optimizers:
             for i, group in enumerate(self.trainer.optimizers[0].param_groups):
                 name = "train/lr" if i == 0 else f"train/lr_{group.get('name', i)}"
                 # made on the device (as the regularizer weights): a Python float would be copied there
-                lr = torch.full((), float(group["lr"]), device=self.device)
-                self.log(name, lr, on_step=True, on_epoch=False, batch_size=batch_size)
+                values[name] = torch.full((), float(group["lr"]), device=self.device)
+                self.log(name, values[name], on_step=True, on_epoch=False, batch_size=batch_size)
+        self._step_values = (self.global_step, values)
         return out["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Hand a logging step's values to the loggers where Lightning's rule would not: the
+        last step of an epoch or of the fit that is no multiple of ``log_every_n_steps``
+        (without this, a fit shorter than ``log_every_n_steps`` logs no ``train/*`` at all).
+        Under the same step number and with the ``epoch`` Lightning would log them with."""
+        logged, self._step_values = self._step_values, None
+        if logged is None or self._trainer is None:
+            return
+        trainer = cast(Any, self.trainer)
+        step_before, values = logged
+        n, step = trainer.log_every_n_steps, self.global_step
+        if n <= 0 or step == step_before:  # step logging off; a micro-batch (accumulation)
+            return
+        if trainer.fast_dev_run or trainer.should_stop or step % n == 0:  # Lightning sends it
+            return
+        metrics = {name: float(value) for name, value in values.items()}
+        metrics["epoch"] = self.current_epoch
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step - 1)  # Lightning's: steps done before it
 
     # ------------------------------------------------------------------ validation / test
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
