@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lightning_mlsr.retrieval.index import FORMAT_VERSION, InvertedIndex, SeismicIndex
+from lightning_mlsr.retrieval.index import FORMAT_VERSION, InvertedIndex, SeismicIndex, inverted
 from lightning_mlsr.retrieval.index.inverted import tie_order
 
 
-def brute_force_topk(docs: np.ndarray, queries: np.ndarray, k: int):
+def brute_force_topk(docs: np.ndarray, queries: np.ndarray, k: int, ids=None):
     """Dense float64 scores; best first, ties by descending doc id as text (trec_eval's
-    order: ids are the row numbers), score 0 never returned."""
+    order; ids default to the row numbers), score 0 never returned."""
     scores = queries.astype(np.float64) @ docs.astype(np.float64).T  # (n_q, n_docs)
     out_s = np.full((len(queries), k), -np.inf)
     out_i = np.full((len(queries), k), -1, dtype=np.int64)
     for q, row in enumerate(scores):
         hits = np.flatnonzero(row > 0)
-        order = sorted(hits, key=lambda d: str(d), reverse=True)  # ties: larger docno first
+        key = (lambda d: str(d)) if ids is None else (lambda d: str(ids[d]))
+        order = sorted(hits, key=key, reverse=True)  # ties: larger docno first
         order = sorted(order, key=lambda d: -row[d])[:k]  # stable: keeps that order on ties
         out_s[q, : len(order)] = row[order]
         out_i[q, : len(order)] = order
@@ -142,6 +143,40 @@ def test_dense_and_sparse_mode_of_the_kernel_agree():
     ref_s, ref_i = brute_force_topk(docs, queries, 25)
     np.testing.assert_array_equal(indices, ref_i)
     np.testing.assert_array_equal(scores, ref_s.astype(np.float32))
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 64, 333, 2**16, 2**20])
+def test_blocked_scoring_equals_brute_force_exactly(block_size, monkeypatch):
+    """Documents scored a block at a time (both kernel modes per block: a common term makes
+    some blocks dense; tied scores across block borders), batched and one query at a time
+    on 1 and 2 threads (a single query's blocks split between threads, partial top-k lists
+    merged): exactly the brute-force top-k, ties in trec_eval's order."""
+    rng = np.random.default_rng(5)
+    docs = dyadic_sparse(rng, 1000, 40, 0.06)
+    docs[::3, 0] = 0.5  # term 0 in a third of the documents: dense blocks
+    docs[[17, 64, 65, 400, 999]] = docs[5]  # duplicates on both sides of block borders
+    docs[200:260] = 0  # a run of empty documents: blocks with no posting
+    queries = dyadic_sparse(rng, 25, 40, 0.08)
+    queries[:10, 0] = 0
+    queries[10:, 0] = 1.0
+    queries[3] = docs[5]  # scores tied between the duplicates
+    ids = np.array([f"d{(i * 37) % 1000}" for i in range(1000)])  # tie order != row order
+    monkeypatch.setattr(inverted, "CHUNK", 16)  # split a query between threads every 16 docs
+    index = InvertedIndex.from_matrix(docs, doc_ids=ids, block_size=block_size)
+    chunk = min(16, block_size)
+    assert index._offsets.shape == (40, -(-1000 // chunk) + 1)
+    for k in (1, 10, 1000):
+        ref_s, ref_i = brute_force_topk(docs, queries, k, ids)
+        for threads in (1, 2):
+            s, i = index.search(queries, k, num_threads=threads)
+            np.testing.assert_array_equal(i, ref_i)
+            np.testing.assert_array_equal(s, ref_s.astype(np.float32))
+            for r in (0, 3, 10, 24):
+                terms = np.flatnonzero(queries[r])
+                one_s, one_i = index.search_one(terms, queries[r, terms], k, num_threads=threads)
+                np.testing.assert_array_equal(one_i, ref_i[r])
+                np.testing.assert_array_equal(one_s, ref_s[r].astype(np.float32))
+    assert not index._scratch[0].any()
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 1000])

@@ -33,7 +33,15 @@ import scipy.sparse as sp
 
 from lightning_mlsr.retrieval.index import topk_kernel
 from lightning_mlsr.retrieval.index.inputs import check_k, normalise_doc_ids, to_csr
-from lightning_mlsr.retrieval.index.topk_kernel import query_status, taat_topk, unsigned
+from lightning_mlsr.retrieval.index.topk_kernel import (
+    BLOCK,
+    CHUNK,
+    chunk_offsets,
+    query_status,
+    taat_topk,
+    taat_topk_one,
+    unsigned,
+)
 
 __all__ = ["FORMAT_VERSION", "InvertedIndex", "tie_order"]
 
@@ -84,9 +92,12 @@ def _check_threads(num_threads: int | None) -> int:
     return n_workers
 
 
-def _new_scratch(workers: int, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed accumulators and touched-document lists. Shape: (workers, n_docs) each."""
-    return np.zeros((workers, n_docs), np.float32), np.empty((workers, n_docs), np.int32)
+def _new_scratch(workers: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed block accumulators and touched-document lists, one row per worker.
+
+    Shape: (workers, width) float32, (workers, width // 4 + 1) int32
+    """
+    return np.zeros((workers, width), np.float32), np.empty((workers, width // 4 + 1), np.int32)
 
 
 class InvertedIndex:
@@ -99,11 +110,18 @@ class InvertedIndex:
     """
 
     def __init__(
-        self, postings: sp.csc_matrix, doc_ids: np.ndarray, order: np.ndarray | None = None
+        self,
+        postings: sp.csc_matrix,
+        doc_ids: np.ndarray,
+        order: np.ndarray | None = None,
+        block_size: int = BLOCK,
     ) -> None:
         """Wrap already validated CSC postings whose rows are in ``order`` (internal row ``j``
         is input row ``order[j]``; by default computed, and the rows permuted, here);
-        prefer :meth:`from_matrix`."""
+        prefer :meth:`from_matrix`. ``block_size``: documents scored at a time per thread
+        (rounded down to a multiple of :data:`CHUNK` when larger)."""
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         if not sp.isspmatrix_csc(postings) or postings.dtype != np.float32:
             raise TypeError("postings must be a float32 scipy.sparse.csc_matrix")
         if order is None:
@@ -113,6 +131,13 @@ class InvertedIndex:
         self._order = np.asarray(order, dtype=np.int64)  # (n_docs,) internal row -> input row
         self._doc_ids = doc_ids
         self._p_indptr = postings.indptr.astype(np.int64)  # (n_terms + 1,), tiny
+        # (n_terms, n_chunks + 1) uint32: where each posting list enters each chunk of documents
+        self._chunk = min(CHUNK, block_size)  # offsets' granularity, where threads split
+        self._chunks_per_block = max(1, block_size // self._chunk)
+        self._block = self._chunk * self._chunks_per_block
+        self._offsets = chunk_offsets(
+            self._p_indptr, postings.indices, postings.shape[0], self._chunk
+        )
         # Per-worker scratch of the kernel, kept between calls (the kernel leaves it zeroed):
         # allocating and page-faulting it on every call cost more than a short query.
         self._scratch: tuple[np.ndarray, np.ndarray] | None = None
@@ -120,13 +145,18 @@ class InvertedIndex:
 
     @classmethod
     def from_matrix(
-        cls, docs: Any, doc_ids: Sequence[Any] | np.ndarray | None = None
+        cls,
+        docs: Any,
+        doc_ids: Sequence[Any] | np.ndarray | None = None,
+        block_size: int = BLOCK,
     ) -> InvertedIndex:
         """Index the rows of ``docs`` (any scipy sparse format, or a dense 2-D array).
 
         Args:
             docs: ``(n_docs, n_terms)`` non-negative finite term weights, one row per document.
             doc_ids: one unique id (int or str) per row; defaults to ``0..n_docs-1``.
+            block_size: documents each thread scores at a time (default :data:`BLOCK`: a
+                4 MiB accumulator that stays in cache); results do not depend on it.
 
         Raises:
             ValueError: a negative/NaN/infinite weight (the message names the row), wrong
@@ -137,7 +167,7 @@ class InvertedIndex:
         order = tie_order(ids)
         csc = csr.tocsc()  # the only copy of the postings; relabelled in place below
         del csr
-        return cls(_rows_to_tie_order(csc, order), ids, order)
+        return cls(_rows_to_tie_order(csc, order), ids, order, block_size)
 
     # ---- properties ----------------------------------------------------------------------
 
@@ -182,9 +212,9 @@ class InvertedIndex:
 
     @property
     def size_bytes(self) -> int:
-        """Bytes held by the postings arrays and the doc ids."""
+        """Bytes held by the postings arrays, the doc ids and the block offsets."""
         p = self._postings
-        arrays = (p.data, p.indices, p.indptr, self._doc_ids, self._order)
+        arrays = (p.data, p.indices, p.indptr, self._doc_ids, self._order, self._offsets)
         return int(sum(a.nbytes for a in arrays))
 
     def expected_flops(self, queries: Any) -> np.ndarray:
@@ -318,40 +348,63 @@ class InvertedIndex:
         out_s: np.ndarray,
         out_i: np.ndarray,
     ) -> None:
-        """Run the compiled kernel on canonical CSR query arrays into ``out_s``/``out_i``."""
-        workers = min(n_workers, len(q_indptr) - 1)
-        previous = numba.get_num_threads()
+        """Run the compiled kernel on canonical CSR query arrays into ``out_s``/``out_i``.
+
+        With fewer queries than threads, each query's document blocks are split between
+        threads and the partial top-k lists merged (a single query uses every thread).
+        """
+        n_q = len(q_indptr) - 1
+        n_docs = len(self)
+        n_chunks = self._offsets.shape[1] - 1
+        parts = max(1, min(n_workers // n_q, n_chunks))
+        workers = min(n_workers, n_q * parts)
+        postings = (self._p_indptr, unsigned(self._postings.indices), self._postings.data)
         with self._kernel_scratch(workers) as (acc, touched):
+            if workers == 1 and n_q == 1:
+                taat_topk_one(
+                    *postings, self._offsets, unsigned(q_indices), q_data, k, n_docs,
+                    self._chunk, self._chunks_per_block, acc[0], touched[0], out_s[0], out_i[0],
+                )  # fmt: skip
+                return
+            bounds = np.linspace(0, n_chunks, parts + 1).astype(np.int64)  # (parts + 1,)
+            task_query = np.repeat(np.arange(n_q, dtype=np.int64), parts)  # (n_q * parts,)
+            task_first = np.tile(bounds[:-1], n_q)
+            task_last = np.tile(bounds[1:], n_q)
+            if parts == 1:
+                task_s, task_i = out_s, out_i
+            else:
+                task_s = np.empty((n_q * parts, k), np.float32)
+                task_i = np.empty((n_q * parts, k), np.int64)
+            previous = numba.get_num_threads()
             if workers != previous:
                 numba.set_num_threads(workers)
             try:
                 taat_topk(
-                    self._p_indptr,
-                    unsigned(self._postings.indices),
-                    self._postings.data,
-                    q_indptr.astype(np.int64, copy=False),
-                    unsigned(q_indices),
-                    q_data,
-                    k,
-                    acc[:workers],
-                    touched[:workers],
-                    out_s,
-                    out_i,
-                )
+                    *postings, self._offsets, q_indptr.astype(np.int64, copy=False),
+                    unsigned(q_indices), q_data, k, task_query, task_first, task_last, n_docs,
+                    self._chunk, self._chunks_per_block, acc[:workers], touched[:workers],
+                    task_s, task_i,
+                )  # fmt: skip
             finally:
                 if workers != previous:
                     numba.set_num_threads(previous)
+        if parts > 1:  # the parts hold disjoint documents: best k by (score desc, row asc)
+            cand_s = task_s.reshape(n_q, parts * k)
+            cand_i = task_i.reshape(n_q, parts * k)
+            best = np.lexsort((np.where(cand_i < 0, len(self), cand_i), -cand_s))[:, :k]
+            out_s[:] = np.take_along_axis(cand_s, best, axis=1)
+            out_i[:] = np.take_along_axis(cand_i, best, axis=1)
 
     @contextlib.contextmanager
     def _kernel_scratch(self, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The kept per-worker accumulators (all zero), or fresh ones while another thread
         of this process is searching the same index."""
         if not self._scratch_lock.acquire(blocking=False):
-            yield _new_scratch(workers, len(self))
+            yield _new_scratch(workers, min(len(self), self._block))
             return
         try:
             if self._scratch is None or self._scratch[0].shape[0] < workers:
-                self._scratch = _new_scratch(workers, len(self))
+                self._scratch = _new_scratch(workers, min(len(self), self._block))
             yield self._scratch
         finally:
             self._scratch_lock.release()
