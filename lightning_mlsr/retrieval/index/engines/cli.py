@@ -6,12 +6,19 @@ Reads the vectors ``predict`` exported (``<target>.npz`` + ``<target>.ids.txt``,
 - ``--engine anserini``: ``collection/docs.jsonl`` (``JsonVectorCollection`` of integer
   impacts), ``queries.tsv`` (``TsvString`` topics, terms repeated by impact) and, with
   ``--build``, ``index/`` (a Lucene impact index; needs the ``[engines]`` extra);
-- ``--engine pisa``: ``index/`` (PISA's inverted and forward files; ``[engines]`` extra) and
-  ``queries.txt`` (``qid:terms``, terms repeated by impact, for ``queries --weighted``);
+- ``--engine pisa``: ``index/`` (PISA's inverted and forward files; ``[engines]`` extra),
+  ``queries.txt`` (``qid:terms``, terms repeated by impact, for ``queries --weighted``) and
+  ``terms.txt`` (the vocabulary's term of each column). PISA's terms are the column numbers:
+  PISA tokenizes query text (its default English tokenizer turns ``##s`` into ``s`` and drops
+  ``%`` and ``:``), and numbers read the same under every tokenizer, so PISA scores exactly the
+  terms the project scored;
 - ``--engine seismic``: ``docs.jsonl`` and ``queries.jsonl`` (float weights).
 
 Impacts are ``round(weight * scale)`` as in the JSONL export; terms are the vocabulary's
-wordpieces (``--vocab``), so the files read like text. ``export.json`` records the settings.
+wordpieces (``--vocab``), so Anserini's and Seismic's files read like text. Vectors an engine
+would fail on or index as nothing (no rows, all empty, empty after quantization, an impact above
+``2**24``) are refused, naming the problem, before any engine runs. ``export.json`` records the
+settings.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ from lightning_mlsr.retrieval.index.engines.files import (
     write_pisa_queries,
     write_seismic_jsonl,
 )
-from lightning_mlsr.retrieval.index.engines.impacts import quantize, terms_for
+from lightning_mlsr.retrieval.index.engines.impacts import check_impacts, quantize, terms_for
 
-__all__ = ["ENGINES", "export", "main", "read_vectors"]
+__all__ = ["ENGINES", "PISA_TERMS", "export", "main", "read_vectors"]
 
 ENGINES = ("anserini", "pisa", "seismic")
+#: beside a PISA export: the term of each column number (line c+1: column c)
+PISA_TERMS = "terms.txt"
 
 
 def read_vectors(path: str | Path) -> tuple[sp.csr_matrix, list[str]]:
@@ -86,6 +95,9 @@ def export(
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    _check_indexable(engine, docs, "documents", scale)
+    if queries is not None:
+        _check_indexable(engine, queries[0], "queries", scale)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; name another --out or pass --overwrite")
@@ -114,14 +126,47 @@ def export(
     else:
         from lightning_mlsr.retrieval.index.engines.pisa import PisaImpactIndex
 
+        # PISA tokenizes query text (its default English tokenizer turns ``##s`` into ``s``
+        # and drops ``%`` and ``:``); column numbers read the same under every tokenizer
+        numbers = terms_for(docs.shape[1])
         PisaImpactIndex.from_matrix(
-            quantize(docs, scale), doc_ids, path=out / "index", terms=terms, overwrite=overwrite
+            quantize(docs, scale), doc_ids, path=out / "index", terms=numbers, overwrite=overwrite
         )
         written.append(out / "index")
+        (out / PISA_TERMS).write_text("".join(f"{t}\n" for t in terms), encoding="utf-8")
+        written.append(out / PISA_TERMS)
         if queries is not None:
-            write_pisa_queries(out / "queries.txt", queries[1], quantize(queries[0], scale), terms)
+            qs = quantize(queries[0], scale)
+            write_pisa_queries(out / "queries.txt", queries[1], qs, numbers)
             written.append(out / "queries.txt")
     return written
+
+
+def _check_indexable(engine: str, weights: sp.csr_matrix, what: str, scale: float) -> None:
+    """Refuse, before any engine runs, vectors it would fail on or index as nothing: no rows,
+    no weight at all, or (for the integer engines) no impact left after quantization."""
+    if weights.shape[0] == 0:
+        raise ValueError(
+            f"the {what} file holds no vectors: there is nothing to index or search. Export "
+            "them again with predict (--data.predict=corpus for documents, =queries for queries)"
+        )
+    if weights.nnz == 0 or not (weights.data != 0).any():
+        raise ValueError(
+            f"every one of the {weights.shape[0]} {what} vectors is empty: the encoder gave no "
+            "term a weight. Check the checkpoint (a collapsed model, or predict of another split)"
+        )
+    if engine == "seismic":
+        return
+    impacts = quantize(weights, scale)
+    if impacts.nnz == 0:
+        largest = float(abs(weights).max())
+        raise ValueError(
+            f"every one of the {weights.shape[0]} {what} vectors is empty after quantization: "
+            f"the largest weight, {largest:g}, times --scale {scale:g} rounds to 0. Raise "
+            f"--scale (to at least {0.5 / largest:.3g}) so that round(weight * scale) keeps "
+            f"the weights, or check the encoder's output"
+        )
+    check_impacts(impacts, what)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,7 +185,8 @@ def _parser() -> argparse.ArgumentParser:
         "--vocab",
         default="splade-tiny",
         help="column -> term: a text backbone name or path (its tokenizer's wordpieces), a "
-        "file with one term per line, or 'ids' for column numbers (default: splade-tiny)",
+        "file with one term per line, or 'ids' for column numbers (default: splade-tiny). "
+        "PISA's files use column numbers whatever this says, and terms.txt lists these terms",
     )
     exp.add_argument("--build", action="store_true", help="anserini: also build the index")
     exp.add_argument("--overwrite", action="store_true", help="replace what --out holds")
@@ -180,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "n_queries": int(queries[0].shape[0]) if queries else 0,
         "scale": args.scale if args.engine != "seismic" else None,
         "vocab": args.vocab,
+        "terms": "column numbers (terms.txt names them)" if args.engine == "pisa" else "vocab",
         "mean_nnz_per_doc": float(np.diff(docs.indptr).mean()) if docs.shape[0] else 0.0,
     }
     (Path(args.out) / "export.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

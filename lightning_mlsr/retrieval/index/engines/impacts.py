@@ -46,22 +46,38 @@ def quantize(matrix: Any, scale: float = 100.0) -> sp.csr_matrix:
 
 
 def check_impacts(matrix: Any, what: str) -> sp.csr_matrix:
-    """Canonical float32 CSR of ``matrix`` after checking it holds non-negative integers.
+    """Canonical float32 CSR of ``matrix`` after checking it holds non-negative integers no
+    larger than :data:`MAX_EXACT_SCORE`.
 
     Raises:
-        ValueError: naming the first row with a fractional weight (quantize it first).
+        ValueError: naming the first row with a fractional weight (quantize it first), or
+            with an impact above ``2**24``: float32, which the matrices and the engines'
+            scores are held in, has no exact integers beyond it (Anserini fails on such a
+            collection with a Java trace; PISA accepts it and returns inexact scores).
     """
     csr = to_csr(matrix, what)
     fractional = csr.data != np.rint(csr.data)
     if fractional.any():
         pos = int(np.argmax(fractional))
-        row = int(np.searchsorted(csr.indptr, pos, side="right")) - 1
         raise ValueError(
-            f"{what} row {row} has the fractional weight {float(csr.data[pos])!r} at term "
-            f"{int(csr.indices[pos])}; engines index integer impacts: pass "
+            f"{what} row {_row_of(csr, pos)} has the fractional weight {float(csr.data[pos])!r} "
+            f"at term {int(csr.indices[pos])}; engines index integer impacts: pass "
             "lightning_mlsr.retrieval.index.engines.quantize(weights, scale) instead."
         )
+    if csr.nnz and float(csr.data.max()) > MAX_EXACT_SCORE:
+        pos = int(np.argmax(csr.data))
+        raise ValueError(
+            f"{what} row {_row_of(csr, pos)} has the impact {float(csr.data[pos]):.0f} at term "
+            f"{int(csr.indices[pos])}, above 2**24 = {MAX_EXACT_SCORE}, the largest integer "
+            "float32 holds exactly (engines score in float32: Anserini fails on it, PISA "
+            "returns inexact scores). Quantize with a smaller scale (impact = round(weight * "
+            "scale); --scale on the command line)"
+        )
     return csr
+
+
+def _row_of(csr: sp.csr_matrix, pos: int) -> int:
+    return int(np.searchsorted(csr.indptr, pos, side="right")) - 1
 
 
 def max_score_bound(queries: sp.csr_matrix, docs: sp.csr_matrix) -> float:
