@@ -2,10 +2,22 @@
 
 Logged by :class:`~lightning_mlsr.training.evaluator.RetrievalEvaluator` on the global-zero rank,
 only when the Trainer has a ``WandbLogger``.
+
+Everything the table needs stays in the W&B run's own folder (``<save_dir>/wandb/<run>/``):
+wandb would write the sample images into a system temporary folder first, and stage the
+table and its images for upload under ``WANDB_DATA_DIR`` (by default in the home folder,
+where an offline run leaves them for good). The images are written into the run folder's
+``tmp/`` (and removed once logged), and, unless ``WANDB_DATA_DIR`` is set, the upload
+staging goes there too (``tmp/artifacts/staging``).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
@@ -44,20 +56,42 @@ def log_sample_terms(
     n = min(n_samples, len(doc_ids))
     rows = np.linspace(0, len(doc_ids) - 1, n).astype(int)  # spread over the corpus
     terms = top_terms(docs[rows], vocab, k=n_terms)
-    table = wandb.Table(columns=["image_id", "image", "caption", "nnz", "top_terms"])
-    for row, row_terms in zip(rows, terms):
-        i = images.index(doc_ids[row])
-        table.add_data(
-            doc_ids[row],
-            wandb.Image(images.load_image(i)),
-            images.caption(i),
-            int(docs[row].nnz),
-            ", ".join(f"{t} {w:.2f}" for t, w in row_terms),
-        )
-    panels = {
-        f"{prefix}/sample_terms": table,
+    histograms = {
         f"{prefix}/q_nnz_hist": wandb.Histogram(np.diff(queries.indptr)),
         f"{prefix}/d_nnz_hist": wandb.Histogram(np.diff(docs.indptr)),
     }
     for logger in loggers:
-        logger.experiment.log({**panels, "trainer/global_step": trainer.global_step})
+        run = logger.experiment
+        folder = Path(run.settings.sync_dir) / "tmp"
+        staged = folder / f"{prefix}_sample_terms_{trainer.global_step}"
+        staged.mkdir(parents=True, exist_ok=True)
+        table = wandb.Table(columns=["image_id", "image", "caption", "nnz", "top_terms"])
+        for row, row_terms in zip(rows, terms):
+            i = images.index(doc_ids[row])
+            image = staged / f"{len(table.data)}.png"
+            images.load_image(i).save(image)
+            table.add_data(
+                doc_ids[row],
+                wandb.Image(str(image)),
+                images.caption(i),
+                int(docs[row].nnz),
+                ", ".join(f"{t} {w:.2f}" for t, w in row_terms),
+            )
+        with _upload_staging_in(folder):
+            panels = {f"{prefix}/sample_terms": table, **histograms}
+            run.log({**panels, "trainer/global_step": trainer.global_step})
+        shutil.rmtree(staged)  # copied into the run's staging when it was logged
+
+
+@contextmanager
+def _upload_staging_in(folder: Path) -> Iterator[None]:
+    """``WANDB_DATA_DIR`` (where wandb stages a logged table's files) is ``folder`` for the
+    block, unless the user set it."""
+    if "WANDB_DATA_DIR" in os.environ:
+        yield
+        return
+    os.environ["WANDB_DATA_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop("WANDB_DATA_DIR", None)
