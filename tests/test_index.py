@@ -162,6 +162,7 @@ def test_blocked_scoring_equals_brute_force_exactly(block_size, monkeypatch):
     queries[3] = docs[5]  # scores tied between the duplicates
     ids = np.array([f"d{(i * 37) % 1000}" for i in range(1000)])  # tie order != row order
     monkeypatch.setattr(inverted, "CHUNK", 16)  # split a query between threads every 16 docs
+    monkeypatch.setattr(inverted, "_SPLIT_POSTINGS", 1)  # however short its posting lists
     index = InvertedIndex.from_matrix(docs, doc_ids=ids, block_size=block_size)
     chunk = min(16, block_size)
     assert index._offsets.shape == (40, -(-1000 // chunk) + 1)

@@ -49,6 +49,7 @@ __all__ = ["FORMAT_VERSION", "InvertedIndex", "tie_order"]
 FORMAT_VERSION = 2
 _INDEX_FILE = "index.npz"  # file name used when saving into a directory
 _METHODS = ("numba", "scipy")
+_SPLIT_POSTINGS = 2**19  # postings per thread below which one query is not split (~0.3 ms)
 _SCIPY_BLOCK = 2**25  # entries of the (queries x documents) score block of method="scipy"
 
 
@@ -64,7 +65,7 @@ def tie_order(doc_ids: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")[::-1].astype(np.int64)
 
 
-def _rows_to_tie_order(csc: sp.csc_matrix, order: np.ndarray, chunk: int = 2**22) -> sp.csc_matrix:
+def _rows_to_tie_order(csc: sp.csc_matrix, order: np.ndarray, chunk: int = 2**18) -> sp.csc_matrix:
     """Renumber the rows of ``csc`` in place so that new row ``j`` is old row ``order[j]``,
     then re-sort each column: the same matrix as ``csc[order]`` without a second copy of
     the postings (the extra memory is one ``(n_docs,)`` array and ``chunk`` indices).
@@ -357,6 +358,10 @@ class InvertedIndex:
         n_docs = len(self)
         n_chunks = self._offsets.shape[1] - 1
         parts = max(1, min(n_workers // n_q, n_chunks))
+        if parts > 1:  # a parallel launch per call pays only for long posting lists
+            p = self._p_indptr
+            work = int((p[q_indices + 1] - p[q_indices]).sum())
+            parts = min(parts, max(1, work // (n_q * _SPLIT_POSTINGS)))
         workers = min(n_workers, n_q * parts)
         postings = (self._p_indptr, unsigned(self._postings.indices), self._postings.data)
         with self._kernel_scratch(workers) as (acc, touched):
