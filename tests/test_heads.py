@@ -631,4 +631,6 @@ def test_new_parameters_are_the_layers_made_from_scratch(config: str) -> None:
     new = {id(p) for p in head.new_parameters()}
     names = {n for n, p in head.named_parameters() if id(p) in new}
     want = {n for n, _ in head.named_parameters() if "projection" in n or "term_scorer" in n}
+    if config == "d2s":  # its projection starts as the identity: not made from scratch
+        want = set()
     assert names == want

@@ -91,5 +91,7 @@ class D2SHead(TextTransformerEncoder):
         return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
 
     def new_parameters(self) -> list[nn.Parameter]:
-        """The projection (the transformer and vocabulary head are the backbone's)."""
-        return list(self.projection.parameters())
+        """None: the projection starts as the identity, not at random, so it trains at the
+        pretrained parts' learning rate (at the new layers' 20x higher rate, the first
+        warm-up steps scramble the identity and the ranking loss stays at chance)."""
+        return []
