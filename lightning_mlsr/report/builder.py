@@ -29,6 +29,7 @@ from lightning_mlsr.report.records import Runs, has_split, load_runs
 from lightning_mlsr.report.registry import Registry, load_registry
 from lightning_mlsr.report.statistics import coactivation_tests, significance
 from lightning_mlsr.report.tables import (
+    backbone_table,
     breakdown_table,
     category_table,
     ci_table,
@@ -122,6 +123,10 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         *_restated(registry, text, runs, tests, len(unseen["test"])),
         *_paragraph(open_questions(registry, text, tests, cross)),
         *_protocol(registry, text, runs, unseen),
+        "",
+        *text.lines("backbones_intro"),
+        "",
+        *backbone_table(registry),
         "",
     ]
     for split in ("validation", "test"):

@@ -171,7 +171,14 @@ def dense_comparisons(
                 )
             )
         if parts:
-            out.append(text("dense_model", label=registry.label(model), parts="; ".join(parts)))
+            out.append(
+                text(
+                    "dense_model",
+                    label=registry.label(model),
+                    backbone=registry.backbone_cell(model),
+                    parts="; ".join(parts),
+                )
+            )
     return out
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from lightning_mlsr.report.backbones import Backbone, read_backbones
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
 
@@ -64,6 +66,9 @@ class Experiment:
     visual_concepts: Mapping[str, Any] | None = None
     image_only: bool = False
     dense: bool = False
+    #: the text backbone's key in the registry's ``backbones`` (None: the default; ``none``:
+    #: no text model)
+    backbone: str | None = None
 
     @property
     def transductive(self) -> bool:
@@ -114,6 +119,10 @@ class Registry:
     experiments_dir: Path = field(default=REPO / "experiments")
     #: collection -> what it tests, in report order
     cross_domain: dict[str, CrossDomain] = field(default_factory=dict)
+    #: the text backbones (``backbones`` in registry.yaml), the default, and each baseline's
+    backbones: dict[str, Backbone] = field(default_factory=dict)
+    default_backbone: str = "splade-tiny"
+    baseline_backbones: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def is_default(self) -> bool:
@@ -164,6 +173,18 @@ class Registry:
         if name in self.test_informed:
             label += " †"
         return label
+
+    def backbone(self, name: str) -> Backbone | None:
+        """The text backbone of a model or baseline (None: it has no text model)."""
+        experiment = self.experiments.get(name)
+        key = experiment.backbone if experiment else self.baseline_backbones.get(name)
+        key = key or self.default_backbone
+        return None if key == "none" else self.backbones.get(key)
+
+    def backbone_cell(self, name: str) -> str:
+        """The backbone column's cell for ``name``."""
+        backbone = self.backbone(name)
+        return "–" if backbone is None else backbone.cell
 
     def config_path(self, name: str) -> Path:
         """The YAML ``name`` is trained with."""
@@ -236,6 +257,7 @@ _EXPERIMENT_KEYS = (
     "visual_concepts",
     "image_only",
     "dense",
+    "backbone",
 )
 _VISUAL_CONCEPT_KEYS = ("top_k", "backbone")
 _TOP_KEYS = (
@@ -250,6 +272,7 @@ _TOP_KEYS = (
     "findings",
     "targets",
     "cross_domain",
+    "backbones",
 )
 
 
@@ -279,6 +302,7 @@ def _experiment(name: str, spec: Any, where: str) -> Experiment:
         visual_concepts=dict(visual) if visual is not None else None,
         image_only=bool(spec.get("image_only", False)),
         dense=bool(spec.get("dense", False)),
+        backbone=spec.get("backbone"),
     )
 
 
@@ -324,10 +348,16 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         name: _experiment(name, spec, where)
         for name, spec in _mapping(data.get("experiments"), f"{where}: experiments").items()
     }
-    baselines = {
-        name: bool(_mapping(spec, f"{where}: baselines.{name}").get("dense", False))
-        for name, spec in _mapping(data.get("baselines"), f"{where}: baselines").items()
-    }
+    baseline_specs = _mapping(data.get("baselines"), f"{where}: baselines")
+    baselines, baseline_backbones = {}, {}
+    for name, spec in baseline_specs.items():
+        spec = _mapping(spec, f"{where}: baselines.{name}")
+        _check_keys(spec, ("dense", "backbone"), f"{where}: baselines.{name}")
+        baselines[name] = bool(spec.get("dense", False))
+        baseline_backbones[name] = spec.get("backbone")
+    backbones, default_backbone = read_backbones(
+        _mapping(data.get("backbones"), f"{where}: backbones"), where, RegistryError
+    )
     titles, comparisons, coactivation = {}, [], None
     for family, spec in _mapping(data.get("families"), f"{where}: families").items():
         at = f"{where}: families.{family}"
@@ -382,6 +412,9 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         test_informed=tuple(protocol["test_informed"]),
         results_dir=results_dir,
         cross_domain=cross_domain,
+        backbones=backbones,
+        default_backbone=default_backbone,
+        baseline_backbones=baseline_backbones,
     )
     for i, spec in enumerate(registry.findings.get("restated") or []):
         at = f"{where}: findings.restated[{i}]"
@@ -419,6 +452,14 @@ def _check_names(registry: Registry, where: str) -> None:
         "findings": _strings(registry.findings),
         "targets": _strings(registry.targets),
     }
+    named = {e.backbone for e in registry.experiments.values()}
+    named |= set(registry.baseline_backbones.values())
+    unknown_backbones = sorted(str(b) for b in named - {None, "none", *registry.backbones})
+    if unknown_backbones:
+        raise RegistryError(
+            f"{where}: backbone {unknown_backbones} is not in backbones "
+            f"({', '.join(registry.backbones)}, or none)"
+        )
     for what, names in used.items():
         unknown = sorted(set(names) - known)
         if unknown:

@@ -14,6 +14,7 @@ from lightning_mlsr.report.statistics import mean_std, seed_average, seed_count
 from lightning_mlsr.report.text import ReportText
 
 __all__ = [
+    "backbone_table",
     "breakdown_table",
     "category_table",
     "ci_table",
@@ -25,6 +26,23 @@ __all__ = [
     "significance_table",
     "sparsity_table",
 ]
+
+
+def backbone_table(registry: Registry) -> list[str]:
+    """Each text backbone: its size, where its weights come from, and the reported models
+    on it."""
+    lines = [
+        "| backbone | layers | hidden | parameters | weights | models |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    names = [*registry.experiments, *registry.baselines]
+    for backbone in registry.backbones.values():
+        models = [registry.label(n) for n in names if registry.backbone(n) == backbone]
+        lines.append(
+            f"| {backbone.name} | {backbone.layers} | {backbone.hidden} | "
+            f"{backbone.parameters:.2f}M | {backbone.source} | {'; '.join(models)} |"
+        )
+    return lines
 
 
 def row_order(registry: Registry, runs: Runs) -> list[str]:
@@ -50,6 +68,11 @@ def _pm(values: Sequence[float | None], digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if len(kept) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _model(registry: Registry, name: str) -> str:
+    """The first two cells of a model's row: its label and its text backbone."""
+    return f"{registry.label(name)} | {registry.backbone_cell(name)}"
+
+
 def _seeds_cell(n: int | None) -> str:
     return "–" if n is None else str(n)
 
@@ -57,7 +80,10 @@ def _seeds_cell(n: int | None) -> str:
 def metrics_table(registry: Registry, runs: Runs, split: str) -> list[str]:
     """Every measure, sparsity and empty-vector share: mean ± standard deviation over seeds."""
     cols = [*registry.measures, "q_nnz", "d_nnz", "flops_per_query", "empty_docs"]
-    lines = ["| model | seeds | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    lines = [
+        "| model | backbone | seeds | " + " | ".join(cols) + " |",
+        "|---|---|---:|" + "---:|" * len(cols),
+    ]
     for name in (n for n in row_order(registry, runs) if has_split(runs, n, split)):
         cells = []
         for col in cols:
@@ -68,7 +94,7 @@ def metrics_table(registry: Registry, runs: Runs, split: str) -> list[str]:
                 digits = 1
             cells.append(_pm(values, digits))
         n = _seeds_cell(seed_count(registry, runs, name))
-        lines.append(f"| {registry.label(name)} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_model(registry, name)} | {n} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -78,8 +104,9 @@ def ci_table(
     """Each model's mean over all queries and over the unseen ones, with 95% intervals of a
     bootstrap over queries and seeds (:func:`seed_query_bootstrap`)."""
     lines = [
-        f"| model | seeds | all queries | 95% CI | unseen queries ({len(unseen)}) | 95% CI |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| model | backbone | seeds | all queries | 95% CI | unseen queries ({len(unseen)}) "
+        "| 95% CI |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name in (n for n in row_order(registry, runs) if has_split(runs, n, split)):
         cells = []
@@ -91,7 +118,7 @@ def ci_table(
             got = seed_query_bootstrap(per_query_matrix(runs, name, split, measure, qids))
             cells += [f"{got['estimate']:.4f}", f"[{got['ci'][0]:.4f}, {got['ci'][1]:.4f}]"]
         n = _seeds_cell(seed_count(registry, runs, name))
-        lines.append(f"| {registry.label(name)} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_model(registry, name)} | {n} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -106,16 +133,17 @@ def significance_table(
         lines += [
             text("family_heading", title=title, n=n),
             "",
-            "| A | B | measure | queries | seeds A/B | A | B | A − B [95% CI] | t | p | p_holm "
-            "| Wilcoxon p | queries × seeds: 95% CI | p | p_holm |",
-            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| A | B | backbones A/B | measure | queries | seeds A/B | A | B | A − B [95% CI] | t "
+            "| p | p_holm | Wilcoxon p | queries × seeds: 95% CI | p | p_holm |",
+            "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for t in (t for t in tests if t["finding"] == family):
             seeds = f"{_seeds_cell(t['seeds_a'])}/{_seeds_cell(t['seeds_b'])}"
             if not t["equal_seeds"]:
                 seeds += " ≠"
             lines.append(
-                f"| {registry.label(t['a'])} | {registry.label(t['b'])} | {t['measure']} | "
+                f"| {registry.label(t['a'])} | {registry.label(t['b'])} | "
+                f"{_backbones(registry, t['a'], t['b'])} | {t['measure']} | "
                 f"{t['queries']} ({t['n']}) | {seeds} | {t['mean_a']:.4f} | {t['mean_b']:.4f} | "
                 f"{t['diff']:+.4f} [{t['diff_ci'][0]:+.4f}, {t['diff_ci'][1]:+.4f}] | "
                 f"{t['t']:.2f} | {t['p']:.2g} | {t['p_holm']:.2g} | {t['wilcoxon_p']:.2g} | "
@@ -126,13 +154,24 @@ def significance_table(
     return lines[:-1]
 
 
+def _backbones(registry: Registry, a: str, b: str) -> str:
+    """``same: X`` when both sides share their backbone, else ``X / Y``."""
+    backbone_a, backbone_b = registry.backbone(a), registry.backbone(b)
+    if backbone_a == backbone_b:
+        return "same" if backbone_a is None else f"same: {backbone_a.name}"
+    names = [x.name if x is not None else "–" for x in (backbone_a, backbone_b)]
+    return " / ".join(names)
+
+
 def breakdown_table(
     registry: Registry, runs: Runs, groups: dict[str, set[str]], names: Sequence[str] | None = None
 ) -> list[str]:
     """Test nDCG@10 per group of queries (e.g. seen / unseen wordpieces), per model."""
     lines = [
-        "| model | " + " | ".join(f"{g} ({len(ids)} queries)" for g, ids in groups.items()) + " |",
-        "|---" + "|---:" * len(groups) + "|",
+        "| model | backbone | "
+        + " | ".join(f"{g} ({len(ids)} queries)" for g, ids in groups.items())
+        + " |",
+        "|---|---" + "|---:" * len(groups) + "|",
     ]
     for name in names or row_order(registry, runs):
         if not has_split(runs, name, "test"):
@@ -142,7 +181,7 @@ def breakdown_table(
             _fmt(float(np.mean([per[q] for q in group if q in per])) if group else None)
             for group in groups.values()
         ]
-        lines.append(f"| {registry.label(name)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_model(registry, name)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -161,8 +200,8 @@ def category_table(
         groups.setdefault(name, []).append(qid)
     order = sorted(groups, key=lambda g: -len(groups[g]))
     lines = [
-        "| model | " + " | ".join(f"{g} ({len(groups[g])})" for g in order) + " |",
-        "|---" + "|---:" * len(order) + "|",
+        "| model | backbone | " + " | ".join(f"{g} ({len(groups[g])})" for g in order) + " |",
+        "|---|---" + "|---:" * len(order) + "|",
     ]
     for name in row_order(registry, runs):
         if name in registry.test_informed or not has_split(runs, name, split):
@@ -175,18 +214,21 @@ def category_table(
                 continue
             got = seed_query_bootstrap(per_query_matrix(runs, name, split, measure, qids))
             cells.append(f"{got['estimate']:.3f} [{got['ci'][0]:.3f}, {got['ci'][1]:.3f}]")
-        lines.append(f"| {registry.label(name)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_model(registry, name)} | " + " | ".join(cells) + " |")
     return lines
 
 
 def runs_table(registry: Registry, runs: Runs) -> list[str]:
     """Every trained (experiment, seed): epochs, optimizer steps and fit time."""
-    lines = ["| model | seed | epochs | optimizer steps | fit time |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| model | backbone | seed | epochs | optimizer steps | fit time |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for name in row_order(registry, runs):
         for r in runs[name]:
             if "seed" in r:
                 lines.append(
-                    f"| {registry.label(name)} | {r['seed']} | {r['epochs']} | {r['steps']} | "
+                    f"| {_model(registry, name)} | {r['seed']} | {r['epochs']} | {r['steps']} | "
                     f"{r['fit_seconds'] / 60:.1f} min"
                     + (" (resumed: this attempt only)" if "resumed_from" in r else "")
                     + " |"
@@ -252,9 +294,9 @@ def cross_domain_tables(
             lines += [text("cross_domain_none", collection=collection), ""]
             continue
         lines += [
-            f"| model | seeds | {registry.collection} (same checkpoints) | {collection} "
+            f"| model | backbone | seeds | {registry.collection} (same checkpoints) | {collection} "
             f"| difference [95% CI] | t | p | p_holm |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in rows:
             t = row["test"]
@@ -266,7 +308,7 @@ def cross_domain_tables(
                     f"{t['t']:.2f} | {t['p']:.2g} | {t['p_holm']:.2g}"
                 )
             lines.append(
-                f"| {registry.label(row['name'])} | {row['seeds']} | {_interval(row['here'])} "
+                f"| {_model(registry, row['name'])} | {row['seeds']} | {_interval(row['here'])} "
                 f"| {_interval(row['there'])} | {paired} |"
             )
         lines.append("")
@@ -293,8 +335,8 @@ def sparsity_table(registry: Registry, runs: Runs, split: str = "test") -> list[
     cols = ["q_nnz", "d_nnz", "flops_per_query"]
     co = ["coactivation", "caption_overlap@10"]
     lines = [
-        "| model | seeds | " + " | ".join([*cols, *co]) + " |",
-        "|---|---:|" + "---:|" * (len(cols) + len(co)),
+        "| model | backbone | seeds | " + " | ".join([*cols, *co]) + " |",
+        "|---|---|---:|" + "---:|" * (len(cols) + len(co)),
     ]
     for name in (n for n in row_order(registry, runs) if has_split(runs, n, split)):
         if registry.is_dense(name):
@@ -308,5 +350,5 @@ def sparsity_table(registry: Registry, runs: Runs, split: str = "test") -> list[
             values = [r["coactivation"][key] for r in records if "coactivation" in r]
             cells.append(_t_interval(values, 4) if len(values) == len(records) else "–")
         n = _seeds_cell(seed_count(registry, runs, name))
-        lines.append(f"| {registry.label(name)} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_model(registry, name)} | {n} | " + " | ".join(cells) + " |")
     return lines
