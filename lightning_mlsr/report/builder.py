@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_mlsr.io.atomic import atomic_write_text
+from lightning_mlsr.report.figures import main_figure_rows, write_main_figure
 from lightning_mlsr.report.findings import (
     best_on_validation,
     coactivation_pair,
@@ -110,6 +111,11 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
     missing = [e.label for e in registry.experiments.values() if e.name not in runs]
     if missing:
         lines += [text("incomplete", missing="; ".join(missing)), ""]
+    if registry.figure:
+        image = os.path.relpath(
+            registry.results_dir / registry.figure["file"], report_dir(registry)
+        )
+        lines += [f"![{registry.figure['title']}]({Path(image).as_posix()})", ""]
     lines += [
         *text.lines("findings_intro", alpha=registry.findings["alpha"]),
         "",
@@ -203,4 +209,13 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
     with exclusive(runs_dir) if runs_dir.is_dir() else nullcontext():
         report = build_report(registry, runs_dir)
         atomic_write_text(out, report)
+        if registry.figure:
+            rows = main_figure_rows(registry, load_runs(runs_dir))
+            figure = registry.results_dir / registry.figure["file"]
+            write_main_figure(figure, rows, registry.figure["title"])
     return report
+
+
+def report_dir(registry: Registry) -> Path:
+    """The folder RESULTS.md of ``registry`` lives in (links in it are relative to it)."""
+    return registry.report_path.parent

@@ -123,6 +123,8 @@ class Registry:
     backbones: dict[str, Backbone] = field(default_factory=dict)
     default_backbone: str = "splade-tiny"
     baseline_backbones: dict[str, str | None] = field(default_factory=dict)
+    #: the report's opening figure: ``file`` (under the results folder), ``title``, ``models``
+    figure: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_default(self) -> bool:
@@ -273,6 +275,7 @@ _TOP_KEYS = (
     "targets",
     "cross_domain",
     "backbones",
+    "figure",
 )
 
 
@@ -304,6 +307,15 @@ def _experiment(name: str, spec: Any, where: str) -> Experiment:
         dense=bool(spec.get("dense", False)),
         backbone=spec.get("backbone"),
     )
+
+
+def _figure(spec: Any, where: str) -> dict[str, Any]:
+    figure = _mapping(spec, f"{where}: figure")
+    if figure:
+        _check_keys(figure, ("file", "title", "models"), f"{where}: figure")
+        for key in ("file", "title", "models"):
+            _required(figure, key, f"{where}: figure")
+    return figure
 
 
 def _comparisons(family: str, specs: Any, where: str) -> list[Comparison]:
@@ -415,6 +427,7 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         backbones=backbones,
         default_backbone=default_backbone,
         baseline_backbones=baseline_backbones,
+        figure=_figure(data.get("figure"), where),
     )
     for i, spec in enumerate(registry.findings.get("restated") or []):
         at = f"{where}: findings.restated[{i}]"
@@ -451,6 +464,7 @@ def _check_names(registry: Registry, where: str) -> None:
         "teachers": [e.teacher for e in registry.experiments.values() if e.teacher],
         "findings": _strings(registry.findings),
         "targets": _strings(registry.targets),
+        "figure": registry.figure.get("models", []),
     }
     named = {e.backbone for e in registry.experiments.values()}
     named |= set(registry.baseline_backbones.values())
