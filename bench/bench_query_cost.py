@@ -89,18 +89,10 @@ def from_checkpoint(spec: str) -> Model:
     from lightning_mlsr.training.model_loading import load_model
 
     name, _, path = spec.rpartition("=")
-    loaded = load_model(path)
-    q = loaded.model.query_encoder
-    backbone = getattr(q, "text_backbone_name", None) or "?"
-    label = name or Path(path).parent.parent.name
-    source = f"{Path(path).resolve()}@{Path(path).stat().st_mtime_ns}"
-    dense = is_dense_model(loaded.model)
+    loaded, source = load_model(path), f"{Path(path).resolve()}@{Path(path).stat().st_mtime_ns}"
+    backbone = getattr(loaded.model.query_encoder, "text_backbone_name", None) or "?"
+    label, dense = name or Path(path).parent.parent.name, is_dense_model(loaded.model)
     return Model(label, loaded.model, loaded.datamodule, dense, backbone, source)
-
-
-def query_params(m: Model) -> float:
-    """Millions of parameters the query side runs."""
-    return sum(p.numel() for p in m.system.query_encoder.parameters()) / 1e6
 
 
 class Searcher:
@@ -146,8 +138,7 @@ def encode_one(m: Model, row: int) -> torch.Tensor:
 
 @dataclass
 class Lane:
-    """One model's index and what it is timed on: query rows (encoded in the timed span)
-    or ready query vectors (search alone)."""
+    """A model's index and its timed queries: rows (encoded when timed) or vectors."""
 
     model: Model
     searcher: Searcher
@@ -221,9 +212,8 @@ def emoji_lane(m: Model, args: argparse.Namespace) -> Lane:
         searcher.search(searcher.vector(encode_one(m, int(row))), args.k)
     nnz = [None] * 2 if m.dense else [np.diff(x.indptr).mean() for x in (enc.queries, enc.docs)]
     print(f"{m.name}: nDCG@10 {ndcg:.4f}", flush=True)
-    record: dict[str, Any] = dict(
-        name=m.name, backbone=f"{m.backbone} ({query_params(m):.1f}M query-side params)"
-    )
+    params = sum(p.numel() for p in m.system.query_encoder.parameters()) / 1e6  # query side
+    record: dict[str, Any] = dict(name=m.name, backbone=f"{m.backbone} ({params:.1f}M params)")
     record |= dict(search_kind="faiss IndexFlatIP" if m.dense else "exact inverted index")
     record |= dict(ndcg10=ndcg, n_queries=len(rows), n_docs=len(enc.doc_ids))
     record |= dict(postings_per_query=None if m.dense else float(flops.mean()))
@@ -327,6 +317,7 @@ def measure_wordnet(models: list[Model], args: argparse.Namespace) -> list[dict[
 def draw(records: list[dict[str, Any]], path: Path, title: str) -> None:
     """Quality against end-to-end latency: one labelled point per model (p50, bar to p95)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -340,6 +331,11 @@ def draw(records: list[dict[str, Any]], path: Path, title: str) -> None:
         label = f"{rec['name']}\n{rec['backbone'].split(' (')[0]}, {rec['search_kind']}"
         ax.annotate(label, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
     ax.set_xscale("log")
+    xs = [r["e2e_cpu_ms"][p] for r in records for p in ("p50", "p95")]
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 3)
+    ax.margins(y=0.15)
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("end-to-end ms per query, 1 thread, CPU time (p50, bar to p95; log scale)")
     ax.set_ylabel("test nDCG@10")
     ax.set_title(title, fontsize=9)
@@ -391,7 +387,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "query_cost.json").write_text(json.dumps(data, indent=1) + "\n")
     (out / "query_cost.md").write_text(cost_report(data))
-    draw(records, out / "query_cost.png", f"emoji {args.split} queries, {started}, 1 thread")
+    draw(
+        records,
+        out / "query_cost.png",
+        f"emoji {args.split}, {started}, 1 thread, load ~{load0[0]:.0f}",
+    )
     print(cost_report(data), f"wrote {out}/query_cost.{{json,md,png}}", sep="\n", flush=True)
 
 
