@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_mlsr.analysis.significance import MonteCarloRule
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.report import pipelines, runner
 from lightning_mlsr.report.builder import DATE_LINE, build_report, write_report
@@ -28,9 +29,11 @@ from lightning_mlsr.report.records import teacher_seed, write_json
 from lightning_mlsr.report.registry import RegistryError, load_registry
 from lightning_mlsr.report.statistics import (
     coactivation_tests,
+    difference_text,
     mean_std,
     seed_average,
     significance,
+    significant,
 )
 from lightning_mlsr.report.text import ReportText
 
@@ -126,7 +129,8 @@ def test_the_report_written_last_is_the_one_read_last(tmp_path: Path) -> None:
     writer.join(timeout=600)
     assert not writer.is_alive() and not errors
     report = out.read_text()
-    assert "\n| dense image, 80 epochs | 3 |" in report
+    label = registry.label("dense_image_epochs80")  # marked †: its schedule was test-informed
+    assert any(line.startswith(f"| {label} | ") and "| 3 |" in line for line in report.split("\n"))
     unfinished = [line.partition("Not finished yet")[2] for line in report.split("\n")]
     assert not any("dense image, 80 epochs" in line for line in unfinished)
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["RESULTS.md"]
@@ -307,6 +311,30 @@ def test_report_text_joins_wrapped_paragraphs_and_names_missing_fields(tmp_path:
         text("a")
     with pytest.raises(KeyError, match="has no snippet 'c'"):
         text("c")
+
+
+def test_significance_resamples_a_bootstrap_p_near_alpha_until_its_decision_is_clear() -> None:
+    """The seeded case of test_significance's Monte Carlo rule, through the report: with 4,999
+    resamples its bootstrap p is 0.0488, below alpha by less than its Monte Carlo error;
+    the rule draws 4 x 4,999 and the comparison is not significant; capped at one round it
+    is reported as undecided, and counted as no rejection."""
+    rng = np.random.default_rng(3)
+    diff = rng.normal(0.0, 1.0, size=100)
+    diff = diff - diff.mean() + 0.2
+    qids = [f"q{i:03d}" for i in range(100)]  # sorted as drawn
+
+    def run(values: np.ndarray) -> dict:
+        return {"test": {}, "per_query": {"test": {"nDCG@10": dict(zip(qids, values))}}}
+
+    runs = {"m1_mlm_mlm_image": [run(0.5 + diff)], "m2_mlp_mlm_caption": [run(np.full(100, 0.5))]}
+    (row,) = significance(REGISTRY, runs)
+    assert row["seed_resamples"] == 4 * 4999 and not row["p_seed_undecided"]
+    assert row["p_seed"] == row["p_seed_holm"] == pytest.approx(0.0589, abs=1e-4)
+    assert not significant(row, 0.05) and "undecided" not in difference_text(row)
+    (capped,) = significance(REGISTRY, runs, rule=MonteCarloRule(max_rounds=1))
+    assert capped["seed_resamples"] == 4999 and capped["p_seed"] == pytest.approx(0.0488)
+    assert capped["p_seed_undecided"] and not significant(capped | {"p_holm": 0.0}, 0.05)
+    assert "queries × seeds, undecided within Monte Carlo error" in difference_text(capped)
 
 
 def test_significance_averages_seeds_per_query_then_corrects() -> None:
@@ -1160,7 +1188,8 @@ def test_restated_findings_judge_their_own_experiments_and_their_own_dense_famil
     ]
     got = _restated(registry, text, runs, tests, 357)
     assert got[0].startswith("The same findings and the same comparison with the dense models")
-    (m2_line,) = [line for line in got if line.startswith("- M2, 80 epochs:")]
+    m2_label = registry.label(m2)  # "M2, 80 epochs †": its schedule was test-informed
+    (m2_line,) = [line for line in got if line.startswith(f"- {m2_label}")]
     assert "(-0.2000 [-0.2100, -0.1900], p_holm 1e-09 (t-test)" in m2_line
     assert not any("On validation, where designs are chosen" in line for line in got)
     assert _restated(registry, text, {}, [], 357) == []

@@ -9,10 +9,14 @@ import pytest
 from scipy import stats
 
 from lightning_mlsr.analysis.significance import (
+    MonteCarloRule,
     bootstrap_mean_ci,
+    bootstrap_p_error,
     holm,
+    holm_within_mc_error,
     independent_test,
     paired_test,
+    resample_until_decided,
     seed_query_bootstrap,
 )
 
@@ -152,3 +156,88 @@ def test_finding_three_needs_the_test_not_just_the_direction() -> None:
     assert coactivation_finding(m15, mlp5)["verdict"] == "does not hold"
     with pytest.raises(ValueError, match="2\\+ seeds"):
         coactivation_finding(seeds([0.1], [0.1]), m13)
+
+
+def test_holm_is_non_decreasing_in_each_p() -> None:
+    """What the Monte Carlo rule rests on: Holm of the intervals' ends bounds Holm of any
+    p-values inside them."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        p = rng.uniform(0, 0.2, size=rng.integers(1, 8))
+        low, high = p * rng.uniform(0.5, 1, p.size), p * rng.uniform(1, 1.5, p.size)
+        inside = rng.uniform(low, high)
+        assert np.all(np.array(holm(low)) <= np.array(holm(inside)) + 1e-15)
+        assert np.all(np.array(holm(inside)) <= np.array(holm(high)) + 1e-15)
+
+
+def test_bootstrap_p_error_is_twice_the_error_of_the_share() -> None:
+    assert bootstrap_p_error(0.05, 4999) == pytest.approx(2 * math.sqrt(0.025 * 0.975 / 4999))
+    assert bootstrap_p_error(0.05, 4 * 4999) == pytest.approx(bootstrap_p_error(0.05, 4999) / 2)
+    # the spread of the p over the bootstrap's own seeds is what it estimates
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.0, 1.0, size=(1, 60))
+    a = a - a.mean() + 0.27  # t-test p about 0.04
+    ps = [
+        seed_query_bootstrap(a, np.zeros_like(a), n_resamples=999, seed=s)["p"] for s in range(60)
+    ]
+    assert np.std(ps) == pytest.approx(bootstrap_p_error(float(np.mean(ps)), 999), rel=0.35)
+
+
+def test_seed_query_bootstrap_rounds_extend_the_same_stream() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.uniform(0, 1, size=(3, 40)), rng.uniform(0, 1, size=(2, 40))
+    one = seed_query_bootstrap(a, b, n_resamples=500, seed=7)
+    assert one == seed_query_bootstrap(a, b, n_resamples=500, seed=7, rounds=1)
+    four = seed_query_bootstrap(a, b, n_resamples=500, seed=7, rounds=4)
+    assert (one["resamples"], four["resamples"]) == (500, 2000)
+    assert four["estimate"] == one["estimate"] and four["p"] != one["p"]
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        seed_query_bootstrap(a, b, rounds=0)
+
+
+def _near_alpha() -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-query differences whose bootstrap p lies about 0.06: 4,999 resamples with
+    seed 0 give 0.0488 (below 0.05), seeds 1 to 5 give 0.063 to 0.074."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.0, 1.0, size=(1, 100))
+    return a - a.mean() + 0.2, np.zeros((1, 100))  # (1, Q) each
+
+
+def test_monte_carlo_rule_resolves_a_decision_a_fixed_4999_resamples_leave_to_chance() -> None:
+    a, b = _near_alpha()
+    fixed = [seed_query_bootstrap(a, b, seed=s)["p"] for s in range(6)]
+    assert fixed[0] < 0.05 < min(fixed[1:])  # the decision depends on the bootstrap's seed
+    assert holm_within_mc_error([fixed[0]], [4999], 0.05)["reject"] == [None]
+
+    def draw(i: int, rounds: int) -> tuple[float, int]:
+        got = seed_query_bootstrap(a, b, seed=0, rounds=rounds)
+        return got["p"], got["resamples"]
+
+    decided = resample_until_decided(draw, 1, 0.05)
+    assert decided["rounds"] == [4] and decided["resamples"] == [4 * 4999]
+    assert decided["reject"] == [False] and decided["low"][0] >= 0.05
+    assert decided["p"][0] == pytest.approx(0.0589, abs=1e-4)  # with seeds 1-5, not seed 0
+    assert decided == resample_until_decided(draw, 1, 0.05)  # seeded: the same every time
+    capped = resample_until_decided(draw, 1, 0.05, MonteCarloRule(max_rounds=1))
+    assert capped["reject"] == [None] and capped["p"] == [fixed[0]]  # flagged, not decided
+
+
+def test_monte_carlo_rule_grows_only_what_can_move_a_decision() -> None:
+    """A family of three: one p clear of alpha after Holm, two near it. Only the undecided
+    ones get more resamples; the clear one keeps its first draw."""
+    truth = [0.001, 0.0235, 0.03]  # Holm: 0.003, 0.047, 0.047
+
+    def draw(i: int, rounds: int) -> tuple[float, int]:
+        return truth[i], rounds * 4999  # the p a larger draw converges on
+
+    calls: list[tuple[int, int]] = []
+
+    def logged(i: int, rounds: int) -> tuple[float, int]:
+        calls.append((i, rounds))
+        return draw(i, rounds)
+
+    decided = resample_until_decided(logged, 3, 0.05)
+    assert decided["reject"] == [True, True, True]
+    assert decided["rounds"][0] == 1 and min(decided["rounds"][1:]) > 1
+    assert all(i != 0 for i, rounds in calls if rounds > 1)
+    assert decided["p_holm"] == pytest.approx(holm(truth))

@@ -13,18 +13,23 @@ Pure numpy/scipy: no torch, no Lightning.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 __all__ = [
+    "MonteCarloRule",
     "bootstrap_mean_ci",
+    "bootstrap_p_error",
     "coactivation_finding",
     "holm",
+    "holm_within_mc_error",
     "independent_test",
     "paired_test",
+    "resample_until_decided",
     "seed_query_bootstrap",
 ]
 
@@ -134,16 +139,21 @@ def seed_query_bootstrap(
     confidence: float = CONFIDENCE,
     n_resamples: int = 4999,
     seed: int = 0,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """Two-level bootstrap over queries and training seeds of ``mean(a)`` or of
     ``mean(a) - mean(b)``: each resample draws the queries with replacement (the same
     draw for both systems: paired) and, independently for each system, its seeds with
     replacement, so the interval carries both the query sample and the seed spread.
 
-    Returns ``estimate``, the percentile interval ``ci`` and, with ``b``, a two-sided ``p``
-    (twice the smaller share of resamples on either side of 0, with the usual +1 so a
-    Monte Carlo p is never 0). A system with one seed (a deterministic baseline)
-    contributes no seed spread.
+    Returns ``estimate``, the percentile interval ``ci``, the number of ``resamples`` and,
+    with ``b``, a two-sided ``p`` (twice the smaller share of resamples on either side of 0,
+    with the usual +1 so a Monte Carlo p is never 0). A system with one seed (a
+    deterministic baseline) contributes no seed spread.
+
+    ``rounds`` draws ``rounds × n_resamples`` resamples, ``n_resamples`` at a time from one
+    generator (memory stays that of one round): the first round is the one ``rounds=1``
+    draws, so a larger ``rounds`` extends the same stream rather than replacing it.
 
     Shape: ``a`` ``(S_a, Q)``, ``b`` ``(S_b, Q)`` over the same queries in the same order.
     """
@@ -155,29 +165,153 @@ def seed_query_bootstrap(
     n_queries = a.shape[1]
     if n_queries < 2:
         raise ValueError(f"seed_query_bootstrap needs at least 2 queries, got {n_queries}")
+    if rounds < 1:
+        raise ValueError(f"seed_query_bootstrap needs rounds >= 1, got {rounds}")
     rng = np.random.default_rng(seed)
-    queries = rng.integers(0, n_queries, size=(n_resamples, n_queries))  # (R, Q)
 
-    def resampled_means(m: np.ndarray) -> np.ndarray:
-        seeds = rng.integers(0, m.shape[0], size=(n_resamples, m.shape[0]))  # (R, S)
-        per_query = m[seeds].mean(axis=1)  # (R, Q)
-        return np.take_along_axis(per_query, queries, axis=1).mean(axis=1)  # (R,)
+    def one_round() -> np.ndarray:
+        queries = rng.integers(0, n_queries, size=(n_resamples, n_queries))  # (R, Q)
 
-    draws = resampled_means(a)
-    estimate = float(a.mean())
-    if b is not None:
-        draws = draws - resampled_means(b)
-        estimate -= float(b.mean())
+        def resampled_means(m: np.ndarray) -> np.ndarray:
+            seeds = rng.integers(0, m.shape[0], size=(n_resamples, m.shape[0]))  # (R, S)
+            per_query = m[seeds].mean(axis=1)  # (R, Q)
+            return np.take_along_axis(per_query, queries, axis=1).mean(axis=1)  # (R,)
+
+        means = resampled_means(a)
+        return means if b is None else means - resampled_means(b)
+
+    draws = np.concatenate([one_round() for _ in range(rounds)])  # (rounds * R,)
+    estimate = float(a.mean()) - (0.0 if b is None else float(b.mean()))
     alpha = 1 - confidence
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    out: dict[str, Any] = {"estimate": estimate, "ci": (float(low), float(high))}
+    total = draws.size
+    out: dict[str, Any] = {
+        "estimate": estimate,
+        "ci": (float(low), float(high)),
+        "resamples": total,
+    }
     if b is not None:
         if not np.any(draws != 0):
             out["p"] = 1.0
         else:
             side = min(int(np.sum(draws <= 0)), int(np.sum(draws >= 0)))
-            out["p"] = min(1.0, 2 * (side + 1) / (n_resamples + 1))
+            out["p"] = min(1.0, 2 * (side + 1) / (total + 1))
     return out
+
+
+def bootstrap_p_error(p: float, resamples: int) -> float:
+    """Monte Carlo standard error of a two-sided bootstrap ``p`` from ``resamples`` draws.
+
+    The p is twice a share ``q = p / 2`` of the draws, so its error is
+    ``2 * sqrt(q (1 - q) / B) = sqrt(p (2 - p) / B)`` (larger than the ``sqrt(p (1 - p) / B)``
+    of a one-sided share: the doubling doubles the error too).
+    """
+    if resamples < 1:
+        raise ValueError(f"bootstrap_p_error needs resamples >= 1, got {resamples}")
+    q = min(max(p, 0.0), 1.0)
+    return float(np.sqrt(q * (2 - q) / resamples))
+
+
+@dataclass(frozen=True)
+class MonteCarloRule:
+    """How many resamples a bootstrap p gets before the report states its decision.
+
+    Every p starts with ``n_resamples`` resamples; its Monte Carlo interval is
+    ``p ± z · SE`` (:func:`bootstrap_p_error`), clipped to [0, 1]. Holm's correction is applied
+    to the interval's lower ends and to its upper ends (the adjusted p is non-decreasing in
+    each raw p, so the adjusted p of any value inside the intervals lies between the two).
+    A decision at ``alpha`` is taken when both adjusted ends fall on the same side of it;
+    while one straddles ``alpha``, the p that can move it get ``growth`` times as many
+    resamples, up to ``max_rounds × n_resamples``; a decision still straddling at that cap is
+    reported as undecided within Monte Carlo error (and counted as no rejection).
+    """
+
+    n_resamples: int = 4999
+    z: float = 3.0
+    growth: int = 4
+    max_rounds: int = 64
+
+    @property
+    def max_resamples(self) -> int:
+        return self.n_resamples * self.max_rounds
+
+
+def holm_within_mc_error(
+    pvalues: Sequence[float],
+    resamples: Sequence[int],
+    alpha: float,
+    z: float = MonteCarloRule.z,
+) -> dict[str, list[Any]]:
+    """Holm's decisions at ``alpha`` for a family of Monte Carlo p-values, each from its own
+    number of ``resamples``: ``p_holm`` (Holm of the p themselves), ``low`` and ``high`` (Holm
+    of the ends of ``p ± z · SE``), the raw interval ends ``raw_low``/``raw_high``, and
+    ``reject``: True (rejects at ``alpha`` anywhere in the intervals), False (nowhere) or None
+    (undecided: the Monte Carlo error straddles ``alpha``)."""
+    p = [float(v) for v in pvalues]
+    if len(p) != len(resamples):
+        raise ValueError(f"{len(p)} p-values but {len(resamples)} resample counts")
+    errors = [z * bootstrap_p_error(v, n) for v, n in zip(p, resamples, strict=True)]
+    raw_low = [max(0.0, v - e) for v, e in zip(p, errors, strict=True)]
+    raw_high = [min(1.0, v + e) for v, e in zip(p, errors, strict=True)]
+    low, high = holm(raw_low), holm(raw_high)
+    reject = [True if h < alpha else False if lo >= alpha else None for lo, h in zip(low, high)]
+    return {
+        "p_holm": holm(p),
+        "low": low,
+        "high": high,
+        "raw_low": raw_low,
+        "raw_high": raw_high,
+        "reject": reject,
+    }
+
+
+def resample_until_decided(
+    draw: Callable[[int, int], tuple[float, int]],
+    size: int,
+    alpha: float,
+    rule: MonteCarloRule = MonteCarloRule(),
+) -> dict[str, list[Any]]:
+    """Apply :class:`MonteCarloRule` to a Holm family of ``size`` bootstrap p-values.
+
+    ``draw(i, rounds)`` returns member ``i``'s ``(p, resamples)`` from ``rounds`` rounds of
+    ``rule.n_resamples`` resamples (seeded, so the same call gives the same p). Every member
+    starts at one round; while some decision is undecided, each undecided member is drawn
+    again with ``rule.growth`` times the rounds, up to ``rule.max_rounds``. Once every
+    undecided member is at the cap, the members whose intervals overlap an undecided one's
+    (the two may swap places in Holm's order) are grown the same way. A member wholly below
+    an undecided one cannot keep it undecided: were its own adjusted interval below
+    ``alpha`` it would add nothing above ``alpha`` to the other's running maximum, were it
+    above, the other would be decided too. So members whose decision is clear keep the p
+    of their first round.
+
+    Returns :func:`holm_within_mc_error`'s lists plus ``p``, ``resamples`` and ``rounds``
+    per member; ``reject`` is None only where the cap left a decision within Monte Carlo
+    error.
+    """
+    rounds = [1] * size
+    got = [draw(i, 1) for i in range(size)]
+    while True:
+        decided = holm_within_mc_error([p for p, _ in got], [n for _, n in got], alpha, rule.z)
+        open_ = [i for i, r in enumerate(decided["reject"]) if r is None]
+        if not open_:
+            break
+        low, high = decided["raw_low"], decided["raw_high"]
+        grow = [i for i in open_ if rounds[i] < rule.max_rounds] or [
+            j
+            for j in range(size)
+            if rounds[j] < rule.max_rounds
+            and any(low[j] <= high[i] and low[i] <= high[j] for i in open_)
+        ]
+        if not grow:
+            break
+        for j in grow:
+            rounds[j] = min(rounds[j] * rule.growth, rule.max_rounds)
+            got[j] = draw(j, rounds[j])
+    return decided | {
+        "p": [p for p, _ in got],
+        "resamples": [n for _, n in got],
+        "rounds": rounds,
+    }
 
 
 def independent_test(

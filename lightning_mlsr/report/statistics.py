@@ -1,6 +1,7 @@
 """The registry's comparisons tested on finished runs (the tests themselves are
 :mod:`lightning_mlsr.analysis.significance`): per-query paired tests on seed means, a
-bootstrap over queries and seeds, Holm's correction within each family."""
+bootstrap over queries and seeds whose p gets resamples until its Holm decision cannot flip
+within Monte Carlo error (:class:`MonteCarloRule`), Holm's correction within each family."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import numpy as np
 
 from lightning_mlsr.analysis.significance import (
     FINDING3,
+    MonteCarloRule,
     coactivation_finding,
     holm,
     paired_test,
+    resample_until_decided,
     seed_query_bootstrap,
 )
 from lightning_mlsr.report.records import Runs, has_split, per_query_matrix, shared_queries
@@ -54,13 +57,21 @@ def significance(
     split: str = "test",
     unseen: list[str] | None = None,
     comparisons: Sequence[Comparison] | None = None,
+    rule: MonteCarloRule = MonteCarloRule(),
 ) -> list[dict[str, Any]]:
     """Every comparison of the registry whose two sides have finished runs on ``split``: the
     paired t-test, Wilcoxon and a bootstrap interval over queries on seed means
     (:func:`paired_test`), and a bootstrap over queries and seeds
     (:func:`seed_query_bootstrap`); both p Holm-adjusted within each family. Comparisons on
-    the unseen queries are left out when ``unseen`` is None."""
+    the unseen queries are left out when ``unseen`` is None.
+
+    The bootstrap's p follows ``rule`` at the registry's ``findings.alpha``
+    (:func:`resample_until_decided`): each row keeps its ``seed_resamples`` (``seed_ci`` and
+    ``p_seed`` come from them) and ``p_seed_undecided``, True where even the cap left its Holm
+    decision within Monte Carlo error."""
+    alpha = float(registry.findings["alpha"])
     rows = []
+    matrices = []
     for c in registry.comparisons if comparisons is None else comparisons:
         if not (has_split(runs, c.a, split) and has_split(runs, c.b, split)):
             continue
@@ -74,10 +85,12 @@ def significance(
             seed_average([{q: r["per_query"][split][c.measure][q] for q in qids} for r in runs[n]])
             for n in (c.a, c.b)
         )
-        seeded = seed_query_bootstrap(
+        pair = (
             per_query_matrix(runs, c.a, split, c.measure, qids),
             per_query_matrix(runs, c.b, split, c.measure, qids),
         )
+        matrices.append(pair)
+        seeded = seed_query_bootstrap(*pair, n_resamples=rule.n_resamples)
         seeds_a, seeds_b = seed_count(registry, runs, c.a), seed_count(registry, runs, c.b)
         rows.append(
             {"finding": c.family, "a": c.a, "b": c.b, "measure": c.measure, "queries": c.queries}
@@ -85,6 +98,7 @@ def significance(
             | {
                 "seed_ci": seeded["ci"],
                 "p_seed": seeded["p"],
+                "seed_resamples": seeded["resamples"],
                 "seeds_a": seeds_a,
                 "seeds_b": seeds_b,
                 # a deterministic baseline has no seed spread to match
@@ -92,16 +106,51 @@ def significance(
             }
         )
     for family in dict.fromkeys(r["finding"] for r in rows):
-        members = [r for r in rows if r["finding"] == family]
-        for key, adjusted in (("p", "p_holm"), ("p_seed", "p_seed_holm")):
-            for row, value in zip(members, holm([r[key] for r in members]), strict=True):
-                row[adjusted] = value
+        index = [i for i, r in enumerate(rows) if r["finding"] == family]
+        members = [rows[i] for i in index]
+        for row, value in zip(members, holm([r["p"] for r in members]), strict=True):
+            row["p_holm"] = value
+        _seed_p_by_rule(members, [matrices[i] for i in index], alpha, rule)
     return rows
 
 
+def _seed_p_by_rule(
+    members: list[dict[str, Any]],
+    matrices: list[tuple[np.ndarray, np.ndarray]],
+    alpha: float,
+    rule: MonteCarloRule,
+) -> None:
+    """Holm-adjust one family's bootstrap p under ``rule`` (:func:`resample_until_decided`),
+    in place: a member drawn again keeps the larger draw's ``seed_ci``, ``p_seed`` and
+    ``seed_resamples``; each gets ``p_seed_holm`` and ``p_seed_undecided``."""
+    drawn: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def draw(k: int, rounds: int) -> tuple[float, int]:
+        if rounds == 1:  # the first round is the draw every row already has
+            return members[k]["p_seed"], members[k]["seed_resamples"]
+        drawn[k, rounds] = seed_query_bootstrap(
+            *matrices[k], n_resamples=rule.n_resamples, rounds=rounds
+        )
+        return drawn[k, rounds]["p"], drawn[k, rounds]["resamples"]
+
+    decided = resample_until_decided(draw, len(members), alpha, rule)
+    for k, row in enumerate(members):
+        if decided["rounds"][k] > 1:
+            more = drawn[k, decided["rounds"][k]]
+            row |= {"seed_ci": more["ci"], "p_seed": more["p"], "seed_resamples": more["resamples"]}
+        row["p_seed_holm"] = decided["p_holm"][k]
+        row["p_seed_undecided"] = decided["reject"][k] is None
+
+
 def significant(test: dict[str, Any] | None, alpha: float) -> bool:
-    """Both the t-test and the seed-aware bootstrap reject at ``alpha`` after Holm."""
-    return test is not None and test["p_holm"] < alpha and test["p_seed_holm"] < alpha
+    """Both the t-test and the seed-aware bootstrap reject at ``alpha`` after Holm (a
+    bootstrap decision left within Monte Carlo error is no rejection)."""
+    return (
+        test is not None
+        and test["p_holm"] < alpha
+        and test["p_seed_holm"] < alpha
+        and not test.get("p_seed_undecided", False)
+    )
 
 
 def coactivation_tests(
@@ -135,7 +184,8 @@ def difference_text(t: dict[str, Any] | None) -> str:
     if t is None:
         return "no test"
     low, high = t["diff_ci"]
+    undecided = ", undecided within Monte Carlo error" if t.get("p_seed_undecided") else ""
     return (
         f"{t['diff']:+.4f} [{low:+.4f}, {high:+.4f}], p_holm {t['p_holm']:.2g} (t-test), "
-        f"{t['p_seed_holm']:.2g} (queries × seeds)"
+        f"{t['p_seed_holm']:.2g} (queries × seeds{undecided})"
     )
