@@ -22,6 +22,7 @@ PURE = {
     "lightning_mlsr.objectives.distillation": ("lightning", "pytorch_lightning"),
     "lightning_mlsr.objectives.regularizers": ("lightning", "pytorch_lightning"),
     "lightning_mlsr.retrieval.batch_encoding": ("lightning", "pytorch_lightning"),
+    "lightning_mlsr.retrieval.evaluation": ("torch", "lightning", "pytorch_lightning"),
     "lightning_mlsr.baselines": ("lightning", "pytorch_lightning"),
     "lightning_mlsr.retrieval.index": ("torch", "lightning", "pytorch_lightning"),
     "lightning_mlsr.retrieval.metrics": ("torch", "lightning", "pytorch_lightning"),

@@ -9,9 +9,7 @@ import numpy as np
 
 from lightning_mlsr.baselines.common import Retrieved, Stopwatch, split_texts, text_batches
 from lightning_mlsr.data.collection import Collection
-from lightning_mlsr.retrieval.batch_encoding import encode_loader
-from lightning_mlsr.retrieval.index import dense_search
-from lightning_mlsr.retrieval.trec import run_from_topk
+from lightning_mlsr.retrieval.evaluation import encode, retrieve
 
 __all__ = ["DensePooling", "dense_zero_shot_baseline"]
 
@@ -40,17 +38,16 @@ def dense_zero_shot_baseline(
     tokenizer = load_tokenizer(backbone)
     watch.lap("load")
 
-    def encode(texts: list[str], desc: str) -> np.ndarray:
+    def encode_texts(texts: list[str], desc: str) -> np.ndarray:
         batches = text_batches(texts, tokenizer, batch_size, max_length, desc, progress)
-        return encode_loader(head, batches, width=head.hidden_size, dense=True, device=device)[1]
+        return encode(head, batches, width=head.hidden_size, dense=True, device=device)
 
-    docs = encode(collection.images.captions(), "dense: encode captions")
+    docs = encode_texts(collection.images.captions(), "dense: encode captions")
     watch.lap("encode_docs")
     query_ids, queries = split_texts(collection, split)
-    q = encode(queries, "dense: encode queries")
+    q = encode_texts(queries, "dense: encode queries")
     watch.lap("encode_queries")
     watch.lap("index")  # exact search scores every document: there is nothing to build
-    scores, indices = dense_search(docs, q, k)  # (n_q, min(k, n_docs)), -1 = none
-    run = run_from_topk(scores, indices, query_ids, collection.images.ids)
+    run = retrieve(docs, collection.images.ids, q, query_ids, k)
     watch.lap("search")
     return Retrieved(run=run, timings=watch.timings)

@@ -6,15 +6,16 @@ import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from lightning_mlsr.baselines.bm25 import bm25_baseline
 from lightning_mlsr.baselines.common import Retrieved, Run
 from lightning_mlsr.baselines.dense import dense_zero_shot_baseline
 from lightning_mlsr.baselines.splade import splade_zero_shot_baseline
 from lightning_mlsr.data.collection import Collection
+from lightning_mlsr.retrieval.evaluation import score
 from lightning_mlsr.retrieval.index.inputs import check_k
-from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, evaluate
+from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES
 
 __all__ = ["BASELINES", "BaselineName", "BaselineResult", "format_table", "run_baseline"]
 
@@ -94,8 +95,8 @@ def run_baseline(
     start = time.perf_counter()
     found = method(collection, split, k, **options)
     before_eval = time.perf_counter()
-    means = cast(dict[str, float], evaluate(found.run, collection.qrels[split], tuple(measures)))
-    metrics = {m: float(means[m]) for m in measures}  # in the order asked for
+    means = score(found.run, collection.qrels[split], tuple(measures)).means
+    metrics = {m: means[m] for m in measures}  # in the order asked for
     end = time.perf_counter()
     return BaselineResult(
         run=found.run,

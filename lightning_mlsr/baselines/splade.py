@@ -15,10 +15,8 @@ from lightning_mlsr.baselines.common import (
     text_batches,
 )
 from lightning_mlsr.data.collection import Collection
-from lightning_mlsr.retrieval.batch_encoding import encode_loader
+from lightning_mlsr.retrieval.evaluation import encode, retrieve
 from lightning_mlsr.retrieval.index import InvertedIndex
-from lightning_mlsr.retrieval.index.inputs import check_k
-from lightning_mlsr.retrieval.trec import run_from_topk
 
 __all__ = ["splade_zero_shot_baseline"]
 
@@ -45,19 +43,18 @@ def splade_zero_shot_baseline(
     tokenizer = load_tokenizer(backbone)
     watch.lap("load")
 
-    def encode(texts: list[str], max_length: int, desc: str) -> sp.csr_matrix:
+    def encode_texts(texts: list[str], max_length: int, desc: str) -> sp.csr_matrix:
         batches = text_batches(texts, tokenizer, batch_size, max_length, desc, progress)
-        return encode_loader(head, batches, width=head.vocab_size, device=device)[1]
+        return encode(head, batches, width=head.vocab_size, device=device)
 
-    docs = encode(collection.images.captions(), doc_max_length, "splade: encode captions")
+    docs = encode_texts(collection.images.captions(), doc_max_length, "splade: encode captions")
     watch.lap("encode_docs")
     query_ids, queries = split_texts(collection, split)
-    q = encode(queries, query_max_length, "splade: encode queries")
+    q = encode_texts(queries, query_max_length, "splade: encode queries")
     watch.lap("encode_queries")
     index = InvertedIndex.from_matrix(docs, collection.images.ids)
     watch.lap("index")
-    scores, indices = index.search(q, check_k(k))
-    run = run_from_topk(scores, indices, query_ids, index.doc_ids)
+    run = retrieve(docs, collection.images.ids, q, query_ids, k, index=index)
     watch.lap("search")
     return Retrieved(
         run=run,

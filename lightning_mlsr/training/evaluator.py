@@ -32,12 +32,14 @@ import scipy.sparse as sp
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from lightning_mlsr.io.atomic import atomic_write_text
 from lightning_mlsr.models import is_dense_model
 from lightning_mlsr.retrieval.batch_encoding import encode_loader
-from lightning_mlsr.retrieval.index import InvertedIndex, dense_search
+from lightning_mlsr.retrieval.evaluation import Scores, retrieve, score, sparse_efficiency
+from lightning_mlsr.retrieval.index import InvertedIndex
 from lightning_mlsr.retrieval.index.inputs import check_k
-from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, evaluate, trec_eval_command
-from lightning_mlsr.retrieval.trec import run_from_topk, write_trec_run
+from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, trec_eval_command
+from lightning_mlsr.retrieval.trec import write_trec_run
 from lightning_mlsr.training.gather import gather_dense_rows, gather_sparse_rows
 from lightning_mlsr.training.wandb_panels import log_sample_terms
 
@@ -235,19 +237,17 @@ class RetrievalEvaluator(Callback):
         qrels = datamodule.qrels(split)
         if limit is not None:
             qrels = self._limited_qrels(trainer, datamodule, split, qrels, encoded, limit)
-        dense = is_dense_model(pl_module)
-        if dense:
-            scores, indices = dense_search(encoded.docs, encoded.queries, self.k)
-        else:
+        index = None
+        if not is_dense_model(pl_module):
             index = InvertedIndex.from_matrix(encoded.docs, encoded.doc_ids)
-            scores, indices = index.search(encoded.queries, self.k)
-        run = run_from_topk(scores, indices, encoded.query_ids, encoded.doc_ids)
-        means = cast(dict[str, float], evaluate(run, qrels, self.measures))
-        results = {name: float(v) for name, v in means.items()}
-        if dense:
-            results["eval_seconds"] = time.perf_counter() - start
-        else:
-            results.update(self._efficiency(index, encoded, start))
+        run = retrieve(
+            encoded.docs, encoded.doc_ids, encoded.queries, encoded.query_ids, self.k, index=index
+        )
+        scores = score(run, qrels, self.measures)
+        results = dict(scores.means)
+        if index is not None:
+            results.update(sparse_efficiency(index, encoded.docs, encoded.queries))
+        results["eval_seconds"] = time.perf_counter() - start
         results["eval_docs"] = float(len(encoded.doc_ids))
         results["eval_queries"] = float(len(encoded.query_ids))
         # every rank holds identical matrices, so every rank logs identical values
@@ -257,8 +257,8 @@ class RetrievalEvaluator(Callback):
         self.last_run = run
         self.last_encoded = encoded
         if write_run:
-            self.last_run_path = self._write_run(trainer, run, split, qrels, results)
-        if trainer.is_global_zero and not dense:
+            self.last_run_path = self._write_run(trainer, run, split, scores)
+        if trainer.is_global_zero and index is not None:
             log_sample_terms(
                 trainer,
                 pl_module,
@@ -294,28 +294,12 @@ class RetrievalEvaluator(Callback):
         )
         return {q: qrels[q] for q in encoded.query_ids if q in qrels}
 
-    @staticmethod
-    def _efficiency(index: InvertedIndex, encoded: EncodedSplit, start: float) -> dict[str, float]:
-        q_nnz = np.diff(encoded.queries.indptr)
-        d_nnz = np.diff(encoded.docs.indptr)
-        return {
-            "q_nnz": float(q_nnz.mean()) if len(q_nnz) else 0.0,
-            "d_nnz": float(d_nnz.mean()) if len(d_nnz) else 0.0,
-            "index_postings": float(index.nnz),
-            "index_mb": float(index.size_bytes) / 2**20,
-            "flops_per_query": float(np.mean(index.expected_flops(encoded.queries)))
-            if len(q_nnz)
-            else 0.0,
-            "eval_seconds": time.perf_counter() - start,
-        }
-
     def _write_run(
         self,
         trainer: L.Trainer,
         run: dict[str, dict[str, float]],
         split: str,
-        qrels: dict[str, dict[str, int]],
-        results: dict[str, float],
+        scores: Scores,
     ) -> Path:
         """Write ``runs/<split>.trec`` and, next to it, ``runs/<split>.metrics.json``: the
         logged figures, per query and aggregated, with the trec_eval call that gives them.
@@ -333,10 +317,7 @@ class RetrievalEvaluator(Callback):
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_trec_run(path, run, tag=tag)
-            per_query = cast(
-                dict[str, dict[str, float]], evaluate(run, qrels, self.measures, per_query=True)
-            )
-            judged = sorted(next(iter(per_query.values())))
+            per_query, judged = scores.per_query, scores.judged
             empty = [q for q in judged if not run.get(q)]
             command = trec_eval_command(self.measures, path.name)
             metrics_path = path.with_suffix(".metrics.json")
@@ -350,11 +331,11 @@ class RetrievalEvaluator(Callback):
                 "trec_eval_command": command,
                 "judged_queries": len(judged),
                 "queries_without_results": empty,
-                "aggregate": {m: results[m] for m in self.measures},
+                "aggregate": {m: scores.means[m] for m in self.measures},
                 "per_query": {q: {m: per_query[m][q] for m in self.measures} for q in judged},
             }
-            metrics_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-            figures = " ".join(f"{m}={results[m]:.4f}" for m in self.measures)
+            atomic_write_text(metrics_path, json.dumps(report, indent=1) + "\n")
+            figures = " ".join(f"{m}={scores.means[m]:.4f}" for m in self.measures)
             rank_zero_info(
                 f"{split}: {figures} — `{command}` over all {len(judged)} judged queries "
                 f"({len(empty)} retrieved nothing: absent from the run file, counted as 0). "
