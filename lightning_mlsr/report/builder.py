@@ -1,9 +1,10 @@
 """RESULTS.md rendered from the finished runs under ``results/runs/``: mean ± standard
 deviation over seeds and a 95% bootstrap interval over queries and seeds for every mean, on
 all queries and on the unseen ones; the paired tests of every registry comparison, Holm
-within each family; breakdowns by seen wordpieces and image category; the findings and the
-development targets. Nothing is trained or encoded: the runs, the registry, the protocol,
-the unseen-query list and the bundled collection are all it reads."""
+within each family; breakdowns by seen wordpieces, image category and (where the collection
+records it) image type; the findings and the development targets. Nothing is trained or
+encoded: the runs, the registry, the protocol, the unseen-query list and the bundled
+collection are all it reads."""
 
 from __future__ import annotations
 
@@ -91,6 +92,15 @@ def _restated(
     return lines
 
 
+def _types(registry: Registry, text: ReportText, runs: Runs) -> list[str]:
+    """Test nDCG@10 by the type of each query's relevant images (photo, clip art, ...), for
+    a collection whose images record one (``image_type``: stamps); nothing otherwise."""
+    types = query_categories(registry, "test", "image_type")
+    if not types:
+        return []
+    return [*text.lines("types_intro"), "", *category_table(registry, runs, types), ""]
+
+
 def render(registry: Registry, runs: Runs, text: ReportText) -> str:
     """The whole of RESULTS.md for ``runs``."""
     unseen = {split: unseen_query_ids(registry, split) for split in ("validation", "test")}
@@ -161,6 +171,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         "",
         *category_table(registry, runs, query_categories(registry, "test")),
         "",
+        *_types(registry, text, runs),
         *text.lines("sparsity_intro"),
         "",
         *sparsity_table(registry, runs),

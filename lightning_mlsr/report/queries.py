@@ -1,6 +1,6 @@
 """Groups of evaluation queries the report breaks results down by: the unseen ones (text
 that no training signal of any run held, ``results/unseen_queries.tsv``), those whose
-wordpieces all occur in training queries, and each query's image category."""
+wordpieces all occur in training queries, and each query's image category or type."""
 
 from __future__ import annotations
 
@@ -92,9 +92,13 @@ def majority_category(
     return out
 
 
-def query_categories(registry: Registry, split: str = "test") -> dict[str, str]:
-    """The emoji category (Unicode group: Smileys & Emotion, Animals & Nature, ...) of each
-    query of ``split`` by :func:`majority_category`, from the images' ``category`` column."""
+def query_categories(
+    registry: Registry, split: str = "test", column: str = "category"
+) -> dict[str, str]:
+    """Each query of ``split`` grouped by :func:`majority_category` over an image column of
+    the collection: ``category`` (emoji: the Unicode group, Smileys & Emotion, ...; stamps:
+    the Tux Paint folder, animals, food, ...) or ``image_type`` (stamps: photo, clipart,
+    letter, sign, symbol). Empty when the collection's images do not record ``column``."""
     import pyarrow.parquet as pq
 
     from lightning_mlsr.data import load_collection
@@ -103,8 +107,10 @@ def query_categories(registry: Registry, split: str = "test") -> dict[str, str]:
     collection = load_collection(registry.collection)
     category_of: dict[str, str] = {}
     for path in find_layout(collection.root).image_files:
-        table = pq.read_table(path, columns=["image_id", "category"])
+        if column not in pq.read_schema(path).names:
+            return {}
+        table = pq.read_table(path, columns=["image_id", column])
         category_of.update(
-            zip(table.column("image_id").to_pylist(), table.column("category").to_pylist())
+            zip(table.column("image_id").to_pylist(), table.column(column).to_pylist())
         )
     return majority_category(collection.qrels[split], category_of)
