@@ -1032,8 +1032,9 @@ def test_cross_domain_table_pairs_shared_queries_and_only_sets_others_side_by_si
         axis=0,
     )
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "2" and cells[4].startswith(f"{(there - home).mean():+.4f} [")
-    assert cells[5] == f"{stats.ttest_rel(there, home).statistic:.2f}"
+    assert cells[1] == "SPLADE-tiny (2L/128, 4.4M)"  # model | backbone | seeds | ...
+    assert cells[2] == "2" and cells[5].startswith(f"{(there - home).mean():+.4f} [")
+    assert cells[6] == f"{stats.ttest_rel(there, home).statistic:.2f}"
     describe = next(line for line in lines if line.startswith("| M4 |") and "(other" in line)
     assert "0.1000 [0.1000, 0.1000]" in describe
     assert any("No run has been tested on `emoji-openmoji`" in line for line in lines)
@@ -1060,8 +1061,9 @@ def test_sparsity_table_gives_t_intervals_over_seeds() -> None:
     assert len(lines) == 3  # header, rule, M1 (dense models have no sparsity)
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
-    assert cells[2] == f"{np.mean(values):.1f} [{max(low, 0):.1f}, {high:.1f}]"
-    assert cells[6] == "0.0100"  # equal seeds: no interval
+    assert cells[1] == "SPLADE-tiny (2L/128, 4.4M)"  # model | backbone | seeds | ...
+    assert cells[3] == f"{np.mean(values):.1f} [{max(low, 0):.1f}, {high:.1f}]"
+    assert cells[7] == "0.0100"  # equal seeds: no interval
 
 
 def test_open_questions_name_only_differences_both_tests_reject_and_cross_domain_moves() -> None:
