@@ -239,8 +239,7 @@ def measure_eval(root: str, corpus: int) -> dict[str, float]:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings
     from lightning_mlsr.models import MLPHead
-    from lightning_mlsr.retrieval.index import InvertedIndex, run_from_topk
-    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.retrieval.evaluation import retrieve, score
     from lightning_mlsr.training.evaluator import encode_split
     from lightning_mlsr.training.module import SparseBiEncoder
 
@@ -256,10 +255,8 @@ def measure_eval(root: str, corpus: int) -> dict[str, float]:
     n_docs = len(dm.corpus_rows("validation"))
     start = time.perf_counter()
     encoded = encode_split(module, dm, "validation")
-    index = InvertedIndex.from_matrix(encoded.docs, encoded.doc_ids)
-    scores, indices = index.search(encoded.queries, 1000)
-    run = run_from_topk(scores, indices, encoded.query_ids, encoded.doc_ids)
-    means = evaluate(run, dm.qrels("validation"), ("RR@10",))
+    run = retrieve(encoded.docs, encoded.doc_ids, encoded.queries, encoded.query_ids, 1000)
+    means = score(run, dm.qrels("validation"), ("RR@10",)).means
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
