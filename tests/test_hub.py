@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from lightning_mlsr.hub import load_encoder, save_encoder
-from lightning_mlsr.hub.card import bootstrap_interval, model_card
 from lightning_mlsr.hub.folder import _save_masked_lm
 from lightning_mlsr.io.pretrained import load_tokenizer, resolve_text_backbone
 from lightning_mlsr.models import (
@@ -359,94 +358,6 @@ def test_in_batch_margin_mse_by_hand() -> None:
     teacher = torch.zeros(3, 3)
     # margins s_ii - s_ij: q0 3, 4; q1 0, 1; q2 3, 3
     assert margin_mse(student, teacher, 0).item() == pytest.approx((9 + 16 + 0 + 1 + 9 + 9) / 6)
-
-
-# --------------------------------------------------------------- model card
-
-
-def test_bootstrap_interval_brackets_the_mean_and_is_reproducible() -> None:
-    values = [0.0, 1.0] * 50
-    mean, low, high = bootstrap_interval(values)
-    assert mean == 0.5 and low < 0.5 < high
-    assert (mean, low, high) == bootstrap_interval(values)
-    assert bootstrap_interval([0.3] * 10) == pytest.approx((0.3, 0.3, 0.3))
-
-
-def test_model_card_has_front_matter_metrics_and_loading(tmp_path: Path) -> None:
-    import yaml
-
-    manifest = save_encoder(MLMHead(), tmp_path / "doc")
-    metrics = {"split": "test", "queries": 100, "measures": {"nDCG@10": (0.4, 0.35, 0.45)}}
-    card = model_card(
-        name="m2",
-        side="document",
-        manifest=manifest,
-        training={"collection": "emoji"},
-        metrics=metrics,
-    )
-    front = yaml.safe_load(card.split("---")[1])
-    assert front["license"] == "apache-2.0" and front["library_name"] == "sentence-transformers"
-    assert front["datasets"] == ["emoji"]
-    assert front["model-index"][0]["results"][0]["metrics"][0] == {"type": "nDCG@10", "value": 0.4}
-    assert "| nDCG@10 | 0.4000 | [0.3500, 0.4500] |" in card
-    assert 'SparseEncoder("PATH/TO/THIS/FOLDER")' in card and "load_encoder" in card
-
-
-# --------------------------------------------------------------- the export command
-
-
-def test_export_command_writes_both_sides_of_a_fit_checkpoint(tmp_path: Path) -> None:
-    """A checkpoint as ``fit`` writes it (encoders recorded by class_path, the run's
-    ``runs/test.metrics.json`` beside its checkpoints): both sides load back with the same
-    vectors and their cards carry the run's metrics."""
-    from lightning_mlsr.hub.__main__ import main
-
-    torch.manual_seed(0)
-    query, doc = perturbed(StaticQueryHead()), perturbed(MLMHead(), seed=1)
-    state = {f"query_encoder.{k}": v for k, v in query.state_dict().items()}
-    state.update({f"doc_encoder.{k}": v for k, v in doc.state_dict().items()})
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "runs").mkdir()
-    per_query = {f"q{i}": {"nDCG@10": float(i % 2)} for i in range(10)}
-    (run / "runs" / "test.metrics.json").write_text(
-        json.dumps({"aggregate": {"nDCG@10": 0.5}, "per_query": per_query})
-    )
-    torch.save(
-        {
-            "state_dict": state,
-            "epoch": 1,
-            "global_step": 7,
-            "hyper_parameters": {
-                "query_encoder": {"class_path": "lightning_mlsr.models.StaticQueryHead"},
-                "doc_encoder": {"class_path": "lightning_mlsr.models.MLMHead", "init_args": {}},
-            },
-            "datamodule_hyper_parameters": {"collection": "emoji", "query_max_length": 16},
-        },
-        run / "checkpoints" / "last.ckpt",
-    )
-    assert (
-        main(
-            [
-                "export",
-                "--ckpt_path",
-                str(run / "checkpoints" / "last.ckpt"),
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
-        == 0
-    )
-    for side, head in (("query", query), ("doc", doc)):
-        loaded = load_encoder(tmp_path / "out" / side)
-        with torch.no_grad():
-            torch.testing.assert_close(loaded(text_batch()), head(text_batch()), rtol=0, atol=0)
-        card = (tmp_path / "out" / side / "README.md").read_text()
-        assert "| nDCG@10 | 0.5000 |" in card and "global_step: `7`" in card
-    tokenizer_config = json.loads(
-        (tmp_path / "out" / "query" / "tokenizer_config.json").read_text()
-    )
-    assert tokenizer_config["model_max_length"] == 16
 
 
 def test_export_refuses_a_folder_that_holds_files(tmp_path: Path) -> None:

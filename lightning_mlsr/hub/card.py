@@ -10,23 +10,22 @@ from typing import Any
 import numpy as np
 
 from lightning_mlsr.hub.folder import ExportError
+from lightning_mlsr.retrieval.evaluation import INTERVAL_METHOD, mean_interval
 
-__all__ = ["bootstrap_interval", "metrics_with_intervals", "model_card"]
+__all__ = ["interval_of_mean", "metrics_with_intervals", "model_card"]
 
 
-def bootstrap_interval(
-    values: list[float], resamples: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of per-query values and its percentile bootstrap interval (queries resampled
-    with replacement; seeded, so a card is reproducible)."""
+def interval_of_mean(values: list[float]) -> tuple[float, float, float]:
+    """Mean of per-query values and its 95% interval from the package's one bootstrap,
+    :func:`~lightning_mlsr.retrieval.evaluation.mean_interval` (seeded: a card is
+    reproducible, and its intervals are those every other report of the package gives)."""
     x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("bootstrap_interval: no per-query values")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, (resamples, x.size))].mean(axis=1)
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(x.mean()), float(low), float(high)
+    if x.size < 2:
+        raise ExportError(
+            f"an interval needs per-query values of at least 2 judged queries, got {x.size}; "
+            "give the runs/<split>.metrics.json of a split with more queries"
+        )
+    return (float(x.mean()), *mean_interval(x))
 
 
 def metrics_with_intervals(metrics_file: str | Path) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def metrics_with_intervals(metrics_file: str | Path) -> dict[str, Any]:
     if not per_query:
         raise ExportError(f"{str(path)!r} has no per-query values; give a runs/*.metrics.json")
     names = list(report.get("aggregate") or next(iter(per_query.values())))
-    measures = {m: bootstrap_interval([q[m] for q in per_query.values()]) for m in names}
+    measures = {m: interval_of_mean([q[m] for q in per_query.values()]) for m in names}
     return {
         "split": path.name.split(".")[0],
         "queries": len(per_query),
@@ -128,8 +127,8 @@ def model_card(
     if metrics:
         lines += [
             f"On the {metrics['split']} split ({metrics['queries']} judged queries; trec_eval "
-            "semantics, a query that retrieves nothing counts as 0). Intervals: 95% "
-            "percentile bootstrap over queries (1000 resamples, seed 0).",
+            f"semantics, a query that retrieves nothing counts as 0). Intervals: 95% "
+            f"{INTERVAL_METHOD}.",
             "",
             "| measure | value | 95% CI |",
             "|---|---|---|",
