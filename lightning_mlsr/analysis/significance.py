@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from lightning_mlsr.retrieval.evaluation import mean_interval
+
 __all__ = [
     "MonteCarloRule",
     "bootstrap_mean_ci",
@@ -65,29 +67,13 @@ def bootstrap_mean_ci(
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """BCa bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``).
+    """BCa bootstrap interval of the mean of ``values``: the package's one interval of a
+    mean, :func:`lightning_mlsr.retrieval.evaluation.mean_interval` (model cards and
+    ``score`` give the same).
 
-    A constant sample has the degenerate interval ``(v, v)`` (BCa is undefined there).
     Shape: ``(N,)`` -> two floats.
     """
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 1 or x.size < 2:
-        raise ValueError(
-            f"bootstrap_mean_ci needs at least 2 values in a flat array, got {x.shape}"
-        )
-    if np.ptp(x) == 0:
-        return float(x[0]), float(x[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        res = stats.bootstrap(
-            (x,),
-            np.mean,
-            n_resamples=n_resamples,
-            confidence_level=confidence,
-            method="BCa",
-            rng=np.random.default_rng(seed),
-        )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return mean_interval(values, confidence=confidence, n_resamples=n_resamples, seed=seed)
 
 
 def paired_test(
