@@ -24,11 +24,11 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from lightning_mlsr.data.features.content_keys import KEY_DTYPE
+from lightning_mlsr.io.atomic import atomic_write
 
 log = logging.getLogger("lightning_mlsr.data")
 
@@ -90,52 +90,26 @@ def write_shard(
     stem = f"{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique per writer
     features = np.ascontiguousarray(features, dtype=np.float32)
     data = root / f"{stem}.npy"
-    created: list[Path] = []
+    written: list[Path] = []  # renamed into place (atomic_write removes its own temporaries)
     try:
-        _write_atomically(data, lambda fh: np.save(fh, features), created)
+        written.append(atomic_write(data, lambda fh: np.save(fh, features)))
         checksum = file_sha1(data)
-        _write_atomically(
-            root / f"{stem}{_INDEX}",  # the done-marker, written last
+        index = root / f"{stem}{_INDEX}"  # the done-marker, written last
+        atomic_write(
+            index,
             lambda fh: np.savez(
                 fh, keys=keys.astype(KEY_DTYPE), ok=ok.astype(bool), sha1=np.array(checksum)
             ),
-            created,
         )
-        _fsync_dir(root)
     except OSError as err:
-        for path in created:
+        for path in written:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
+        # atomic_write says a full disk in its own words; the cache's message names its fix
+        cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
         row_bytes = features.itemsize * features.shape[1] + KEY_DTYPE.itemsize + 1
-        raise write_error(root, err, len(features) * row_bytes, rows_to_come * row_bytes) from err
+        raise write_error(root, cause, len(features) * row_bytes, rows_to_come * row_bytes) from err
     return stem, checksum
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None], created: list[Path]) -> None:
-    """``write`` into a temporary file beside ``path``, fsync it, rename it to ``path``;
-    every path created is appended to ``created`` (for the caller to remove on failure)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    created.append(tmp)
-    with tmp.open("wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    created.append(path)
-
-
-def _fsync_dir(root: Path) -> None:
-    """Make the renames in ``root`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(root, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_error(root: Path, err: OSError, shard_bytes: int, more_bytes: int) -> FeatureCacheError:
@@ -247,7 +221,7 @@ def remove_stale_temporaries(root: Path, max_age_s: float = _STALE_SECONDS) -> N
     if not root.is_dir():
         return
     now = time.time()
-    for path in root.glob(".*.tmp"):
+    for path in [*root.glob(".*.tmp-*"), *root.glob(".*.tmp")]:  # atomic_write's, older ones
         try:
             if now - path.stat().st_mtime > max_age_s:
                 path.unlink()
