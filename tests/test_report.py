@@ -784,11 +784,18 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
         ("m3_mlp_mlp_caption", 43, ["--a=1"]),
         ("m2_mlp_mlm_caption_captions_name", 43, ablation),
     ]
-    # M3 is tested on emoji-describe: its finished seed-42 run lacks that, so it is refitted
+    # M3 is tested on emoji-describe and stamps: its finished seed-42 run lacks that, so it
+    # is refitted
     assert refits == [("m3_mlp_mlp_caption", 42)]
     assert len(rebuilt) == 4
     (runs_dir / "m3_mlp_mlp_caption" / "seed42" / runner.CROSS_DOMAIN_FILE).write_text(
         json.dumps({"collections": {"emoji-describe": {}}})
+    )
+    refits.clear()
+    runner.run_all(REGISTRY, ["m3_mlp_mlp_caption"], [42], tmp_path, runs_dir=runs_dir)
+    assert refits == [("m3_mlp_mlp_caption", 42)]  # stamps is still missing
+    (runs_dir / "m3_mlp_mlp_caption" / "seed42" / runner.CROSS_DOMAIN_FILE).write_text(
+        json.dumps({"collections": {"emoji-describe": {}, "stamps": {}}})
     )
     refits.clear()
     runner.run_all(REGISTRY, ["m3_mlp_mlp_caption"], [42], tmp_path, runs_dir=runs_dir)
@@ -949,7 +956,7 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
     name = "m3_mlp_mlp_caption"
-    assert REGISTRY.cross_domain_of(name) == ["emoji-describe"]
+    assert REGISTRY.cross_domain_of(name) == ["emoji-describe", "stamps"]
     budget = [
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=2",
