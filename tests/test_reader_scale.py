@@ -19,8 +19,8 @@ from PIL import Image
 
 from lightning_mlsr.data import DataError, load_collection
 from lightning_mlsr.data.datamodule import RetrievalDataModule
+from lightning_mlsr.data.evaluation_corpus import eval_corpus_rows
 from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings, ReadingSettings
-from lightning_mlsr.data.training.corpus import eval_corpus_rows
 from lightning_mlsr.models import ImageMLMHead, MLPHead
 from lightning_mlsr.training.data_inputs import batch_inputs
 
@@ -204,7 +204,7 @@ def test_eval_corpus_modes_against_brute_force(synthetic: Path) -> None:
 SHARD_SCRIPT = """
 import hashlib, json, sys
 from lightning_mlsr.data import load_collection
-from lightning_mlsr.data.training.corpus import eval_corpus_rows, shard_indices
+from lightning_mlsr.data.evaluation_corpus import eval_corpus_rows, shard_indices
 root, rank = sys.argv[1], int(sys.argv[2])
 c = load_collection(root)  # what every DDP rank does; then it reads only its own shard
 corpus = eval_corpus_rows(c, "validation", "all")

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from lightning_mlsr.data.collection import Collection, load_collection
 from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.evaluation_corpus import eval_corpus_rows, judged_query_rows, shard_indices
 from lightning_mlsr.data.features.fill import FillReport, fill_features
 from lightning_mlsr.data.features.store import FeatureStore
 from lightning_mlsr.data.inputs import BatchInputs, FeatureSpec, SideInputs
@@ -51,7 +52,6 @@ from lightning_mlsr.data.training.batches import (
     SideSpec,
     SkipReportingLoader,
 )
-from lightning_mlsr.data.training.corpus import eval_corpus_rows, judged_query_rows, shard_indices
 from lightning_mlsr.data.training.negatives import HardNegatives
 from lightning_mlsr.data.training.pairs import RelevantPairs, positive_pairs, split_qrels
 from lightning_mlsr.data.training.sampler import ResumableDataLoader, ResumableSampler

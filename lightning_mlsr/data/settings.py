@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from lightning_mlsr.data.collection.caption_text import CaptionPreprocessing
 from lightning_mlsr.data.collection.load import CorruptPolicy, MissingCaptionPolicy
-from lightning_mlsr.data.training.corpus import EvalCorpus
+from lightning_mlsr.data.evaluation_corpus import EvalCorpus
 
 __all__ = [
     "FLAT_KEYS",

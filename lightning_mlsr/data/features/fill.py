@@ -6,7 +6,7 @@ workers run the backbone. :func:`fill_features` is the fill driver for that case
 
 - rank 0 lists the rows whose features are missing (one lookup by content key) and sends
   the list to every rank as a bit mask; each rank takes a contiguous, disjoint block of it
-  (:func:`~lightning_mlsr.data.training.corpus.shard_indices`), so the ranks' blocks cover the
+  (:func:`~lightning_mlsr.data.evaluation_corpus.shard_indices`), so the ranks' blocks cover the
   missing rows exactly once;
 - DataLoader workers only read and decode images (:class:`DecodedImages`); the rank's own
   process runs the feature callable (the store's
@@ -43,9 +43,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lightning_mlsr.data.errors import DataError
+from lightning_mlsr.data.evaluation_corpus import shard_indices
 from lightning_mlsr.data.features import shards as feature_shards
 from lightning_mlsr.data.features.shards import FeatureCacheError
-from lightning_mlsr.data.training.corpus import shard_indices
 
 if TYPE_CHECKING:
     from lightning_mlsr.data.collection import ImageTable
