@@ -48,7 +48,7 @@ from lightning_mlsr.data.collection.layout import find_layout
 from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.generate.candidates import candidate_words, evaluation_query_texts
-from lightning_mlsr.generate.derived import empty_output, write_defaults
+from lightning_mlsr.generate.output_collection import empty_output, write_defaults
 
 if TYPE_CHECKING:
     from lightning_mlsr.models.teacher import DenseTeacher

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from lightning_mlsr.data.collection.layout import find_layout
 from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.errors import DataError
-from lightning_mlsr.generate.derived import empty_output, write_defaults
+from lightning_mlsr.generate.output_collection import empty_output, write_defaults
 
 __all__ = ["FIELD", "build_visual_concept_collection", "class_names", "top_classes"]
 
