@@ -157,9 +157,11 @@ class MLSRCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         defaults = {"default_config_files": [str(BASE_CONFIG)]}
-        parser_kwargs: dict[str, Any] = {
-            cmd: dict(defaults) for cmd in ("fit", "validate", "test", "predict")
-        }
+        parser_kwargs: dict[str, Any] = (
+            {cmd: dict(defaults) for cmd in ("fit", "validate", "test", "predict")}
+            if kwargs.get("run", True)
+            else dict(defaults)  # no subcommand (run=False): the main parser reads it
+        )
         parser_kwargs["prog"] = "python -m lightning_mlsr"
         kwargs.setdefault("parser_kwargs", parser_kwargs)
         kwargs.setdefault("save_config_callback", RunConfigCallback)
