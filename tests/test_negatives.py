@@ -45,7 +45,7 @@ def test_mined_negatives_are_the_teachers_best_unjudged_captions(tmp_path: Path)
     assert _read_tsv(out) == expected
     assert "I1" not in expected["T1"] and "I2" not in expected["T2"]
     assert info == {"queries": 2, "images": 4, "depth": 2, "split": "train"}
-    assert not list(tmp_path.glob("neg.tsv.tmp*"))  # written aside, renamed
+    assert not list(tmp_path.glob(".neg.tsv.tmp*"))  # written aside, renamed
 
 
 def test_reader_maps_ids_to_rows_and_fails_clearly(tmp_path: Path, caplog) -> None:

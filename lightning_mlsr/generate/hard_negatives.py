@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lightning_mlsr.data.errors import DataError, format_ids
+from lightning_mlsr.io.atomic import atomic_write_text
 
 log = logging.getLogger("lightning_mlsr.generate")
 
@@ -81,17 +81,13 @@ def mine_hard_negatives(
     k = min(depth + most_relevant, len(captions))
     with torch.no_grad():
         top = torch.cat([(b @ docs.T).topk(k, dim=1).indices for b in queries.split(1024)])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    short = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for qid, ranked in zip(ids, top.tolist(), strict=True):
-            relevant = qrels[qid]
-            negs = [image_ids[j] for j in ranked if relevant.get(image_ids[j], 0) <= 0][:depth]
-            short += len(negs) < depth
-            f.write("\t".join([qid, *negs]) + "\n")
-    tmp.replace(out)
+    short, lines = 0, []
+    for qid, ranked in zip(ids, top.tolist(), strict=True):
+        relevant = qrels[qid]
+        negs = [image_ids[j] for j in ranked if relevant.get(image_ids[j], 0) <= 0][:depth]
+        short += len(negs) < depth
+        lines.append("\t".join([qid, *negs]) + "\n")
+    atomic_write_text(out, "".join(lines))
     if short:
         log.warning("%d queries have fewer than %d negatives (small collection)", short, depth)
     return {"queries": len(ids), "images": len(image_ids), "depth": depth, "split": split}

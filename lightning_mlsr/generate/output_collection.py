@@ -8,6 +8,7 @@ from typing import Any
 
 from lightning_mlsr.data.collection.layout import read_defaults
 from lightning_mlsr.data.collection.tables import Collection
+from lightning_mlsr.io.atomic import atomic_write_text
 
 __all__ = ["empty_output", "write_defaults"]
 
@@ -34,4 +35,4 @@ def write_defaults(collection: Collection, out: Path, suffix: str, **made: Any) 
         ),
         **made,
     )
-    (out / "collection.json").write_text(json.dumps(defaults, indent=2) + "\n", "utf-8")
+    atomic_write_text(out / "collection.json", json.dumps(defaults, indent=2) + "\n")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,7 +153,7 @@ def write_trec_qrels(path: str | os.PathLike[str], qrels: Mapping[Any, Mapping[A
                     f"relevance of ({qid!r}, {docid!r}) must be an integer, got {rel!r}"
                 )
             lines.append(f"{qid} Q0 {docid} {int(rel)}\n")
-    Path(path).write_text("".join(lines), encoding="utf-8")
+    atomic_write_text(path, "".join(lines))
 
 
 _REL_MIN, _REL_MAX = -(2**31), 2**31 - 1

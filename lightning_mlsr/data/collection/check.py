@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from lightning_mlsr.data.collection.layout import (
 )
 from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.features.content_keys import GroupKeyCache, keys_of
+from lightning_mlsr.io.atomic import atomic_write_text
 
 __all__ = ["check_images", "main"]
 
@@ -93,12 +95,11 @@ def check_images(
                 for n, found in pool.map(_check_group, tasks, chunksize=4):
                     bad.update(found)
                     bar.update(n)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(["image_id", "reason"])
-        writer.writerows(sorted(bad.items()))
-    os.replace(tmp, out)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table, delimiter="\t", lineterminator="\n")
+    writer.writerow(["image_id", "reason"])
+    writer.writerows(sorted(bad.items()))
+    atomic_write_text(out, table.getvalue())
     return out, bad
 
 

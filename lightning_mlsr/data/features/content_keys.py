@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from lightning_mlsr.data.features.cache_dir import default_cache_dir
+from lightning_mlsr.io.atomic import atomic_write
 
 __all__ = ["KEY_DTYPE", "GroupKeyCache", "content_key", "keys_of"]
 
@@ -92,13 +92,10 @@ class GroupKeyCache:
         if self._unwritable:
             return
         file = self._file(path, group)
-        tmp = file.with_name(f"{file.name}.tmp{os.getpid()}")
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                np.save(handle, keys.astype(KEY_DTYPE), allow_pickle=False)
-            os.replace(tmp, file)
-        except OSError as err:
+            atomic_write(
+                file, lambda handle: np.save(handle, keys.astype(KEY_DTYPE), allow_pickle=False)
+            )
+        except OSError as err:  # atomic_write has removed its temporary file
             self._unwritable = True
             log.info("content keys are not kept (%s): %s", self.root, err)
-            tmp.unlink(missing_ok=True)
