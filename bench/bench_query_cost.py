@@ -191,21 +191,19 @@ def summarise(lanes: list[Lane]) -> list[dict[str, Any]]:
 def emoji_lane(m: Model, args: argparse.Namespace) -> Lane:
     """nDCG@10 through the project's evaluation path (batched encoding, the index, trec_eval
     metrics), and the lane that times the same queries one by one."""
-    from lightning_mlsr.retrieval.index import InvertedIndex, dense_search
-    from lightning_mlsr.retrieval.metrics import evaluate
-    from lightning_mlsr.retrieval.trec import run_from_topk
+    from lightning_mlsr.retrieval.evaluation import retrieve, score
+    from lightning_mlsr.retrieval.index import InvertedIndex
     from lightning_mlsr.training.evaluator import encode_split
 
     enc = encode_split(m.system, m.datamodule, args.split)
+    index = None
     if m.dense:
-        scores, idx = dense_search(enc.docs, enc.queries, args.k)
         flops = np.full(len(enc.query_ids), dense_multiply_adds(*enc.docs.shape))
     else:
         index = InvertedIndex.from_matrix(enc.docs, enc.doc_ids)
-        scores, idx = index.search(enc.queries, args.k)
         flops = postings_touched(index.posting_lengths, enc.queries)
-    run = run_from_topk(scores, idx, enc.query_ids, enc.doc_ids)
-    ndcg = float(evaluate(run, m.datamodule.qrels(args.split), ["nDCG@10"])["nDCG@10"])  # type: ignore[arg-type]
+    run = retrieve(enc.docs, enc.doc_ids, enc.queries, enc.query_ids, args.k, index=index)
+    ndcg = score(run, m.datamodule.qrels(args.split), ["nDCG@10"]).means["nDCG@10"]
     rows = m.datamodule.query_rows(args.split)[: args.max_queries]
     searcher = Searcher(enc.docs, m.dense)
     for row in rows[:5]:  # warm-up: first calls load kernels and allocate
@@ -224,7 +222,7 @@ def emoji_lane(m: Model, args: argparse.Namespace) -> Lane:
 
 def check_timed_path(lane: Lane, args: argparse.Namespace) -> None:
     """nDCG@10 of the timed one-query path and of the batch path over the timed queries."""
-    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.retrieval.evaluation import score
 
     m, rec = lane.model, lane.record
     ids, doc_ids = m.datamodule.collection.texts.ids, rec.pop("_doc_ids")
@@ -234,8 +232,8 @@ def check_timed_path(lane: Lane, args: argparse.Namespace) -> None:
     }
     qrels = {q: m.datamodule.qrels(args.split)[q] for q in single}
     for key, run in (("single_query_path", single), ("batch_path", rec.pop("_run"))):
-        got = evaluate({q: run.get(q, {}) for q in qrels}, qrels, ["nDCG@10"])
-        rec[f"ndcg10_timed_queries_{key}"] = float(got["nDCG@10"])  # type: ignore[arg-type]
+        got = score({q: run.get(q, {}) for q in qrels}, qrels, ["nDCG@10"]).means
+        rec[f"ndcg10_timed_queries_{key}"] = got["nDCG@10"]
 
 
 def wordnet_texts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
