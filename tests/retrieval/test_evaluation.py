@@ -84,7 +84,8 @@ def test_callback_baseline_and_functions_agree_on_the_same_vectors(
 ) -> None:
     """SPLADE-tiny zero-shot on both sides of the tiny AToMiC collection: the callback's
     vectors, handed to the zero-shot SPLADE baseline in place of its own encoding and to
-    retrieve + score, give the same run and the same figures, to the last digit."""
+    retrieve + score, give the same run and the same figures, to the last digit; the
+    notebook loader's encode_corpus gives the same document vectors."""
     from lightning_mlsr.baselines import run_baseline
     from lightning_mlsr.baselines import splade as splade_baseline
     from lightning_mlsr.data.datamodule import RetrievalDataModule
@@ -110,6 +111,12 @@ def test_callback_baseline_and_functions_agree_on_the_same_vectors(
     scores = score(run, collection.qrels["test"], evaluator.measures)
     assert run == evaluator.last_run
     assert scores.means == {m: evaluator.last_results[m] for m in scores.means}
+
+    # the notebook's loader encodes the same document vectors
+    from lightning_mlsr.training.model_loading import encode_corpus
+
+    ids, docs = encode_corpus(model, dm)
+    assert ids == encoded.doc_ids and (docs != encoded.docs).nnz == 0
 
     # the baseline, encoding nothing itself: it is handed the callback's vectors
     handed = iter([encoded.docs, encoded.queries])
