@@ -180,6 +180,10 @@ class RetrievalEvaluator(Callback):
             retrieval ranks the whole corpus that ``data.evaluation.corpus`` chose — a figure
             over part of the corpus (fewer distractors, higher values) would be logged
             under the same name as full ones and compared with them by ``ModelCheckpoint``.
+
+    After each evaluation ``last_results`` holds the logged figures, ``last_run`` the run,
+    ``last_encoded`` the :class:`EncodedSplit` it was retrieved from (None before the first)
+    and, after ``test``, ``last_run_path`` the run file.
     """
 
     def __init__(
@@ -205,6 +209,7 @@ class RetrievalEvaluator(Callback):
         self.last_results: dict[str, float] = {}
         self.last_run: dict[str, dict[str, float]] = {}
         self.last_run_path: Path | None = None
+        self.last_encoded: EncodedSplit | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
