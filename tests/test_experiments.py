@@ -140,10 +140,12 @@ def test_every_experiment_is_found() -> None:
         "inference_free/static_mlm_caption",
         "stamps/m1_mlm_mlm_image",
         "stamps/m2_mlp_mlm_caption",
+        "stamps/dense_image",
+        "stamps/minilm_m1_mlm_mlm_image",
         "minilm/m2_mlp_mlm_caption",
         "minilm/d2s_caption",
     } <= set(IDS)
-    assert len(IDS) == 28 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
+    assert len(IDS) == 40 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
 
 
 @pytest.fixture(scope="module")
