@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     export_line = shlex.join(
         ["python", "scripts/export_vectors.py", name, "--seed", str(seed)]
         + ([] if args.checkpoint is None else ["--checkpoint", "BEST.ckpt"])
+        + (["--allow-mismatch"] if args.allow_mismatch else [])
     )
     record = {
         "label": registry.label(name),
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         f"test/{MEASURE}": found.get("test"),
         "committed_run": _relative(recorded_path) if recorded else None,
         "reproduces_committed_run": reproduces,
+        **{f"committed_run/{split}/{MEASURE}": value for split, value in recorded.items()},
         "fit_command": fit_line.replace(str(work), "WORK").replace(f"{REPO}/", ""),
         "export_command": export_line,
         "versions": {"torch": torch.__version__, "lightning": lightning.__version__},
