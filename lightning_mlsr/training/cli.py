@@ -199,6 +199,17 @@ class MLSRCLI(LightningCLI):
             kwargs["plugins"] = _with_atomic_checkpoints(trainer_config.get("plugins"))
         return super().instantiate_trainer(**kwargs)
 
+    def before_instantiate_classes(self) -> None:
+        """Refuse a configuration that would build a class from outside the package before
+        anything is built (:func:`~lightning_mlsr.training.trusted_classes.check_run_config`)."""
+        from lightning_mlsr.training.trusted_classes import check_run_config
+
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        try:
+            check_run_config(config.as_dict(), "the run's configuration (--config and overrides)")
+        except UntrustedClassError as err:
+            raise SystemExit(f"error: {err}") from err
+
     def _parse_ckpt_path(self) -> None:
         """Checks ``--ckpt_path`` before Lightning replaces the model config with its own.
 

@@ -7,8 +7,10 @@ checkpoints are shared and downloaded, so those names are resolved against the p
 classes only, never imported: a registered head (:data:`~lightning_mlsr.models.HEADS`), and
 for a checkpoint of the training module also the package's losses, regularizers and
 distillation losses, its dense teacher, and torch's optimizers. Anything else is refused with
-the file and the key that named it. (An experiment YAML a user runs is their own code and is
-not checked here.)
+the file and the key that named it. A run's configuration (experiment YAMLs, overrides) may
+name the package's classes, torch's optimizers and Lightning's trainer parts; anything else
+only when the person running the command allows its module in the environment
+(:func:`check_run_config`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from lightning_mlsr.objectives import distillation, ranking, regularizers
 
 __all__ = [
     "UntrustedClassError",
+    "ALLOW_ENV",
     "check_checkpoint_hparams",
+    "check_run_config",
     "check_head_config",
     "head_class",
 ]
@@ -162,3 +166,50 @@ def check_checkpoint_hparams(hparams: Mapping[str, Any], source: str) -> None:
         "hyper_parameters",
         what,
     )
+
+
+#: where the classes of a parsed run configuration may come from without asking: the package
+#: itself, torch's optimizers and schedulers, and Lightning's own trainer parts
+_CONFIG_PREFIXES = (
+    "lightning_mlsr.",
+    "torch.optim.",
+    "lightning.pytorch.",
+    "lightning.fabric.",
+)
+#: module prefixes the person running the command trusts beyond those (comma-separated); read
+#: from the environment, never from a config file, so that a file cannot widen its own rights
+ALLOW_ENV = "LIGHTNING_MLSR_ALLOW_CLASSES"
+
+
+def _config_class_paths(value: Any, key: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        if "class_path" in value:
+            yield f"{key}.class_path" if key else "class_path", value["class_path"]
+        for name, item in value.items():
+            if name != "class_path":
+                yield from _config_class_paths(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _config_class_paths(item, f"{key}[{i}]")
+
+
+def check_run_config(config: Mapping[str, Any], source: str) -> None:
+    """Refuse a parsed run configuration (experiment YAMLs and command-line overrides) that
+    would build a class from outside the package, torch's optimizers and Lightning, before
+    anything is built. A user's own module is allowed by naming its prefix in the
+    ``LIGHTNING_MLSR_ALLOW_CLASSES`` environment variable.
+
+    Raises:
+        UntrustedClassError: naming the key, the class and the variable to set.
+    """
+    import os
+
+    extra = tuple(p.strip() for p in os.environ.get(ALLOW_ENV, "").split(",") if p.strip())
+    prefixes = _CONFIG_PREFIXES + tuple(p if p.endswith(".") else f"{p}." for p in extra)
+    for key, class_path in _config_class_paths(config):
+        if not isinstance(class_path, str) or not class_path.startswith(prefixes):
+            raise UntrustedClassError(
+                f"{source}: {key} names {class_path!r}, which is neither lightning_mlsr's, "
+                "torch.optim's nor Lightning's; refusing to build it. If it is your own code, "
+                f"allow its module by name: {ALLOW_ENV}={str(class_path).rsplit('.', 1)[0]}"
+            )
