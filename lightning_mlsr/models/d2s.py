@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from lightning_mlsr.models.backbones import load_masked_lm
-from lightning_mlsr.models.pooling import keep_top_terms, log_saturation, scatter_token_weights
+from lightning_mlsr.models.pooling import (
+    _check_max_terms,
+    keep_top_terms,
+    log_saturation,
+    scatter_token_weights,
+)
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
     TextTransformerEncoder,
@@ -57,8 +62,7 @@ class D2SHead(TextTransformerEncoder):
         max_terms: int | None = None,
         expansion: Expansion = "full",
     ) -> None:
-        if max_terms is not None and max_terms < 1:
-            raise ValueError(f"D2SHead: max_terms must be a positive integer, got {max_terms}")
+        _check_max_terms(max_terms, "D2SHead")
         encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
         super().__init__(backbone, encoder, mlm_head)
         self.modalities = frozenset({"text"})
@@ -88,7 +92,7 @@ class D2SHead(TextTransformerEncoder):
             present = scatter_token_weights(keep, input_ids, self.vocab_size, "max")  # (B, V)
             weights = weights * present
         weights = self._mask_special_terms(weights)
-        return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
+        return keep_top_terms(weights, self.max_terms)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """None: the projection starts as the identity, not at random, so it trains at the

@@ -131,7 +131,7 @@ class FusedImageTextHead(TextTransformerEncoder):
         keep = self._token_mask(input_ids, attention_mask)  # (B, L)
         keep = torch.cat([keep[:, :1], keep.new_ones(keep.shape[0], 1), keep[:, 1:]], dim=1)
         weights = self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
-        return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
+        return keep_top_terms(weights, self.max_terms)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The image projection and, for ``head="mlp"``, the term scorer."""

@@ -15,7 +15,7 @@ from lightning_mlsr.io.pretrained import (
 )
 from lightning_mlsr.models.backbones import load_masked_lm, vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
-from lightning_mlsr.models.pooling import keep_top_terms, log_saturation
+from lightning_mlsr.models.pooling import _check_max_terms, keep_top_terms, log_saturation
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
     build_image_backbone,
@@ -95,8 +95,7 @@ class ImageMLMHead(SparseEncoder):
         self.image_projection = nn.Linear(self.image_backbone.num_features, int(config.hidden_size))
         self.mlm_head = mlm_head  # the encoder is dropped here; its tied decoder weight stays
         self.wiring: Wiring = wiring
-        if max_terms is not None and max_terms < 1:
-            raise ValueError(f"ImageMLMHead: max_terms must be a positive integer, got {max_terms}")
+        _check_max_terms(max_terms, "ImageMLMHead")
         self.max_terms = max_terms
         if wiring == "reference":
             mlm_head_parts(mlm_head)  # fail now, not at the first batch, if unsupported
@@ -121,7 +120,7 @@ class ImageMLMHead(SparseEncoder):
         else:
             logits = self.mlm_head(hidden)  # (B, V)
         weights = self._mask_special_terms(log_saturation(logits))  # (B, V)
-        return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
+        return keep_top_terms(weights, self.max_terms)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The image projection (the MLM head and image backbone are pretrained)."""

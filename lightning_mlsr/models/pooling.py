@@ -35,8 +35,14 @@ def log_saturation(x: torch.Tensor) -> torch.Tensor:
     return torch.log1p(torch.relu(x))
 
 
-def keep_top_terms(weights: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest weights of each row, zero the rest (a budget on non-zeros).
+def _check_max_terms(max_terms: int | None, where: str) -> None:
+    if max_terms is not None and max_terms < 1:
+        raise ValueError(f"{where}: max_terms must be a positive integer, got {max_terms}")
+
+
+def keep_top_terms(weights: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the ``k`` largest weights of each row, zero the rest (a budget on non-zeros;
+    ``None``: no budget, ``weights`` as they are).
 
     Gradients reach the kept weights only. Rows with fewer than ``k`` positive weights keep
     all of them (the zeros picked to fill the budget stay zero).
@@ -44,7 +50,7 @@ def keep_top_terms(weights: torch.Tensor, k: int) -> torch.Tensor:
     Shape:
         ``(B, V)`` -> ``(B, V)``.
     """
-    if k >= weights.shape[-1]:
+    if k is None or k >= weights.shape[-1]:
         return weights
     values, indices = weights.topk(k, dim=-1)  # (B, k)
     return torch.zeros_like(weights).scatter(-1, indices, values)  # (B, V)

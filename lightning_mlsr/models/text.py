@@ -9,7 +9,7 @@ from torch import nn
 
 from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE
 from lightning_mlsr.models.backbones import load_masked_lm, load_text_encoder
-from lightning_mlsr.models.pooling import Pooling, _check_pooling, keep_top_terms
+from lightning_mlsr.models.pooling import Pooling, _check_max_terms, _check_pooling, keep_top_terms
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
     TextTransformerEncoder,
@@ -91,8 +91,7 @@ class MLMHead(TextTransformerEncoder):
         max_terms: int | None = None,
     ) -> None:
         _check_pooling(pooling, type(self).__name__)
-        if max_terms is not None and max_terms < 1:
-            raise ValueError(f"MLMHead: max_terms must be a positive integer, got {max_terms}")
+        _check_max_terms(max_terms, "MLMHead")
         encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
         super().__init__(backbone, encoder, mlm_head)
         self.modalities = frozenset({"text"})
@@ -111,4 +110,4 @@ class MLMHead(TextTransformerEncoder):
         else:
             keep = attention_mask.bool()  # (B, L)
         weights = self._expanded_term_weights(hidden, keep, self.pooling)  # (B, V)
-        return weights if self.max_terms is None else keep_top_terms(weights, self.max_terms)
+        return keep_top_terms(weights, self.max_terms)
