@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
@@ -119,16 +120,21 @@ def head_class(class_path: Any, source: str, key: str = "class_path") -> type[En
     return cls  # type: ignore[return-value]
 
 
-def _check(value: Any, allowed: Mapping[str, type], source: str, key: str, what: str) -> None:
+def _config_class_paths(value: Any, key: str = "") -> Iterable[tuple[str, Any]]:
     if isinstance(value, Mapping):
         if "class_path" in value:
-            _resolve(value["class_path"], allowed, source, f"{key}.class_path", what)
+            yield f"{key}.class_path" if key else "class_path", value["class_path"]
         for name, item in value.items():
             if name != "class_path":
-                _check(item, allowed, source, f"{key}.{name}" if key else str(name), what)
+                yield from _config_class_paths(item, f"{key}.{name}" if key else str(name))
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            _check(item, allowed, source, f"{key}[{i}]", what)
+            yield from _config_class_paths(item, f"{key}[{i}]")
+
+
+def _check(value: Any, allowed: Mapping[str, type], source: str, key: str, what: str) -> None:
+    for at, class_path in _config_class_paths(value, key):
+        _resolve(class_path, allowed, source, at, what)
 
 
 def check_head_config(config: Any, source: str, key: str) -> None:
@@ -181,18 +187,6 @@ _CONFIG_PREFIXES = (
 ALLOW_ENV = "LIGHTNING_MLSR_ALLOW_CLASSES"
 
 
-def _config_class_paths(value: Any, key: str = "") -> Iterable[tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        if "class_path" in value:
-            yield f"{key}.class_path" if key else "class_path", value["class_path"]
-        for name, item in value.items():
-            if name != "class_path":
-                yield from _config_class_paths(item, f"{key}.{name}" if key else str(name))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from _config_class_paths(item, f"{key}[{i}]")
-
-
 def check_run_config(config: Mapping[str, Any], source: str) -> None:
     """Refuse a parsed run configuration (experiment YAMLs and command-line overrides) that
     would build a class from outside the package, torch's optimizers and Lightning, before
@@ -202,8 +196,6 @@ def check_run_config(config: Mapping[str, Any], source: str) -> None:
     Raises:
         UntrustedClassError: naming the key, the class and the variable to set.
     """
-    import os
-
     extra = tuple(p.strip() for p in os.environ.get(ALLOW_ENV, "").split(",") if p.strip())
     prefixes = _CONFIG_PREFIXES + tuple(p if p.endswith(".") else f"{p}." for p in extra)
     for key, class_path in _config_class_paths(config):
