@@ -218,10 +218,11 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
     runs_dir = Path(runs_dir or registry.runs_dir)
     # nothing to lock where there is no runs folder yet (no runs to race on)
     with exclusive(runs_dir) if runs_dir.is_dir() else nullcontext():
-        report = build_report(registry, runs_dir)
+        runs = load_runs(runs_dir)
+        report = render(registry, runs, ReportText.read(registry.results_dir / TEXT_FILE))
         atomic_write_text(out, report)
         if registry.figure:
-            rows = main_figure_rows(registry, load_runs(runs_dir))
+            rows = main_figure_rows(registry, runs)
             figure = registry.results_dir / registry.figure["file"]
             write_main_figure(figure, rows, registry.figure["title"])
     return report
