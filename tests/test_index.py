@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lightning_mlsr.retrieval.index import FORMAT_VERSION, InvertedIndex, SeismicIndex, inverted
+from lightning_mlsr.retrieval.index import (
+    FORMAT_VERSION,
+    InvertedIndex,
+    SeismicIndex,
+    inverted_scoring,
+)
 from lightning_mlsr.retrieval.index.inverted import tie_order
 
 
@@ -161,11 +166,13 @@ def test_blocked_scoring_equals_brute_force_exactly(block_size, monkeypatch):
     queries[10:, 0] = 1.0
     queries[3] = docs[5]  # scores tied between the duplicates
     ids = np.array([f"d{(i * 37) % 1000}" for i in range(1000)])  # tie order != row order
-    monkeypatch.setattr(inverted, "CHUNK", 16)  # split a query between threads every 16 docs
-    monkeypatch.setattr(inverted, "_SPLIT_POSTINGS", 1)  # however short its posting lists
+    monkeypatch.setattr(
+        inverted_scoring, "CHUNK", 16
+    )  # split a query between threads every 16 docs
+    monkeypatch.setattr(inverted_scoring, "_SPLIT_POSTINGS", 1)  # however short its postings
     index = InvertedIndex.from_matrix(docs, doc_ids=ids, block_size=block_size)
     chunk = min(16, block_size)
-    assert index._offsets.shape == (40, -(-1000 // chunk) + 1)
+    assert index._scorer.offsets.shape == (40, -(-1000 // chunk) + 1)
     for k in (1, 10, 1000):
         ref_s, ref_i = brute_force_topk(docs, queries, k, ids)
         for threads in (1, 2):
@@ -177,7 +184,7 @@ def test_blocked_scoring_equals_brute_force_exactly(block_size, monkeypatch):
                 one_s, one_i = index.search_one(terms, queries[r, terms], k, num_threads=threads)
                 np.testing.assert_array_equal(one_i, ref_i[r])
                 np.testing.assert_array_equal(one_s, ref_s[r].astype(np.float32))
-    assert not index._scratch[0].any()
+    assert not index._scorer.scratch[0].any()
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 1000])
@@ -308,7 +315,7 @@ def test_one_query_at_a_time_equals_the_batch_exactly(exact_data, exact_index, n
         ):
             np.testing.assert_array_equal(s, batch_s[r])
             np.testing.assert_array_equal(i, batch_i[r])
-    assert not exact_index._scratch[0].any()
+    assert not exact_index._scorer.scratch[0].any()
     # a repeated term is summed and a zero weight dropped, as in a matrix row
     s, i = exact_index.search_one([3, 9, 3, 20], [0.25, 0.5, 0.25, 0.0], 10)
     row = np.zeros((1, docs.shape[1]), np.float32)

@@ -1,7 +1,9 @@
 """Top-k search over encoded documents: exact sparse, approximate sparse, exact dense.
 
 - :mod:`~lightning_mlsr.retrieval.index.inverted`: :class:`InvertedIndex`, the exact inverted index,
-  with its save/load.
+  with its save/load; its scoring paths in :mod:`~lightning_mlsr.retrieval.index.inverted_scoring`,
+  its file format in :mod:`~lightning_mlsr.retrieval.index.inverted_file` and its document order
+  in :mod:`~lightning_mlsr.retrieval.index.tie_order`.
 - :mod:`~lightning_mlsr.retrieval.index.topk_kernel`: the compiled (numba) term-at-a-time top-k kernel.
 - :mod:`~lightning_mlsr.retrieval.index.inputs`: validation of weights, document ids and ``k``.
 - :mod:`~lightning_mlsr.retrieval.index.seismic`: :class:`SeismicIndex`, optional approximate search.
