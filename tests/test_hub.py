@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lightning_mlsr.hub import load_encoder, save_encoder
-from lightning_mlsr.hub.folder import _save_masked_lm
+from lightning_mlsr.hub.weight_files import save_masked_lm
 from lightning_mlsr.io.pretrained import load_tokenizer, resolve_text_backbone
 from lightning_mlsr.models import (
     FusedImageTextHead,
@@ -102,7 +102,7 @@ def test_exported_mlm_side_is_a_sentence_transformers_model_with_identical_vecto
         decoder.bias[special] = 5.0  # every special term active before MLMHead zeroes it
     # the premise, on the oracle itself: without the export's silencing they activate there
     unsilenced = tmp_path / "unsilenced"
-    _save_masked_lm(head, unsilenced, silence=False)
+    save_masked_lm(head, unsilenced, silence=False)
     tokenizer().save_pretrained(unsilenced)
     raw = SparseEncoder(str(unsilenced), local_files_only=True)
     assert (raw.encode(TEXTS, convert_to_tensor=True).to_dense()[:, special] > 0).any(dim=1).all()

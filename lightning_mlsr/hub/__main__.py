@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from lightning_mlsr.hub.export import PushError, export_checkpoint, push_folder
-from lightning_mlsr.hub.folder import ExportError
+from lightning_mlsr.hub.manifest import ExportError
 from lightning_mlsr.io.checkpoints import CheckpointError
 from lightning_mlsr.training.trusted_classes import UntrustedClassError
 

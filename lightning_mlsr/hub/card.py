@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.hub.folder import ExportError
+from lightning_mlsr.hub.manifest import ExportError
 from lightning_mlsr.retrieval.evaluation import INTERVAL_METHOD, mean_interval
 
 __all__ = ["interval_of_mean", "metrics_with_intervals", "model_card"]

@@ -12,7 +12,8 @@ from typing import Any
 
 from lightning_mlsr.data.settings import grouped_hparams
 from lightning_mlsr.hub.card import metrics_with_intervals, model_card
-from lightning_mlsr.hub.folder import MANIFEST, ExportError, save_encoder
+from lightning_mlsr.hub.folder import save_encoder
+from lightning_mlsr.hub.manifest import MANIFEST, ExportError
 from lightning_mlsr.io.atomic import disk_full_error, is_disk_full
 from lightning_mlsr.io.checkpoints import load_checkpoint
 from lightning_mlsr.models.encoder import Encoder
