@@ -19,10 +19,9 @@ nested key of the ``data:`` block (``reading``, ``batching``, ``features``, ``ev
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -53,8 +52,9 @@ from lightning_mlsr.data.training.batches import (
     SkipReportingLoader,
 )
 from lightning_mlsr.data.training.negatives import HardNegatives
+from lightning_mlsr.data.training.pair_loader import TrainingOrder, pair_loader
 from lightning_mlsr.data.training.pairs import RelevantPairs, positive_pairs, split_qrels
-from lightning_mlsr.data.training.sampler import ResumableDataLoader, ResumableSampler
+from lightning_mlsr.data.training.sampler import ResumableSampler
 
 __all__ = [
     "Batch",
@@ -121,8 +121,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self._pairs: dict[str, np.ndarray] = {}
         self._relevant: dict[str, RelevantPairs] = {}
         self._inputs: BatchInputs | None = None
-        self._train_sampler: ResumableSampler | None = None
-        self._train_order: dict[str, Any] | None = None  # from a checkpoint, not yet applied
+        self._train_order = TrainingOrder()
         self._negatives: HardNegatives | None = None
         self._filled = False  # features.fill="upfront" done in this process
 
@@ -298,49 +297,26 @@ class RetrievalDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> DataLoader:
         """The split's pairs in batches: in ``sampler``'s order (training), else in order."""
-        pairs, batch_size = self._split_pairs(split), self.batching.batch_size
-        collator = Collator(
+        pairs = self._split_pairs(split)  # read before the collator is built
+        return pair_loader(
             self.collection,
-            self.collator.query,
-            self.collator.doc,
-            pairs=pairs,
-            relevant=self._relevant[split],
+            self.collator,
+            pairs,
+            self._relevant[split],
+            batching=self.batching,
+            negative_settings=self.negatives,
             on_corrupt_image=self.reading.on_corrupt_image,
-            negatives=negatives,
-            negatives_per_query=self.negatives.per_query,
-            negative_depth=self.negatives.depth,
-            seed=seed,
-        )
-        loader = SkipReportingLoader if sampler is None else ResumableDataLoader
-        return loader(
-            IndexDataset(range(len(pairs))),
-            batch_size=batch_size,
             sampler=sampler,
-            # training in full batches (fixed negatives), if this rank has one
-            drop_last=sampler is not None and len(sampler) >= batch_size,
-            num_workers=self.batching.num_workers,
-            persistent_workers=self.batching.num_workers > 0,
-            collate_fn=collator.pair_batch,
+            negatives=negatives,
+            seed=seed,
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training pairs in a resumable order (see :mod:`lightning_mlsr.data.training.sampler`):
         after ``load_state_dict`` of a mid-epoch checkpoint, the epoch goes on with the
         batches that were still to come."""
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        epoch = cast(Any, trainer.fit_loop.epoch_progress.current).processed if trainer else 0
-        resume, self._train_order = self._train_order, None
-        sampler = ResumableSampler.resumed(
-            resume,
-            len(self._split_pairs("train")),
-            self.batching.batch_size,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # what seed_everything set
-            num_replicas=world,
-            rank=rank,
-            epoch=epoch,
-        )
-        self._train_sampler = sampler
+        size, batch_size = len(self._split_pairs("train")), self.batching.batch_size
+        sampler = self._train_order.sampler(size, batch_size, self.trainer)
         return self._pair_loader(
             "train", sampler, negatives=self.hard_negatives(), seed=sampler.seed
         )
@@ -348,17 +324,11 @@ class RetrievalDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """The training order's position, which Lightning saves in every checkpoint: its
         seed, the epoch, and how many of the epoch's batches were trained on."""
-        sampler, trainer = self._train_sampler, self.trainer
-        if sampler is None or trainer is None:
-            return {}
-        # Lightning's count of this epoch's batches whose training step ran: right for
-        # checkpoints at batch end, at validation, and on an exception (SIGTERM)
-        seen = cast(Any, trainer.fit_loop.epoch_loop.batch_progress.current).processed
-        return {"train_order": sampler.state_dict(seen)}
+        return self._train_order.state_dict(self.trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume the checkpoint's training order at the next :meth:`train_dataloader`."""
-        self._train_order = state_dict.get("train_order")
+        self._train_order.load_state_dict(state_dict)
 
     def val_dataloader(self) -> DataLoader:
         return self._pair_loader("validation")
