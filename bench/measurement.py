@@ -1,0 +1,77 @@
+"""Measurement helpers of the benchmarks: peak resident memory of a step, wall and CPU
+time of the fastest of several calls, and a silenced stdout for libraries that print.
+
+Memory is the peak resident set size (VmHWM, reset through ``/proc/self/clear_refs``) above
+the resident size just before the step, so it counts numpy, numba and Rust allocations alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+
+def _rss_kib(field_name: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+@dataclass
+class Peak:
+    mib: float = float("nan")
+
+
+@contextlib.contextmanager
+def peak_rss() -> Iterator[Peak]:
+    """Peak RSS during the block, above the RSS at its start (MiB; NaN without /proc)."""
+    result = Peak()
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so the baseline is honest
+    try:
+        base = _rss_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        base = None
+    yield result
+    if base is not None:
+        result.mib = (_rss_kib("VmHWM") - base) / 1024
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence fd 1 (Seismic's Rust code prints progress with println!)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """Wall and process CPU seconds (all threads) of the fastest of ``repeats`` calls, and
+    the last result. CPU time barely moves with load from other jobs; wall time does.
+    """
+    best, best_cpu, out = float("inf"), float("inf"), None
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if wall < best:
+            best, best_cpu = wall, cpu
+    return best, best_cpu, out
