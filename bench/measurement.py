@@ -1,5 +1,6 @@
 """Measurement helpers of the benchmarks: peak resident memory of a step, wall and CPU
-time of the fastest of several calls, and a silenced stdout for libraries that print.
+time of the fastest of several calls, the device measured on, and silenced stdout and logs
+for libraries that print.
 
 Memory is the peak resident set size (VmHWM, reset through ``/proc/self/clear_refs``) above
 the resident size just before the step, so it counts numpy, numba and Rust allocations alike.
@@ -10,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -75,3 +78,29 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]
         if wall < best:
             best, best_cpu = wall, cpu
     return best, best_cpu, out
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Hide Lightning's and transformers' start-up chatter (not the results)."""
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "transformers")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def device_name(accelerator: str) -> str:
+    """``CPU``, or the GPU's name and CUDA version."""
+    import torch
+
+    if accelerator == "cuda":
+        return f"GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    return "CPU"
