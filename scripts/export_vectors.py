@@ -31,17 +31,16 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import lightning
 import torch
 
 from lightning_mlsr.analysis.vectors import load_vectors, save_vectors
+from lightning_mlsr.report.evaluations import written_evaluation
 from lightning_mlsr.report.pipelines import fit_overrides
 from lightning_mlsr.report.registry import load_registry
 from lightning_mlsr.report.runner import ensure_teacher, fit_command
 from lightning_mlsr.training.cli import main as cli_main
-from lightning_mlsr.training.evaluator import RetrievalEvaluator
 from lightning_mlsr.training.model_loading import text_backbone_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,10 +60,6 @@ def _parser() -> argparse.ArgumentParser:
         help="export even when the checkpoint's numbers differ from the committed run's",
     )
     return parser
-
-
-def _evaluator(trainer: Any) -> RetrievalEvaluator:
-    return next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
 
 
 def _relative(path: Path) -> str:
@@ -113,17 +108,16 @@ def main(argv: list[str] | None = None) -> int:
             ],
             run=False,
         )
-        trainer, evaluator = cli.trainer, _evaluator(cli.trainer)
+        trainer = cli.trainer
         found: dict[str, float] = {}
         splits = [("validation", trainer.validate)]
         if name in registry.final:  # test numbers of frozen configurations only
             splits.append(("test", trainer.test))
         for split, evaluate in splits:
             evaluate(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint))
-            found[split] = float(evaluator.last_results[MEASURE])
-            encoded = evaluator.last_encoded
-            assert encoded is not None  # set by every evaluation
-            evaluated_nnz = int(encoded.docs.nnz)
+            figures = written_evaluation(trainer, split).figures  # the evaluator's own file
+            found[split] = float(figures[MEASURE])
+            evaluated_nnz = round(figures["d_nnz"] * figures["eval_docs"])  # mean x documents
         trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint))
         exported = load_vectors(Path(scratch) / "vectors" / "corpus.npz")
         if exported.docs.nnz != evaluated_nnz:

@@ -13,7 +13,7 @@ from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLMHead, MLPHead
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.retrieval.trec import read_trec_run
-from lightning_mlsr.training.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.evaluator import RetrievalEvaluator, encode_split
 from lightning_mlsr.training.module import SparseBiEncoder
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
@@ -72,8 +72,8 @@ def test_logged_metrics_equal_brute_force_and_trec_eval(collection: str, tmp_pat
         assert logged[f"test/{name}"] == pytest.approx(expected[name], abs=1e-6), name
 
     # 2. the TREC run file read back and scored by trec_eval itself gives the logged values
-    path = evaluator.last_run_path
-    assert path is not None and path.is_file()
+    path = tmp_path / "out" / "runs" / f"{split}.trec"  # under the evaluator's run_dir
+    assert path.is_file()
     first = path.read_text().splitlines()[0].split()
     assert len(first) == 6 and first[1] == "Q0" and first[3] == "1" and first[5] == "zeroshot"
     run = read_trec_run(path)
@@ -114,7 +114,7 @@ def test_dense_baseline_metrics_equal_brute_force_inner_products(tmp_path: Path)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert "val/q_nnz" not in logged  # sparsity means nothing for dense vectors
 
-    encoded = evaluator.last_encoded
+    encoded = encode_split(model, dm, "validation", trainer)  # the evaluator's encoding
     brute = brute_force_run(encoded, k=100, dense=True)  # (Q, N) scores, numpy, no faiss
     expected = evaluate(brute, dm.qrels("validation"), ("nDCG@10", "AP", "R@100"))
     for name, value in expected.items():

@@ -14,7 +14,7 @@ import yaml
 
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.evaluator import encode_split
 from tests.helpers import brute_force_run, dense_teacher_checkpoint
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
@@ -171,14 +171,14 @@ def test_experiment_fast_dev_run(
         assert name in metrics, f"{name} not logged by {config.name}"
     assert torch_isfinite(metrics["train/loss"])
     # the logged retrieval figures are those of the full score matrix (no index, no faiss)
-    (evaluator,) = [c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator)]
-    encoded = evaluator.last_encoded
-    # fast_dev_run=1: one corpus batch and one query batch, scored over those queries
+    # fast_dev_run=1: one corpus batch and one query batch, scored over those queries;
+    # encoded again by the evaluator's own function (the model is as it was evaluated)
+    encoded = encode_split(cli.model, cli.datamodule, "validation", trainer, limit=1)
     dm, batch = cli.datamodule, cli.datamodule.batching.eval_batch_size
     n_docs, n_queries = len(dm.corpus_rows("validation")), len(dm.query_rows("validation"))
     assert len(encoded.doc_ids) == metrics["val/eval_docs"] == min(batch, n_docs)
     assert len(encoded.query_ids) == metrics["val/eval_queries"] == min(batch, n_queries)
-    brute = brute_force_run(encoded, evaluator.k, dense=config.stem.startswith("dense_"))
+    brute = brute_force_run(encoded, 1000, dense=config.stem.startswith("dense_"))  # base k
     qrels = cli.datamodule.qrels("validation")
     qrels = {q: qrels[q] for q in encoded.query_ids}
     expected = evaluate(brute, qrels, ("nDCG@10", "R@1000"))

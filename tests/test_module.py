@@ -18,7 +18,7 @@ from lightning_mlsr.objectives.ranking import InfoNCE
 from lightning_mlsr.objectives.regularizers import FLOPS, L1
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.evaluator import encode_split
 from lightning_mlsr.training.module import SparseBiEncoder
 from lightning_mlsr.training.optimization import Optimization, lr_schedule
 from tests.helpers import brute_force_run, dense_teacher_checkpoint, quiet_trainer
@@ -284,10 +284,11 @@ def test_bf16_mixed_fit_on_cpu(tmp_path: Path) -> None:
     assert cli.trainer.precision == "bf16-mixed"
     assert torch.isfinite(metrics["train/loss"])
     # the bf16 evaluation's logged figure is that of its own vectors, scored exhaustively
-    (evaluator,) = [c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvaluator)]
-    brute = brute_force_run(evaluator.last_encoded, evaluator.k, dense=False)
+    # the vectors it evaluated: fast_dev_run's one batch per side, under bf16 autocast
+    encoded = encode_split(cli.model, cli.datamodule, "validation", cli.trainer, limit=1)
+    brute = brute_force_run(encoded, 1000, dense=False)
     qrels = cli.datamodule.qrels("validation")  # fast_dev_run: over the queries it encoded
-    qrels = {q: qrels[q] for q in evaluator.last_encoded.query_ids}
+    qrels = {q: qrels[q] for q in encoded.query_ids}
     expected = evaluate(brute, qrels, ("nDCG@10",))["nDCG@10"]
     assert float(metrics["val/nDCG@10"]) == pytest.approx(expected, abs=1e-6)
     # parameters stay fp32 (mixed precision), only the compute is bf16

@@ -9,6 +9,7 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -425,37 +426,30 @@ def test_a_refitted_teacher_is_checked_against_its_record_and_named_in_students(
     import types
 
     import lightning_mlsr.training.cli as cli
-    import lightning_mlsr.training.evaluator as evaluator_module
-
-    class FakeEvaluator:
-        last_results: dict[str, float] = {}
 
     scores = iter([0.4823, 0.4001])
     calls: list[list[str]] = []
 
     def fake_main(args: list[str]) -> types.SimpleNamespace:
         calls.append(args)
-        root = Path(
-            next(a for a in args if a.startswith("--trainer.default_root_dir=")).split("=")[1]
-        )
+        root = _root_dir(args)
         best = root / "checkpoints" / "best.ckpt"
         best.parent.mkdir(parents=True)
         best.write_bytes(b"weights" + bytes([len(calls)]))
-        evaluator = FakeEvaluator()
 
         def validate(model, datamodule, ckpt_path):
             assert ckpt_path == str(best)
-            evaluator.last_results = {"nDCG@10": next(scores)}
+            _write_evaluation(root, "validation", {"nDCG@10": next(scores)})
 
         trainer = types.SimpleNamespace(
-            callbacks=[evaluator],
+            root=root,
             checkpoint_callback=types.SimpleNamespace(best_model_path=str(best)),
             validate=validate,
         )
         return types.SimpleNamespace(trainer=trainer, model=None, datamodule=None)
 
     monkeypatch.setattr(cli, "main", fake_main)
-    monkeypatch.setattr(evaluator_module, "RetrievalEvaluator", FakeEvaluator)
+    _evaluations_in_root(monkeypatch)
     runs_dir, work = tmp_path / "runs", tmp_path / "work"
     record = runs_dir / "dense_caption" / "seed42" / "metrics.json"
     record.parent.mkdir(parents=True)
@@ -633,40 +627,57 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     assert not any(a.startswith("--ckpt_path") for a in calls[1]) and not root.exists()
 
 
+def _root_dir(args: list[str]) -> Path:
+    """The ``--trainer.default_root_dir`` of a fit's arguments."""
+    return Path(next(a for a in args if a.startswith("--trainer.default_root_dir=")).split("=")[1])
+
+
+def _write_evaluation(root: Path, split: str, figures: dict[str, float]) -> None:
+    """What the evaluator writes at a ``validate`` or ``test`` (its figures, a run), under
+    ``root``, the fake run's own directory."""
+    from lightning_mlsr.retrieval.trec import write_trec_run
+
+    write_json(root / "runs" / f"{split}.metrics.json", {"figures": figures})
+    write_trec_run(root / "runs" / f"{split}.trec", {"q1": {"d1": 1.0}})
+
+
+def _evaluations_in_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake Trainer's run directory is its ``root``."""
+    import lightning_mlsr.training.runs as runs
+
+    monkeypatch.setattr(runs, "run_dir", lambda trainer: trainer.root)
+
+
 def _fake_fit(calls: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     """``training.cli.main`` replaced by a fit that trains nothing and whose validation and
-    test give fixed figures: :func:`runner.train_and_evaluate` runs to its end."""
+    test write fixed figures: :func:`runner.train_and_evaluate` runs to its end."""
     import types
 
     import lightning_mlsr.retrieval.metrics as metrics
     import lightning_mlsr.training.cli as cli
-    import lightning_mlsr.training.evaluator as evaluator_module
-
-    class FakeEvaluator:
-        last_results: dict[str, float] = {}
-        last_encoded = types.SimpleNamespace(docs=np.zeros((2, 3)), queries=np.zeros((1, 3)))
-        last_run: dict[str, dict[str, float]] = {}
 
     def fake_main(args: list[str]) -> types.SimpleNamespace:
         calls.append(args)
-        evaluator = FakeEvaluator()
+        root = _root_dir(args)
 
-        def evaluate_split(model, datamodule, ckpt_path):
-            evaluator.last_results = {"nDCG@10": 0.5}
+        def evaluate(split: str) -> Any:
+            return lambda model, datamodule, ckpt_path: _write_evaluation(
+                root, split, {"nDCG@10": 0.5}
+            )
 
         trainer = types.SimpleNamespace(
-            callbacks=[evaluator],
+            root=root,
             checkpoint_callback=types.SimpleNamespace(best_model_path=""),
             current_epoch=2,
             global_step=8,
-            validate=evaluate_split,
-            test=evaluate_split,
+            validate=evaluate("validation"),
+            test=evaluate("test"),
         )
         datamodule = types.SimpleNamespace(qrels=lambda split: {})
         return types.SimpleNamespace(trainer=trainer, model=None, datamodule=datamodule)
 
     monkeypatch.setattr(cli, "main", fake_main)
-    monkeypatch.setattr(evaluator_module, "RetrievalEvaluator", FakeEvaluator)
+    _evaluations_in_root(monkeypatch)
     monkeypatch.setattr(metrics, "evaluate", lambda *args, **kwargs: {})
     monkeypatch.setattr(runner, "test_on_collections", lambda *args: {})
 
@@ -955,9 +966,8 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     """A short M3 fit tested on the Twemoji variant (the same captions, queries and judgments:
     a caption model must score every query exactly as at home) and on the descriptive queries
     (the test queries of emoji-describe)."""
-    from lightning_mlsr.retrieval.metrics import evaluate
+    from lightning_mlsr.report.evaluations import written_evaluation
     from lightning_mlsr.training.cli import main
-    from lightning_mlsr.training.evaluator import RetrievalEvaluator
 
     name = "m3_mlp_mlp_caption"
     assert REGISTRY.cross_domain_of(name) == ["emoji-describe", "stamps"]
@@ -968,9 +978,10 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     ]
     cli = main([*runner.fit_command(REGISTRY, name, 42, tmp_path), *budget])
     best = cli.trainer.checkpoint_callback.best_model_path
-    evaluator = next(c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvaluator))
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
-    home = evaluate(evaluator.last_run, cli.datamodule.qrels("test"), list(REGISTRY.measures), True)
+    home = written_evaluation(cli.trainer, "test").per_query(
+        cli.datamodule.qrels("test"), REGISTRY.measures
+    )
     got = runner.test_on_collections(REGISTRY, cli, best, ["emoji-twemoji", "emoji-describe"])
     assert got["emoji-twemoji"]["per_query"] == home
     assert got["emoji-twemoji"]["test"]["nDCG@10"] == pytest.approx(

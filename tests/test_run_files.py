@@ -91,6 +91,14 @@ def test_metrics_json_and_trec_eval_on_the_run_file_reproduce_the_logged_values(
     assert [report["per_query"][q]["RR@10"] for q in sorted(qrels)] == rr_values
     assert report["aggregate"]["RR@10"] == math.fsum(rr_values) / len(rr_values)
 
+    # every logged figure is in the file, unrounded (the log keeps float32)
+    figures = report["figures"]
+    assert {m: figures[m] for m in MEASURES} == report["aggregate"]
+    assert {"q_nnz", "d_nnz", "empty_docs", "empty_queries", "eval_seconds"} <= set(figures)
+    assert {k: np.float32(v) for k, v in figures.items()} == {
+        k[len("test/") :]: np.float32(v) for k, v in logged.items() if k[5:] in figures
+    }
+
     # plain trec_eval (no -c) scores only the queries in the file: a higher figure
     plain = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
     assert np.mean([v["ndcg_cut_10"] for v in plain.values()]) > report["aggregate"]["nDCG@10"]
@@ -101,6 +109,39 @@ def test_metrics_json_and_trec_eval_on_the_run_file_reproduce_the_logged_values(
     assert f"{len(missing)} retrieved nothing" in line
     assert str(run_file) in line and "test.metrics.json" in line
     assert f"nDCG@10={report['aggregate']['nDCG@10']:.4f}" in line
+
+
+def test_validate_writes_what_it_evaluated_and_the_epochs_of_fit_do_not(tmp_path: Path) -> None:
+    """``validate`` leaves ``runs/validation.trec`` and ``.metrics.json`` as ``test`` does: the
+    run read back scores to the figures in the file, which are the logged ones. The
+    validation epochs of ``fit`` write nothing (one file per epoch would pile up)."""
+    from lightning_mlsr.models import MLMHead
+    from lightning_mlsr.retrieval.evaluation import score
+    from tests.helpers import write_atomic
+
+    torch.manual_seed(0)
+    model = SparseBiEncoder(MLMHead(), MLMHead())
+    dm = RetrievalDataModule(
+        str(write_atomic(tmp_path / "atomic")),
+        batching=BatchingSettings(batch_size=2, eval_batch_size=256),
+    )
+    out = tmp_path / "out" / "runs"
+    evaluator = RetrievalEvaluator(measures=MEASURES, run_dir=str(out.parent), log_samples=0)
+    trainer = quiet_trainer(tmp_path, [evaluator], max_steps=1, enable_checkpointing=False)
+    trainer.fit(model, datamodule=dm)
+    assert "val/nDCG@10" in trainer.callback_metrics and not out.exists()
+
+    trainer.validate(model, datamodule=dm, verbose=False)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    report = json.loads((out / "validation.metrics.json").read_text())
+    figures = report["figures"]
+    assert report["run_file"] == "validation.trec" and not (out / "test.trec").exists()
+    run = read_trec_run(out / "validation.trec")
+    assert score(run, dm.qrels("validation"), MEASURES).means == report["aggregate"]
+    assert {m: figures[m] for m in MEASURES} == report["aggregate"]
+    for name, value in figures.items():
+        assert logged[f"val/{name}"] == np.float32(value), name
+    assert figures["eval_docs"] == len(dm.corpus_rows("validation"))
 
 
 def test_trec_eval_command_names_the_measures() -> None:
@@ -128,14 +169,9 @@ def _test_args(tmp_path: Path) -> list[str]:
 def test_runs_without_a_logger_write_run_files_to_their_own_directories(
     tmp_path: Path,
 ) -> None:
-    first = main(["test", *_test_args(tmp_path)])
-    second = main(["test", *_test_args(tmp_path)])
-    paths = [
-        next(c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvaluator)).last_run_path
-        for cli in (first, second)
-    ]
-    assert paths == [
-        tmp_path / "lightning_mlsr" / f"version_{i}" / "runs" / "test.trec" for i in (0, 1)
-    ]
+    for _ in range(2):
+        main(["test", *_test_args(tmp_path)])
+    paths = [tmp_path / "lightning_mlsr" / f"version_{i}" / "runs" / "test.trec" for i in (0, 1)]
     assert all(p.is_file() and p.with_suffix(".metrics.json").is_file() for p in paths)
+    assert sorted(tmp_path.rglob("*.trec")) == paths  # nowhere else
     assert not (tmp_path / "runs").exists()  # where both used to go

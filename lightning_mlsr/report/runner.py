@@ -2,12 +2,13 @@
 
 Each is ``python -m lightning_mlsr fit`` with its YAML and overrides exactly
 (``seed_everything`` set to the seed), then its best checkpoint (by ``val/nDCG@10``) is
-evaluated on validation, and on test when ``results/protocol.yaml`` lists it as final. A
-finished run leaves ``metrics.json`` and ``per_query.json`` under
-``results/runs/<experiment>/seed<k>/`` and is skipped next time; a fit stopped midway resumes
-from the newest intact checkpoint it left under the work folder (``on_exception.ckpt``, which
-a SIGTERM saves at the step reached, else ``last.ckpt`` from an epoch's end). The baselines
-are kept the same way under ``results/runs/baselines/``.
+evaluated on validation, and on test when ``results/protocol.yaml`` lists it as final (the
+numbers are read from what the evaluator writes, :mod:`.evaluations`). A finished run leaves
+``metrics.json`` and ``per_query.json`` under ``results/runs/<experiment>/seed<k>/`` and is
+skipped next time; a fit stopped midway resumes from the newest intact checkpoint it left
+under the work folder (``on_exception.ckpt``, which a SIGTERM saves at the step reached, else
+``last.ckpt`` from an epoch's end). The baselines are kept the same way under
+``results/runs/baselines/``.
 
 Lanes: several ``report run`` processes may share the work and runs folders. Each
 (experiment, seed) is trained under an exclusive lock (:func:`run_lock`,
@@ -43,8 +44,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from lightning_mlsr.report.evaluations import evaluated_corpus, written_evaluation
 from lightning_mlsr.report.locks import exclusive
 from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
 from lightning_mlsr.report.records import TEACHER_OPTION, read_json, write_json
@@ -75,13 +75,6 @@ TEACHER_RECORD = "teacher.json"
 #: how far a refitted teacher's validation nDCG@10 may be from its record before a warning
 #: (a CPU refit has reproduced it exactly; another device or library build may not)
 REFIT_TOLERANCE = 1e-3
-
-
-def _evaluator(trainer: Any) -> Any:
-    """The Trainer's RetrievalEvaluator callback (its last results, run and vectors)."""
-    from lightning_mlsr.training.evaluator import RetrievalEvaluator
-
-    return next(c for c in trainer.callbacks if isinstance(c, RetrievalEvaluator))
 
 
 def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
@@ -127,21 +120,18 @@ def test_on_collections(
     """``best`` (the CLI's model) tested on each of ``collections`` with the CLI DataModule's
     settings but that collection: ``{collection: {"test": means, "per_query": {...}}}``."""
     from lightning_mlsr.data.datamodule import RetrievalDataModule
-    from lightning_mlsr.retrieval.metrics import evaluate
 
     trainer = cli.trainer
-    evaluator = _evaluator(trainer)
     out: dict[str, Any] = {}
     for collection in collections:
         settings = {**dict(cli.datamodule.hparams), "collection": collection, "negatives": {}}
         datamodule = RetrievalDataModule.from_hparams(settings)
         print(f"=== testing on {collection}", flush=True)
         trainer.test(cli.model, datamodule=datamodule, ckpt_path=best)
+        tested = written_evaluation(trainer, "test")
         out[collection] = {
-            "test": dict(evaluator.last_results),
-            "per_query": evaluate(
-                evaluator.last_run, datamodule.qrels("test"), list(registry.measures), True
-            ),
+            "test": tested.figures,
+            "per_query": tested.per_query(datamodule.qrels("test"), registry.measures),
         }
     return out
 
@@ -180,10 +170,6 @@ def unfinished_checkpoint(root: Path) -> Path | None:
         print(f"=== skipping the damaged checkpoint {path}", flush=True)
 
     return newest_resumable([root], on_damaged=report)
-
-
-def _empty_share(matrix: Any) -> float:
-    return float(np.mean(np.diff(matrix.indptr) == 0))
 
 
 def _coactivation(registry: Registry, docs: Any, datamodule: Any) -> dict[str, Any]:
@@ -230,7 +216,6 @@ def train_and_evaluate(
     its newest checkpoint (:func:`unfinished_checkpoint`) unless ``resume_unfinished`` is
     False; a finished run removes its checkpoints, so it never resumes by mistake.
     """
-    from lightning_mlsr.retrieval.metrics import evaluate
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
@@ -246,7 +231,6 @@ def train_and_evaluate(
     cli = main([*fit_command(registry, name, seed, root), *resume_option, *extra])
     fit_seconds = time.perf_counter() - start
     trainer: Any = cli.trainer  # the CLI's Trainer, with its callbacks
-    evaluator = _evaluator(trainer)
     best = trainer.checkpoint_callback.best_model_path or None
     metrics: dict[str, Any] = {
         "experiment": name,
@@ -267,20 +251,14 @@ def train_and_evaluate(
         evaluations.append(("test", trainer.test))
     for split, run_eval in evaluations:
         run_eval(cli.model, datamodule=cli.datamodule, ckpt_path=best)
-        encoded = evaluator.last_encoded
-        means: dict[str, Any] = dict(evaluator.last_results)
-        if not hasattr(encoded.docs, "indptr"):  # dense models: no sparsity
+        evaluated = written_evaluation(trainer, split)
+        means: dict[str, Any] = dict(evaluated.figures)
+        if "empty_docs" not in means:  # dense models: no sparsity
             means["empty_docs"] = means["empty_queries"] = None
-        else:
-            means["empty_docs"] = _empty_share(encoded.docs)
-            means["empty_queries"] = _empty_share(encoded.queries)
         metrics[split] = means
-        qrels = cli.datamodule.qrels(split)
-        per_query[split] = evaluate(
-            evaluator.last_run, qrels, list(registry.measures), per_query=True
-        )
-    if registry.experiments[name].image_only:
-        docs = evaluator.last_encoded.docs
+        per_query[split] = evaluated.per_query(cli.datamodule.qrels(split), registry.measures)
+    if registry.experiments[name].image_only:  # the image vectors of the last evaluation
+        docs = evaluated_corpus(trainer, cli.model, cli.datamodule, split)
         metrics["coactivation"] = _coactivation(registry, docs, cli.datamodule)
     write_json(run_dir(runs_dir, name, seed) / "per_query.json", per_query)
     write_json(run_dir(runs_dir, name, seed) / "metrics.json", metrics)
@@ -348,13 +326,13 @@ def refit_teacher(
     print(f"=== {name} seed {seed}: fitting the teacher again (its checkpoint is gone)", flush=True)
     cli = main([*fit_command(registry, name, seed, root), *recorded.get("overrides", [])])
     trainer: Any = cli.trainer
-    evaluator = _evaluator(trainer)
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         raise RuntimeError(f"the refit of {name} seed {seed} saved no checkpoint under {root}")
     trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best)
     measure = SELECTION_MEASURE
-    refit, was = evaluator.last_results[measure], recorded["validation"][measure]
+    refit = written_evaluation(trainer, "validation").figures[measure]
+    was = recorded["validation"][measure]
     record = {"experiment": name, "seed": seed, "measure": measure, "refit": refit, "recorded": was}
     if abs(refit - was) > REFIT_TOLERANCE:
         print(
@@ -382,7 +360,6 @@ def refit_for_cross_domain(
     lacks (its checkpoints were removed when it finished): test the best checkpoint on the
     training collection and on each missing collection, into ``cross_domain.json``. The run's
     ``metrics.json`` and ``per_query.json`` are not touched."""
-    from lightning_mlsr.retrieval.metrics import evaluate
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
@@ -393,14 +370,12 @@ def refit_for_cross_domain(
     shutil.rmtree(root, ignore_errors=True)
     cli = main([*fit_command(registry, name, seed, root), *extra])
     trainer: Any = cli.trainer
-    evaluator = _evaluator(trainer)
     best = trainer.checkpoint_callback.best_model_path or None
     trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    tested = written_evaluation(trainer, "test")
     in_domain = {
-        "test": dict(evaluator.last_results),
-        "per_query": evaluate(
-            evaluator.last_run, cli.datamodule.qrels("test"), list(registry.measures), True
-        ),
+        "test": tested.figures,
+        "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
     }
     results = test_on_collections(registry, cli, best, missing)
     _write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=True)

@@ -118,13 +118,16 @@ def retrieve(
 def sparse_efficiency(
     index: InvertedIndex, doc_vectors: sp.csr_matrix, query_vectors: sp.csr_matrix
 ) -> dict[str, float]:
-    """Mean non-zeros per query and per document, postings and size of the index, and the
-    postings a query touches on average (``flops_per_query``)."""
+    """Mean non-zeros per query and per document, the share of documents and of queries with
+    no active term (``empty_docs``, ``empty_queries``), postings and size of the index, and
+    the postings a query touches on average (``flops_per_query``)."""
     q_nnz = np.diff(query_vectors.indptr)
     d_nnz = np.diff(doc_vectors.indptr)
     return {
         "q_nnz": float(q_nnz.mean()) if len(q_nnz) else 0.0,
         "d_nnz": float(d_nnz.mean()) if len(d_nnz) else 0.0,
+        "empty_docs": float(np.mean(d_nnz == 0)) if len(d_nnz) else 0.0,
+        "empty_queries": float(np.mean(q_nnz == 0)) if len(q_nnz) else 0.0,
         "index_postings": float(index.nnz),
         "index_mb": float(index.size_bytes) / 2**20,
         "flops_per_query": float(np.mean(index.expected_flops(query_vectors)))

@@ -6,8 +6,10 @@ fixed-shape padded rows, so every rank holds the same matrices — an exact
 :class:`~lightning_mlsr.retrieval.index.InvertedIndex` is built, the top ``k`` images are retrieved
 per query and scored with trec_eval semantics (:func:`lightning_mlsr.retrieval.metrics.evaluate`).
 Every rank logs the same values, so ``ModelCheckpoint(monitor="val/nDCG@10")`` works
-under DDP. ``test`` also writes a TREC run file and, next to it, the per-query metrics
-(JSON) that the logged means are made of.
+under DDP. ``validate`` and ``test`` (not the validation epochs of ``fit``) also write what
+they evaluated into the run's directory, the evaluator's public output:
+``runs/<split>.trec``, the run, and next to it ``runs/<split>.metrics.json``, the
+per-query values the logged means are made of and every logged figure (``figures``).
 
 A limited evaluation (``fast_dev_run=n``; with ``follow_batch_limits``, also
 ``limit_val_batches`` / ``limit_test_batches``) encodes only that many batches of the corpus
@@ -181,9 +183,14 @@ class RetrievalEvaluator(Callback):
             over part of the corpus (fewer distractors, higher values) would be logged
             under the same name as full ones and compared with them by ``ModelCheckpoint``.
 
-    After each evaluation ``last_results`` holds the logged figures, ``last_run`` the run,
-    ``last_encoded`` the :class:`EncodedSplit` it was retrieved from (None before the first)
-    and, after ``test``, ``last_run_path`` the run file.
+    Outputs: the figures are logged as ``<val|test>/<name>`` and returned by
+    :meth:`evaluate`. ``validate`` and ``test`` also write, under ``run_dir`` (by default the
+    run's own directory, :func:`lightning_mlsr.training.runs.run_dir`), ``runs/<split>.trec``
+    (the run; scores written with ``repr``, so :func:`~lightning_mlsr.retrieval.trec.read_trec_run`
+    reads back the exact run) and ``runs/<split>.metrics.json``: ``per_query`` and
+    ``aggregate`` values of ``measures``, ``figures`` (every logged value, named without its
+    ``val/`` or ``test/`` prefix), the trec_eval call that gives them and the judged queries
+    that retrieved nothing.
     """
 
     def __init__(
@@ -206,10 +213,6 @@ class RetrievalEvaluator(Callback):
         self.run_tag = run_tag
         self.log_samples = log_samples
         self.sample_terms = sample_terms
-        self.last_results: dict[str, float] = {}
-        self.last_run: dict[str, dict[str, float]] = {}
-        self.last_run_path: Path | None = None
-        self.last_encoded: EncodedSplit | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -217,7 +220,9 @@ class RetrievalEvaluator(Callback):
             return
         if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        self.evaluate(trainer, pl_module, split="validation", prefix="val")
+        # an explicit ``validate`` keeps what it evaluated, as ``test`` does
+        write_run = trainer.state.fn == "validate"
+        self.evaluate(trainer, pl_module, split="validation", prefix="val", write_run=write_run)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.evaluate(trainer, pl_module, split="test", prefix="test", write_run=True)
@@ -231,6 +236,8 @@ class RetrievalEvaluator(Callback):
         prefix: str,
         write_run: bool = False,
     ) -> dict[str, float]:
+        """Encode, retrieve and score ``split``, log the figures as ``<prefix>/<name>`` and
+        return them; with ``write_run``, also write the split's run and metrics files."""
         datamodule = cast(Any, trainer).datamodule
         if datamodule is None or not hasattr(datamodule, "corpus_dataloader"):
             raise RuntimeError(
@@ -258,11 +265,8 @@ class RetrievalEvaluator(Callback):
         # every rank holds identical matrices, so every rank logs identical values
         for name, value in results.items():
             pl_module.log(f"{prefix}/{name}", value, sync_dist=False, batch_size=1)
-        self.last_results = results
-        self.last_run = run
-        self.last_encoded = encoded
         if write_run:
-            self.last_run_path = self._write_run(trainer, run, split, scores)
+            self._write_run(trainer, run, split, scores, results)
         if trainer.is_global_zero and index is not None:
             log_sample_terms(
                 trainer,
@@ -305,9 +309,13 @@ class RetrievalEvaluator(Callback):
         run: dict[str, dict[str, float]],
         split: str,
         scores: Scores,
+        figures: dict[str, float],
     ) -> Path:
         """Write ``runs/<split>.trec`` and, next to it, ``runs/<split>.metrics.json``: the
-        logged figures, per query and aggregated, with the trec_eval call that gives them.
+        measures per query and aggregated, with the trec_eval call that gives them, and
+        ``figures``, every value logged for this evaluation (measures, sparsity, sizes,
+        seconds) under its name without the ``val/`` or ``test/`` prefix. Returns the path
+        of the run file.
 
         A judged query that retrieves nothing has no line in a TREC run file, but it counts
         (as 0) in the logged means — ``trec_eval -c`` semantics — so scoring the file without
@@ -338,11 +346,12 @@ class RetrievalEvaluator(Callback):
                 "queries_without_results": empty,
                 "aggregate": {m: scores.means[m] for m in self.measures},
                 "per_query": {q: {m: per_query[m][q] for m in self.measures} for q in judged},
+                "figures": figures,
             }
             atomic_write_text(metrics_path, json.dumps(report, indent=1) + "\n")
-            figures = " ".join(f"{m}={scores.means[m]:.4f}" for m in self.measures)
+            shown = " ".join(f"{m}={scores.means[m]:.4f}" for m in self.measures)
             rank_zero_info(
-                f"{split}: {figures} — `{command}` over all {len(judged)} judged queries "
+                f"{split}: {shown} — `{command}` over all {len(judged)} judged queries "
                 f"({len(empty)} retrieved nothing: absent from the run file, counted as 0). "
                 f"Run file: {path}; per-query values: {metrics_path}"
             )

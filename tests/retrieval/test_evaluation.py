@@ -4,6 +4,7 @@ and the callback, a baseline and the functions giving identical figures for the 
 from __future__ import annotations
 
 import itertools
+import json
 import types
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def test_callback_baseline_and_functions_agree_on_the_same_vectors(
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.data.settings import BatchingSettings
     from lightning_mlsr.models import MLMHead
-    from lightning_mlsr.training.evaluator import RetrievalEvaluator
+    from lightning_mlsr.retrieval.trec import read_trec_run
+    from lightning_mlsr.training.evaluator import RetrievalEvaluator, encode_split
     from lightning_mlsr.training.module import SparseBiEncoder
 
     torch.manual_seed(0)
@@ -102,15 +104,19 @@ def test_callback_baseline_and_functions_agree_on_the_same_vectors(
     )
     evaluator = RetrievalEvaluator(run_dir=str(tmp_path / "out"))
     quiet_trainer(tmp_path, [evaluator]).test(model, datamodule=dm)
-    encoded, collection = evaluator.last_encoded, dm.collection
+    # what the callback evaluated: its run and figures as written, its vectors encoded again
+    # by its own function
+    written = read_trec_run(tmp_path / "out" / "runs" / "test.trec")
+    figures = json.loads((tmp_path / "out" / "runs" / "test.metrics.json").read_text())["figures"]
+    encoded, collection = encode_split(model, dm, "test"), dm.collection
     assert encoded.doc_ids == list(collection.images.ids)
     assert encoded.query_ids == list(collection.query_ids("test"))
 
     # the functions
     run = retrieve(encoded.docs, encoded.doc_ids, encoded.queries, encoded.query_ids, 1000)
-    scores = score(run, collection.qrels["test"], evaluator.measures)
-    assert run == evaluator.last_run
-    assert scores.means == {m: evaluator.last_results[m] for m in scores.means}
+    scores = score(run, collection.qrels["test"], DEFAULT_MEASURES)
+    assert {q: docs for q, docs in run.items() if docs} == written  # a file has no empty rows
+    assert scores.means == {m: figures[m] for m in scores.means}
 
     # the notebook's loader encodes the same document vectors
     from lightning_mlsr.training.model_loading import encode_corpus
