@@ -43,6 +43,7 @@ from lightning_mlsr.retrieval.index.inputs import check_k
 from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, trec_eval_command
 from lightning_mlsr.retrieval.trec import write_trec_run
 from lightning_mlsr.training.gather import gather_dense_rows, gather_sparse_rows
+from lightning_mlsr.training.runs import run_dir
 from lightning_mlsr.training.wandb_panels import log_sample_terms
 
 log = logging.getLogger("lightning_mlsr")
@@ -321,8 +322,6 @@ class RetrievalEvaluator(Callback):
         (as 0) in the logged means — ``trec_eval -c`` semantics — so scoring the file without
         ``-c`` gives higher numbers than the log; the JSON says which queries those are.
         """
-        from lightning_mlsr.training.cli import run_dir
-
         base = Path(self.run_dir) if self.run_dir else run_dir(trainer)
         name = trainer.logger.name if trainer.logger is not None else None
         tag = "".join((self.run_tag or name or "lightning_mlsr").split()) or "lightning_mlsr"
