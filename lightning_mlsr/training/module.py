@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.inputs import BatchInputs
 from lightning_mlsr.models import Encoder, check_encoder_pair, tie_text_backbones
 from lightning_mlsr.models.encoder import DenseEncoder, SparseEncoder
@@ -140,11 +141,12 @@ class SparseBiEncoder(L.LightningModule):
             put_teacher_back(checkpoint, self.teacher, resuming)
 
     def setup(self, stage: str) -> None:
-        """Hand the Trainer's DataModule what the encoders read, as plain values
-        (:meth:`batch_inputs`), through its one entry point ``set_batch_inputs``; at fit,
-        start a static query table that asks for it from IDF over the training captions."""
+        """Hand the Trainer's :class:`RetrievalDataModule` what the encoders read, as plain
+        values (:meth:`batch_inputs`), through its one entry point ``set_batch_inputs`` (any
+        other DataModule makes its own batches); at fit, start a static query table that asks
+        for it from IDF over the training captions."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "set_batch_inputs"):
+        if isinstance(datamodule, RetrievalDataModule):
             datamodule.set_batch_inputs(self.batch_inputs())
         if stage == "fit" and datamodule is not None:  # before a resume restores weights
             for encoder in (self.query_encoder, self.doc_encoder):
