@@ -3,7 +3,7 @@
 notebook, with a manifest that says where they come from.
 
 The run is the results pipeline's own: ``fit`` with exactly the options
-``python -m lightning_mlsr.report prepare EXPERIMENT --seed K`` prints (the registry's YAML,
+``python -m research.report prepare EXPERIMENT --seed K`` prints (the registry's YAML,
 collection, seed and overrides). The best checkpoint (by validation nDCG@10) is evaluated on
 validation, and on test when ``results/protocol.yaml`` lists the experiment as final, as
 ``report run`` does; ``predict`` (the CLI's ``SparseVectorWriter``) encodes every image of the
@@ -36,14 +36,16 @@ import lightning
 import torch
 
 from lightning_mlsr.analysis.vectors import load_vectors, save_vectors
-from lightning_mlsr.report.evaluations import written_evaluation
-from lightning_mlsr.report.pipelines import fit_overrides
-from lightning_mlsr.report.registry import load_registry
-from lightning_mlsr.report.runner import ensure_teacher, fit_command
 from lightning_mlsr.training.cli import main as cli_main
 from lightning_mlsr.training.model_loading import text_backbone_of
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # research/ is the checkout's, not installed
+from research.report.evaluations import written_evaluation  # noqa: E402
+from research.report.pipelines import fit_overrides  # noqa: E402
+from research.report.registry import load_registry  # noqa: E402
+from research.report.runner import ensure_teacher, fit_command  # noqa: E402
+
 MEASURE = "nDCG@10"
 
 

@@ -1,5 +1,6 @@
 """The package's import graph: no cycle (lazy imports inside functions included, so none is
-hidden), and the lower layers never import the higher ones."""
+hidden), the lower layers never import the higher ones, and the product never imports the
+research beside it (``research/``, not installed)."""
 
 from __future__ import annotations
 
@@ -105,10 +106,11 @@ def test_the_package_has_no_import_cycle() -> None:
 #: (index, metrics, TREC files) < ``data`` (collections, feature cache, training batches) and
 #: ``models`` / ``objectives`` (heads, backbones, losses, regularizers) < ``generate``
 #: (training data made by a model) and ``baselines`` < ``training`` (Lightning: module,
-#: evaluator, CLI) and ``hub`` < ``report`` (the registry behind RESULTS.md, which runs the
-#: CLI). What each may never import (module prefixes):
+#: evaluator, CLI) and ``hub``; above them all, outside the package, ``research`` (the
+#: registry behind RESULTS.md, which runs the CLI). What each may never import (module
+#: prefixes):
 _M = "lightning_mlsr."
-_ABOVE_MODELS = ("generate", "baselines", "training", "hub", "report")
+_ABOVE_MODELS = ("generate", "baselines", "training", "hub")
 FORBIDDEN = {
     _M + "io": tuple(_M + p for p in ("retrieval", "data", "models", "objectives", *_ABOVE_MODELS)),
     _M + "retrieval": tuple(_M + p for p in ("data", "models", "objectives", *_ABOVE_MODELS)),
@@ -116,10 +118,8 @@ FORBIDDEN = {
     _M + "data": tuple(_M + p for p in ("models", "objectives", *_ABOVE_MODELS)),
     _M + "models": tuple(_M + p for p in ("data", "objectives", *_ABOVE_MODELS)),
     _M + "objectives": tuple(_M + p for p in ("data", *_ABOVE_MODELS)),
-    _M + "generate": (_M + "training", _M + "hub", _M + "report"),
-    _M + "baselines": (_M + "generate", _M + "training", _M + "hub", _M + "report"),
-    _M + "training": (_M + "report",),
-    _M + "hub": (_M + "report",),
+    _M + "generate": (_M + "training", _M + "hub"),
+    _M + "baselines": (_M + "generate", _M + "training", _M + "hub"),
 }
 
 
@@ -138,6 +138,48 @@ def test_lower_layers_never_import_higher_ones() -> None:
     ) == {"lightning_mlsr.data.collection.load -> lightning_mlsr.training.module"}
     found = upward_imports(import_graph())
     assert sorted(found) == [], "upward imports"
+
+
+def research_imports(root: Path) -> list[str]:
+    """``file:line module`` of every import of ``research`` under ``root``: import statements
+    anywhere (functions included) and ``importlib.import_module`` / ``__import__`` calls with
+    a literal name."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Call) and node.args:
+                func, first = node.func, node.args[0]
+                called = getattr(func, "attr", None) or getattr(func, "id", None)
+                if called in ("import_module", "__import__") and isinstance(first, ast.Constant):
+                    names = [str(first.value)]
+            found += [
+                f"{path.relative_to(root.parent)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] == "research"
+            ]
+    return found
+
+
+def test_the_package_never_imports_the_research_beside_it(tmp_path: Path) -> None:
+    """``research/`` (the report behind RESULTS.md) is not installed: an import of it from
+    the package would fail for every user."""
+    probe = tmp_path / "pkg" / "m.py"
+    probe.parent.mkdir()
+    probe.write_text(
+        "import os\n"
+        "def f():\n    from research.report import runner\n"
+        "importlib.import_module('research.significance')\n"
+    )
+    assert research_imports(probe.parent) == [
+        "pkg/m.py:3 research.report",
+        "pkg/m.py:4 research.significance",
+    ]
+    assert research_imports(PACKAGE) == []
 
 
 #: layers that must import without Lightning (usable from a notebook or another trainer)

@@ -60,7 +60,7 @@ def _execute(
     """``jupyter nbconvert --to notebook --execute`` (the ``notebook`` extra), as a user runs
     it, with ``env`` and a copy of the finished image-only runs as ``RESULTS_RUNS``; returns
     the executed notebook and finding 3 as those runs give it."""
-    from lightning_mlsr.analysis.significance import FINDING3, coactivation_finding
+    from research.significance import FINDING3, coactivation_finding
 
     for name in PARAMETERS:
         monkeypatch.delenv(name, raising=False)

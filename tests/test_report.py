@@ -1,4 +1,4 @@
-"""lightning_mlsr.report: the registry, the statistics behind RESULTS.md against known
+"""research.report: the registry, the statistics behind RESULTS.md against known
 answers, the resumable runner, the teacher pipelines, and RESULTS.md rebuilt from the
 committed runs exactly."""
 
@@ -15,20 +15,19 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mlsr.analysis.significance import MonteCarloRule
 from lightning_mlsr.data import load_collection
-from lightning_mlsr.report import pipelines, runner
-from lightning_mlsr.report.builder import DATE_LINE, build_report, write_report
-from lightning_mlsr.report.findings import targets
-from lightning_mlsr.report.queries import (
+from research.report import pipelines, runner
+from research.report.builder import DATE_LINE, build_report, write_report
+from research.report.findings import targets
+from research.report.queries import (
     compute_unseen_queries,
     majority_category,
     query_categories,
     unseen_query_ids,
 )
-from lightning_mlsr.report.records import teacher_seed, write_json
-from lightning_mlsr.report.registry import RegistryError, load_registry
-from lightning_mlsr.report.statistics import (
+from research.report.records import teacher_seed, write_json
+from research.report.registry import RegistryError, load_registry
+from research.report.statistics import (
     coactivation_tests,
     difference_text,
     mean_std,
@@ -36,7 +35,8 @@ from lightning_mlsr.report.statistics import (
     significance,
     significant,
 )
-from lightning_mlsr.report.text import ReportText
+from research.report.text import ReportText
+from research.significance import MonteCarloRule
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = load_registry()
@@ -275,9 +275,9 @@ def test_the_reports_bad_inputs_name_their_file_and_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A truncated or missing run file and a protocol.yaml that is not YAML stop
-    ``python -m lightning_mlsr.report`` with one line naming the file (and where in it), not
+    ``python -m research.report`` with one line naming the file (and where in it), not
     a JSONDecodeError or a YAML parser's traceback."""
-    from lightning_mlsr.report import cli
+    from research.report import cli
 
     results, runs = _results_copy(tmp_path), tmp_path / "runs"
     shutil.copytree(REGISTRY.runs_dir / "m2_mlp_mlm_caption", runs / "m2_mlp_mlm_caption")
@@ -364,7 +364,7 @@ def test_significance_averages_seeds_per_query_then_corrects() -> None:
     runs["m4_mlp_mlp_image_caption"] = [run({q: 0.2 for q in qids}) for _ in range(2)]
     rows = [r for r in significance(REGISTRY, runs) if r["finding"] == "1"]
     assert [r["b"] for r in rows] == ["m2_mlp_mlm_caption", "m4_mlp_mlp_image_caption"]
-    from lightning_mlsr.analysis.significance import holm
+    from research.significance import holm
 
     assert [r["p_holm"] for r in rows] == pytest.approx(holm([r["p"] for r in rows]))
     assert [r["equal_seeds"] for r in rows] == [True, False]  # 3 seeds vs 2
@@ -709,7 +709,7 @@ def test_a_second_lane_skips_the_run_another_lane_holds_and_a_failure_exits_non_
     """Two ``report run`` lanes on one (experiment, seed): the second leaves it to the lane
     holding its lock (it resumed the other's live last.ckpt before); a run that fails lets
     the others go on, then makes the command exit 1 (a scheduler saw 0)."""
-    from lightning_mlsr.report import cli
+    from research.report import cli
 
     work, runs = tmp_path / "work", tmp_path / "runs"
     attempts: list[tuple[str, int]] = []
@@ -966,8 +966,8 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     """A short M3 fit tested on the Twemoji variant (the same captions, queries and judgments:
     a caption model must score every query exactly as at home) and on the descriptive queries
     (the test queries of emoji-describe)."""
-    from lightning_mlsr.report.evaluations import written_evaluation
     from lightning_mlsr.training.cli import main
+    from research.report.evaluations import written_evaluation
 
     name = "m3_mlp_mlp_caption"
     assert REGISTRY.cross_domain_of(name) == ["emoji-describe", "stamps"]
@@ -1014,8 +1014,8 @@ def test_a_second_collection_has_its_own_results_folder_report_and_work_folder()
 def test_cross_domain_table_pairs_shared_queries_and_only_sets_others_side_by_side() -> None:
     from scipy import stats
 
-    from lightning_mlsr.report.tables import cross_domain_rows, cross_domain_tables
-    from lightning_mlsr.report.text import ReportText
+    from research.report.tables import cross_domain_rows, cross_domain_tables
+    from research.report.text import ReportText
 
     rng = np.random.default_rng(0)
     qids = [f"q{i}" for i in range(40)]
@@ -1065,7 +1065,7 @@ def test_cross_domain_table_pairs_shared_queries_and_only_sets_others_side_by_si
 def test_sparsity_table_gives_t_intervals_over_seeds() -> None:
     from scipy import stats
 
-    from lightning_mlsr.report.tables import sparsity_table
+    from research.report.tables import sparsity_table
 
     values = [10.0, 12.0, 17.0]
     runs = {
@@ -1092,8 +1092,8 @@ def test_open_questions_name_only_differences_both_tests_reject_and_cross_domain
     """The summary of the paper's open questions: a family's row counts only when the t-test
     and the bootstrap over queries and seeds both reject after Holm; a cross-domain row only
     when its Holm-adjusted paired p does (a hand-built case for each)."""
-    from lightning_mlsr.report.findings import open_questions
-    from lightning_mlsr.report.tables import cross_domain_rows
+    from research.report.findings import open_questions
+    from research.report.tables import cross_domain_rows
 
     def row(a: str, p: float, p_seed: float, diff: float) -> dict:
         return {
@@ -1155,8 +1155,8 @@ def test_restated_findings_judge_their_own_experiments_and_their_own_dense_famil
     runs and tests only (a hand-built case where the two schedules disagree), the dense
     summary takes its rows from its own family (a same-pair row in another family is
     ignored), nothing shows until the runs exist, and a malformed entry is refused by name."""
-    from lightning_mlsr.report.builder import _restated
-    from lightning_mlsr.report.findings import findings
+    from research.report.builder import _restated
+    from research.report.findings import findings
 
     folder = REPO / "results" / "emoji-describe"
     registry = load_registry(folder)

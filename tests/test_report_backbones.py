@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_mlsr.report.registry import RegistryError, load_registry
-from lightning_mlsr.report.tables import metrics_table, significance_table
+from research.report.registry import RegistryError, load_registry
+from research.report.tables import metrics_table, significance_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

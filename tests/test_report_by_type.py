@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lightning_mlsr.report.builder import DATE_LINE, build_report
-from lightning_mlsr.report.registry import load_registry
+from research.report.builder import DATE_LINE, build_report
+from research.report.registry import load_registry
 from tests.helpers import RED, image_row
 
 TEXT_FIELDS = ("page_title", "section_title", "context_page_description",

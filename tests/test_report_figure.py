@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_mlsr.report.figures import main_figure_rows, write_main_figure
-from lightning_mlsr.report.records import load_runs
-from lightning_mlsr.report.registry import load_registry
-from lightning_mlsr.report.tables import ci_table
+from research.report.figures import main_figure_rows, write_main_figure
+from research.report.records import load_runs
+from research.report.registry import load_registry
+from research.report.tables import ci_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

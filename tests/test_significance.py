@@ -1,4 +1,4 @@
-"""lightning_mlsr.analysis.significance against hand-computed answers and scipy on seeded data."""
+"""research.significance against hand-computed answers and scipy on seeded data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lightning_mlsr.analysis.significance import (
+from lightning_mlsr.retrieval.evaluation import mean_interval
+from research.significance import (
     MonteCarloRule,
     bootstrap_mean_ci,
     bootstrap_p_error,
@@ -79,6 +80,9 @@ def test_bootstrap_mean_ci_is_scipys_bca_interval() -> None:
     t_low, t_high = stats.t.interval(0.95, len(x) - 1, x.mean(), stats.sem(x))
     assert got[0] == pytest.approx(t_low, abs=0.01) and got[1] == pytest.approx(t_high, abs=0.01)
     assert bootstrap_mean_ci([0.3, 0.3, 0.3]) == (0.3, 0.3)
+    # the report's intervals are the package's one bootstrap (model cards, evaluation)
+    values = list(x[:40])
+    assert bootstrap_mean_ci(values) == mean_interval(values)
 
 
 def test_seed_query_bootstrap_with_one_seed_is_the_paired_query_bootstrap() -> None:
@@ -139,7 +143,7 @@ def test_independent_test_is_exact_over_every_relabelling() -> None:
 
 
 def test_finding_three_needs_the_test_not_just_the_direction() -> None:
-    from lightning_mlsr.analysis.significance import coactivation_finding
+    from research.significance import coactivation_finding
 
     def seeds(co: list[float], overlap: list[float]) -> dict[str, list[float]]:
         return {"coactivation": co, "caption_overlap@10": overlap}

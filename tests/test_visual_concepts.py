@@ -122,8 +122,8 @@ def test_the_registry_trains_its_visual_concept_rows_on_that_collection(tmp_path
     """The report's pipeline builds the collection once per options and points the fit at it;
     the registry's rows read the concepts field, alone or after the label."""
     from lightning_mlsr.generate import visual_concepts
-    from lightning_mlsr.report.pipelines import fit_overrides
-    from lightning_mlsr.report.registry import load_registry
+    from research.report.pipelines import fit_overrides
+    from research.report.registry import load_registry
 
     registry = load_registry()
     rows = {n: e for n, e in registry.experiments.items() if e.visual_concepts is not None}

@@ -1,11 +1,11 @@
-"""``python -m lightning_mlsr.report``: train what the registry lists, make the data its
+"""``python -m research.report``: train what the registry lists, make the data its
 distilled experiments train on, and render RESULTS.md.
 
-    python -m lightning_mlsr.report run                       # every experiment, 3 seeds
-    python -m lightning_mlsr.report run --seeds 5 --experiments m2_mlp_mlm_caption
-    python -m lightning_mlsr.report build                     # RESULTS.md from results/runs
-    python -m lightning_mlsr.report unseen-queries            # rewrite results/unseen_queries.tsv
-    python -m lightning_mlsr.report prepare pseudo_queries --seed 42
+    python -m research.report run                       # every experiment, 3 seeds
+    python -m research.report run --seeds 5 --experiments m2_mlp_mlm_caption
+    python -m research.report build                     # RESULTS.md from results/runs
+    python -m research.report unseen-queries            # rewrite results/unseen_queries.tsv
+    python -m research.report prepare pseudo_queries --seed 42
         # the teacher (fitted again if its checkpoint is gone), its pseudo-queries and hard
         # negatives for that run, then its fit command
 
@@ -24,8 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_mlsr.report.records import RunRecordError
-from lightning_mlsr.report.registry import RegistryError, load_registry
+from research.report.records import RunRecordError
+from research.report.registry import RegistryError, load_registry
 
 __all__ = ["main"]
 
@@ -42,7 +42,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_mlsr.report", description=__doc__.split("\n\n")[0]
+        prog="python -m research.report", description=__doc__.split("\n\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train and evaluate what has not finished, then build")
@@ -99,13 +99,13 @@ def _command(args: argparse.Namespace) -> int:
     if getattr(args, "work", None) is not None:  # teacher paths in the fit options: absolute
         args.work = str(Path(args.work).resolve())
     if args.command == "unseen-queries":
-        from lightning_mlsr.report.queries import write_unseen_queries
+        from research.report.queries import write_unseen_queries
 
         print(f"wrote {write_unseen_queries(registry)}")
         return 0
     if args.command == "prepare":
-        from lightning_mlsr.report.pipelines import fit_overrides
-        from lightning_mlsr.report.runner import ensure_teacher, fit_command
+        from research.report.pipelines import fit_overrides
+        from research.report.runner import ensure_teacher, fit_command
 
         name, work = args.experiment, Path(args.work)
         if name not in registry.experiments:
@@ -121,13 +121,13 @@ def _command(args: argparse.Namespace) -> int:
         print(shlex.join(["python", "-m", "lightning_mlsr", *command, *options]))
         return 0
 
-    from lightning_mlsr.report.builder import write_report
+    from research.report.builder import write_report
 
     runs_dir = Path(args.runs) if args.runs else None
     out = Path(args.results) if args.results else registry.report_path
     failed: list[tuple[str, int]] = []
     if args.command == "run":
-        from lightning_mlsr.report.runner import run_all, run_baselines
+        from research.report.runner import run_all, run_baselines
 
         os.environ.setdefault("WANDB_MODE", "offline")
         if not args.no_baselines:

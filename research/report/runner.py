@@ -44,11 +44,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from lightning_mlsr.report.evaluations import evaluated_corpus, written_evaluation
-from lightning_mlsr.report.locks import exclusive
-from lightning_mlsr.report.pipelines import fit_overrides, teacher_path
-from lightning_mlsr.report.records import TEACHER_OPTION, read_json, write_json
-from lightning_mlsr.report.registry import Registry
+from research.report.evaluations import evaluated_corpus, written_evaluation
+from research.report.locks import exclusive
+from research.report.pipelines import fit_overrides, teacher_path
+from research.report.records import TEACHER_OPTION, read_json, write_json
+from research.report.registry import Registry
 
 __all__ = [
     "CROSS_DOMAIN_FILE",
@@ -95,7 +95,7 @@ def run_lock(
     on_wait: Callable[[], None] | None = None,
 ) -> AbstractContextManager[bool]:
     """An exclusive lock on (``name``, ``seed``) in ``work`` for as long as one lane trains,
-    evaluates or refits it (:func:`~lightning_mlsr.report.locks.exclusive` on
+    evaluates or refits it (:func:`~research.report.locks.exclusive` on
     :func:`lock_path`); yields whether this lane holds it (without ``wait``: False at once
     when another lane does)."""
     return exclusive(lock_path(work, name, seed), wait=wait, on_wait=on_wait)

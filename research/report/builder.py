@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning_mlsr.io.atomic import atomic_write_text
-from lightning_mlsr.report.figures import main_figure_rows, write_main_figure
-from lightning_mlsr.report.findings import (
+from research.report.figures import main_figure_rows, write_main_figure
+from research.report.findings import (
     best_on_validation,
     coactivation_pair,
     dense_comparisons,
@@ -25,12 +25,12 @@ from lightning_mlsr.report.findings import (
     open_questions,
     targets,
 )
-from lightning_mlsr.report.locks import exclusive
-from lightning_mlsr.report.queries import query_categories, seen_query_ids, unseen_query_ids
-from lightning_mlsr.report.records import Runs, has_split, load_runs
-from lightning_mlsr.report.registry import Registry, load_registry
-from lightning_mlsr.report.statistics import coactivation_tests, significance
-from lightning_mlsr.report.tables import (
+from research.report.locks import exclusive
+from research.report.queries import query_categories, seen_query_ids, unseen_query_ids
+from research.report.records import Runs, has_split, load_runs
+from research.report.registry import Registry, load_registry
+from research.report.statistics import coactivation_tests, significance
+from research.report.tables import (
     backbone_table,
     breakdown_table,
     category_table,
@@ -42,7 +42,7 @@ from lightning_mlsr.report.tables import (
     significance_table,
     sparsity_table,
 )
-from lightning_mlsr.report.text import ReportText
+from research.report.text import ReportText
 
 __all__ = ["DATE_LINE", "build_report", "render", "write_report"]
 
@@ -208,7 +208,7 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
 
     Two lanes of ``report run`` rewrite the report as each of their runs finishes. Reading
     the runs and writing the report happen under one exclusive lock on the runs folder
-    (:func:`~lightning_mlsr.report.locks.exclusive`), so the report written last is also the
+    (:func:`~research.report.locks.exclusive`), so the report written last is also the
     one read last: a lane whose render started before the other lane's run landed can no
     longer overwrite the newer report with its older one. The text is written atomically
     (:func:`~lightning_mlsr.io.atomic.atomic_write_text`), so a writer that dies half-way

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from lightning_mlsr.report.records import read_json
+from research.report.records import read_json
 
 __all__ = ["Evaluated", "evaluated_corpus", "written_evaluation"]
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.analysis.significance import holm, paired_test, seed_query_bootstrap
-from lightning_mlsr.report.records import Runs, has_split, per_query_matrix, shared_queries
-from lightning_mlsr.report.registry import Registry
-from lightning_mlsr.report.statistics import mean_std, seed_average, seed_count
-from lightning_mlsr.report.text import ReportText
+from research.report.records import Runs, has_split, per_query_matrix, shared_queries
+from research.report.registry import Registry
+from research.report.statistics import mean_std, seed_average, seed_count
+from research.report.text import ReportText
+from research.significance import holm, paired_test, seed_query_bootstrap
 
 __all__ = [
     "backbone_table",
@@ -125,7 +125,7 @@ def ci_table(
 def significance_table(
     registry: Registry, text: ReportText, tests: list[dict[str, Any]]
 ) -> list[str]:
-    """One table per family of :func:`~lightning_mlsr.report.statistics.significance` rows."""
+    """One table per family of :func:`~research.report.statistics.significance` rows."""
     lines: list[str] = []
     for family in dict.fromkeys(t["finding"] for t in tests):
         title = registry.family_titles.get(family, family)

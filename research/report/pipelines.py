@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from lightning_mlsr.report.records import PSEUDO_MANIFEST, read_pseudo_manifest, write_json
-from lightning_mlsr.report.registry import PSEUDO_QUERY_FLAGS, Experiment, Registry
+from research.report.records import PSEUDO_MANIFEST, read_pseudo_manifest, write_json
+from research.report.registry import PSEUDO_QUERY_FLAGS, Experiment, Registry
 
 __all__ = [
     "fit_overrides",
@@ -175,7 +175,7 @@ def fit_overrides(registry: Registry, name: str, seed: int, work: Path) -> list[
     """The ``fit`` options that make (``name``, ``seed``) learn from its teacher and train on
     the data that teacher makes, running the pipeline's missing steps; none for an experiment
     without a teacher. A missing teacher is a FileNotFoundError (the runner fits it first:
-    :func:`lightning_mlsr.report.runner.ensure_teacher`)."""
+    :func:`research.report.runner.ensure_teacher`)."""
     experiment = registry.experiments[name]
     if experiment.visual_concepts is not None:
         return [f"--data.collection={visual_concept_collection(registry, experiment, work)}"]
@@ -187,7 +187,7 @@ def fit_overrides(registry: Registry, name: str, seed: int, work: Path) -> list[
         raise FileNotFoundError(
             f"{name} needs a trained {experiment.teacher} teacher to {what}; none at "
             f"{teacher_path(work, experiment.teacher, seed)} or of seed {registry.first_seed}: "
-            f"run `python -m lightning_mlsr.report run --experiments {experiment.teacher} "
+            f"run `python -m research.report run --experiments {experiment.teacher} "
             f"{name}` (it trains the teacher, or fits a finished one's checkpoint again)"
         )
     options = [f"{teacher_option(registry, name)}{teacher}"]

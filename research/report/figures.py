@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.analysis.significance import seed_query_bootstrap
-from lightning_mlsr.report.records import Runs, has_split, per_query_matrix, shared_queries
-from lightning_mlsr.report.registry import Registry
+from research.report.records import Runs, has_split, per_query_matrix, shared_queries
+from research.report.registry import Registry
+from research.significance import seed_query_bootstrap
 
 __all__ = ["main_figure_rows", "write_main_figure"]
 

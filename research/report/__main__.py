@@ -1,4 +1,4 @@
-from lightning_mlsr.report.cli import main
+from research.report.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

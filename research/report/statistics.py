@@ -1,5 +1,5 @@
 """The registry's comparisons tested on finished runs (the tests themselves are
-:mod:`lightning_mlsr.analysis.significance`): per-query paired tests on seed means, a
+:mod:`research.significance`): per-query paired tests on seed means, a
 bootstrap over queries and seeds whose p gets resamples until its Holm decision cannot flip
 within Monte Carlo error (:class:`MonteCarloRule`), Holm's correction within each family."""
 
@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.analysis.significance import (
+from research.report.records import Runs, has_split, per_query_matrix, shared_queries
+from research.report.registry import Comparison, Registry
+from research.significance import (
     FINDING3,
     MonteCarloRule,
     coactivation_finding,
@@ -19,8 +21,6 @@ from lightning_mlsr.analysis.significance import (
     resample_until_decided,
     seed_query_bootstrap,
 )
-from lightning_mlsr.report.records import Runs, has_split, per_query_matrix, shared_queries
-from lightning_mlsr.report.registry import Comparison, Registry
 
 __all__ = [
     "coactivation_tests",

@@ -59,7 +59,7 @@ def read_json(path: Path, remedy: str | None = None) -> Any:
     if remedy is None:
         remedy = (
             f"restore it (git checkout -- {path}), or remove its run folder {path.parent} so "
-            "that `python -m lightning_mlsr.report run` trains the run again"
+            "that `python -m research.report run` trains the run again"
         )
     try:
         text = path.read_text("utf-8")
@@ -86,7 +86,7 @@ def read_pseudo_manifest(results_dir: Path) -> dict[str, Any]:
     return dict(
         read_json(
             path,
-            f"restore it (git checkout -- {path}); `python -m lightning_mlsr.report prepare` "
+            f"restore it (git checkout -- {path}); `python -m research.report prepare` "
             "of a pseudo-query run records its collection again",
         )
     )

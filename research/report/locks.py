@@ -1,6 +1,6 @@
 """Exclusive ``flock`` locks between ``report run`` lanes (processes) that share a runs
 folder and a work folder: on the runs folder while the report is read and written, and on
-one (experiment, seed) while it is trained (:func:`~lightning_mlsr.report.runner.run_lock`).
+one (experiment, seed) while it is trained (:func:`~research.report.runner.run_lock`).
 
 The kernel drops a ``flock`` when its process ends, however it ends (a killed lane never
 leaves a run locked). Where ``fcntl`` is missing (Windows) nothing is locked.

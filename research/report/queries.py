@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning_mlsr.report.registry import Registry
+from research.report.registry import Registry
 
 __all__ = [
     "compute_unseen_queries",
@@ -26,7 +26,7 @@ def unseen_query_ids(registry: Registry, split: str) -> list[str]:
     path = registry.results_dir / UNSEEN_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing: python -m lightning_mlsr.report unseen-queries writes it"
+            f"{path} is missing: python -m research.report unseen-queries writes it"
         )
     rows = (line.split("\t") for line in path.read_text("utf-8").splitlines()[1:] if line)
     return [row[1] for row in rows if row[0] == split]

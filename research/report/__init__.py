@@ -7,6 +7,8 @@ on test) and ``results/report_text.md`` (the prose).
   into ``results/runs/``; :mod:`.pipelines` makes the teacher-labelled data some of them train on;
 - :mod:`.builder` renders RESULTS.md from the finished runs.
 
-    python -m lightning_mlsr.report run        # every experiment, 3 seeds, then RESULTS.md
-    python -m lightning_mlsr.report build      # RESULTS.md from results/runs only
+Run from the repository root (``research`` is not installed)::
+
+    python -m research.report run        # every experiment, 3 seeds, then RESULTS.md
+    python -m research.report build      # RESULTS.md from results/runs only
 """

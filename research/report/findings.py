@@ -9,18 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from lightning_mlsr.analysis.significance import FINDING3, coactivation_finding
-from lightning_mlsr.report.records import (
+from research.report.records import (
     PSEUDO_MANIFEST,
     Runs,
     mean_metric,
     read_pseudo_manifest,
     teacher_seed,
 )
-from lightning_mlsr.report.registry import Registry
-from lightning_mlsr.report.statistics import difference_text, find_test, mean_std, significant
-from lightning_mlsr.report.tables import row_order
-from lightning_mlsr.report.text import ReportText
+from research.report.registry import Registry
+from research.report.statistics import difference_text, find_test, mean_std, significant
+from research.report.tables import row_order
+from research.report.text import ReportText
+from research.significance import FINDING3, coactivation_finding
 
 __all__ = [
     "best_on_validation",
@@ -222,7 +222,7 @@ def open_questions(
     """The paper's open questions the registry lists under ``findings.questions``, each
     answered from its family's tests (which differences are significant in both tests after
     Holm, and how many are not) or from the cross-domain rows ``cross``
-    (:func:`~lightning_mlsr.report.tables.cross_domain_rows`: paired t-test, Holm within each
+    (:func:`~research.report.tables.cross_domain_rows`: paired t-test, Holm within each
     collection). A question with nothing finished yet is left out."""
     alpha = registry.findings["alpha"]
     out = []

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from lightning_mlsr.report.backbones import Backbone, read_backbones
+from research.report.backbones import Backbone, read_backbones
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
