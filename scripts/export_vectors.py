@@ -42,9 +42,10 @@ from lightning_mlsr.training.model_loading import text_backbone_of
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # research/ is the checkout's, not installed
 from research.report.evaluations import written_evaluation  # noqa: E402
+from research.report.fitting import fit_command  # noqa: E402
 from research.report.pipelines import fit_overrides  # noqa: E402
-from research.report.registry import load_registry  # noqa: E402
-from research.report.runner import ensure_teacher, fit_command  # noqa: E402
+from research.report.registry_file import load_registry  # noqa: E402
+from research.report.teachers import ensure_teacher  # noqa: E402
 
 MEASURE = "nDCG@10"
 

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from lightning_mlsr.data import load_collection
-from research.report import pipelines, runner
+from research.report import cross_domain, fitting, locks, pipelines, runner, teachers
 from research.report.builder import DATE_LINE, build_report, write_report
-from research.report.findings import targets
 from research.report.queries import (
     compute_unseen_queries,
     majority_category,
@@ -26,7 +25,8 @@ from research.report.queries import (
     unseen_query_ids,
 )
 from research.report.records import teacher_seed, write_json
-from research.report.registry import RegistryError, load_registry
+from research.report.registry import RegistryError
+from research.report.registry_file import load_registry
 from research.report.statistics import (
     coactivation_tests,
     difference_text,
@@ -35,6 +35,7 @@ from research.report.statistics import (
     significance,
     significant,
 )
+from research.report.targets import targets
 from research.report.text import ReportText
 from research.significance import MonteCarloRule
 
@@ -405,18 +406,18 @@ def test_a_finished_teacher_without_its_checkpoint_is_fitted_again_for_its_stude
         path.write_bytes(b"x")
         return path
 
-    monkeypatch.setattr(runner, "refit_teacher", fake_refit)
-    assert runner.ensure_teacher(REGISTRY, "m2_mlp_mlm_caption", 43, work, runs_dir) is None
-    assert runner.ensure_teacher(REGISTRY, "kl_mlp_query", 43, work, runs_dir) is None
+    monkeypatch.setattr(teachers, "refit_teacher", fake_refit)
+    assert teachers.ensure_teacher(REGISTRY, "m2_mlp_mlm_caption", 43, work, runs_dir) is None
+    assert teachers.ensure_teacher(REGISTRY, "kl_mlp_query", 43, work, runs_dir) is None
     assert refits == []  # no teacher run at all
     for seed in (42, 43):
         (runs_dir / "dense_caption" / f"seed{seed}").mkdir(parents=True)
         (runs_dir / "dense_caption" / f"seed{seed}" / "metrics.json").write_text("{}")
-    got = runner.ensure_teacher(REGISTRY, "kl_mlp_query", 44, work, runs_dir)  # no seed-44 run
+    got = teachers.ensure_teacher(REGISTRY, "kl_mlp_query", 44, work, runs_dir)  # no seed-44 run
     assert got == pipelines.teacher_path(work, "dense_caption", 42) and refits == [42]
-    got = runner.ensure_teacher(REGISTRY, "kl_mlp_query", 43, work, runs_dir)
+    got = teachers.ensure_teacher(REGISTRY, "kl_mlp_query", 43, work, runs_dir)
     assert got == pipelines.teacher_path(work, "dense_caption", 43) and refits == [42, 43]
-    assert runner.ensure_teacher(REGISTRY, "kl_mlm_query", 43, work, runs_dir) == got
+    assert teachers.ensure_teacher(REGISTRY, "kl_mlm_query", 43, work, runs_dir) == got
     assert refits == [42, 43]  # kept: not fitted twice
 
 
@@ -455,7 +456,7 @@ def test_a_refitted_teacher_is_checked_against_its_record_and_named_in_students(
     record.parent.mkdir(parents=True)
     recorded = {"overrides": ["--trainer.max_epochs=3"], "validation": {"nDCG@10": 0.4823}}
     record.write_text(json.dumps(recorded))
-    path = runner.refit_teacher(REGISTRY, "dense_caption", 42, work, runs_dir)
+    path = teachers.refit_teacher(REGISTRY, "dense_caption", 42, work, runs_dir)
     assert path == pipelines.teacher_path(work, "dense_caption", 42)
     assert path.read_bytes() == b"weights\x01"
     assert "--seed_everything=42" in calls[0] and calls[0][-1] == "--trainer.max_epochs=3"
@@ -463,7 +464,7 @@ def test_a_refitted_teacher_is_checked_against_its_record_and_named_in_students(
     assert not (work / "dense_caption" / "seed42-refit").exists()
     assert json.loads(record.read_text()) == recorded  # the run's own record is untouched
     option = f"{pipelines.teacher_option(REGISTRY, 'kl_mlp_query')}{path}"
-    kept = runner._teacher_record([option])
+    kept = teachers.teacher_record([option])
     assert kept == {
         "experiment": "dense_caption",
         "seed": 42,
@@ -471,10 +472,10 @@ def test_a_refitted_teacher_is_checked_against_its_record_and_named_in_students(
         "refit": 0.4823,
         "recorded": 0.4823,
     }
-    runner.refit_teacher(REGISTRY, "dense_caption", 42, work, runs_dir)  # now it differs
+    teachers.refit_teacher(REGISTRY, "dense_caption", 42, work, runs_dir)  # now it differs
     assert "WARNING: the refitted dense_caption seed 42" in capsys.readouterr().out
-    assert runner._teacher_record([option])["refit"] == 0.4001
-    assert runner._teacher_record(["--x=1"]) is None
+    assert teachers.teacher_record([option])["refit"] == 0.4001
+    assert teachers.teacher_record(["--x=1"]) is None
 
 
 def test_the_teacher_option_names_the_checkpoint_each_distilled_yaml_declares() -> None:
@@ -576,7 +577,7 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     import lightning_mlsr.training.cli as cli
 
     root = tmp_path / "m2_mlp_mlm_caption" / "seed43"
-    assert runner.unfinished_checkpoint(root) is None  # nothing ran yet
+    assert fitting.unfinished_checkpoint(root) is None  # nothing ran yet
     files = {}
     for i, rel in enumerate(
         [
@@ -591,9 +592,9 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
         torch.save({"global_step": i}, path)
         os.utime(path, (1000 + i, 1000 + i))
         files[rel] = path
-    assert runner.unfinished_checkpoint(root) == files["version_1/checkpoints/on_exception.ckpt"]
+    assert fitting.unfinished_checkpoint(root) == files["version_1/checkpoints/on_exception.ckpt"]
     os.utime(files["version_0/checkpoints/last.ckpt"], (2000, 2000))  # newer after all
-    assert runner.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
+    assert fitting.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
     # a full disk left newer ones damaged: an empty file and a truncated one are skipped
     empty = root / "version_2/checkpoints/on_exception.ckpt"
     empty.parent.mkdir(parents=True)
@@ -602,7 +603,7 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     cut.write_bytes(files["version_1/checkpoints/on_exception.ckpt"].read_bytes()[:-40])
     for path in (empty, cut):
         os.utime(path, (3000, 3000))
-    assert runner.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
+    assert fitting.unfinished_checkpoint(root) == files["version_0/checkpoints/last.ckpt"]
     empty.unlink()
     cut.unlink()
 
@@ -730,13 +731,13 @@ def test_a_second_lane_skips_the_run_another_lane_holds_and_a_failure_exits_non_
         "--seed-list=42",
         "--experiments",
     ]
-    with runner.run_lock(work, "m2_mlp_mlm_caption", 42) as held:  # the other lane trains M2
+    with locks.run_lock(work, "m2_mlp_mlm_caption", 42) as held:  # the other lane trains M2
         assert held
         status = cli.main([*argv, "m2_mlp_mlm_caption", "m3_mlp_mlp_caption"])
     out, err = capsys.readouterr()
     assert attempts == [("m3_mlp_mlp_caption", 42)]
     assert "=== m2_mlp_mlm_caption seed 42: skipped, another lane is on it" in out
-    assert str(runner.lock_path(work, "m2_mlp_mlm_caption", 42)) in out
+    assert str(locks.lock_path(work, "m2_mlp_mlm_caption", 42)) in out
     assert status == 1 and "1 run(s) FAILED: m3_mlp_mlp_caption seed 42" in err
     assert (tmp_path / "RESULTS.md").is_file()  # the report is written all the same
     attempts.clear()  # the other lane has gone: this one trains M2, and nothing failed
@@ -754,12 +755,12 @@ def test_a_teacher_another_lane_is_refitting_is_waited_for_not_refitted_twice(
     (runs / "dense_caption" / "seed42").mkdir(parents=True)
     (runs / "dense_caption" / "seed42" / "metrics.json").write_text("{}")
     refits: list[int] = []
-    monkeypatch.setattr(runner, "refit_teacher", lambda *args: refits.append(1))
+    monkeypatch.setattr(teachers, "refit_teacher", lambda *args: refits.append(1))
     got: list[Path | None] = []
     student = threading.Thread(
-        target=lambda: got.append(runner.ensure_teacher(REGISTRY, "kl_mlp_query", 42, work, runs))
+        target=lambda: got.append(teachers.ensure_teacher(REGISTRY, "kl_mlp_query", 42, work, runs))
     )
-    with runner.run_lock(work, "dense_caption", 42):  # the other lane refits the teacher
+    with locks.run_lock(work, "dense_caption", 42):  # the other lane refits the teacher
         student.start()
         student.join(timeout=1.0)
         assert student.is_alive()  # waiting
@@ -803,13 +804,13 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
     # is refitted
     assert refits == [("m3_mlp_mlp_caption", 42)]
     assert len(rebuilt) == 4
-    (runs_dir / "m3_mlp_mlp_caption" / "seed42" / runner.CROSS_DOMAIN_FILE).write_text(
+    (runs_dir / "m3_mlp_mlp_caption" / "seed42" / cross_domain.CROSS_DOMAIN_FILE).write_text(
         json.dumps({"collections": {"emoji-describe": {}}})
     )
     refits.clear()
     runner.run_all(REGISTRY, ["m3_mlp_mlp_caption"], [42], tmp_path, runs_dir=runs_dir)
     assert refits == [("m3_mlp_mlp_caption", 42)]  # stamps is still missing
-    (runs_dir / "m3_mlp_mlp_caption" / "seed42" / runner.CROSS_DOMAIN_FILE).write_text(
+    (runs_dir / "m3_mlp_mlp_caption" / "seed42" / cross_domain.CROSS_DOMAIN_FILE).write_text(
         json.dumps({"collections": {"emoji-describe": {}, "stamps": {}}})
     )
     refits.clear()
@@ -976,13 +977,13 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
         "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=1",
     ]
-    cli = main([*runner.fit_command(REGISTRY, name, 42, tmp_path), *budget])
+    cli = main([*fitting.fit_command(REGISTRY, name, 42, tmp_path), *budget])
     best = cli.trainer.checkpoint_callback.best_model_path
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
     home = written_evaluation(cli.trainer, "test").per_query(
         cli.datamodule.qrels("test"), REGISTRY.measures
     )
-    got = runner.test_on_collections(REGISTRY, cli, best, ["emoji-twemoji", "emoji-describe"])
+    got = cross_domain.test_on_collections(REGISTRY, cli, best, ["emoji-twemoji", "emoji-describe"])
     assert got["emoji-twemoji"]["per_query"] == home
     assert got["emoji-twemoji"]["test"]["nDCG@10"] == pytest.approx(
         np.mean(list(home["nDCG@10"].values())), abs=1e-6
@@ -1007,7 +1008,7 @@ def test_a_second_collection_has_its_own_results_folder_report_and_work_folder()
         for metrics in (describe.runs_dir / name).glob("seed*/metrics.json"):
             assert "test" not in json.loads(metrics.read_text()), metrics
     for registry in (REGISTRY, describe):
-        command = runner.fit_command(registry, "m2_mlp_mlm_caption", 42, Path("x"))
+        command = fitting.fit_command(registry, "m2_mlp_mlm_caption", 42, Path("x"))
         assert f"--data.collection={registry.collection}" in command
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from research.report.registry import RegistryError, load_registry
+from research.report.registry import RegistryError
+from research.report.registry_file import load_registry
 from research.report.tables import metrics_table, significance_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from research.report.builder import DATE_LINE, build_report
-from research.report.registry import load_registry
+from research.report.registry_file import load_registry
 from tests.helpers import RED, image_row
 
 TEXT_FIELDS = ("page_title", "section_title", "context_page_description",

@@ -9,7 +9,7 @@ import numpy as np
 
 from research.report.figures import main_figure_rows, write_main_figure
 from research.report.records import load_runs
-from research.report.registry import load_registry
+from research.report.registry_file import load_registry
 from research.report.tables import ci_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

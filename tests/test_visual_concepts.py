@@ -123,7 +123,7 @@ def test_the_registry_trains_its_visual_concept_rows_on_that_collection(tmp_path
     the registry's rows read the concepts field, alone or after the label."""
     from lightning_mlsr.generate import visual_concepts
     from research.report.pipelines import fit_overrides
-    from research.report.registry import load_registry
+    from research.report.registry_file import load_registry
 
     registry = load_registry()
     rows = {n: e for n, e in registry.experiments.items() if e.visual_concepts is not None}

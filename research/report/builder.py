@@ -23,12 +23,12 @@ from research.report.findings import (
     dense_comparisons,
     findings,
     open_questions,
-    targets,
 )
 from research.report.locks import exclusive
 from research.report.queries import query_categories, seen_query_ids, unseen_query_ids
 from research.report.records import Runs, has_split, load_runs
-from research.report.registry import Registry, load_registry
+from research.report.registry import Registry
+from research.report.registry_file import load_registry
 from research.report.statistics import coactivation_tests, significance
 from research.report.tables import (
     backbone_table,
@@ -42,6 +42,7 @@ from research.report.tables import (
     significance_table,
     sparsity_table,
 )
+from research.report.targets import targets
 from research.report.text import ReportText
 
 __all__ = ["DATE_LINE", "build_report", "render", "write_report"]

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from research.report.records import RunRecordError
-from research.report.registry import RegistryError, load_registry
+from research.report.registry import RegistryError
+from research.report.registry_file import load_registry
 
 __all__ = ["main"]
 
@@ -104,8 +105,9 @@ def _command(args: argparse.Namespace) -> int:
         print(f"wrote {write_unseen_queries(registry)}")
         return 0
     if args.command == "prepare":
+        from research.report.fitting import fit_command
         from research.report.pipelines import fit_overrides
-        from research.report.runner import ensure_teacher, fit_command
+        from research.report.teachers import ensure_teacher
 
         name, work = args.experiment, Path(args.work)
         if name not in registry.experiments:

@@ -1,6 +1,6 @@
 """Exclusive ``flock`` locks between ``report run`` lanes (processes) that share a runs
 folder and a work folder: on the runs folder while the report is read and written, and on
-one (experiment, seed) while it is trained (:func:`~research.report.runner.run_lock`).
+one (experiment, seed) while it is trained, evaluated or refitted (:func:`run_lock`).
 
 The kernel drops a ``flock`` when its process ends, however it ends (a killed lane never
 leaves a run locked). Where ``fcntl`` is missing (Windows) nothing is locked.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-__all__ = ["exclusive"]
+__all__ = ["exclusive", "lock_path", "run_lock"]
 
 
 @contextmanager
@@ -52,3 +52,23 @@ def exclusive(
         yield True
     finally:
         os.close(fd)
+
+
+def lock_path(work: Path, name: str, seed: int) -> Path:
+    """The lock file of (``name``, ``seed``) in the work folder, beside its run folder
+    (which a fresh attempt removes, so the lock cannot live inside it)."""
+    return work / name / f"seed{seed}.lock"
+
+
+def run_lock(
+    work: Path,
+    name: str,
+    seed: int,
+    wait: bool = False,
+    on_wait: Callable[[], None] | None = None,
+) -> AbstractContextManager[bool]:
+    """An exclusive lock on (``name``, ``seed``) in ``work`` for as long as one lane trains,
+    evaluates or refits it (:func:`exclusive` on
+    :func:`lock_path`); yields whether this lane holds it (without ``wait``: False at once
+    when another lane does)."""
+    return exclusive(lock_path(work, name, seed), wait=wait, on_wait=on_wait)

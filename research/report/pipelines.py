@@ -5,7 +5,7 @@ their ImageNet class names (``visual_concepts``), made once by the frozen classi
 1. the teacher: the best checkpoint of the teacher experiment's fit (``dense_caption``),
    kept as ``WORK/<teacher>/seed<k>/teacher.pt``; a distilled run takes that of its own seed,
    else that of the first seed (a finished teacher whose checkpoint is gone, as on a fresh
-   clone, is fitted again by the runner's ``ensure_teacher``; never the YAML's untrained one);
+   clone, is fitted again by :func:`~.teachers.ensure_teacher`; never the YAML's untrained one);
 2. ``python -m lightning_mlsr.generate.pseudo_queries`` with the experiment's
    ``pseudo_queries`` options, once per teacher and options, into ``WORK/pseudo/``;
 3. ``python -m lightning_mlsr.generate.hard_negatives`` over that collection, beside it.
@@ -50,7 +50,7 @@ def teacher_path(work: Path, teacher: str, seed: int) -> Path:
 def teacher_for(registry: Registry, experiment: Experiment, seed: int, work: Path) -> Path | None:
     """The teacher ``experiment`` of ``seed`` learns from: that of its own seed when that run
     finished in ``work``, else that of the first seed (the student's spread then leaves out
-    the teacher's), else None (the runner's ``ensure_teacher`` fits a missing one first)."""
+    the teacher's), else None (:func:`~.teachers.ensure_teacher` fits a missing one first)."""
     if experiment.teacher is None:
         return None
     for candidate in (seed, registry.first_seed):
@@ -175,7 +175,7 @@ def fit_overrides(registry: Registry, name: str, seed: int, work: Path) -> list[
     """The ``fit`` options that make (``name``, ``seed``) learn from its teacher and train on
     the data that teacher makes, running the pipeline's missing steps; none for an experiment
     without a teacher. A missing teacher is a FileNotFoundError (the runner fits it first:
-    :func:`research.report.runner.ensure_teacher`)."""
+    :func:`research.report.teachers.ensure_teacher`)."""
     experiment = registry.experiments[name]
     if experiment.visual_concepts is not None:
         return [f"--data.collection={visual_concept_collection(registry, experiment, work)}"]

@@ -1,0 +1,119 @@
+"""Cross-domain tests (``cross_domain`` in the registry): the best checkpoint of a final
+experiment is also tested on each other collection that lists it, with the same DataModule
+settings but that collection, and ``cross_domain.json`` beside the run keeps the means, the
+per-query values and the same checkpoint's test on the training collection. A run that
+finished before its experiment was listed is fitted again with the same seed for it
+(:func:`refit_for_cross_domain`): its ``metrics.json`` is left as it is, and the comparison
+is always between the in-domain and cross-domain numbers of one checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from research.report.evaluations import written_evaluation
+from research.report.fitting import fit_command, run_dir
+from research.report.records import read_json, write_json
+from research.report.registry import Registry
+
+__all__ = [
+    "CROSS_DOMAIN_FILE",
+    "cross_domain_missing",
+    "refit_for_cross_domain",
+    "test_on_collections",
+    "write_cross_domain",
+]
+
+#: beside a run's metrics.json: its best checkpoint tested on other collections
+CROSS_DOMAIN_FILE = "cross_domain.json"
+
+
+def cross_domain_missing(registry: Registry, runs_dir: Path, name: str, seed: int) -> list[str]:
+    """The registry's cross-domain collections of ``name`` that (``name``, ``seed``) has not
+    been tested on yet."""
+    wanted = registry.cross_domain_of(name)
+    path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
+    done = read_json(path).get("collections", {}) if path.is_file() else {}
+    return [c for c in wanted if c not in done]
+
+
+def test_on_collections(
+    registry: Registry, cli: Any, best: str | None, collections: Sequence[str]
+) -> dict[str, Any]:
+    """``best`` (the CLI's model) tested on each of ``collections`` with the CLI DataModule's
+    settings but that collection: ``{collection: {"test": means, "per_query": {...}}}``."""
+    from lightning_mlsr.data.datamodule import RetrievalDataModule
+
+    trainer = cli.trainer
+    out: dict[str, Any] = {}
+    for collection in collections:
+        settings = {**dict(cli.datamodule.hparams), "collection": collection, "negatives": {}}
+        datamodule = RetrievalDataModule.from_hparams(settings)
+        print(f"=== testing on {collection}", flush=True)
+        trainer.test(cli.model, datamodule=datamodule, ckpt_path=best)
+        tested = written_evaluation(trainer, "test")
+        out[collection] = {
+            "test": tested.figures,
+            "per_query": tested.per_query(datamodule.qrels("test"), registry.measures),
+        }
+    return out
+
+
+def write_cross_domain(
+    registry: Registry,
+    runs_dir: Path,
+    name: str,
+    seed: int,
+    in_domain: dict[str, Any],
+    results: dict[str, Any],
+    refit: bool,
+) -> None:
+    path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
+    record = read_json(path) if path.is_file() else {"collections": {}}
+    record.update(
+        experiment=name,
+        seed=seed,
+        trained_on=registry.collection,
+        # the checkpoint these numbers come from: the recorded run's, or a refit's
+        refit=refit,
+        in_domain=in_domain,
+    )
+    record["collections"].update(results)
+    write_json(path, record)
+
+
+def refit_for_cross_domain(
+    registry: Registry,
+    name: str,
+    seed: int,
+    work: Path,
+    extra: list[str],
+    runs_dir: Path | None = None,
+) -> None:
+    """Fit (``name``, ``seed``) again, as its recorded run was, for the cross-domain tests it
+    lacks (its checkpoints were removed when it finished): test the best checkpoint on the
+    training collection and on each missing collection, into ``cross_domain.json``. The run's
+    ``metrics.json`` and ``per_query.json`` are not touched."""
+    from lightning_mlsr.training.cli import main
+
+    runs_dir = runs_dir or registry.runs_dir
+    missing = cross_domain_missing(registry, runs_dir, name, seed)
+    if not missing or name not in registry.final:
+        return
+    root = work / name / f"seed{seed}-cross_domain"
+    shutil.rmtree(root, ignore_errors=True)
+    cli = main([*fit_command(registry, name, seed, root), *extra])
+    trainer: Any = cli.trainer
+    best = trainer.checkpoint_callback.best_model_path or None
+    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    tested = written_evaluation(trainer, "test")
+    in_domain = {
+        "test": tested.figures,
+        "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
+    }
+    results = test_on_collections(registry, cli, best, missing)
+    write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=True)
+    shutil.rmtree(root, ignore_errors=True)
