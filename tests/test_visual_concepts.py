@@ -5,7 +5,6 @@ first for its pixels, computed here image by image without the generator's batch
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -116,32 +115,3 @@ def test_bad_options_are_errors(tmp_path) -> None:
         build_visual_concept_collection(source, tmp_path / "out", top_k=0)
     with pytest.raises(DataError, match="source collection itself"):
         build_visual_concept_collection(source, source)
-
-
-def test_the_registry_trains_its_visual_concept_rows_on_that_collection(tmp_path, monkeypatch):
-    """The report's pipeline builds the collection once per options and points the fit at it;
-    the registry's rows read the concepts field, alone or after the label."""
-    from lightning_mlsr.generate import visual_concepts
-    from research.report.pipelines import fit_overrides
-    from research.report.registry_file import load_registry
-
-    registry = load_registry()
-    rows = {n: e for n, e in registry.experiments.items() if e.visual_concepts is not None}
-    assert len(rows) == 4 and all(n in registry.final for n in rows)
-    for experiment in rows.values():
-        assert any("caption_visual_concepts" in o for o in experiment.overrides)
-    calls = []
-
-    def fake_main(argv):
-        calls.append(argv)
-        out = Path(argv[argv.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "collection.json").write_text("{}")
-        return 0
-
-    monkeypatch.setattr(visual_concepts, "main", fake_main)
-    options = [fit_overrides(registry, name, 42, tmp_path) for name in rows]
-    assert len(calls) == 1  # the same options: built once
-    assert calls[0][:1] == [registry.collection] and calls[0][-2:] == ["--top-k", "5"]
-    (built,) = {tuple(o) for o in options}
-    assert built == (f"--data.collection={tmp_path / 'visual' / 'emoji-top_k5'}",)

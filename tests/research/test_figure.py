@@ -12,7 +12,7 @@ from research.report.records import load_runs
 from research.report.registry_file import load_registry
 from research.report.tables import ci_table
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
 def test_the_figure_shows_the_ci_tables_numbers_and_rebuilds_byte_for_byte(

@@ -11,7 +11,7 @@ from research.report.registry import RegistryError
 from research.report.registry_file import load_registry
 from research.report.tables import metrics_table, significance_table
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
 @pytest.mark.parametrize("folder", ["", "emoji-describe"])

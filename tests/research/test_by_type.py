@@ -19,7 +19,7 @@ from tests.helpers import RED, image_row
 
 TEXT_FIELDS = ("page_title", "section_title", "context_page_description",
                "context_section_description")  # fmt: skip
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STAMPS = REPO / "results" / "stamps"
 
 #: image -> (category, type)
@@ -165,9 +165,9 @@ def test_by_type_table_is_left_out_where_the_images_record_no_type(tmp_path: Pat
 def test_stamps_results_md_is_rebuilt_from_its_committed_folder(
     stamps_collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The oracle of tests/test_report.py for results/stamps: its committed folder renders
-    its committed RESULTS.md byte for byte, the date line aside (the collection built from
-    the installed Debian package, where the cache keeps it)."""
+    """The oracle of tests/research/test_build.py for results/stamps: its committed folder
+    renders its committed RESULTS.md byte for byte, the date line aside (the collection built
+    from the installed Debian package, where the cache keeps it)."""
     (tmp_path / "collections").mkdir()
     (tmp_path / "collections" / "stamps").symlink_to(stamps_collection)
     monkeypatch.setenv("LIGHTNING_MLSR_CACHE", str(tmp_path))
