@@ -30,7 +30,7 @@ from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.features.fill import DecodedImages, fill_features
 from lightning_mlsr.data.features.store import FeatureStore
 from lightning_mlsr.models.backbones import ImageBackbone
-from lightning_mlsr.training.data_inputs import feature_spec
+from lightning_mlsr.training.system.data_inputs import feature_spec
 
 
 def atomic_like_jpegs(n: int, size: int) -> list[bytes]:

@@ -69,7 +69,7 @@ def zero_shot(name: str) -> Model:
     from lightning_mlsr.data.settings import BatchingSettings
     from lightning_mlsr.models.dense import DenseTextHead
     from lightning_mlsr.models.text import MLMHead
-    from lightning_mlsr.training.module import SparseBiEncoder
+    from lightning_mlsr.training.system.module import SparseBiEncoder
 
     if name == "splade":  # lightning_mlsr.baselines.splade: max pooling, 32 wordpieces
         system = SparseBiEncoder(MLMHead("splade-tiny"), MLMHead("splade-tiny"))
@@ -193,7 +193,7 @@ def emoji_lane(m: Model, args: argparse.Namespace) -> Lane:
     metrics), and the lane that times the same queries one by one."""
     from lightning_mlsr.retrieval.evaluation import retrieve, score
     from lightning_mlsr.retrieval.index import InvertedIndex
-    from lightning_mlsr.training.evaluator import encode_split
+    from lightning_mlsr.training.callbacks.evaluator import encode_split
 
     enc = encode_split(m.system, m.datamodule, args.split)
     index = None

@@ -217,7 +217,7 @@ def measure_first_batch(root: str, started: float) -> dict[str, float]:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.data.settings import BatchingSettings
     from lightning_mlsr.models import ImageMLMHead, MLPHead
-    from lightning_mlsr.training.data_inputs import batch_inputs
+    from lightning_mlsr.training.system.data_inputs import batch_inputs
 
     dm = RetrievalDataModule(root, batching=BatchingSettings(batch_size=64, num_workers=1))
     image = ImageMLMHead(
@@ -240,8 +240,8 @@ def measure_eval(root: str, corpus: int) -> dict[str, float]:
     from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings
     from lightning_mlsr.models import MLPHead
     from lightning_mlsr.retrieval.evaluation import retrieve, score
-    from lightning_mlsr.training.evaluator import encode_split
-    from lightning_mlsr.training.module import SparseBiEncoder
+    from lightning_mlsr.training.callbacks.evaluator import encode_split
+    from lightning_mlsr.training.system.module import SparseBiEncoder
 
     torch.manual_seed(0)
     module = SparseBiEncoder(MLPHead(pooling="sum"), MLPHead(pooling="max"))

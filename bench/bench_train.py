@@ -83,7 +83,7 @@ from train_profile import profile_cell  # noqa: E402
 from train_report import Cell, markdown  # noqa: E402
 
 from lightning_mlsr.training.cli import BASE_CONFIG, main  # noqa: E402
-from lightning_mlsr.training.module import SparseBiEncoder  # noqa: E402
+from lightning_mlsr.training.system.module import SparseBiEncoder  # noqa: E402
 
 #: name -> (experiment file, extra CLI overrides)
 CONFIGS: dict[str, tuple[str, list[str]]] = {

@@ -15,7 +15,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_mlsr.training.module import SparseBiEncoder, lr_schedule
+from lightning_mlsr.training.system.module import SparseBiEncoder, lr_schedule
 
 Batch = dict[str, Any]
 Precision = Literal["32-true", "bf16-mixed"]

@@ -12,7 +12,7 @@ from typing import Any
 from measurement import device_name, quiet_logs
 from train_paths import PATHS, Batch, Precision, run_lightning, run_plain
 
-from lightning_mlsr.training.module import SparseBiEncoder
+from lightning_mlsr.training.system.module import SparseBiEncoder
 
 #: profiler events where the host reads a device value or copies (a sync on a GPU, except
 #: an asynchronous copy from pinned memory)

@@ -13,7 +13,7 @@ import torch
 
 import lightning_mlsr.io.atomic as atomic
 from lightning_mlsr.io.atomic import atomic_write, is_disk_full
-from lightning_mlsr.training.checkpointing import AtomicCheckpointIO
+from lightning_mlsr.training.callbacks.checkpointing import AtomicCheckpointIO
 
 TORCH_SHORT_WRITE = "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
 

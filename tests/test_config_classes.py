@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from lightning_mlsr.training.callbacks.checkpointing import RunCheckpoint
+from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator
 from lightning_mlsr.training.cli import main
+from lightning_mlsr.training.moved_classes import current_class_path
 from lightning_mlsr.training.trusted_classes import (
     ALLOW_ENV,
     UntrustedClassError,
@@ -64,3 +67,28 @@ def test_the_bundled_configs_name_only_trusted_classes_and_the_environment_widen
     monkeypatch.setenv(ALLOW_ENV, "mylabs")  # a prefix is a whole module name
     with pytest.raises(UntrustedClassError):
         check_run_config(config, "here")
+
+
+def test_a_run_config_saved_before_a_move_builds_the_classes_at_their_new_place(
+    tmp_path: Path,
+) -> None:
+    """A run's ``config.yaml`` written before ``training/`` was cut by role names its
+    callbacks by their old class paths: the CLI reads it through the alias table."""
+    heads = EXPERIMENTS / "parts" / "heads"
+    saved = tmp_path / "config.yaml"
+    saved.write_text(
+        f"model:\n  query_encoder: {heads / 'mlp_query.yaml'}\n"
+        f"  doc_encoder: {heads / 'mlm.yaml'}\n"
+        "trainer:\n  logger: false\n  callbacks:\n"
+        "  - class_path: lightning_mlsr.training.evaluator.RetrievalEvaluator\n"
+        "    init_args: {k: 10}\n"
+        "  - class_path: lightning_mlsr.training.checkpointing.RunCheckpoint\n"
+    )
+    cli = main(["--config", str(saved), f"--trainer.default_root_dir={tmp_path}"], run=False)
+    evaluators = [c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvaluator)]
+    assert [e.k for e in evaluators] == [10]
+    assert any(isinstance(c, RunCheckpoint) for c in cli.trainer.callbacks)
+    assert current_class_path("lightning_mlsr.training.progress.ProgressLines") == (
+        "lightning_mlsr.training.callbacks.progress.ProgressLines"
+    )
+    assert current_class_path("lightning_mlsr.models.MLMHead") == "lightning_mlsr.models.MLMHead"

@@ -25,7 +25,7 @@ from lightning_mlsr.data.training.pairs import false_negative_mask
 from lightning_mlsr.io.checkpoints import load_checkpoint
 from lightning_mlsr.models import ImageMLMHead, MLPHead
 from lightning_mlsr.objectives.ranking import gathered_false_negatives
-from lightning_mlsr.training.data_inputs import batch_inputs
+from lightning_mlsr.training.system.data_inputs import batch_inputs
 from tests.helpers import write_atomic
 
 # T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other

@@ -111,7 +111,7 @@ def full_depth_check(bundled: dict, scores: np.ndarray, indices: np.ndarray) -> 
 
 
 def test_quantize_rounds_as_the_jsonl_export_and_files_match_it(tmp_path: Path) -> None:
-    from lightning_mlsr.training.vector_writer import write_json_vectors
+    from lightning_mlsr.training.callbacks.vector_writer import write_json_vectors
 
     rng = np.random.default_rng(0)
     weights = sp.random(20, 50, density=0.2, random_state=1, dtype=np.float32, format="csr")

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from lightning_mlsr.retrieval.metrics import evaluate
+from lightning_mlsr.training.callbacks.evaluator import encode_split
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.evaluator import encode_split
 from tests.helpers import brute_force_run, dense_teacher_checkpoint
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from lightning_mlsr.training.callbacks.vector_writer import write_json_vectors
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.vector_writer import write_json_vectors
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 from lightning_mlsr.data.features import shards as feature_shards
 from lightning_mlsr.data.features.fill import fill_features
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
-from lightning_mlsr.training.data_inputs import feature_spec
+from lightning_mlsr.training.system.data_inputs import feature_spec
 from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
     from lightning_mlsr.data import datamodule as dm_module
     from lightning_mlsr.data.settings import BatchingSettings, FeatureSettings
     from lightning_mlsr.models import ImageMLMHead, MLPHead
-    from lightning_mlsr.training.data_inputs import batch_inputs
+    from lightning_mlsr.training.system.data_inputs import batch_inputs
     from tests.helpers import write_atomic
 
     calls: list[int] = []

@@ -18,7 +18,7 @@ from lightning_mlsr.data.features.key_index import KeyIndex, RequestedKeys, RowL
 from lightning_mlsr.data.features.shards import FeatureCacheError, ShardWriter, WrittenShard
 from lightning_mlsr.data.features.store import FeatureStore
 from lightning_mlsr.data.inputs import FeatureSpec
-from lightning_mlsr.training.data_inputs import feature_spec
+from lightning_mlsr.training.system.data_inputs import feature_spec
 from tests.test_features import direct, make_backbone, make_images
 
 

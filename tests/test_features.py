@@ -22,7 +22,7 @@ from PIL import Image
 from lightning_mlsr.data import DataError, ImageTable
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from lightning_mlsr.models.backbones import ImageBackbone
-from lightning_mlsr.training.data_inputs import feature_spec
+from lightning_mlsr.training.system.data_inputs import feature_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 24
@@ -210,7 +210,7 @@ def test_corrupt_images_are_counted_skips_or_errors(
 FILL_SCRIPT = """
 import sys, time
 from lightning_mlsr.data.features.store import FeatureStore
-from lightning_mlsr.training.data_inputs import feature_spec
+from lightning_mlsr.training.system.data_inputs import feature_spec
 from tests.test_features import make_backbone, make_images
 
 store = FeatureStore(feature_spec(make_backbone()), make_images(), cache_dir=sys.argv[1], batch_size=2,

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
-from lightning_mlsr.training.data_inputs import feature_spec
+from lightning_mlsr.training.system.data_inputs import feature_spec
 from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 

@@ -155,7 +155,7 @@ def test_head_contract_forward_backward(config: str) -> None:
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_inputs_name_what_the_data_must_provide(config: str) -> None:
-    from lightning_mlsr.training.data_inputs import side_inputs
+    from lightning_mlsr.training.system.data_inputs import side_inputs
 
     head = build(config)
     spec = side_inputs(head)

@@ -295,7 +295,7 @@ def test_the_module_starts_a_static_table_from_the_training_captions_unless_weig
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.models import MLPHead
     from lightning_mlsr.models.static import idf_weights
-    from lightning_mlsr.training.module import SparseBiEncoder
+    from lightning_mlsr.training.system.module import SparseBiEncoder
 
     datamodule = RetrievalDataModule()
     model = SparseBiEncoder(StaticQueryHead(init="idf"), MLPHead())

@@ -17,10 +17,10 @@ from lightning_mlsr.objectives.distillation import KLDistillation
 from lightning_mlsr.objectives.ranking import InfoNCE
 from lightning_mlsr.objectives.regularizers import FLOPS, L1
 from lightning_mlsr.retrieval.metrics import evaluate
+from lightning_mlsr.training.callbacks.evaluator import encode_split
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.evaluator import encode_split
-from lightning_mlsr.training.module import SparseBiEncoder
-from lightning_mlsr.training.optimization import Optimization, lr_schedule
+from lightning_mlsr.training.system.module import SparseBiEncoder
+from lightning_mlsr.training.system.optimization import Optimization, lr_schedule
 from tests.helpers import brute_force_run, dense_teacher_checkpoint, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]

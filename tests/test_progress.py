@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from lightning_mlsr.training.callbacks.progress import (
+    ProgressLines,
+    format_metrics,
+    wants_log_lines,
+)
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.progress import ProgressLines, format_metrics, wants_log_lines
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

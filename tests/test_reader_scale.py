@@ -22,7 +22,7 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.evaluation_corpus import eval_corpus_rows
 from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings, ReadingSettings
 from lightning_mlsr.models import ImageMLMHead, MLPHead
-from lightning_mlsr.training.data_inputs import batch_inputs
+from lightning_mlsr.training.system.data_inputs import batch_inputs
 
 N_IMAGES = 300
 GROUP = 50  # rows per parquet row group, as Hugging Face writes image datasets (100)
@@ -251,7 +251,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     import hashlib as _hashlib
 
     from lightning_mlsr.data.features.store import FeatureStore
-    from lightning_mlsr.training.data_inputs import feature_spec
+    from lightning_mlsr.training.system.data_inputs import feature_spec
     from tests.test_features import direct, make_backbone
 
     root = write_synthetic(tmp_path / "c", corrupt={})

@@ -19,9 +19,9 @@ from lightning_mlsr.data.training.sampler import ResumableSampler
 from lightning_mlsr.io.checkpoints import load_checkpoint, newest_resumable
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.objectives.regularizers import FLOPS
-from lightning_mlsr.training.checkpointing import RunCheckpoint
-from lightning_mlsr.training.data_inputs import batch_inputs
-from lightning_mlsr.training.module import SparseBiEncoder
+from lightning_mlsr.training.callbacks.checkpointing import RunCheckpoint
+from lightning_mlsr.training.system.data_inputs import batch_inputs
+from lightning_mlsr.training.system.module import SparseBiEncoder
 from tests.helpers import quiet_trainer
 
 

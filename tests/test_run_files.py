@@ -16,9 +16,9 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.retrieval.trec import read_trec_run
+from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.evaluator import RetrievalEvaluator
-from lightning_mlsr.training.module import SparseBiEncoder
+from lightning_mlsr.training.system.module import SparseBiEncoder
 from tests.helpers import quiet_trainer
 
 pytrec_eval = pytest.importorskip("pytrec_eval")

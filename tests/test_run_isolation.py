@@ -19,13 +19,13 @@ import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from lightning_mlsr.io.checkpoints import CheckpointError, load_checkpoint
-from lightning_mlsr.training.checkpointing import (
+from lightning_mlsr.training.callbacks.checkpointing import (
     AtomicCheckpointIO,
     RunCheckpoint,
     newest_resumable,
 )
+from lightning_mlsr.training.callbacks.fault_tolerance import CheckpointOnException
 from lightning_mlsr.training.cli import main
-from lightning_mlsr.training.fault_tolerance import CheckpointOnException
 
 REPO = Path(__file__).resolve().parents[1]
 M2 = str(REPO / "experiments" / "paper" / "m2_mlp_mlm_caption.yaml")
@@ -193,7 +193,7 @@ def test_run_files_and_exports_on_a_full_disk_keep_the_previous_file(
 
     import lightning_mlsr.io.atomic as atomic
     from lightning_mlsr.retrieval.trec import read_trec_run, write_trec_run
-    from lightning_mlsr.training.vector_writer import write_json_vectors
+    from lightning_mlsr.training.callbacks.vector_writer import write_json_vectors
 
     target = tmp_path / ("test.trec" if what == "trec run" else "corpus.jsonl")
 
@@ -219,7 +219,7 @@ def test_run_files_and_exports_on_a_full_disk_keep_the_previous_file(
 
 
 def test_the_cli_writes_checkpoints_atomically() -> None:
-    from lightning_mlsr.training.cli import _with_atomic_checkpoints
+    from lightning_mlsr.training.cli.trainer_cli import _with_atomic_checkpoints
 
     assert any(isinstance(p, AtomicCheckpointIO) for p in _with_atomic_checkpoints(None))
     mine = AtomicCheckpointIO()
@@ -478,7 +478,7 @@ def test_the_cli_names_itself_and_shows_the_logger_offline(
         main(["fit", "--config", M2, "--print_config"])
     printed = capsys.readouterr().out
     assert "offline: null" in printed  # resolved from WANDB_MODE, not a misleading false
-    from lightning_mlsr.training.loggers import WandbLogger
+    from lightning_mlsr.training.callbacks.loggers import WandbLogger
 
     for mode, offline in (("offline", True), ("dryrun", True), ("online", False)):
         monkeypatch.setenv("WANDB_MODE", mode)

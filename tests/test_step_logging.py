@@ -16,13 +16,13 @@ import pytest
 import torch
 from lightning.pytorch.loggers import Logger
 
-import lightning_mlsr.training.module as module
+import lightning_mlsr.training.system.module as module
 from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.objectives.ranking import InfoNCE
 from lightning_mlsr.objectives.regularizers import FLOPS
-from lightning_mlsr.training.module import SparseBiEncoder
+from lightning_mlsr.training.system.module import SparseBiEncoder
 from tests.helpers import quiet_trainer
 
 

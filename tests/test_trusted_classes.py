@@ -13,6 +13,7 @@ import torch
 
 from lightning_mlsr.hub import load_encoder, save_encoder
 from lightning_mlsr.models import LateFusionHead, MLMHead, MLPHead, StaticQueryHead
+from lightning_mlsr.training.system.module import SparseBiEncoder
 from lightning_mlsr.training.trusted_classes import (
     UntrustedClassError,
     check_checkpoint_hparams,
@@ -183,3 +184,12 @@ def test_what_fit_records_in_a_checkpoint_passes_the_check(config: str, tmp_path
     hparams = dict(cli.model.hparams)
     assert "_instantiator" in hparams and "query_encoder" in hparams
     check_checkpoint_hparams(hparams, "last.ckpt")
+
+
+def test_a_checkpoint_naming_the_training_module_by_its_old_place_passes_the_check() -> None:
+    """A checkpoint saved before ``training/`` was cut by role names the module's old class
+    path; the alias table translates it, and a foreign module is still refused."""
+    check_checkpoint_hparams({"_class_path": "lightning_mlsr.training.module.SparseBiEncoder"}, "x")
+    check_checkpoint_hparams({"_class_path": SparseBiEncoder.__module__ + ".SparseBiEncoder"}, "x")
+    with pytest.raises(UntrustedClassError, match="_class_path"):
+        check_checkpoint_hparams({"_class_path": "lightning_mlsr.training.module.Other"}, "x")

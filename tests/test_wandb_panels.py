@@ -11,8 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from lightning_mlsr.data import load_collection
-from lightning_mlsr.training.loggers import WandbLogger
-from lightning_mlsr.training.wandb_panels import log_sample_terms
+from lightning_mlsr.training.callbacks.loggers import WandbLogger
+from lightning_mlsr.training.callbacks.wandb_panels import log_sample_terms
 
 
 def test_the_sample_table_images_are_staged_inside_the_run_folder(

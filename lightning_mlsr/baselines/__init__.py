@@ -1,7 +1,7 @@
 """Untrained baselines, evaluated exactly like the trained models.
 
 Three reference points for the sparse bi-encoders, all scored on the same task as
-:class:`~lightning_mlsr.training.evaluator.RetrievalEvaluator`: the corpus is every image of the
+:class:`~lightning_mlsr.training.callbacks.evaluator.RetrievalEvaluator`: the corpus is every image of the
 collection (represented by its caption), the queries are a split's judged texts, the top
 ``k`` (1000) images are retrieved per query and the run is scored with
 :func:`lightning_mlsr.retrieval.metrics.evaluate` (trec_eval semantics).

@@ -32,7 +32,7 @@ class DenseTeacher(nn.Module):
     """A frozen dense bi-encoder: embeddings of tokenized texts and their in-batch scores.
 
     The teacher reads the same tokenized batch as the student, so its tokenizer must be the
-    student's (:class:`~lightning_mlsr.training.module.SparseBiEncoder` checks the
+    student's (:class:`~lightning_mlsr.training.system.module.SparseBiEncoder` checks the
     vocabularies). With ``checkpoint``, its weights come from a trained dense run (a
     Lightning checkpoint of e.g. ``experiments/baselines/dense_caption.yaml``: ``query_encoder.*`` and
     ``doc_encoder.*``); otherwise the backbone's own weights are used. It stays in eval mode

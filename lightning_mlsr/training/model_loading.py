@@ -22,7 +22,7 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.io.checkpoints import load_checkpoint
 from lightning_mlsr.models import SparseEncoder
 from lightning_mlsr.retrieval.batch_encoding import encode_loader
-from lightning_mlsr.training.module import SparseBiEncoder
+from lightning_mlsr.training.system.module import SparseBiEncoder
 from lightning_mlsr.training.trusted_classes import check_checkpoint_hparams
 
 __all__ = ["LoadedModel", "encode_corpus", "load_model", "text_backbone_of", "train", "vocabulary"]

@@ -31,6 +31,7 @@ from lightning_mlsr.models.encoder import Encoder
 from lightning_mlsr.models.registry import HEADS
 from lightning_mlsr.models.teacher import DenseTeacher
 from lightning_mlsr.objectives import distillation, ranking, regularizers
+from lightning_mlsr.training.moved_classes import current_class_path
 
 __all__ = [
     "UntrustedClassError",
@@ -43,7 +44,7 @@ __all__ = [
 
 #: the training module's own class and Lightning's instantiator, as a LightningCLI checkpoint
 #: records them (``_class_path``, ``_instantiator``)
-_MODULE_CLASS_PATH = "lightning_mlsr.training.module.SparseBiEncoder"
+_MODULE_CLASS_PATH = "lightning_mlsr.training.system.module.SparseBiEncoder"
 _INSTANTIATORS = (
     "lightning.pytorch.cli.instantiate_module",
     "pytorch_lightning.cli.instantiate_module",
@@ -149,8 +150,8 @@ def check_checkpoint_hparams(hparams: Mapping[str, Any], source: str) -> None:
     torch's optimizers (before jsonargparse or Lightning would import it)."""
     allowed = {**_heads(), **_training_classes()}
     what = "a lightning_mlsr head, loss, regularizer or teacher, or a torch optimizer"
-    module_path = hparams.get("_class_path")
-    if module_path is not None and module_path != _MODULE_CLASS_PATH:
+    module_path = hparams.get("_class_path")  # as saved: before or after a move
+    if module_path is not None and current_class_path(module_path) != _MODULE_CLASS_PATH:
         raise UntrustedClassError(
             f"{source}: hyper_parameters._class_path names {module_path!r}, not "
             f"{_MODULE_CLASS_PATH}; refusing to build it. Load only checkpoints written by "

@@ -1,7 +1,7 @@
 """``python -m lightning_mlsr.retrieval.index export``: write what PISA, Anserini or Seismic ingests.
 
 Reads the vectors ``predict`` exported (``<target>.npz`` + ``<target>.ids.txt``, see
-:mod:`lightning_mlsr.training.vector_writer`) and writes, into ``--out``:
+:mod:`lightning_mlsr.training.callbacks.vector_writer`) and writes, into ``--out``:
 
 - ``--engine anserini``: ``collection/docs.jsonl`` (``JsonVectorCollection`` of integer
   impacts), ``queries.tsv`` (``TsvString`` topics, terms repeated by impact) and, with

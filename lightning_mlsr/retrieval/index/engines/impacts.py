@@ -3,7 +3,7 @@
 Engines built for learned sparse retrieval (Anserini's impact search, PISA's ``quantized``
 scorer) store one non-negative integer per (document, term) and score a document by
 ``sum(query impact * document impact)`` over shared terms. :func:`quantize` makes those
-integers from float term weights exactly as :mod:`lightning_mlsr.training.vector_writer` does for its JSONL
+integers from float term weights exactly as :mod:`lightning_mlsr.training.callbacks.vector_writer` does for its JSONL
 (``round(weight * scale)``, entries that round to 0 dropped), so the project's exact index
 run on the quantized matrices gives the scores an engine must return.
 """

@@ -42,9 +42,9 @@ from lightning_mlsr.retrieval.index import InvertedIndex
 from lightning_mlsr.retrieval.index.inputs import check_k
 from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, trec_eval_command
 from lightning_mlsr.retrieval.trec import write_trec_run
-from lightning_mlsr.training.gather import gather_dense_rows, gather_sparse_rows
+from lightning_mlsr.training.callbacks.gather import gather_dense_rows, gather_sparse_rows
+from lightning_mlsr.training.callbacks.wandb_panels import log_sample_terms
 from lightning_mlsr.training.runs import run_dir
-from lightning_mlsr.training.wandb_panels import log_sample_terms
 
 log = logging.getLogger("lightning_mlsr")
 

@@ -71,7 +71,7 @@ class SparseVectorWriter(BasePredictionWriter):
 
     Args:
         output_dir: where files go (default: ``vectors/`` in the run's own directory, see
-            :func:`lightning_mlsr.training.cli.run_dir`, so two exports never share a directory).
+            :func:`lightning_mlsr.training.runs.run_dir`, so two exports never share a directory).
         formats: any of ``npz`` and ``jsonl``.
         scale: quantization factor of the JSONL integer weights.
         overwrite: replace files an earlier export left in ``output_dir`` (otherwise

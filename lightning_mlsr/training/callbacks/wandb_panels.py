@@ -1,6 +1,6 @@
 """W&B panels of an evaluation: sample images with their top terms, non-zero histograms.
 
-Logged by :class:`~lightning_mlsr.training.evaluator.RetrievalEvaluator` on the global-zero rank,
+Logged by :class:`~lightning_mlsr.training.callbacks.evaluator.RetrievalEvaluator` on the global-zero rank,
 only when the Trainer has a ``WandbLogger``.
 
 Everything the table needs stays in the W&B run's own folder (``<save_dir>/wandb/<run>/``):

@@ -25,7 +25,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lightning_mlsr.training.cli import BASE_CONFIG, MLSRCLI, quiet_startup_noise
+from lightning_mlsr.training.cli.trainer_cli import (
+    BASE_CONFIG,
+    MLSRCLI,
+    PARSER_MODE,
+    quiet_startup_noise,
+)
 
 __all__ = ["FeaturesCLI", "main"]
 
@@ -82,7 +87,7 @@ def main(args: list[str] | None = None) -> None:
     from lightning.fabric import Fabric
 
     from lightning_mlsr.data.datamodule import RetrievalDataModule
-    from lightning_mlsr.training.module import SparseBiEncoder
+    from lightning_mlsr.training.system.module import SparseBiEncoder
 
     cli = FeaturesCLI(
         SparseBiEncoder,
@@ -92,6 +97,7 @@ def main(args: list[str] | None = None) -> None:
         auto_configure_optimizers=False,
         parser_kwargs={
             "default_config_files": [str(BASE_CONFIG)],
+            "parser_mode": PARSER_MODE,
             "prog": "python -m lightning_mlsr features",
             "description": "Fill the frozen image-feature cache on the trainer's devices.",
         },

@@ -3,7 +3,7 @@
 Everything interchangeable is injected (query/document encoders, loss, regularizers,
 distillation teacher and loss, optimizer) and chosen in YAML with ``class_path``/
 ``init_args``. Index building and retrieval metrics live in
-:mod:`lightning_mlsr.training.evaluator`; precision and device placement belong to the Trainer.
+:mod:`lightning_mlsr.training.callbacks.evaluator`; precision and device placement belong to the Trainer.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from lightning_mlsr.models.teacher import DenseTeacher
 from lightning_mlsr.objectives.distillation import ScoreDistillation
 from lightning_mlsr.objectives.ranking import InfoNCE, gathered_false_negatives
 from lightning_mlsr.objectives.regularizers import Regularizer
-from lightning_mlsr.training.data_inputs import batch_inputs
-from lightning_mlsr.training.optimization import GROUPS, Optimization, lr_schedule
-from lightning_mlsr.training.teacher_checkpoint import leave_teacher_out, put_teacher_back
+from lightning_mlsr.training.system.data_inputs import batch_inputs
+from lightning_mlsr.training.system.optimization import GROUPS, Optimization, lr_schedule
+from lightning_mlsr.training.system.teacher_checkpoint import leave_teacher_out, put_teacher_back
 
 __all__ = ["SparseBiEncoder"]
 
@@ -62,7 +62,7 @@ class SparseBiEncoder(L.LightningModule):
         optimizer: e.g. ``torch.optim.AdamW`` with its ``lr`` in YAML (default: AdamW,
             lr 1e-4, weight decay 0.01).
         optimization: parameter groups and the learning-rate schedule
-            (:class:`~lightning_mlsr.training.optimization.Optimization`).
+            (:class:`~lightning_mlsr.training.system.optimization.Optimization`).
         teacher: the frozen dense teacher whose in-batch scores the student distils
             (:class:`~lightning_mlsr.models.teacher.DenseTeacher`); needs ``distillation``.
         distillation: the loss between the student's in-batch scores and the teacher's
@@ -128,7 +128,7 @@ class SparseBiEncoder(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Leave the frozen teacher's weights out, keeping their fingerprint
-        (:mod:`lightning_mlsr.training.teacher_checkpoint`)."""
+        (:mod:`lightning_mlsr.training.system.teacher_checkpoint`)."""
         if self.teacher is not None:
             leave_teacher_out(checkpoint, self.teacher)
 

@@ -1,6 +1,6 @@
 """``python -m lightning_mlsr fit|validate|test|predict --config experiments/<name>.yaml``.
 
-A LightningCLI over :class:`~lightning_mlsr.training.module.SparseBiEncoder` and
+A LightningCLI over :class:`~lightning_mlsr.training.system.module.SparseBiEncoder` and
 :class:`~lightning_mlsr.data.datamodule.RetrievalDataModule`. The shared defaults in
 ``lightning_mlsr/configs/base.yaml`` are always loaded first, so an experiment file states
 only what differs. W&B logs offline unless ``WANDB_MODE`` says otherwise.
@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any, cast
 
+import yaml
+from jsonargparse import get_loader, set_loader
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
@@ -24,11 +26,21 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_mlsr.io.checkpoints import CheckpointError, load_checkpoint, newest_resumable
-from lightning_mlsr.training.checkpointing import AtomicCheckpointIO
+from lightning_mlsr.training.callbacks.checkpointing import AtomicCheckpointIO
+from lightning_mlsr.training.moved_classes import current_class_paths
 from lightning_mlsr.training.runs import evaluate_into_checkpoint_run, run_dir
 from lightning_mlsr.training.trusted_classes import UntrustedClassError, check_checkpoint_hparams
 
-BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
+
+#: the parser mode of every configuration the CLI reads: YAML, with the class paths of
+#: moved modules replaced by their new place (a run's ``config.yaml`` saved before a move)
+PARSER_MODE = "lightning_mlsr"
+set_loader(
+    PARSER_MODE,
+    lambda text: current_class_paths(get_loader("yaml")(text)),
+    (yaml.YAMLError,),
+)
 
 __all__ = ["BASE_CONFIG", "MLSRCLI", "RunConfigCallback", "main", "quiet_startup_noise"]
 
@@ -53,7 +65,7 @@ def quiet_startup_noise() -> None:
     - transformers' "Loading weights" bars for the 2-layer backbones (instant here).
 
     The W&B "anonymous" warning is avoided at its source by
-    :class:`lightning_mlsr.training.loggers.WandbLogger`.
+    :class:`lightning_mlsr.training.callbacks.loggers.WandbLogger`.
     """
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropMessages) for f in rank_zero.filters):
@@ -156,13 +168,13 @@ class MLSRCLI(LightningCLI):
     """LightningCLI with the project's base config loaded first."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        defaults = {"default_config_files": [str(BASE_CONFIG)]}
+        defaults = {"default_config_files": [str(BASE_CONFIG)], "parser_mode": PARSER_MODE}
         parser_kwargs: dict[str, Any] = (
             {cmd: dict(defaults) for cmd in ("fit", "validate", "test", "predict")}
             if kwargs.get("run", True)
             else dict(defaults)  # no subcommand (run=False): the main parser reads it
         )
-        parser_kwargs["prog"] = "python -m lightning_mlsr"
+        parser_kwargs.update(prog="python -m lightning_mlsr", parser_mode=PARSER_MODE)
         kwargs.setdefault("parser_kwargs", parser_kwargs)
         kwargs.setdefault("save_config_callback", RunConfigCallback)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -181,9 +193,9 @@ class MLSRCLI(LightningCLI):
 
         A live bar prints nothing useful into a job log, so when stdout/stderr is not a
         terminal (and no progress bar was configured, and bars are not switched off) the
-        Trainer gets :class:`~lightning_mlsr.training.progress.ProgressLines` instead.
+        Trainer gets :class:`~lightning_mlsr.training.callbacks.progress.ProgressLines` instead.
         """
-        from lightning_mlsr.training.progress import ProgressLines, wants_log_lines
+        from lightning_mlsr.training.callbacks.progress import ProgressLines, wants_log_lines
 
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         configured = trainer_config.get("callbacks") or []
@@ -252,6 +264,7 @@ class MLSRCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         if not hparams:
             return
+        hparams = current_class_paths(hparams)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         stated = _flatten(config.get("model"))
@@ -344,7 +357,7 @@ def main(args: list[str] | None = None, run: bool = True) -> MLSRCLI:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_startup_noise()
     from lightning_mlsr.data.datamodule import RetrievalDataModule
-    from lightning_mlsr.training.module import SparseBiEncoder
+    from lightning_mlsr.training.system.module import SparseBiEncoder
 
     try:
         return MLSRCLI(

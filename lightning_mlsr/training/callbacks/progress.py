@@ -11,7 +11,7 @@ steps and one after every validation::
     [val] epoch 0 step 123 | nDCG@10 0.3125 AP 0.2410 ... | 14.2 s
 
 The CLI picks it automatically (see :func:`wants_log_lines`); put
-``lightning_mlsr.training.progress.ProgressLines`` in ``trainer.callbacks`` to force it.
+``lightning_mlsr.training.callbacks.progress.ProgressLines`` in ``trainer.callbacks`` to force it.
 """
 
 from __future__ import annotations
