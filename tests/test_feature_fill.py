@@ -242,3 +242,22 @@ def test_the_features_command_fills_with_two_processes(tmp_path: Path) -> None:
     assert len(by_pid) == 2  # both processes wrote
     first, second = by_pid.values()
     assert not first & second and len(first | second) == 4  # the collection's 4 images
+
+
+def test_features_is_a_subcommand_of_the_cli_with_its_own_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python -m lightning_mlsr --help`` lists ``features`` beside the Trainer's
+    subcommands, and ``features --help`` shows the fit's options and ``--rows``."""
+    from lightning_mlsr.training.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert "{fit,validate,test,predict,features}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["features", "--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert "Fill the frozen image-feature cache" in shown
+    assert "--rows {run,all}" in shown and "--trainer.devices" in shown

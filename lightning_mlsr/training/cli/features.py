@@ -10,58 +10,41 @@ read and decode; ``--data.features.batch_size`` sets the images per forward pass
 ``--config`` / ``--data.*`` / ``--model.*`` as ``fit`` apply, so the fill writes exactly the
 cache the fit then reads. Interrupted, it keeps every finished shard; run it again to go on.
 
-The processes are launched by Lightning Fabric from the ``trainer:`` settings (no Trainer,
-callbacks or logger are built: nothing is trained or logged).
+A subcommand of :class:`~lightning_mlsr.training.cli.trainer_cli.MLSRCLI`, which builds the
+model and the DataModule for it but no Trainer (nothing is trained or logged); the processes
+are launched by Lightning Fabric from the ``trainer:`` settings.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
-import warnings
 from typing import Any, Literal
 
 import numpy as np
 
-from lightning_mlsr.training.cli.trainer_cli import (
-    BASE_CONFIG,
-    MLSRCLI,
-    PARSER_MODE,
-    quiet_startup_noise,
-)
-
-__all__ = ["FeaturesCLI", "main"]
+__all__ = ["FEATURES", "FEATURES_HELP", "add_features_arguments", "fabric_strategy", "fill"]
 
 log = logging.getLogger("lightning_mlsr.data")
+
+#: the subcommand's name and its one-line help
+FEATURES = "features"
+FEATURES_HELP = "Fill the frozen image-feature cache on the trainer's devices."
 
 #: strategies whose launch and process group suit a fill (the model itself is not wrapped)
 _LAUNCHERS = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
-class FeaturesCLI(MLSRCLI):
-    """The fit's parser (base config, ``--config``, ``--trainer.*``, ``--data.*``,
-    ``--model.*``) plus ``--rows``; builds the model and the DataModule, not a Trainer."""
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        super().add_arguments_to_parser(parser)
-        parser.add_argument(
-            "--rows",
-            type=Literal["run", "all"],
-            default="run",
-            help="which images: 'run' (those a fit of this config reads: the train pairs' "
-            "images and the evaluation corpora) or 'all' (every image of the collection)",
-        )
-
-    def instantiate_classes(self) -> None:
-        config = self.config
-        config.trainer.callbacks = None  # a fill trains and logs nothing
-        config.trainer.logger = False
-        self.config_init = self.parser.instantiate_classes(config)
-        self.datamodule = self._get(self.config_init, "data")
-        self.model = self._get(self.config_init, "model")
-        self.datamodule.set_batch_inputs(self.model.batch_inputs())  # no Trainer runs setup
+def add_features_arguments(parser: Any) -> None:
+    """The subcommand's own argument beside the fit's: ``--rows``."""
+    parser.add_argument(
+        "--rows",
+        type=Literal["run", "all"],
+        default="run",
+        help="which images: 'run' (those a fit of this config reads: the train pairs' "
+        "images and the evaluation corpora) or 'all' (every image of the collection)",
+    )
 
 
 def fabric_strategy(strategy: Any) -> str:
@@ -77,32 +60,11 @@ def fabric_strategy(strategy: Any) -> str:
     return "auto"
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m lightning_mlsr features``."""
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    quiet_startup_noise()
-    # the subcommand's own arguments are passed explicitly (sys.argv also holds "features")
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+def fill(trainer: Any, datamodule: Any, rows: str) -> None:
+    """Fill ``datamodule``'s frozen image features (``rows``: ``"run"`` or ``"all"``) on the
+    devices the ``trainer:`` settings name, one process per device."""
     from lightning.fabric import Fabric
 
-    from lightning_mlsr.data.datamodule import RetrievalDataModule
-    from lightning_mlsr.training.system.module import SparseBiEncoder
-
-    cli = FeaturesCLI(
-        SparseBiEncoder,
-        RetrievalDataModule,
-        args=args,
-        run=False,
-        auto_configure_optimizers=False,
-        parser_kwargs={
-            "default_config_files": [str(BASE_CONFIG)],
-            "parser_mode": PARSER_MODE,
-            "prog": "python -m lightning_mlsr features",
-            "description": "Fill the frozen image-feature cache on the trainer's devices.",
-        },
-    )
-    trainer = cli.config.trainer
     fabric = Fabric(
         accelerator=trainer.accelerator or "auto",
         devices=trainer.devices if trainer.devices is not None else "auto",
@@ -110,7 +72,7 @@ def main(args: list[str] | None = None) -> None:
         strategy=fabric_strategy(trainer.strategy),
         precision=trainer.precision,
     )
-    fabric.launch(functools.partial(_fill, datamodule=cli.datamodule, rows=cli.config.rows))
+    fabric.launch(functools.partial(_fill, datamodule=datamodule, rows=rows))
 
 
 def _fill(fabric: Any, datamodule: Any, rows: str) -> None:

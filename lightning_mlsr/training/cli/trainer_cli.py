@@ -1,4 +1,4 @@
-"""``python -m lightning_mlsr fit|validate|test|predict --config experiments/<name>.yaml``.
+"""``python -m lightning_mlsr fit|validate|test|predict|features --config experiments/<name>.yaml``.
 
 A LightningCLI over :class:`~lightning_mlsr.training.system.module.SparseBiEncoder` and
 :class:`~lightning_mlsr.data.datamodule.RetrievalDataModule`. The shared defaults in
@@ -8,75 +8,35 @@ only what differs. W&B logs offline unless ``WANDB_MODE`` says otherwise.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import signal
-import warnings
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
-from jsonargparse import get_loader, set_loader
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_mlsr.io.checkpoints import CheckpointError, load_checkpoint, newest_resumable
 from lightning_mlsr.training.callbacks.checkpointing import AtomicCheckpointIO
+from lightning_mlsr.training.cli.config_files import PARSER_MODE, RunConfigCallback
+from lightning_mlsr.training.cli.features import (
+    FEATURES,
+    FEATURES_HELP,
+    add_features_arguments,
+    fill,
+)
+from lightning_mlsr.training.cli.startup import quiet_startup_noise
 from lightning_mlsr.training.moved_classes import current_class_paths
-from lightning_mlsr.training.runs import evaluate_into_checkpoint_run, run_dir
+from lightning_mlsr.training.runs import evaluate_into_checkpoint_run
 from lightning_mlsr.training.trusted_classes import UntrustedClassError, check_checkpoint_hparams
 
 BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
 
-#: the parser mode of every configuration the CLI reads: YAML, with the class paths of
-#: moved modules replaced by their new place (a run's ``config.yaml`` saved before a move)
-PARSER_MODE = "lightning_mlsr"
-set_loader(
-    PARSER_MODE,
-    lambda text: current_class_paths(get_loader("yaml")(text)),
-    (yaml.YAMLError,),
-)
-
-__all__ = ["BASE_CONFIG", "MLSRCLI", "RunConfigCallback", "main", "quiet_startup_noise"]
-
-
-class _DropMessages(logging.Filter):
-    """Drops log records whose message starts with one of ``prefixes``."""
-
-    def __init__(self, *prefixes: str) -> None:
-        super().__init__()
-        self.prefixes = prefixes
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(self.prefixes)
-
-
-def quiet_startup_noise() -> None:
-    """Silence start-up output that tells a researcher nothing, and only that.
-
-    - Lightning's advertisement for litlogger (an info record, every run);
-    - PyTorch's ``LeafSpec`` deprecation raised from inside Lightning's own pytree helper
-      (nothing a user can act on; other deprecations stay visible);
-    - transformers' "Loading weights" bars for the 2-layer backbones (instant here).
-
-    The W&B "anonymous" warning is avoided at its source by
-    :class:`lightning_mlsr.training.callbacks.loggers.WandbLogger`.
-    """
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropMessages) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
-    warnings.filterwarnings(
-        "ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning
-    )
-    with contextlib.suppress(ImportError):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+__all__ = ["BASE_CONFIG", "MLSRCLI", "main"]
 
 
 _SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
@@ -138,37 +98,19 @@ def _run_config_hint(ckpt_path: Path) -> str:
     return f" ({config})" if config.is_file() else ""
 
 
-class RunConfigCallback(SaveConfigCallback):
-    """Saves the resolved config into the run's own directory and into the logger.
-
-    Lightning's default writes ``config.yaml`` to ``trainer.log_dir``, which W&B shares
-    between runs — the second run in the same directory then refuses to start.
-    """
-
-    def __init__(self, parser: LightningArgumentParser, config: Any, **kwargs: Any) -> None:
-        kwargs["save_to_log_dir"] = False
-        super().__init__(parser, config, **kwargs)
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.logger is None or cast(Any, trainer).fast_dev_run:
-            return
-        path = run_dir(trainer) / self.config_filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True)
-        if isinstance(trainer.logger, Logger):
-            config = self.parser.dump(self.config, skip_none=False, format="json")
-            trainer.logger.log_hyperparams({"config": config})
-        if hasattr(trainer.logger, "experiment") and hasattr(trainer.logger.experiment, "save"):
-            # W&B: keep the YAML itself with the run's files (best effort: it is on disk)
-            with contextlib.suppress(Exception):
-                trainer.logger.experiment.save(str(path), base_path=str(path.parent), policy="now")
+#: every parser reads the base config first, and reads configurations in :data:`PARSER_MODE`
+_PARSER_DEFAULTS: dict[str, Any] = {
+    "default_config_files": [str(BASE_CONFIG)],
+    "parser_mode": PARSER_MODE,
+}
 
 
 class MLSRCLI(LightningCLI):
-    """LightningCLI with the project's base config loaded first."""
+    """LightningCLI with the project's base config loaded first, and one subcommand beside
+    the Trainer's: ``features`` (:mod:`~lightning_mlsr.training.cli.features`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        defaults = {"default_config_files": [str(BASE_CONFIG)], "parser_mode": PARSER_MODE}
+        defaults = _PARSER_DEFAULTS
         parser_kwargs: dict[str, Any] = (
             {cmd: dict(defaults) for cmd in ("fit", "validate", "test", "predict")}
             if kwargs.get("run", True)
@@ -179,6 +121,21 @@ class MLSRCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", RunConfigCallback)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(*args, **kwargs)
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's subcommands, one per Trainer method, then ``features``: the same
+        arguments as ``fit`` (base config, ``--config``, ``--trainer.*``, ``--model.*``,
+        ``--data.*``) and ``--rows``; it builds the model and the DataModule, no Trainer."""
+        super()._add_subcommands(parser, **kwargs)
+        features = self.init_parser(**_PARSER_DEFAULTS, description=FEATURES_HELP)
+        self._add_arguments(features)
+        add_features_arguments(features)
+        self._subcommand_parsers[FEATURES] = features
+        self._subcommand_method_arguments[FEATURES] = []
+        # the subcommands action Lightning's call added (jsonargparse allows one per parser)
+        subcommands = parser._subcommands_action
+        assert subcommands is not None
+        subcommands.add_subcommand(FEATURES, features, help=FEATURES_HELP)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -210,6 +167,23 @@ class MLSRCLI(LightningCLI):
         if "plugins" not in kwargs:
             kwargs["plugins"] = _with_atomic_checkpoints(trainer_config.get("plugins"))
         return super().instantiate_trainer(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        if self.subcommand != FEATURES:
+            return super().instantiate_classes()
+        config = self.config[FEATURES]
+        config.trainer.callbacks = None  # a fill trains and logs nothing
+        config.trainer.logger = False
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self.datamodule.set_batch_inputs(self.model.batch_inputs())  # no Trainer runs setup
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand != FEATURES:
+            return super()._run_subcommand(subcommand)
+        config = self.config[FEATURES]
+        fill(config.trainer, self.datamodule, config.rows)
 
     def before_instantiate_classes(self) -> None:
         """Refuse a configuration that would build a class from outside the package before
