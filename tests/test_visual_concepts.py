@@ -11,7 +11,7 @@ import torch
 
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.data.errors import DataError
-from tests.helpers import default_images, image_row, write_atomic
+from tests.helpers import YELLOW, default_images, image_row, write_atomic
 
 TOP_K = 3
 
@@ -115,3 +115,38 @@ def test_bad_options_are_errors(tmp_path) -> None:
         build_visual_concept_collection(source, tmp_path / "out", top_k=0)
     with pytest.raises(DataError, match="source collection itself"):
         build_visual_concept_collection(source, source)
+
+
+def test_a_collection_read_without_english_gets_the_concepts_at_its_first_language(
+    tmp_path,
+) -> None:
+    """stamps reads its documents in de, es, fr, it and nl (English is the query side): the
+    concepts go to the first of those, so its documents read them once, as configured."""
+    from lightning_mlsr.generate.visual_concepts import (
+        build_visual_concept_collection,
+        concept_language,
+    )
+
+    assert concept_language(None) == "en"
+    assert concept_language(("en", "de")) == "en"
+    assert concept_language(("de", "nl")) == "de"
+    first, _ = default_images()
+    yellow = image_row("I4", YELLOW, ["en", "de"], ["yellow square", "gelbes Quadrat"])
+    source = write_atomic(
+        tmp_path / "source",
+        images=(first, [yellow]),
+        collection_json={"caption_languages": ["de"]},
+    )
+    made = build_visual_concept_collection(source, tmp_path / "out", top_k=TOP_K, batch_size=2)
+    assert made["language"] == "de"
+    expected = _expected_concepts(source)
+    concepts = load_collection(tmp_path / "out", caption_fields=["caption_visual_concepts"])
+    for image_id, caption in zip(concepts.images.ids, concepts.images.captions(), strict=True):
+        assert caption == expected[image_id], image_id
+    english = load_collection(
+        tmp_path / "out",
+        caption_fields=["caption_visual_concepts"],
+        caption_languages=["en"],
+        on_missing_caption="keep",
+    )
+    assert set(english.images.captions()) == {""}
