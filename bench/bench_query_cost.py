@@ -193,7 +193,7 @@ def emoji_lane(m: Model, args: argparse.Namespace) -> Lane:
     metrics), and the lane that times the same queries one by one."""
     from lightning_mlsr.retrieval.evaluation import retrieve, score
     from lightning_mlsr.retrieval.index import InvertedIndex
-    from lightning_mlsr.training.callbacks.evaluator import encode_split
+    from lightning_mlsr.training.callbacks.split_encoding import encode_split
 
     enc = encode_split(m.system, m.datamodule, args.split)
     index = None

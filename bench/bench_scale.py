@@ -240,7 +240,7 @@ def measure_eval(root: str, corpus: int) -> dict[str, float]:
     from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings
     from lightning_mlsr.models import MLPHead
     from lightning_mlsr.retrieval.evaluation import retrieve, score
-    from lightning_mlsr.training.callbacks.evaluator import encode_split
+    from lightning_mlsr.training.callbacks.split_encoding import encode_split
     from lightning_mlsr.training.system.module import SparseBiEncoder
 
     torch.manual_seed(0)

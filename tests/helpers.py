@@ -169,7 +169,7 @@ def brute_force_run(encoded: Any, k: int, dense: bool) -> dict[str, dict[str, fl
 
     The oracle for the evaluator's index/faiss search: no index, every pair scored. Sparse
     runs keep only scores > 0 (as the inverted index does); ties go to the lower document
-    row, the index's order. ``encoded`` is a :class:`lightning_mlsr.training.callbacks.evaluator.EncodedSplit`.
+    row, the index's order. ``encoded`` is a :class:`lightning_mlsr.training.callbacks.split_encoding.EncodedSplit`.
     """
     queries, docs = encoded.queries, encoded.docs
     scores = (queries @ docs.T).toarray() if sp.issparse(queries) else queries @ docs.T  # (Q, N)

@@ -13,7 +13,8 @@ from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLMHead, MLPHead
 from lightning_mlsr.retrieval.metrics import evaluate
 from lightning_mlsr.retrieval.trec import read_trec_run
-from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator, encode_split
+from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.callbacks.split_encoding import encode_split
 from lightning_mlsr.training.system.module import SparseBiEncoder
 
 pytrec_eval = pytest.importorskip("pytrec_eval")

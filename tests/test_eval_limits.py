@@ -19,7 +19,8 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.settings import BatchingSettings
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.retrieval.metrics import evaluate
-from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator, batch_limit
+from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator
+from lightning_mlsr.training.callbacks.split_encoding import batch_limit
 from lightning_mlsr.training.system.module import SparseBiEncoder
 from tests.helpers import quiet_trainer
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from lightning_mlsr.retrieval.metrics import evaluate
-from lightning_mlsr.training.callbacks.evaluator import encode_split
+from lightning_mlsr.training.callbacks.split_encoding import encode_split
 from lightning_mlsr.training.cli import main
 from tests.helpers import brute_force_run, dense_teacher_checkpoint
 

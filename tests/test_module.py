@@ -17,7 +17,7 @@ from lightning_mlsr.objectives.distillation import KLDistillation
 from lightning_mlsr.objectives.ranking import InfoNCE
 from lightning_mlsr.objectives.regularizers import FLOPS, L1
 from lightning_mlsr.retrieval.metrics import evaluate
-from lightning_mlsr.training.callbacks.evaluator import encode_split
+from lightning_mlsr.training.callbacks.split_encoding import encode_split
 from lightning_mlsr.training.cli import main
 from lightning_mlsr.training.system.module import SparseBiEncoder
 from lightning_mlsr.training.system.optimization import Optimization, lr_schedule

@@ -13,6 +13,8 @@ the same run and the same figures:
   (:func:`~lightning_mlsr.retrieval.metrics.evaluate`) and, on request, a confidence
   interval per measure from :func:`mean_interval`, the bootstrap every interval in the
   package comes from.
+- :func:`write_evaluation` writes what was evaluated: the TREC run file and, next to it,
+  the per-query values and every figure as JSON.
 
 Imports no Lightning; torch only inside :func:`encode`.
 """
@@ -20,19 +22,22 @@ Imports no Lightning; torch only inside :func:`encode`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
 
+from lightning_mlsr.io.atomic import atomic_write_text
 from lightning_mlsr.retrieval.index import InvertedIndex, dense_search
 from lightning_mlsr.retrieval.index.inputs import check_k
-from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, Qrels, evaluate
-from lightning_mlsr.retrieval.trec import run_from_topk
+from lightning_mlsr.retrieval.metrics import DEFAULT_MEASURES, Qrels, evaluate, trec_eval_command
+from lightning_mlsr.retrieval.trec import run_from_topk, write_trec_run
 
 __all__ = [
     "INTERVAL_METHOD",
@@ -43,6 +48,7 @@ __all__ = [
     "retrieve",
     "score",
     "sparse_efficiency",
+    "write_evaluation",
 ]
 
 Run = dict[str, dict[str, float]]
@@ -208,3 +214,46 @@ def score(
             m: mean_interval(list(v.values()), confidence=confidence) for m, v in per_query.items()
         }
     return found
+
+
+def write_evaluation(
+    path: str | Path,
+    run: Run,
+    scores: Scores,
+    measures: Sequence[str],
+    figures: Mapping[str, float],
+    *,
+    tag: str = "lightning_mlsr",
+) -> dict[str, Any]:
+    """Write ``run`` as the TREC run file ``path`` and, next to it,
+    ``<path stem>.metrics.json``: ``per_query`` and ``aggregate`` values of ``measures``,
+    ``figures`` (whatever else was measured, by name), the trec_eval call that gives them and
+    the judged queries that retrieved nothing. Returns what the JSON holds.
+
+    Scores are written with ``repr``, so :func:`~lightning_mlsr.retrieval.trec.read_trec_run`
+    reads back the exact run. A judged query that retrieves nothing has no line in a TREC
+    run file, but it counts (as 0) in the means — ``trec_eval -c`` semantics — so scoring
+    the file without ``-c`` gives higher numbers; the JSON says which queries those are.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_trec_run(path, run, tag=tag)
+    per_query, judged = scores.per_query, scores.judged
+    empty = [q for q in judged if not run.get(q)]
+    command = trec_eval_command(measures, path.name)
+    report = {
+        "run_file": path.name,
+        "semantics": (
+            f"`{command}`: the mean over all {len(judged)} judged queries; a judged "
+            "query with no line in the run file scores 0. RR@k is not a trec_eval "
+            "measure: it is computed on trec_eval's ordering (score desc, docid desc)."
+        ),
+        "trec_eval_command": command,
+        "judged_queries": len(judged),
+        "queries_without_results": empty,
+        "aggregate": {m: scores.means[m] for m in measures},
+        "per_query": {q: {m: per_query[m][q] for m in measures} for q in judged},
+        "figures": dict(figures),
+    }
+    atomic_write_text(path.with_suffix(".metrics.json"), json.dumps(report, indent=1) + "\n")
+    return report

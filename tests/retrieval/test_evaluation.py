@@ -92,7 +92,8 @@ def test_callback_baseline_and_functions_agree_on_the_same_vectors(
     from lightning_mlsr.data.settings import BatchingSettings
     from lightning_mlsr.models import MLMHead
     from lightning_mlsr.retrieval.trec import read_trec_run
-    from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator, encode_split
+    from lightning_mlsr.training.callbacks.evaluator import RetrievalEvaluator
+    from lightning_mlsr.training.callbacks.split_encoding import encode_split
     from lightning_mlsr.training.system.module import SparseBiEncoder
 
     torch.manual_seed(0)
