@@ -4,11 +4,14 @@ interrupted fit left to resume from."""
 
 from __future__ import annotations
 
+import platform
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from research.report.registry import Registry
 
-__all__ = ["fit_command", "is_finished", "run_dir", "unfinished_checkpoint"]
+__all__ = ["fit_command", "fit_environment", "is_finished", "run_dir", "unfinished_checkpoint"]
 
 
 def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
@@ -48,3 +51,34 @@ def fit_command(registry: Registry, name: str, seed: int, root: Path) -> list[st
         "--trainer.enable_progress_bar=false",
         "--test_after_fit=false",
     ]
+
+
+def fit_environment() -> dict[str, Any]:
+    """What decides a fit's floating-point path besides its seed: the checkout's commit (and
+    whether it had uncommitted changes), the intra-op thread count and the library versions.
+    The same seed on another thread count or commit differs in the seventh digit after a few
+    steps, which a full fit grows like a change of seed (docs/evaluation.md)."""
+    import lightning
+    import torch
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": None if status is None else bool(status),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }

@@ -37,7 +37,13 @@ from research.report.cross_domain import (
     write_cross_domain,
 )
 from research.report.evaluations import evaluated_corpus, written_evaluation
-from research.report.fitting import fit_command, is_finished, run_dir, unfinished_checkpoint
+from research.report.fitting import (
+    fit_command,
+    fit_environment,
+    is_finished,
+    run_dir,
+    unfinished_checkpoint,
+)
 from research.report.locks import lock_path, run_lock
 from research.report.pipelines import fit_overrides, teacher_path
 from research.report.records import write_json
@@ -96,6 +102,8 @@ def train_and_evaluate(
         "steps": int(trainer.global_step),
         "fit_seconds": fit_seconds,  # of this attempt only, when it resumed another
         "overrides": extra,
+        # what a bit-identical refit needs besides the seed (docs/evaluation.md)
+        "environment": fit_environment(),
     }
     if resume is not None:
         metrics["resumed_from"] = str(resume.relative_to(root))

@@ -93,6 +93,10 @@ def test_a_relative_work_folder_resumes_its_unfinished_fit(
     assert f"--ckpt_path={last}" in calls[0]
     record = json.loads((tmp_path / "runs" / name / "seed43" / "metrics.json").read_text())
     assert record["resumed_from"] == "version_0/checkpoints/last.ckpt"
+    # what a bit-identical refit needs besides the seed
+    assert record["environment"]["torch_threads"] == torch.get_num_threads()
+    assert record["environment"]["torch"] == torch.__version__
+    assert record["environment"]["commit"] is None or len(record["environment"]["commit"]) == 40
     assert not last.exists()  # a finished run keeps no checkpoint
 
 
