@@ -121,26 +121,29 @@ def test_a_collection_read_without_english_gets_the_concepts_at_its_first_langua
     tmp_path,
 ) -> None:
     """stamps reads its documents in de, es, fr, it and nl (English is the query side): the
-    concepts go to the first of those, so its documents read them once, as configured."""
+    concepts go to the first of those each image has (some stamps have no German caption),
+    once, so its documents read them once, as configured."""
     from lightning_mlsr.generate.visual_concepts import (
         build_visual_concept_collection,
-        concept_language,
+        concept_languages,
     )
 
-    assert concept_language(None) == "en"
-    assert concept_language(("en", "de")) == "en"
-    assert concept_language(("de", "nl")) == "de"
+    assert concept_languages(None) == ("en",)
+    assert concept_languages(("en", "de")) == ("en",)
+    assert concept_languages(("de", "nl")) == ("de", "nl")
     first, _ = default_images()
-    yellow = image_row("I4", YELLOW, ["en", "de"], ["yellow square", "gelbes Quadrat"])
+    # no German caption: the Dutch one gets the concepts
+    yellow = image_row("I4", YELLOW, ["en", "nl", "nl"], ["yellow square", "geel", "gele"])
     source = write_atomic(
         tmp_path / "source",
         images=(first, [yellow]),
-        collection_json={"caption_languages": ["de"]},
+        collection_json={"caption_languages": ["de", "nl"]},
     )
     made = build_visual_concept_collection(source, tmp_path / "out", top_k=TOP_K, batch_size=2)
-    assert made["language"] == "de"
+    assert made["languages"] == ["de", "nl"]
     expected = _expected_concepts(source)
     concepts = load_collection(tmp_path / "out", caption_fields=["caption_visual_concepts"])
+    assert sorted(concepts.images.ids) == ["I1", "I2", "I3", "I4"]
     for image_id, caption in zip(concepts.images.ids, concepts.images.captions(), strict=True):
         assert caption == expected[image_id], image_id
     english = load_collection(

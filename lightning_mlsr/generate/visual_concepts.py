@@ -14,8 +14,8 @@ source's, and the images are the source's parquet files with one more column, a 
 aligned with ``language`` that holds the concepts at the English entries (at every entry
 when there is no ``language`` column) and empty strings elsewhere. A collection whose
 documents are read in other languages than English (``stamps``: its English captions are the
-queries) gets them at the first of its default caption languages instead, so that a model
-reading its documents as configured reads the concepts once. ``collection.json`` keeps
+queries) gets them at the first of its default caption languages each image has instead, so
+that a model reading its documents as configured reads the concepts once. ``collection.json`` keeps
 the source's defaults and records how the concepts were made; ``visual_concepts.tsv`` lists
 each image's classes with their probabilities, to read. No query or judgment is read: the
 concepts come from the pixels alone. An image that cannot be decoded gets no concepts
@@ -97,27 +97,36 @@ def top_classes(
     return indices, probs, errors
 
 
-def concept_language(caption_languages: Sequence[str] | None) -> str:
-    """The language entry the concepts are written at: English, unless the collection's
-    default caption languages leave English out, then the first of them."""
-    if caption_languages is None or "en" in caption_languages or not caption_languages:
-        return "en"
-    return caption_languages[0]
+def concept_languages(caption_languages: Sequence[str] | None) -> tuple[str, ...]:
+    """Where the concepts are written: ``("en",)`` (every English entry) unless the
+    collection's default caption languages leave English out; then those languages, in
+    order, of which each image's first present one gets the concepts once."""
+    if caption_languages is None or not caption_languages or "en" in caption_languages:
+        return ("en",)
+    return tuple(caption_languages)
 
 
-def _with_concepts(table: pa.Table, concepts: dict[str, str], language: str = "en") -> pa.Table:
-    """``table`` with :data:`FIELD` added: the concepts of each image at its ``language``
-    entries (every entry when there is no ``language`` column), empty elsewhere."""
+def _with_concepts(
+    table: pa.Table, concepts: dict[str, str], languages: tuple[str, ...] = ("en",)
+) -> pa.Table:
+    """``table`` with :data:`FIELD` added: the concepts of each image at its English
+    entries, or (``languages`` other than English) at the first entry of the first of
+    ``languages`` it has; every entry when there is no ``language`` column; empty elsewhere."""
     ids = table.column("image_id").to_pylist()
     has_language = "language" in table.column_names
     langs = table.column("language").to_pylist() if has_language else [None] * len(ids)
     column = []
     for image_id, lang in zip(ids, langs, strict=True):
         text = concepts.get(image_id, "")
+        codes = list(lang or [])
         if not has_language:
             column.append([text])
+        elif languages == ("en",):
+            column.append([text if code == "en" else "" for code in codes])
         else:
-            column.append([text if code == language else "" for code in (lang or [])])
+            first = next((c for c in languages if c in codes), None)
+            at = codes.index(first) if first is not None else -1
+            column.append([text if k == at else "" for k in range(len(codes))])
     if FIELD in table.column_names:
         raise DataError(f"the source images already have a {FIELD!r} column")
     return table.append_column(FIELD, pa.array(column, pa.list_(pa.string())))
@@ -153,9 +162,9 @@ def build_visual_concept_collection(
         os.symlink(path.resolve(), out / "texts" / f"{i:05d}-{path.name}")
     for path in layout.qrels_files:
         os.symlink(path.resolve(), out / "qrels" / path.name)
-    language = concept_language(collection.caption_languages)
+    languages = concept_languages(collection.caption_languages)
     for i, path in enumerate(layout.image_files):
-        table = _with_concepts(pq.read_table(path), concepts, language)
+        table = _with_concepts(pq.read_table(path), concepts, languages)
         pq.write_table(table, out / "images" / f"{i:05d}-{path.name}")
     unusable = collection.root / "unusable_images.tsv"
     if unusable.is_file():
@@ -175,7 +184,7 @@ def build_visual_concept_collection(
         "backbone": backbone,
         "classes": "ImageNet-1k (timm ImageNetInfo, first lemma of each synset)",
         "top_k": top_k,
-        "language": language,
+        "languages": list(languages),
         "images": len(image_ids),
         "undecodable": sum(e is not None for e in errors),
         "distinct_concepts": len({int(j) for j in indices[indices >= 0].ravel()}),
