@@ -9,7 +9,7 @@ import torch
 
 from lightning_mlsr.hub import load_encoder
 from lightning_mlsr.models import MLMHead, StaticQueryHead
-from tests.test_hub import perturbed, text_batch
+from tests.hub.test_hub import perturbed, text_batch
 
 
 def test_export_command_writes_both_sides_of_a_fit_checkpoint(tmp_path: Path) -> None:
