@@ -1,10 +1,10 @@
 """What a ``validate`` or ``test`` of a report run evaluated, read from the evaluator's public
 output, never from the callback's state.
 
-:class:`~lightning_mlsr.training.evaluator.RetrievalEvaluator` writes, at every ``validate``
-and ``test``, ``runs/<split>.metrics.json`` (every logged figure under ``figures``) and
-``runs/<split>.trec`` (the run, scores written exactly) into the run's own directory
-(:func:`lightning_mlsr.training.runs.run_dir`). The per-query values of the registry's
+:class:`~lightning_mlsr.training.callbacks.evaluator.RetrievalEvaluator` writes, at every
+``validate`` and ``test``, ``runs/<split>.metrics.json`` (every logged figure under
+``figures``) and ``runs/<split>.trec`` (the run, scores written exactly) into the run's own
+directory (:func:`lightning_mlsr.training.runs.run_dir`). The per-query values of the registry's
 measures are scored again from that run, and the image vectors the co-activation statistics
 are computed on are encoded again through the evaluator's own loop
 (:func:`~lightning_mlsr.retrieval.batch_encoding.encode_loader`), with the same loader, device
