@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from lightning_mlsr.analysis import compare_models
 from lightning_mlsr.analysis.vectors import ids_sha256, load_vectors, save_vectors, vectors_stem
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "results" / "vectors"
 MANIFESTS = sorted(COMMITTED.glob("*.json"))
 
