@@ -27,7 +27,7 @@ from tests.helpers import (
     write_atomic,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch import Callback
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class StopAtFirstTrainBatch(Callback):
@@ -51,7 +51,7 @@ def test_an_image_experiment_starts_training_before_encoding_the_corpus(tmp_path
         "--data.batching.batch_size=8",
         f"--data.features.cache_dir={tmp_path / 'cache'}",
         "--model.doc_encoder.init_args.image_size=64",
-        "--trainer.callbacks+=tests.test_features_cli.StopAtFirstTrainBatch",
+        "--trainer.callbacks+=tests.data.test_features_cli.StopAtFirstTrainBatch",
     ]
     StopAtFirstTrainBatch.encoded, StopAtFirstTrainBatch.at_first_step = [], None
     with pytest.raises(_FirstBatchReached):
@@ -91,7 +91,7 @@ def test_a_whole_fast_dev_run_of_an_image_experiment_encodes_a_few_batches(tmp_p
         "--data.batching.eval_batch_size=16",
         f"--data.features.cache_dir={tmp_path / 'cache'}",
         "--model.doc_encoder.init_args.image_size=64",
-        "--trainer.callbacks+=tests.test_features_cli.CountEncodedImages",
+        "--trainer.callbacks+=tests.data.test_features_cli.CountEncodedImages",
     ]
     CountEncodedImages.encoded = []
     cli = main(args)

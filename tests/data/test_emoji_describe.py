@@ -21,7 +21,7 @@ from lightning_mlsr.data.collection.layout import BUNDLED_DIR, bundled_collectio
 from lightning_mlsr.training.cli import main
 from tests.helpers import write_atomic
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "build_emoji_describe.py"
 SPLITS = ("train", "validation", "test")
 ARTISTS = ("twemoji", "openmoji")

@@ -4,7 +4,7 @@ no files left behind by the failed write.
 The full disk is simulated where the shard files are written (``np.save`` / ``np.savez``
 write part of the file, then fail with ``ENOSPC`` as a full filesystem does); free space
 is simulated through ``shutil.disk_usage``. The oracle for the values is the backbone
-itself (``tests.test_features.direct``).
+itself (``tests.data.test_features.direct``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from lightning_mlsr.training.system.data_inputs import feature_spec
-from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
+from tests.data.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 
 def fail_after(calls: int, real: Any) -> Any:

@@ -24,7 +24,7 @@ from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from lightning_mlsr.models.backbones import ImageBackbone
 from lightning_mlsr.training.system.data_inputs import feature_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 24
 
 
@@ -211,7 +211,7 @@ FILL_SCRIPT = """
 import sys, time
 from lightning_mlsr.data.features.store import FeatureStore
 from lightning_mlsr.training.system.data_inputs import feature_spec
-from tests.test_features import make_backbone, make_images
+from tests.data.test_features import make_backbone, make_images
 
 store = FeatureStore(feature_spec(make_backbone()), make_images(), cache_dir=sys.argv[1], batch_size=2,
                      shard_size=4)

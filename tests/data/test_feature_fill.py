@@ -1,7 +1,7 @@
 """The accelerator fill driver: the same features as the CPU path, shared over DDP ranks.
 
 Oracles: the CPU path (:meth:`FeatureStore.fill`, the backbone in each worker) and the
-backbone itself on the preprocessed images (``tests.test_features.direct``). Devices are
+backbone itself on the preprocessed images (``tests.data.test_features.direct``). Devices are
 CPUs here; the ranks are 2 gloo processes. Tolerances: float32 fills equal the CPU path to
 float32 rounding (``assert_close`` defaults: rtol 1.3e-6, atol 1e-5); a bf16-autocast fill
 is within 3% relative L2 error per image (cosine >= 0.999) of it.
@@ -27,9 +27,9 @@ from lightning_mlsr.data.features import shards as feature_shards
 from lightning_mlsr.data.features.fill import fill_features
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from lightning_mlsr.training.system.data_inputs import feature_spec
-from tests.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
+from tests.data.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BF16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
 
 

@@ -19,7 +19,7 @@ from lightning_mlsr.data.features.shards import FeatureCacheError, ShardWriter, 
 from lightning_mlsr.data.features.store import FeatureStore
 from lightning_mlsr.data.inputs import FeatureSpec
 from lightning_mlsr.training.system.data_inputs import feature_spec
-from tests.test_features import direct, make_backbone, make_images
+from tests.data.test_features import direct, make_backbone, make_images
 
 
 def random_keys(n: int, seed: int) -> np.ndarray:

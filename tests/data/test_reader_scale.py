@@ -252,7 +252,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
 
     from lightning_mlsr.data.features.store import FeatureStore
     from lightning_mlsr.training.system.data_inputs import feature_spec
-    from tests.test_features import direct, make_backbone
+    from tests.data.test_features import direct, make_backbone
 
     root = write_synthetic(tmp_path / "c", corrupt={})
     c = load_collection(root)
