@@ -12,7 +12,7 @@ import pytest
 
 from lightning_mlsr.training.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from lightning_mlsr.training.trusted_classes import (
     head_class,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POPEN = "subprocess.Popen"
 
 

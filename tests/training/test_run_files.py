@@ -23,7 +23,7 @@ from tests.helpers import quiet_trainer
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TREC = {"nDCG@10": "ndcg_cut_10", "AP": "map", "R@10": "recall_10", "R@100": "recall_100"}
 MEASURES = (*TREC, "RR@10")
 

@@ -15,7 +15,7 @@ from lightning_mlsr.training.callbacks.progress import (
 )
 from lightning_mlsr.training.cli import main
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 class _Stream(io.StringIO):

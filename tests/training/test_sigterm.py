@@ -16,7 +16,7 @@ import torch
 
 from lightning_mlsr.objectives.regularizers import FLOPS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WARMUP = 10  # a short regularizer ramp: its weight differs at every step of the test
 
 

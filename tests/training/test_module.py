@@ -23,7 +23,7 @@ from lightning_mlsr.training.system.module import SparseBiEncoder
 from lightning_mlsr.training.system.optimization import Optimization, lr_schedule
 from tests.helpers import brute_force_run, dense_teacher_checkpoint, quiet_trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 NON_DEFAULT = """
 model:

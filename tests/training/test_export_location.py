@@ -10,7 +10,7 @@ import pytest
 
 from lightning_mlsr.training.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _predict(tmp_path: Path, *extra: str):

@@ -13,7 +13,7 @@ import torch
 from lightning_mlsr.training.callbacks.vector_writer import write_json_vectors
 from lightning_mlsr.training.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_json_vectors_quantize_and_drop_zeros(tmp_path: Path) -> None:

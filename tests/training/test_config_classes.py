@@ -17,7 +17,7 @@ from lightning_mlsr.training.trusted_classes import (
     check_run_config,
 )
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def _fit(tmp_path: Path, loss: str) -> list[str]:

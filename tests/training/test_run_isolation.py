@@ -27,7 +27,7 @@ from lightning_mlsr.training.callbacks.checkpointing import (
 from lightning_mlsr.training.callbacks.fault_tolerance import CheckpointOnException
 from lightning_mlsr.training.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 M2 = str(REPO / "experiments" / "paper" / "m2_mlp_mlm_caption.yaml")
 M3 = str(REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "experiments" / "paper" / "m3_mlp_mlp_caption.yaml"
 RETRIEVAL = ("val/nDCG@10", "val/AP", "val/RR@10", "val/R@10", "val/R@100", "val/R@1000")
 
