@@ -13,7 +13,7 @@ import yaml
 
 from lightning_mlsr.training.cli import main
 
-ATOMIC = Path(__file__).resolve().parents[1] / "experiments" / "atomic"
+ATOMIC = Path(__file__).resolve().parents[2] / "experiments" / "atomic"
 CONFIGS = sorted(ATOMIC.glob("m*.yaml"))
 CLIP = "vit_base_patch32_clip_224.openai"
 

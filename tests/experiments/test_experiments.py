@@ -17,7 +17,7 @@ from lightning_mlsr.training.callbacks.split_encoding import encode_split
 from lightning_mlsr.training.cli import main
 from tests.helpers import brute_force_run, dense_teacher_checkpoint
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 #: every experiment: parts/ holds the blocks they include, atomic/ needs the network
 EXPERIMENTS = sorted(
     p
