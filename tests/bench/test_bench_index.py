@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 GLOSSES = [
     ("n", ["dog", "domestic_dog"], "a member of the genus Canis that has been domesticated"),
