@@ -13,7 +13,7 @@ import pytest
 
 from lightning_mlsr.data.collection import BUNDLED_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "build_emoji_collection.py"
 PACKAGES = ("emoji-datasource-google@16.0.0", "emojibase-data@17.0.0")
 

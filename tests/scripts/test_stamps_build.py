@@ -19,7 +19,7 @@ from PIL import Image
 from lightning_mlsr.data import load_collection
 from lightning_mlsr.data.errors import DataError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_stamps.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_stamps.py"
 VERSION = "2022.06.04-1"
 
 
