@@ -21,7 +21,7 @@ import pytest
 
 from lightning_mlsr.training.model_loading import encode_corpus, load_model, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "coactivation.ipynb"
 SMALL = {"TRAIN_STEPS": "5", "IMAGE_SIZE": "64", "SEED": "0", "N_GRID": "6"}
 PAPER = {"M1": "m1_mlm_mlm_image", "MLP query": "mlp_mlm_image"}
