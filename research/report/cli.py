@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start an interrupted (experiment, seed) fit over instead of resuming it",
     )
     run.add_argument(
+        "--keep-best",
+        default=None,
+        help="keep each finished fit's best checkpoint as <DIR>/<experiment>/seed<N>.ckpt "
+        "(default: removed once its numbers are kept)",
+    )
+    run.add_argument(
         "--cli-args",
         default="",
         help="extra `fit` overrides in one string: --cli-args='--trainer.limit_train_batches=5'",
@@ -145,6 +151,7 @@ def _command(args: argparse.Namespace) -> int:
             not args.restart_unfinished,
             runs_dir,
             after_each=lambda: write_report(out, registry, runs_dir),
+            keep_best=Path(args.keep_best) if args.keep_best else None,
         )
     print(write_report(out, registry, runs_dir))
     if failed:  # a scheduler learns it from the exit status

@@ -23,6 +23,7 @@ also tested on the collections that list it (:mod:`.cross_domain`).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import traceback
@@ -72,8 +73,12 @@ def train_and_evaluate(
     extra: list[str],
     resume_unfinished: bool = True,
     runs_dir: Path | None = None,
+    keep_best: Path | None = None,
 ) -> None:
     """Train one (experiment, seed), evaluate its best checkpoint, keep what the report needs.
+
+    ``keep_best``: a folder where the best checkpoint survives the clean-up, as
+    ``<keep_best>/<name>/seed<seed>.ckpt`` (for the query-cost benchmark and exported vectors).
 
     A fit that an earlier invocation left unfinished (killed, out of time) is resumed from
     its newest checkpoint (:func:`unfinished_checkpoint`) unless ``resume_unfinished`` is
@@ -136,6 +141,15 @@ def train_and_evaluate(
     if name in students and best:  # the teacher of the distilled models, same seed
         shutil.copyfile(best, teacher_path(work, name, seed))
         teacher_path(work, name, seed).with_name(TEACHER_RECORD).unlink(missing_ok=True)
+    if keep_best is not None and best:
+        kept = keep_best / name / f"seed{seed}.ckpt"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.unlink(missing_ok=True)
+        try:
+            os.link(best, kept)  # the same file, no copy of hundreds of MB
+        except OSError:
+            shutil.copyfile(best, kept)
+        print(f"=== {name} seed {seed}: best checkpoint kept as {kept}", flush=True)
     for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
         ckpt.unlink()
 
@@ -178,6 +192,7 @@ def run_all(
     resume_unfinished: bool = True,
     runs_dir: Path | None = None,
     after_each: Callable[[], Any] | None = None,
+    keep_best: Path | None = None,
 ) -> list[tuple[str, int]]:
     """Every unfinished (experiment, seed), seed-major (every experiment gets a first seed
     before any gets a second), in ``experiments``' order; one failed run is reported and the
@@ -231,7 +246,14 @@ def run_all(
                         refit_for_cross_domain(registry, name, seed, work, options, runs_dir)
                     else:
                         train_and_evaluate(
-                            registry, name, seed, work, options, resume_unfinished, runs_dir
+                            registry,
+                            name,
+                            seed,
+                            work,
+                            options,
+                            resume_unfinished,
+                            runs_dir,
+                            keep_best,
                         )
                 except Exception:  # one failed run must not stop the regeneration
                     traceback.print_exc()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -76,6 +77,37 @@ def test_an_interrupted_fit_resumes_from_the_newest_checkpoint_it_left(
     assert not any(a.startswith("--ckpt_path") for a in calls[1]) and not root.exists()
 
 
+def test_keep_best_keeps_the_best_checkpoint_and_removes_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``report run --keep-best DIR``: the finished fit's best checkpoint survives as
+    DIR/<name>/seed<N>.ckpt with its bytes; every checkpoint under the work folder goes."""
+    import lightning_mlsr.training.cli as cli
+
+    calls: list[list[str]] = []
+    fake_fit(calls, monkeypatch)
+    fake = cli.main
+    name = "m2_mlp_mlm_caption"
+    ckpts = tmp_path / "work" / name / "seed43" / "version_0" / "checkpoints"
+
+    def fit_with_checkpoints(args: list[str]) -> Any:
+        made = fake(args)
+        ckpts.mkdir(parents=True, exist_ok=True)
+        (ckpts / "epoch1-ndcg0.5000.ckpt").write_bytes(b"best weights")
+        (ckpts / "last.ckpt").write_bytes(b"last weights")
+        made.trainer.checkpoint_callback.best_model_path = str(ckpts / "epoch1-ndcg0.5000.ckpt")
+        return made
+
+    monkeypatch.setattr(cli, "main", fit_with_checkpoints)
+    keep = tmp_path / "keep"
+    runner.train_and_evaluate(
+        REGISTRY, name, 43, tmp_path / "work", [], runs_dir=tmp_path / "runs", keep_best=keep
+    )
+    assert (keep / name / "seed43.ckpt").read_bytes() == b"best weights"
+    assert not list((tmp_path / "work").rglob("*.ckpt"))
+    assert (tmp_path / "runs" / name / "seed43" / "metrics.json").is_file()
+
+
 def test_a_relative_work_folder_resumes_its_unfinished_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,7 +144,7 @@ def test_a_second_lane_skips_the_run_another_lane_holds_and_a_failure_exits_non_
     work, runs = tmp_path / "work", tmp_path / "runs"
     attempts: list[tuple[str, int]] = []
 
-    def fake_train(registry, name, seed, work_dir, options, resume, runs_dir):
+    def fake_train(registry, name, seed, work_dir, options, resume, runs_dir, keep_best=None):
         attempts.append((name, seed))
         if name == "m3_mlp_mlp_caption":
             raise RuntimeError("out of memory")
@@ -176,7 +208,7 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
     (runs_dir / "m3_mlp_mlp_caption" / "seed42" / "metrics.json").write_text("{}")
     attempts = []
 
-    def fake_train(registry, name, seed, work, options, resume, runs):
+    def fake_train(registry, name, seed, work, options, resume, runs, keep_best=None):
         attempts.append((name, seed, options))
         if name == "m2_mlp_mlm_caption_captions_name":
             raise RuntimeError("out of memory")
