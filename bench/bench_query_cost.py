@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = dict(date=started, machine=machine, threads=1, split=args.split, k=args.k)
     meta |= dict(rounds=args.rounds, baseline=BASELINE, checkpoints=args.ckpt)
     meta |= dict(load_average_before=load0, load_average_after=os.getloadavg())
-    meta["command"] = " ".join(["python bench/bench_query_cost.py", *sys.argv[1:]])
+    meta["command"] = shlex.join(["python", "bench/bench_query_cost.py", *sys.argv[1:]])
     data = {"meta": meta, "emoji": records, "wordnet": scale}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

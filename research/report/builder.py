@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_mlsr.io.atomic import atomic_write_text
+from research.report.costs import cost_section, load_query_cost, write_cost_figure
 from research.report.figures import main_figure_rows, write_main_figure
 from research.report.findings import (
     best_on_validation,
@@ -177,6 +178,7 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         "",
         *sparsity_table(registry, runs),
         "",
+        *cost_section(registry, text),
         text("targets_intro"),
         "",
         *targets(registry, text, runs),
@@ -226,6 +228,9 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
             rows = main_figure_rows(registry, runs)
             figure = registry.results_dir / registry.figure["file"]
             write_main_figure(figure, rows, registry.figure["title"])
+        cost = load_query_cost(registry)
+        if cost is not None and registry.query_cost.get("figure"):
+            write_cost_figure(registry.results_dir / registry.query_cost["figure"], cost)
     return report
 
 

@@ -123,6 +123,9 @@ class Registry:
     baseline_backbones: dict[str, str | None] = field(default_factory=dict)
     #: the report's opening figure: ``file`` (under the results folder), ``title``, ``models``
     figure: dict[str, Any] = field(default_factory=dict)
+    #: the cost section: ``file`` (a committed bench/bench_query_cost.py JSON, relative to the
+    #: checkout) and ``figure`` (the PNG the report draws from it, under the results folder)
+    query_cost: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_default(self) -> bool:

@@ -98,6 +98,7 @@ _TOP_KEYS = (
     "cross_domain",
     "backbones",
     "figure",
+    "query_cost",
 )
 
 
@@ -138,6 +139,14 @@ def _figure(spec: Any, where: str) -> dict[str, Any]:
         for key in ("file", "title", "models"):
             _required(figure, key, f"{where}: figure")
     return figure
+
+
+def _query_cost(spec: Any, where: str) -> dict[str, Any]:
+    cost = _mapping(spec, f"{where}: query_cost")
+    if cost:
+        _check_keys(cost, ("file", "figure"), f"{where}: query_cost")
+        _required(cost, "file", f"{where}: query_cost")
+    return cost
 
 
 def _comparisons(family: str, specs: Any, where: str) -> list[Comparison]:
@@ -250,6 +259,7 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         default_backbone=default_backbone,
         baseline_backbones=baseline_backbones,
         figure=_figure(data.get("figure"), where),
+        query_cost=_query_cost(data.get("query_cost"), where),
     )
     for i, spec in enumerate(registry.findings.get("restated") or []):
         at = f"{where}: findings.restated[{i}]"

@@ -1,0 +1,182 @@
+"""What a query costs beside the quality it buys: the report's section and figure from a
+committed ``bench/bench_query_cost.py`` result (``query_cost.json``), never a live measurement,
+so the same committed files give the same RESULTS.md.
+
+The registry names the file (``query_cost.file``, relative to the checkout) and the figure it
+draws (``query_cost.figure``, under the results folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from research.report.registry import REPO, Registry
+
+__all__ = ["cost_section", "load_query_cost", "write_cost_figure"]
+
+_COLOURS = {"splade-tiny": "tab:orange", "minilm-l6": "tab:blue"}
+
+
+def load_query_cost(registry: Registry) -> dict[str, Any] | None:
+    """The committed benchmark result the registry names, or None where it names none.
+    A named file that is missing or lacks the benchmark's keys is an error naming it."""
+    spec = registry.query_cost
+    if not spec:
+        return None
+    path = REPO / spec["file"]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: results registry's query_cost.file names it (the output of "
+            "bench/bench_query_cost.py)"
+        )
+    data = json.loads(path.read_text("utf-8"))
+    for key in ("meta", "emoji"):
+        if key not in data:
+            raise ValueError(f"{path}: no {key!r} (not a bench/bench_query_cost.py result?)")
+    return data
+
+
+def _ms(span: dict[str, float]) -> str:
+    return f"{_num(span['p50'])} / {_num(span['p95'])}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}" if x < 10 else f"{x:,.1f}"
+
+
+def _count(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def _backbone(row: dict[str, Any]) -> str:
+    return str(row.get("backbone", "–"))
+
+
+def cost_section(registry: Registry, text: Any) -> list[str]:
+    """The section's lines: intro (with the run's date, machine, load and command), the
+    per-query cost table on the collection's test queries, the search-only table on the
+    larger corpus where the run has one, and the figure."""
+    data = load_query_cost(registry)
+    if data is None:
+        return []
+    meta = data["meta"]
+    lines = [
+        *text.lines(
+            "query_cost_intro",
+            file=registry.query_cost["file"],
+            date=meta["date"],
+            machine=meta["machine"],
+            threads=meta["threads"],
+            rounds=meta["rounds"],
+            k=meta["k"],
+            baseline=meta["baseline"],
+            load_before="/".join(f"{x:.1f}" for x in meta["load_average_before"]),
+            load_after="/".join(f"{x:.1f}" for x in meta["load_average_after"]),
+            command=meta["command"],
+        ),
+        "",
+        "| model | backbone | search | nDCG@10 | encode p50 / p95 (ms) | search p50 / p95 (ms) "
+        "| end to end p50 / p95 (ms) | ÷ baseline (end to end) | postings / query "
+        "| multiply-adds / query | index bytes | ÷ baseline (bytes) | terms / query "
+        "| terms / image text |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in data["emoji"]:
+        dense = row.get("postings_per_query") is None
+        q_nnz = "–" if dense else f"{row['q_nnz']:.1f}"
+        d_nnz = "–" if dense else f"{row['d_nnz']:.1f}"
+        lines.append(
+            f"| {row['name']} | {_backbone(row)} | {row.get('search_kind', '–')} "
+            f"| {row['ndcg10']:.4f} | {_ms(row['encode_cpu_ms'])} | {_ms(row['search_cpu_ms'])} "
+            f"| {_ms(row['e2e_cpu_ms'])} | {row['e2e_ratio']:.2f} "
+            f"| {_count(row.get('postings_per_query'))} | {_count(row['flops_per_query'])} "
+            f"| {row['index_bytes']:,} | {row['bytes_ratio']:.2f} "
+            f"| {q_nnz} | {d_nnz} |"
+        )
+    lines.append("")
+    if data.get("wordnet"):
+        first = data["wordnet"][0]
+        lines += [
+            *text.lines("query_cost_wordnet", docs=f"{first['n_docs']:,}"),
+            "",
+            "| model | search p50 / p95 (ms) | ÷ baseline (search) | postings / query "
+            "| multiply-adds / query | index bytes | terms / document |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in data["wordnet"]:
+            dense = row.get("postings_per_query") is None
+            d_nnz = "–" if dense else f"{row['d_nnz']:.1f}"
+            lines.append(
+                f"| {row['name']} | {_ms(row['search_cpu_ms'])} | {row['search_ratio']:.3f} "
+                f"| {_count(row.get('postings_per_query'))} | {_count(row['flops_per_query'])} "
+                f"| {row['index_bytes']:,} | {d_nnz} |"
+            )
+        lines.append("")
+    figure = registry.query_cost.get("figure")
+    if figure:
+        image = os.path.relpath(registry.results_dir / figure, registry.report_path.parent)
+        lines += [f"![nDCG@10 against end-to-end CPU time per query]({Path(image).as_posix()})", ""]
+    return lines
+
+
+def write_cost_figure(path: Path, data: dict[str, Any]) -> None:
+    """Test nDCG@10 against end-to-end CPU time per query (p50, bar to p95), one labelled
+    point per model, coloured by backbone, dense models as squares. No timestamp in the file,
+    so the same JSON gives the same PNG."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["emoji"]
+    fig, ax = plt.subplots(figsize=(6.8, 4.2), dpi=110)
+    for row in rows:
+        key = _backbone(row).split(" ")[0].lower()
+        colour = _COLOURS.get(key, "tab:gray")
+        dense = row.get("postings_per_query") is None
+        p50, p95 = row["e2e_cpu_ms"]["p50"], row["e2e_cpu_ms"]["p95"]
+        ax.errorbar(
+            p50,
+            row["ndcg10"],
+            xerr=[[0], [p95 - p50]],
+            fmt="s" if dense else "o",
+            color=colour,
+            capsize=3,
+            markersize=7,
+        )
+        ax.annotate(
+            row["name"], (p50, row["ndcg10"]), textcoords="offset points", xytext=(6, 5),
+            fontsize=7,
+        )  # fmt: skip
+    ax.set_xscale("log")
+    lows = [r["e2e_cpu_ms"]["p50"] for r in rows]
+    highs = [r["e2e_cpu_ms"]["p95"] for r in rows]
+    ax.set_xlim(min(lows) / 1.6, max(highs) * 2.2)  # room for the labels on the right
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if ax.get_xlim()[0] <= t]
+    ticks = [t for t in ticks if t <= ax.get_xlim()[1]]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    scores = [r["ndcg10"] for r in rows]
+    span = max(scores) - min(scores) or 0.1
+    ax.set_ylim(min(scores) - 0.15 * span, max(scores) + 0.15 * span)
+    ax.set_xlabel("end-to-end CPU time per query, ms (1 thread; p50, bar to p95; log)")
+    ax.set_ylabel("test nDCG@10")
+    meta = data["meta"]
+    ax.set_title(
+        f"One query at a time: quality against cost ({meta['date']}, load "
+        f"{meta['load_average_before'][0]:.1f})",
+        fontsize=9,
+    )
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", linestyle="", label=b) for b, c in _COLOURS.items()
+    ]
+    handles.append(plt.Line2D([], [], color="black", marker="s", linestyle="", label="dense"))
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)

@@ -1,0 +1,97 @@
+"""The report's cost section and figure come from a committed bench_query_cost.py JSON: every
+cell is that file's figure, nothing is timed when the report is built, and a missing or
+foreign file is an error naming it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from research.report.costs import cost_section, load_query_cost, write_cost_figure
+from research.report.registry_file import load_registry
+from research.report.text import ReportText
+from tests.research.helpers import REPO
+
+
+def _row(name: str, ndcg: float, e2e: float, postings: float | None) -> dict:
+    span = {"p50": e2e, "p95": 2 * e2e}
+    return {
+        "name": name,
+        "backbone": "splade-tiny (4.4M params)" if postings else "minilm-l6 (22.6M params)",
+        "search_kind": "exact inverted index" if postings else "faiss IndexFlatIP",
+        "ndcg10": ndcg,
+        "encode_cpu_ms": {"p50": e2e - 0.25, "p95": 2 * e2e - 0.5},
+        "search_cpu_ms": {"p50": 0.25, "p95": 0.5},
+        "e2e_cpu_ms": span,
+        "e2e_ratio": e2e / 7.0,
+        "postings_per_query": postings,
+        "flops_per_query": postings if postings else 733824.0,
+        "index_bytes": 354588 if postings else 2935296,
+        "bytes_ratio": 354588 / 2935296 if postings else 1.0,
+        "q_nnz": 13.0 if postings else None,
+        "d_nnz": 15.25 if postings else None,
+    }
+
+
+@pytest.fixture
+def cost_file(tmp_path: Path) -> Path:
+    data = {
+        "meta": {
+            "date": "2026-12-07 03:00 UTC",
+            "machine": "x86_64, 2 CPUs",
+            "threads": 1,
+            "k": 1000,
+            "rounds": 3,
+            "baseline": "dense",
+            "load_average_before": [1.0, 1.5, 2.0],
+            "load_average_after": [1.25, 1.5, 2.0],
+            "command": "python bench/bench_query_cost.py",
+        },
+        "emoji": [_row("sparse", 0.35, 0.875, 67.0), _row("dense", 0.42, 7.0, None)],
+    }
+    path = tmp_path / "query_cost.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_cost_table_is_the_committed_json_cell_for_cell(
+    cost_file: Path, tmp_path: Path
+) -> None:
+    registry = dataclasses.replace(
+        load_registry(REPO / "results"),
+        query_cost={"file": str(cost_file), "figure": "figures/query_cost.png"},
+        results_dir=tmp_path,
+    )
+    text = ReportText.read(REPO / "results" / "report_text.md")
+    lines = cost_section(registry, text)
+    rows = [line for line in lines if line.startswith("| sparse") or line.startswith("| dense")]
+    sparse = [cell.strip() for cell in rows[0].split("|")[1:-1]]
+    dense = [cell.strip() for cell in rows[1].split("|")[1:-1]]
+    # model, backbone, search, nDCG@10, encode, search, end to end, ratio, postings,
+    # multiply-adds, bytes, bytes ratio, terms/query, terms/text
+    assert sparse[3] == "0.3500" and sparse[6] == "0.875 / 1.75" and sparse[7] == "0.12"
+    assert sparse[8] == "67" and sparse[10] == "354,588" and sparse[12:] == ["13.0", "15.2"]
+    assert dense[8] == "–" and dense[9] == "733,824" and dense[12:] == ["–", "–"]
+    assert "load average 1.0/1.5/2.0 before" in "\n".join(lines)
+    assert any("query_cost.png" in line for line in lines)
+    figure = tmp_path / "figures" / "query_cost.png"
+    write_cost_figure(figure, load_query_cost(registry) or {})
+    first = figure.read_bytes()
+    assert first.startswith(b"\x89PNG")
+    write_cost_figure(figure, load_query_cost(registry) or {})
+    assert figure.read_bytes() == first  # no timestamp: the same JSON, the same file
+
+
+def test_a_missing_or_foreign_cost_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    registry = load_registry(REPO / "results")
+    gone = dataclasses.replace(registry, query_cost={"file": str(tmp_path / "nope.json")})
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        load_query_cost(gone)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match="other.json"):
+        load_query_cost(dataclasses.replace(registry, query_cost={"file": str(other)}))
+    assert load_query_cost(dataclasses.replace(registry, query_cost={})) is None
