@@ -9,8 +9,12 @@ validation, and on test when ``results/protocol.yaml`` lists the experiment as f
 ``report run`` does; ``predict`` (the CLI's ``SparseVectorWriter``) encodes every image of the
 collection, and the matrix is kept unchanged as ``OUT/<experiment>-seed<k>.npz`` + ``.ids.txt``
 + ``.json`` (:mod:`lightning_mlsr.analysis.vectors`). The manifest holds the checkpoint's
-numbers beside those of the committed run (``results/runs/<experiment>/seed<k>/metrics.json``)
-and whether they are equal.
+numbers beside those of the committed run (``results/runs/<experiment>/seed<k>/metrics.json``),
+its ``provenance`` (``committed run`` when they are equal, ``refit`` when they are not: the same
+config and seed fitted again, which on another code version or thread count differs like a
+change of seed, docs/evaluation.md), the checkpoint's epochs and steps beside the committed
+run's, and the matrix's co-activation statistics (``coactivation``, as the report runner keeps
+them in a run's ``metrics.json``), which ``tests/analysis/test_vectors.py`` recomputes.
 
 Usage::
 
@@ -20,7 +24,7 @@ Usage::
 ``--checkpoint`` skips the fit: give the best checkpoint of a fit made with the command above.
 The fit goes to ``--work`` (default ``outputs/vectors``), the vectors to ``--out`` (default
 ``results/vectors``). A checkpoint that does not reproduce its committed run is exported only
-with ``--allow-mismatch`` (the manifest then records both numbers).
+with ``--allow-mismatch``, as a refit (``provenance: refit``, both numbers in the manifest).
 """
 
 from __future__ import annotations
@@ -31,11 +35,21 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import lightning
 import torch
 
-from lightning_mlsr.analysis.vectors import load_vectors, save_vectors
+from lightning_mlsr.analysis.vectors import (
+    COMMITTED_RUN,
+    REFIT,
+    coactivation_figures,
+    load_vectors,
+    provenance,
+    save_vectors,
+)
+from lightning_mlsr.io.checkpoints import load_checkpoint
+from lightning_mlsr.io.pretrained import load_tokenizer
 from lightning_mlsr.training.cli import main as cli_main
 from lightning_mlsr.training.model_loading import text_backbone_of
 
@@ -60,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-mismatch",
         action="store_true",
-        help="export even when the checkpoint's numbers differ from the committed run's",
+        help="export a checkpoint whose numbers differ from the committed run's, as a refit",
     )
     return parser
 
@@ -130,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         backbone = text_backbone_of(cli.model)
         images = list(cli.datamodule.collection.images.ids)
+        captions = cli.datamodule.collection.images.captions()
     row_of = {image: row for row, image in enumerate(exported.ids)}
     if sorted(row_of) != sorted(images):
         raise SystemExit("predict did not encode every image of the collection exactly once")
@@ -137,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     recorded_path = registry.runs_dir / name / f"seed{seed}" / "metrics.json"
     recorded: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     if recorded_path.is_file():
         metrics = json.loads(recorded_path.read_text("utf-8"))
         recorded = {split: float(metrics[split][MEASURE]) for split in found if split in metrics}
@@ -144,12 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         was = recorded.get(split)
         said = "no committed run" if was is None else f"committed run {was!r}"
         print(f"{name} seed {seed} {split} {MEASURE}: this checkpoint {value!r}, {said}")
-    reproduces = bool(recorded) and all(recorded[s] == found[s] for s in recorded)
-    if recorded and not reproduces and not args.allow_mismatch:
+    source = provenance(found, recorded)
+    if source == REFIT and not args.allow_mismatch:
         raise SystemExit(
             f"the checkpoint does not reproduce {_relative(recorded_path)}; nothing exported "
-            "(--allow-mismatch exports it anyway, with both numbers in the manifest)"
+            "(--allow-mismatch exports it anyway as a refit, with both numbers in the manifest)"
         )
+    state = load_checkpoint(checkpoint)  # its epochs and steps, beside the committed run's
+    committed_fit = {f"committed_run/{k}": metrics[k] for k in ("epochs", "steps") if recorded}
+    tokenizer = load_tokenizer(registry.wordpiece_tokenizer)  # the report runner's vocabulary
     export_line = shlex.join(
         ["python", "scripts/export_vectors.py", name, "--seed", str(seed)]
         + ([] if args.checkpoint is None else ["--checkpoint", "BEST.ckpt"])
@@ -163,12 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": checkpoint.name,
         f"validation/{MEASURE}": found["validation"],
         f"test/{MEASURE}": found.get("test"),
+        "checkpoint_epochs": int(state["epoch"]) + 1,  # epochs done (Lightning counts from 0)
+        "checkpoint_step": int(state["global_step"]),
         "committed_run": _relative(recorded_path) if recorded else None,
-        "reproduces_committed_run": reproduces,
+        "provenance": source,
+        "reproduces_committed_run": source == COMMITTED_RUN,
         **{f"committed_run/{split}/{MEASURE}": value for split, value in recorded.items()},
+        **committed_fit,
         "fit_command": fit_line.replace(str(work), "WORK").replace(f"{REPO}/", ""),
         "export_command": export_line,
         "versions": {"torch": torch.__version__, "lightning": lightning.__version__},
+        # recomputed by tests/analysis/test_vectors.py from the matrix; a set that is its
+        # committed run has that run's coactivation block
+        "wordpiece_tokenizer": registry.wordpiece_tokenizer,
+        "coactivation": coactivation_figures(docs, tokenizer, captions),
     }
     path = save_vectors(args.out, name, seed, images, docs, record)
     size = sum(p.stat().st_size for p in path.parent.glob(f"{path.stem}.*"))

@@ -6,11 +6,15 @@ A set is three files with one stem (``<experiment>-seed<k>``, :func:`vectors_ste
   writes it (float32, unchanged);
 - ``<stem>.ids.txt``: the image id of each row, one per line, in matrix order;
 - ``<stem>.json``: the manifest: where the vectors come from (experiment, seed, backbone,
-  the checkpoint's validation and test nDCG@10, the command that made them) and what the
-  two files must hold (shape, non-zeros, sha256 of the ids), checked on every load.
+  the checkpoint's validation and test nDCG@10 beside the committed run's, its
+  :func:`provenance`, the command that made them), the co-activation figures of the matrix
+  at export (:func:`coactivation_figures`) and what the two files must hold (shape,
+  non-zeros, sha256 of the ids), checked on every load.
 
-``results/vectors/`` holds the sets of the final image-only runs that
-``notebooks/coactivation.ipynb`` plots; ``scripts/export_vectors.py`` writes them.
+``results/vectors/`` holds the sets of the final image-only experiments at seed 42 that
+``notebooks/coactivation.ipynb`` plots (finished fits; a set whose checkpoint does not
+reproduce its committed run says ``provenance: refit``); ``scripts/export_vectors.py`` writes
+them.
 A ``predict`` export (``corpus.npz`` + ``corpus.ids.txt``, no manifest) loads too.
 """
 
@@ -27,9 +31,31 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lightning_mlsr.analysis.comparison import compare_models
 from lightning_mlsr.io.atomic import atomic_write, atomic_write_text
 
-__all__ = ["SavedVectors", "ids_sha256", "load_vectors", "save_vectors", "vectors_stem"]
+__all__ = [
+    "COMMITTED_RUN",
+    "NO_COMMITTED_RUN",
+    "REFIT",
+    "SavedVectors",
+    "coactivation_figures",
+    "ids_sha256",
+    "load_vectors",
+    "provenance",
+    "save_vectors",
+    "vectors_stem",
+]
+
+#: A manifest's ``provenance``: the checkpoint is the committed run's (its validation and test
+#: numbers equal those of ``results/runs/<experiment>/seed<k>/metrics.json``), ...
+COMMITTED_RUN = "committed run"
+#: ... a refit (the same config and seed fitted again in full, on another code version or
+#: thread count: its numbers differ from the committed run's like another seed's,
+#: docs/evaluation.md), ...
+REFIT = "refit"
+#: ... or a fit of an (experiment, seed) that has no committed run.
+NO_COMMITTED_RUN = "no committed run"
 
 
 @dataclass
@@ -51,6 +77,39 @@ def vectors_stem(experiment: str, seed: int) -> str:
 def ids_sha256(ids: Sequence[str]) -> str:
     """sha256 of the ids file's text (one id per line), so a manifest pins the row order."""
     return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("utf-8")).hexdigest()
+
+
+def provenance(found: Mapping[str, float], committed: Mapping[str, float]) -> str:
+    """What a checkpoint is, from its numbers (``found``, per split) and those of the committed
+    run of its experiment and seed (``committed``, empty when there is none):
+    :data:`COMMITTED_RUN` when every committed split's number is equal, else :data:`REFIT`;
+    :data:`NO_COMMITTED_RUN` without committed numbers.
+
+    Raises:
+        ValueError: a committed split the checkpoint was not evaluated on.
+    """
+    if not committed:
+        return NO_COMMITTED_RUN
+    missing = sorted(set(committed) - set(found))
+    if missing:
+        raise ValueError(f"the checkpoint has no {', '.join(missing)} number to compare")
+    same = all(found[split] == value for split, value in committed.items())
+    return COMMITTED_RUN if same else REFIT
+
+
+def coactivation_figures(
+    docs: sp.spmatrix, tokenizer: Any, captions: Sequence[str]
+) -> dict[str, float | str]:
+    """The co-activation statistics of image vectors as a run's ``metrics.json`` keeps them
+    (its ``coactivation`` block, ``research.report``): :func:`compare_models` with its defaults,
+    the terms named by ``tokenizer``'s vocabulary and ``captions`` (one per row) split by it;
+    numbers as floats, ``frequent_terms`` a string.
+
+    ``tokenizer``: a Hugging Face tokenizer (``convert_ids_to_tokens``, ``vocab_size``).
+    """
+    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    stats = compare_models({"m": docs}, vocab, captions=captions, tokenize=tokenizer)["m"]
+    return {k: (v if isinstance(v, str) else float(v)) for k, v in stats.items()}
 
 
 def _paths(npz: Path) -> tuple[Path, Path]:
