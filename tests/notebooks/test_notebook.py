@@ -130,8 +130,9 @@ def test_notebook_plots_the_committed_vectors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fresh clone: no checkpoint, nothing trained; both models are the committed vectors
-    of the finished seed-42 runs, named with their checkpoint's numbers."""
-    from lightning_mlsr.analysis.vectors import load_vectors
+    of finished seed-42 fits, named with their checkpoint's numbers and, beside them, those
+    of the committed run, which a refit is said not to be."""
+    from lightning_mlsr.analysis.vectors import COMMITTED_RUN, REFIT, load_vectors
 
     missing = [str(p.relative_to(REPO)) for p in COMMITTED.values() if not p.is_file()]
     if missing:
@@ -147,10 +148,24 @@ def test_notebook_plots_the_committed_vectors(
             f"{record['checkpoint']}: validation nDCG@10 {record['validation/nDCG@10']:.4f}, "
             f"test {record['test/nDCG@10']:.4f})"
         ) in printed
-        assert (
-            f"{name}: the vectors of {record['experiment']} seed 42, one run (it reproduces "
-            f"{record['committed_run']})."
-        ) in printed
+        committed = (
+            f"{record['committed_run']} (validation nDCG@10 "
+            f"{record['committed_run/validation/nDCG@10']:.4f}, "
+            f"test {record['committed_run/test/nDCG@10']:.4f})"
+        )
+        one_run = f"{name}: the vectors of {record['experiment']} seed 42, one run"
+        if record["provenance"] == COMMITTED_RUN:
+            assert f"the committed run {committed}" in printed
+            assert f"{one_run} (it reproduces {record['committed_run']})." in printed
+        else:
+            assert record["provenance"] == REFIT
+            assert (
+                f"a refit of the same config and seed, not the checkpoint of {committed}" in printed
+            )
+            assert (
+                f"{one_run} (a refit of its config and seed: not the checkpoint of "
+                f"{record['committed_run']})."
+            ) in printed
 
 
 @pytest.mark.slow
