@@ -11,40 +11,14 @@ hands its ``preprocess`` to the data code the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from lightning_mlsr.io.encoder_reads import FeatureCompute, FeatureSpec
+
 __all__ = ["BatchInputs", "FeatureCompute", "FeatureSpec", "SideInputs"]
-
-#: pooled features of preprocessed images. Shape: ``(B, 3, H, W)`` -> ``(B, D)``.
-FeatureCompute = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """A frozen image backbone as the feature cache sees it.
-
-    Two specs with the same ``cache_key`` compute the same features, so they compare equal
-    whatever their callables.
-
-    Attributes:
-        cache_key: names the features (weights and preprocessing); one cache folder per key.
-        name: the backbone's name, for progress bars and logs.
-        dim: ``D``, the width of a feature vector.
-        pixel_shape: ``(3, H, W)``, what ``transform`` makes of an image.
-        transform: PIL image -> ``(3, H, W)`` float tensor.
-        compute_on: device -> a frozen copy of the backbone on it, in eval mode
-            (:data:`FeatureCompute`); on the CPU the same copy every call.
-    """
-
-    cache_key: str
-    name: str
-    dim: int
-    pixel_shape: tuple[int, int, int]
-    transform: Callable[[Any], torch.Tensor] = field(compare=False)
-    compute_on: Callable[[torch.device], FeatureCompute] = field(compare=False)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ and how to fix it, instead of a deep traceback from the hub client.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib.util
@@ -23,6 +24,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from lightning_mlsr.io.encoder_reads import FeatureSpec, Reads
 from lightning_mlsr.io.pretrained import (
     DEFAULT_IMAGE_BACKBONE,
     DEFAULT_TEXT_BACKBONE,
@@ -32,6 +34,7 @@ from lightning_mlsr.io.pretrained import (
 )
 
 __all__ = [
+    "FrozenCopy",
     "ImageBackbone",
     "init_new_mlm_head",
     "load_masked_lm",
@@ -151,6 +154,9 @@ class ImageBackbone(nn.Module):
             or a local cache).
         checkpoint_path: a local state-dict file to load instead (overrides ``pretrained``).
         image_size: override the input resolution of timm's preprocessing.
+        frozen: no gradients, and eval mode for good (``train()`` leaves it in eval, so its
+            features and BatchNorm statistics never drift); an encoder then reads its
+            features precomputed and cached (:meth:`reads`).
 
     Shape:
         pixels ``(B, 3, H, W)`` -> features ``(B, num_features)``.
@@ -162,6 +168,7 @@ class ImageBackbone(nn.Module):
         pretrained: bool = True,
         checkpoint_path: str | None = None,
         image_size: int | None = None,
+        frozen: bool = False,
     ) -> None:
         super().__init__()
         import timm
@@ -171,10 +178,18 @@ class ImageBackbone(nn.Module):
                 f"unknown timm model {name!r}; see timm.list_models() for valid names."
             )
         self.name = name
+        self.frozen = frozen
         self.pretrained = pretrained or checkpoint_path is not None
         self.model = self._create(name, pretrained, checkpoint_path)
         self.num_features: int = int(cast(Any, self.model).num_features)
         self.data_config = self._data_config(image_size)
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True) -> ImageBackbone:
+        """Like ``nn.Module.train``, but a frozen backbone stays in eval mode."""
+        return super().train(mode and not self.frozen)
 
     @staticmethod
     def _create(name: str, pretrained: bool, checkpoint_path: str | None) -> nn.Module:
@@ -252,6 +267,27 @@ class ImageBackbone(nn.Module):
             digest.update(flat.view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
+    def feature_spec(self) -> FeatureSpec:
+        """The feature cache's view of this backbone: its cache key (weights and
+        preprocessing as they are now), its transform and a frozen copy that computes."""
+        shape = tuple(int(s) for s in self.data_config["input_size"])
+        assert len(shape) == 3, shape
+        return FeatureSpec(
+            cache_key=self.cache_key,
+            name=self.name,
+            dim=self.num_features,
+            pixel_shape=(shape[0], shape[1], shape[2]),
+            transform=self.transform(),
+            compute_on=FrozenCopy(self),
+        )
+
+    def reads(self) -> Reads:
+        """What an encoder reads of images through this backbone: cached features when it
+        is frozen (:meth:`feature_spec`), else pixels through its transform."""
+        if self.frozen:
+            return Reads(features=self.feature_spec())
+        return Reads(pixels=self.transform())
+
     @property
     def cache_key(self) -> str:
         """Identifies the features this backbone produces (for the on-disk feature cache):
@@ -273,6 +309,23 @@ class ImageBackbone(nn.Module):
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (when the model has its classifier). Shape: ``(B, classes)``."""
         return self.model(pixels)
+
+
+class FrozenCopy:
+    """A frozen CPU copy of a module, taken when built; called with a device, the copy on
+    it in eval mode (the CPU copy itself, or a fresh copy on another device).
+
+    Holding a copy, not the model's module, keeps the model's later moves (to a GPU) and
+    updates out of DataLoader workers and the feature cache.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = copy.deepcopy(module).cpu().eval().requires_grad_(False)
+
+    def __call__(self, device: torch.device) -> nn.Module:
+        if torch.device(device).type == "cpu":
+            return self.module
+        return copy.deepcopy(self.module).to(device).eval()
 
 
 def _cached_timm_weights(name: str) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE
 from lightning_mlsr.models.backbones import load_text_encoder
 from lightning_mlsr.models.encoder import DenseEncoder
@@ -64,6 +65,10 @@ class DenseTextHead(DenseEncoder):
         """The text transformer."""
         return self.encoder
 
+    def reads(self) -> Reads:
+        """Texts by the backbone's tokenizer, at most its transformer's positions."""
+        return self._text_reads()
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Pooled embeddings. Shape: ``(B, L)`` -> ``(B, H)``."""
         input_ids = self._require(inputs, "input_ids")
@@ -111,6 +116,10 @@ class DenseImageHead(DenseEncoder):
         )
         self.projection = nn.Linear(self.image_backbone.num_features, dim)
         self.normalize = normalize
+
+    def reads(self) -> Reads:
+        """Images: cached features of a frozen backbone, else pixels."""
+        return self.image_backbone.reads()
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The projection (the image backbone is pretrained)."""

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE, load_tokenizer
 from lightning_mlsr.models.backbones import ImageBackbone
 
@@ -63,6 +64,26 @@ class Encoder(nn.Module):
     def text_model(self) -> nn.Module | None:
         """The text transformer, or None for encoders without one."""
         return None
+
+    def reads(self) -> Reads:
+        """What this encoder reads, so what its batches must hold: the tokenizer of its
+        texts and its token limit, its images as pixels or as a frozen backbone's cached
+        features. Every head declares it here; the data code takes it as is
+        (``RetrievalDataModule.set_batch_inputs(model.batch_inputs())``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what it reads (reads())")
+
+    def _text_reads(self, reserved: int = 0) -> Reads:
+        """Texts by the text backbone's tokenizer, at most as many tokens as its
+        transformer has positions (less ``reserved`` of them; no limit when it states
+        none)."""
+        if self.text_backbone_name is None:
+            raise RuntimeError(f"{type(self).__name__} reads text but names no text backbone")
+        config: Any = getattr(self.text_model, "config", None)
+        limit = getattr(config, "max_position_embeddings", None)
+        return Reads(
+            tokenizer=self.text_backbone_name,
+            max_length=None if limit is None else int(limit) - reserved,
+        )
 
     def max_text_length(self) -> int | None:
         """The most tokens the text transformer accepts (None: no limit known)."""

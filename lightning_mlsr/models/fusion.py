@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_BACKBONE
 from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, load_text_encoder
 from lightning_mlsr.models.encoder import SparseEncoder
@@ -86,7 +87,7 @@ class FusedImageTextHead(TextTransformerEncoder):
         self.max_terms = max_terms
         self.modalities = frozenset({"text", "image"})
         self.freeze_image_backbone = freeze_image_backbone
-        self.image_backbone = build_image_backbone(
+        self.image_backbone: ImageBackbone = build_image_backbone(
             image_backbone, image_pretrained, image_size, freeze_image_backbone
         )
         self.image_projection = nn.Linear(self.image_backbone.num_features, self.hidden_size)
@@ -99,6 +100,11 @@ class FusedImageTextHead(TextTransformerEncoder):
         """The backbone's positions less the one the image token takes."""
         limit = super().max_text_length()
         return None if limit is None else limit - 1
+
+    def reads(self) -> Reads:
+        """Captions, at most the backbone's positions less the one the image token takes,
+        and images (cached features of a frozen backbone, else pixels)."""
+        return self._text_reads(reserved=1) | self.image_backbone.reads()
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Term weights of image + caption. Shape: ``(B, L)``, ``(B, D)`` -> ``(B, V)``."""
@@ -182,6 +188,10 @@ class LateFusionHead(SparseEncoder):
         self.image_head = image_head
         self.combine = combine
         self.modalities = text_head.modalities | image_head.modalities
+
+    def reads(self) -> Reads:
+        """What the two sub-heads read, in one batch (:meth:`Reads.__or__`)."""
+        return self.text_head.reads() | self.image_head.reads()
 
     @property
     def _heads(self) -> tuple[SparseEncoder, SparseEncoder]:

@@ -8,12 +8,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import (
     DEFAULT_IMAGE_BACKBONE,
     DEFAULT_TEXT_BACKBONE,
     load_tokenizer,
 )
-from lightning_mlsr.models.backbones import load_masked_lm, vocabulary_size
+from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
 from lightning_mlsr.models.pooling import _check_max_terms, keep_top_terms, log_saturation
 from lightning_mlsr.models.registry import register_head
@@ -89,7 +90,7 @@ class ImageMLMHead(SparseEncoder):
         self.text_backbone_name = None
         self.mlm_backbone_name = text_backbone
         self.freeze_image_backbone = freeze_image_backbone
-        self.image_backbone = build_image_backbone(
+        self.image_backbone: ImageBackbone = build_image_backbone(
             image_backbone, image_pretrained, image_size, freeze_image_backbone
         )
         self.image_projection = nn.Linear(self.image_backbone.num_features, int(config.hidden_size))
@@ -102,6 +103,10 @@ class ImageMLMHead(SparseEncoder):
             dense = mlm_transform_dense(mlm_head)
             if dense is not None:
                 dense.requires_grad_(False)  # skipped by the reference wiring
+
+    def reads(self) -> Reads:
+        """Images: cached features of a frozen backbone, else pixels."""
+        return self.image_backbone.reads()
 
     @property
     def vocab_backbone_name(self) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
+from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE, load_tokenizer
 from lightning_mlsr.models.backbones import vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
@@ -95,6 +96,12 @@ class StaticQueryHead(SparseEncoder):
         with torch.no_grad():
             self.term_scorer.copy_(idf_weights(texts, tokenizer, self.vocab_size))
         self.wants_idf_start = False
+
+    def reads(self) -> Reads:
+        """Texts by the backbone's tokenizer, at most the tokenizer's limit (there are no
+        position embeddings; sentence-transformers truncates there too)."""
+        limit = self._max_length if self._max_length < 1_000_000 else None
+        return Reads(tokenizer=self.text_backbone_name, max_length=limit)
 
     def max_text_length(self) -> int | None:
         """The tokenizer's limit (no position embeddings; sentence-transformers truncates

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import load_tokenizer
 from lightning_mlsr.models.backbones import ImageBackbone, vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
@@ -107,11 +108,7 @@ def build_image_backbone(
     name: str, pretrained: bool, image_size: int | None, freeze: bool
 ) -> ImageBackbone:
     """A ``timm`` image backbone; a frozen one gets no gradients and stays in eval mode."""
-    backbone = ImageBackbone(name, pretrained=pretrained, image_size=image_size)
-    if freeze:
-        backbone.requires_grad_(False)
-        backbone.eval()
-    return backbone
+    return ImageBackbone(name, pretrained=pretrained, image_size=image_size, frozen=freeze)
 
 
 class TextTransformerEncoder(SparseEncoder):
@@ -140,6 +137,10 @@ class TextTransformerEncoder(SparseEncoder):
     def text_model(self) -> nn.Module | None:
         """The text transformer (e.g. a ``BertModel``)."""
         return self.encoder
+
+    def reads(self) -> Reads:
+        """Texts by the backbone's tokenizer, at most its transformer's positions."""
+        return self._text_reads()
 
     def _word_embeddings(self) -> nn.Module:
         """The transformer's input (word) embedding layer."""

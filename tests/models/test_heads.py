@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from lightning_mlsr.io.pretrained import load_tokenizer
@@ -154,27 +155,34 @@ def test_head_contract_forward_backward(config: str) -> None:
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
-def test_inputs_name_what_the_data_must_provide(config: str) -> None:
-    from lightning_mlsr.training.system.data_inputs import side_inputs
-
+def test_reads_name_what_the_data_must_provide(config: str) -> None:
     head = build(config)
-    spec = side_inputs(head)
-    text, image = "text" in head.modalities, "image" in head.modalities
-    assert spec.modalities == head.modalities
-    assert spec.tokenizer == (head.text_backbone_name if text else None)
-    assert spec.tokenizer in (None, "splade-tiny", "minilm-l6")
+    reads = head.reads()
+    assert reads.modalities == head.modalities
+    assert reads.tokenizer == head.text_backbone_name
+    assert reads.tokenizer in (None, "splade-tiny", "minilm-l6")
     # the fused head's image token takes one of the backbone's 512 positions
-    assert spec.max_length == (
-        (511 if isinstance(head, FusedImageTextHead) else 512) if text else None
+    assert reads.max_length == (
+        (511 if isinstance(head, FusedImageTextHead) else 512) if reads.text else None
     )
-    assert spec.image_transform is None  # every test head freezes its image backbone
-    features = spec.frozen_features
-    assert (features is not None) == image
+    assert reads.pixels is None  # every test head freezes its image backbone
+    features = reads.features
+    assert (features is not None) == reads.images
     if features is not None:  # plain values and a frozen copy, not the head's module
         backbone = head.image_backbone
         assert features.cache_key == backbone.cache_key and features.dim == backbone.num_features
         compute = features.compute_on(torch.device("cpu"))
         assert compute is not backbone and not any(p.requires_grad for p in compute.parameters())
+
+
+def test_a_trained_image_backbone_is_read_as_pixels() -> None:
+    head = ImageMLMHead(**TINY_IMAGE, freeze_image_backbone=False)
+    reads = head.reads()
+    assert reads.modalities == {"image"} and reads.features is None and reads.pixels is not None
+    pixels = reads.pixels(Image.new("RGB", (40, 30)))
+    assert pixels.shape == tuple(head.image_backbone.data_config["input_size"])
+    late = LateFusionHead(MLPHead(), head).reads()
+    assert late.tokenizer == "splade-tiny" and late.max_length == 512 and late.pixels is not None
 
 
 def test_dense_and_sparse_are_told_apart_by_type() -> None:

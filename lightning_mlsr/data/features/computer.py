@@ -20,7 +20,7 @@ from lightning_mlsr.data.errors import DataError, format_ids
 
 if TYPE_CHECKING:
     from lightning_mlsr.data.collection.tables import ImageTable
-    from lightning_mlsr.data.inputs import FeatureCompute, FeatureSpec
+    from lightning_mlsr.io.encoder_reads import FeatureCompute, FeatureSpec
 
 log = logging.getLogger("lightning_mlsr.data")
 

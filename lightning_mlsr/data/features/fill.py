@@ -50,7 +50,7 @@ from lightning_mlsr.data.features.shards import FeatureCacheError
 if TYPE_CHECKING:
     from lightning_mlsr.data.collection import ImageTable
     from lightning_mlsr.data.features.store import FeatureStore
-    from lightning_mlsr.data.inputs import FeatureCompute
+    from lightning_mlsr.io.encoder_reads import FeatureCompute
 
 log = logging.getLogger("lightning_mlsr.data")
 

@@ -4,7 +4,7 @@ Frozen-encoder experiments (the image head's backbone is not trained) would othe
 the CNN over every image every epoch. :class:`FeatureStore` keeps the pooled features of
 each image on disk, keyed by
 
-- the :class:`~lightning_mlsr.data.inputs.FeatureSpec`'s ``cache_key`` (a hash of the
+- the :class:`~lightning_mlsr.io.encoder_reads.FeatureSpec`'s ``cache_key`` (a hash of the
   backbone's weights and of its preprocessing; a new checkpoint never reuses old
   features), one directory per key under ``$LIGHTNING_MLSR_CACHE/features/v<FORMAT_VERSION>/``;
 - each image's content hash, so a changed image is recomputed and an unchanged one is
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lightning_mlsr.data.collection.tables import ImageTable
-    from lightning_mlsr.data.inputs import FeatureSpec
+    from lightning_mlsr.io.encoder_reads import FeatureSpec
 
 log = logging.getLogger("lightning_mlsr.data")
 
