@@ -55,14 +55,11 @@ __all__ = ["run_all", "run_baselines", "train_and_evaluate"]
 
 
 def _coactivation(registry: Registry, docs: Any, datamodule: Any) -> dict[str, Any]:
-    from lightning_mlsr.analysis import compare_models
+    from lightning_mlsr.analysis.vectors import coactivation_figures
     from lightning_mlsr.io.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer(registry.wordpiece_tokenizer)
-    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
-    captions = datamodule.collection.images.captions()
-    stats = compare_models({"m": docs}, vocab, captions=captions, tokenize=tokenizer)["m"]
-    return {k: (v if isinstance(v, str) else float(v)) for k, v in stats.items()}
+    return coactivation_figures(docs, tokenizer, datamodule.collection.images.captions())
 
 
 def train_and_evaluate(
