@@ -6,9 +6,11 @@ retrieval evaluation over the whole corpus uses :meth:`RetrievalDataModule.corpu
 and :meth:`RetrievalDataModule.query_dataloader`, driven by the retrieval callback.
 
 What a batch holds is decided by the model's encoders and reaches the DataModule as plain
-values, by one route: a :class:`~lightning_mlsr.data.inputs.BatchInputs` handed to
-:meth:`RetrievalDataModule.set_batch_inputs` (by ``SparseBiEncoder.setup`` under a Trainer,
-or by hand: ``datamodule.set_batch_inputs(model.batch_inputs())``). So one ``data:`` block
+values, by one route: each encoder's :class:`~lightning_mlsr.io.encoder_reads.Reads`
+(``encoder.reads()``), a pair of them (:class:`~lightning_mlsr.io.encoder_reads.BatchInputs`)
+handed to :meth:`RetrievalDataModule.set_batch_inputs` (by ``SparseBiEncoder.setup`` under a
+Trainer, or by hand: ``datamodule.set_batch_inputs(model.batch_inputs())``), and to the
+collator as is. So one ``data:`` block
 serves caption-only, image-only and image+caption models, and image features are computed
 only when an image encoder needs them.
 
@@ -33,7 +35,6 @@ from lightning_mlsr.data.errors import DataError
 from lightning_mlsr.data.evaluation_corpus import eval_corpus_rows, judged_query_rows, shard_indices
 from lightning_mlsr.data.features.fill import FillReport, fill_features
 from lightning_mlsr.data.features.store import FeatureStore
-from lightning_mlsr.data.inputs import BatchInputs, FeatureSpec, SideInputs
 from lightning_mlsr.data.settings import (
     BatchingSettings,
     EvaluationSettings,
@@ -44,17 +45,12 @@ from lightning_mlsr.data.settings import (
     plain,
     settings_of,
 )
-from lightning_mlsr.data.training.batches import (
-    Batch,
-    Collator,
-    IndexDataset,
-    SideSpec,
-    SkipReportingLoader,
-)
+from lightning_mlsr.data.training.batches import Batch, Collator, IndexDataset, SkipReportingLoader
 from lightning_mlsr.data.training.negatives import HardNegatives
 from lightning_mlsr.data.training.pair_loader import TrainingOrder, pair_loader
 from lightning_mlsr.data.training.pairs import RelevantPairs, positive_pairs, split_qrels
 from lightning_mlsr.data.training.sampler import ResumableSampler
+from lightning_mlsr.io.encoder_reads import BatchInputs, FeatureSpec
 
 __all__ = [
     "Batch",
@@ -184,10 +180,6 @@ class RetrievalDataModule(L.LightningDataModule):
             )
         return self._inputs
 
-    def _side(self, inputs: SideInputs, max_length: int) -> SideSpec:
-        spec = inputs.frozen_features if inputs.reads_images else None
-        return SideSpec.of(inputs, max_length, self._feature_store(spec) if spec else None)
-
     def _feature_store(self, spec: FeatureSpec) -> FeatureStore:
         """The frozen-feature store of ``spec`` over this collection's images
         (fails at once, before computing anything, if the cache is not writable)."""
@@ -242,9 +234,9 @@ class RetrievalDataModule(L.LightningDataModule):
     def teardown(self, stage: str) -> None:
         """Write the frozen features computed lazily in this process (for the next run)
         and report the undecodable images met."""
-        if self._collator is not None and self._collator.doc.features is not None:
-            self._collator.doc.features.flush()
-            self._collator.doc.features.report_skipped()
+        if self._collator is not None and self._collator.features is not None:
+            self._collator.features.flush()
+            self._collator.features.report_skipped()
 
     def setup(self, stage: str | None = None) -> None:
         """Build the batch collator if the batch inputs are known already (under a
@@ -258,17 +250,20 @@ class RetrievalDataModule(L.LightningDataModule):
         image-feature cache is filled once per process, every DDP rank computing its share
         on its device (:meth:`fill_features`), so every rank builds it at the same point."""
         query, doc = self.batch_inputs.query, self.batch_inputs.doc
-        if "image" in query.modalities:
+        if query.images:
             raise DataError("queries are texts: the query encoder must be a text head")
-        if "text" not in query.modalities:
+        if not query.text:
             raise DataError("the query encoder reads no text")
         if self.features.fill == "upfront" and not self._filled:
             self.fill_features()
             self._filled = True
         self._collator = Collator(
             self.collection,
-            query=self._side(query, self.batching.query_max_length),
-            doc=self._side(doc, self.batching.doc_max_length),
+            query,
+            doc,
+            query_max_length=self.batching.query_max_length,
+            doc_max_length=self.batching.doc_max_length,
+            features=self._feature_store(doc.features) if doc.features is not None else None,
             on_corrupt_image=self.reading.on_corrupt_image,
         )
         return self._collator
@@ -299,13 +294,11 @@ class RetrievalDataModule(L.LightningDataModule):
         """The split's pairs in batches: in ``sampler``'s order (training), else in order."""
         pairs = self._split_pairs(split)  # read before the collator is built
         return pair_loader(
-            self.collection,
             self.collator,
             pairs,
             self._relevant[split],
             batching=self.batching,
             negative_settings=self.negatives,
-            on_corrupt_image=self.reading.on_corrupt_image,
             sampler=sampler,
             negatives=negatives,
             seed=seed,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FeatureCompute", "FeatureSpec", "Reads"]
+__all__ = ["BatchInputs", "FeatureCompute", "FeatureSpec", "Reads"]
 
 #: pooled features of preprocessed images. Shape: ``(B, 3, H, W)`` -> ``(B, D)``.
 FeatureCompute = Callable[[torch.Tensor], torch.Tensor]
@@ -104,3 +104,16 @@ class Reads:
             pixels=images.pixels,
             features=images.features,
         )
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """What the query and the document batches hold: each encoder's :class:`Reads`
+    (``model.batch_inputs()``)."""
+
+    query: Reads
+    doc: Reads
+
+    def frozen_features(self) -> list[FeatureSpec]:
+        """The frozen image backbones whose features the batches read."""
+        return [r.features for r in (self.query, self.doc) if r.features is not None]

@@ -23,10 +23,12 @@ from lightning_mlsr.data.settings import (
 )
 from lightning_mlsr.data.training.pairs import false_negative_mask
 from lightning_mlsr.io.checkpoints import load_checkpoint
+from lightning_mlsr.io.encoder_reads import BatchInputs
 from lightning_mlsr.models import ImageMLMHead, MLPHead
 from lightning_mlsr.objectives.ranking import gathered_false_negatives
 from lightning_mlsr.training.system.data_inputs import batch_inputs
 from tests.helpers import write_atomic
+from tests.models.test_heads import CONFIGS, make
 
 # T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other
 # image relevant to the same query must not be used as a negative.
@@ -114,11 +116,49 @@ def test_the_batch_inputs_are_required_and_named(
     dm.set_batch_inputs(batch_inputs(*text_heads))
     dm.setup("fit")  # known now: the collator is ready
     collator = dm.collator
-    assert collator.query.tokenizer is not None and collator.query.max_length == 32
+    assert collator.query == text_heads[0].reads()  # as the encoder declared it
+    assert collator.tokenizers.keys() == {"splade-tiny"} and collator.query_max_length == 32
     dm.set_batch_inputs(batch_inputs(*text_heads))  # equal inputs keep the batches built
     assert dm.collator is collator
     dm.set_batch_inputs(batch_inputs(text_heads[0], ImageMLMHead(**TINY_FROZEN_IMAGE)))
-    assert dm.collator is not collator and dm.collator.doc.features is not None
+    assert dm.collator is not collator and dm.collator.features is not None
+
+
+@pytest.mark.parametrize("config", [*CONFIGS, "image_mlm-pixels"])
+def test_each_heads_reads_reach_the_collator_unchanged(
+    collection_dir: Path, text_heads, tmp_path: Path, config: str
+) -> None:
+    """Every registered head (real ones, test-sized) as the document encoder, and as the
+    query encoder where it reads text only: the collator holds its Reads as declared, and
+    the batches hold what they declare, which the head then encodes."""
+    if config == "image_mlm-pixels":
+        head = ImageMLMHead(**TINY_FROZEN_IMAGE, image_size=32, freeze_image_backbone=False)
+    else:
+        head = make(config)
+    reads = head.reads()
+    query = head if reads.modalities == {"text"} else text_heads[0]
+    inputs = BatchInputs(query.reads(), reads)
+    dm = RetrievalDataModule(
+        str(collection_dir),
+        batching=BatchingSettings(batch_size=2),
+        features=FeatureSettings(cache_dir=str(tmp_path / "cache")),
+    )
+    dm.set_batch_inputs(inputs)
+    dm.setup("fit")
+    collator = dm.collator
+    assert collator.query is inputs.query and collator.doc is inputs.doc
+    if reads.pixels is None:  # a transform is a new object each time: equal only to itself
+        assert collator.doc == head.reads()  # declared again: equal
+    assert collator.doc_max_length == min(32, reads.max_length or 32)
+    docs = dm.train_dataloader().collate_fn([0, 1])["doc"]
+    assert ("input_ids" in docs) == reads.text
+    assert ("image_features" in docs) == (reads.features is not None)
+    assert ("pixel_values" in docs) == (reads.pixels is not None)
+    head.eval()
+    with torch.no_grad():
+        assert head(docs).shape == (2, head.width)
+        queries = dm.collator.query_batch([0, 1])["query"]
+        assert query(queries).shape == (2, query.width)
 
 
 def test_eval_loaders_cover_corpus_and_split_queries(collection_dir: Path, text_heads) -> None:
@@ -166,7 +206,7 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
         dm.set_batch_inputs(batch_inputs(text_heads[0], head))
         dm.prepare_data()
         dm.setup("fit")
-        store = dm.collator.doc.features
+        store = dm.collator.features
         assert store is not None
         assert store.computer.compute is not head.image_backbone  # a frozen copy, not the model's
         store.computer.compute.register_forward_pre_hook(
@@ -201,7 +241,7 @@ def test_frozen_features_are_computed_lazily_and_cached_by_content(
     encoded.clear()
     dm = build(fill="upfront")
     assert sum(encoded) == 0  # the hook is attached after prepare_data: count the cache
-    store = dm.collator.doc.features
+    store = dm.collator.features
     assert store is not None and len(store) == len(dm.collection.images)
     build(fill="upfront")
     assert sum(encoded) == 0

@@ -145,7 +145,7 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
     dm.set_batch_inputs(batch_inputs(MLPHead(), head))
     dm.setup("fit")
     dm.setup("test")  # once per process, not again per stage
-    store = dm.collator.doc.features
+    store = dm.collator.features
     assert store is not None and calls == [len(dm.feature_rows())]
     assert len(store) == len(dm.feature_rows()) == len(dm.collection.images)
 

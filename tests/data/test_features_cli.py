@@ -23,14 +23,14 @@ class StopAtFirstTrainBatch(Callback):
     on_disk: int | None = None  # also catches features filled before setup (prepare_data)
 
     def on_fit_start(self, trainer, pl_module) -> None:  # after every setup hook
-        store = trainer.datamodule.collator.doc.features
+        store = trainer.datamodule.collator.features
         store.computer.compute.register_forward_pre_hook(
             lambda _m, args: StopAtFirstTrainBatch.encoded.append(len(args[0]))
         )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         StopAtFirstTrainBatch.at_first_step = sum(StopAtFirstTrainBatch.encoded)
-        StopAtFirstTrainBatch.on_disk = len(trainer.datamodule.collator.doc.features)
+        StopAtFirstTrainBatch.on_disk = len(trainer.datamodule.collator.features)
         raise _FirstBatchReached
 
 
@@ -68,7 +68,7 @@ class CountEncodedImages(Callback):
     encoded: list[int] = []
 
     def on_fit_start(self, trainer, pl_module) -> None:  # after every setup hook
-        store = trainer.datamodule.collator.doc.features
+        store = trainer.datamodule.collator.features
         store.computer.compute.register_forward_pre_hook(
             lambda _m, args: CountEncodedImages.encoded.append(len(args[0]))
         )

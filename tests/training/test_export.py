@@ -72,7 +72,8 @@ def test_predict_exports_npz_ids_and_jsonl(tmp_path: Path, target: str) -> None:
     assert len(lines) == len(ids)
     first = json.loads(lines[0])
     assert first["id"] == ids[0]
-    vocab = dm.collator.query.tokenizer.convert_ids_to_tokens(list(range(30522)))
+    (tokenizer,) = dm.collator.tokenizers.values()  # one, shared by both sides
+    vocab = tokenizer.convert_ids_to_tokens(list(range(30522)))
     row = matrix[0]
     expected = {
         vocab[t]: int(np.rint(w * 100))

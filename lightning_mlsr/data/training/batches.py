@@ -7,6 +7,7 @@ reported once per pass by :class:`SkipReportingLoader`, or raise.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from lightning_mlsr.data.collection.decode import CorruptImageError
 from lightning_mlsr.data.collection.tables import Collection
 from lightning_mlsr.data.errors import DataError, format_ids
 from lightning_mlsr.data.training.pairs import RelevantPairs, false_negative_mask
+from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import load_tokenizer
 
 if TYPE_CHECKING:
@@ -80,13 +82,34 @@ class SideSpec:
 
 
 class Collator:
-    """Turns lists of indices into model inputs. Picklable, so it runs in workers."""
+    """Turns lists of indices into model inputs, each side as its encoder reads it.
+    Picklable, so it runs in workers.
+
+    Args:
+        collection: the collection the rows index.
+        query, doc: what the query and the document encoder read (``encoder.reads()``),
+            taken as is.
+        query_max_length, doc_max_length: the DataModule's token limits; a side's texts
+            are cut at the smaller of its limit and its encoder's own.
+        features: the store of the document encoder's frozen image features over this
+            collection's images (needed when ``doc.features`` is set); it computes what is
+            missing.
+        pairs: ``(P, 2)`` (text row, image row) pairs that :meth:`pair_batch` batches.
+        relevant: every relevant pair, for the false-negative mask.
+        on_corrupt_image: ``"skip"`` (report) or ``"error"``.
+        negatives: hard negatives; pair batches then also get ``negatives_per_query`` per
+            pair, drawn from each query's first ``negative_depth`` (see
+            :mod:`lightning_mlsr.data.training.negatives`), seeded with ``seed``.
+    """
 
     def __init__(
         self,
         collection: Collection,
-        query: SideSpec,
-        doc: SideSpec,
+        query: Reads,
+        doc: Reads,
+        query_max_length: int = 32,
+        doc_max_length: int = 32,
+        features: FeatureStore | None = None,
         pairs: np.ndarray | None = None,
         relevant: RelevantPairs | None = None,
         on_corrupt_image: Literal["skip", "error"] = "skip",
@@ -95,32 +118,58 @@ class Collator:
         negative_depth: int | None = None,
         seed: int = 0,
     ) -> None:
+        if doc.features is not None and features is None:
+            raise ValueError("the document encoder reads cached image features: pass their store")
         self.collection = collection
-        self.query = query
-        self.doc = doc
+        self.query, self.doc = query, doc
+        self.query_max_length = _limit(query_max_length, query)
+        self.doc_max_length = _limit(doc_max_length, doc)
+        self.tokenizers = {
+            name: load_tokenizer(name)
+            for name in dict.fromkeys((query.tokenizer, doc.tokenizer))
+            if name is not None
+        }
+        self.features = features if doc.features is not None else None
         self.pairs = pairs  # (P, 2) [text row, image row]
         self.relevant = relevant or RelevantPairs(np.zeros(0), np.zeros(0), 1)
         self.on_corrupt_image = on_corrupt_image
-        # pair batches also get negatives_per_query hard negatives per pair, drawn from each
-        # query's first negative_depth (see lightning_mlsr.data.training.negatives)
         self.negatives = negatives
         self.negatives_per_query = negatives_per_query
         self.negative_depth = negative_depth
         self.seed = seed
 
-    def encode_texts(self, texts: list[str], side: SideSpec) -> dict[str, torch.Tensor]:
-        enc = side.tokenizer(
+    def for_pairs(
+        self,
+        pairs: np.ndarray,
+        relevant: RelevantPairs,
+        negatives: HardNegatives | None = None,
+        negatives_per_query: int = 1,
+        negative_depth: int | None = None,
+        seed: int = 0,
+    ) -> Collator:
+        """This collator over ``pairs`` (the same sides, tokenizers and feature store)."""
+        collator = copy.copy(self)
+        collator.pairs, collator.relevant, collator.negatives = pairs, relevant, negatives
+        collator.negatives_per_query, collator.negative_depth = negatives_per_query, negative_depth
+        collator.seed = seed
+        return collator
+
+    def encode_texts(
+        self, texts: list[str], side: Reads, max_length: int
+    ) -> dict[str, torch.Tensor]:
+        assert side.tokenizer is not None, "this side reads no text"
+        enc = self.tokenizers[side.tokenizer](
             texts,
             padding=True,
             truncation=True,
-            max_length=side.max_length,
+            max_length=max_length,
             return_tensors="pt",
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def queries(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
         texts = [self.collection.texts.query(r) for r in rows]
-        return self.encode_texts(texts, self.query)
+        return self.encode_texts(texts, self.query, self.query_max_length)
 
     def usable(self, rows: Sequence[int]) -> tuple[list[int], list[str], list[Any]]:
         """``rows`` whose images decode, the ids of those that do not, and the decoded
@@ -129,7 +178,7 @@ class Collator:
         Only the pixel path decodes here (the feature store handles its own); a
         corrupt image raises with ``on_corrupt_image="error"``, else it is reported.
         """
-        if not (self.doc.image and self.doc.features is None):
+        if self.doc.pixels is None:
             return list(rows), [], []
         good, bad, decoded = [], [], []
         for r in rows:
@@ -147,14 +196,12 @@ class Collator:
         inputs: dict[str, torch.Tensor] = {}
         if self.doc.text:
             captions = [self.collection.images.caption(r) for r in rows]
-            inputs.update(self.encode_texts(captions, self.doc))
-        if self.doc.image:
-            if self.doc.features is not None:  # missing ones are computed here, see FeatureStore
-                inputs["image_features"] = torch.from_numpy(self.doc.features.features(rows))
-            else:
-                assert self.doc.transform is not None
-                images = list(decoded) or [self.collection.images.load_image(r) for r in rows]
-                inputs["pixel_values"] = torch.stack([self.doc.transform(im) for im in images])
+            inputs.update(self.encode_texts(captions, self.doc, self.doc_max_length))
+        if self.features is not None:  # missing ones are computed here, see FeatureStore
+            inputs["image_features"] = torch.from_numpy(self.features.features(rows))
+        elif self.doc.pixels is not None:
+            images = list(decoded) or [self.collection.images.load_image(r) for r in rows]
+            inputs["pixel_values"] = torch.stack([self.doc.pixels(im) for im in images])
         return inputs
 
     # collate functions ---------------------------------------------------------------
@@ -230,6 +277,11 @@ class Collator:
 
     def query_batch(self, rows: list[int]) -> Batch:
         return {"query": self.queries(rows), "query_idx": torch.tensor(rows, dtype=torch.long)}
+
+
+def _limit(max_length: int, side: Reads) -> int:
+    """``max_length``, or the side's encoder's own limit when that is smaller."""
+    return max_length if side.max_length is None else min(max_length, side.max_length)
 
 
 class SkipReportingLoader(DataLoader):

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_mlsr.data.collection import Collection
-from lightning_mlsr.data.collection.load import CorruptPolicy
 from lightning_mlsr.data.settings import BatchingSettings, NegativeSettings
 from lightning_mlsr.data.training.batches import Collator, IndexDataset, SkipReportingLoader
 from lightning_mlsr.data.training.negatives import HardNegatives
@@ -31,14 +29,12 @@ __all__ = ["TrainingOrder", "pair_loader"]
 
 
 def pair_loader(
-    collection: Collection,
     sides: Collator,
     pairs: np.ndarray,
     relevant: RelevantPairs,
     *,
     batching: BatchingSettings,
     negative_settings: NegativeSettings,
-    on_corrupt_image: CorruptPolicy,
     sampler: ResumableSampler | None = None,
     negatives: HardNegatives | None = None,
     seed: int = 0,
@@ -46,13 +42,9 @@ def pair_loader(
     """``pairs`` ``(P, 2)`` in batches of ``batching.batch_size``, the query and document
     sides read as ``sides`` reads them: in ``sampler``'s order (training), else in order."""
     batch_size = batching.batch_size
-    collator = Collator(
-        collection,
-        sides.query,
-        sides.doc,
-        pairs=pairs,
-        relevant=relevant,
-        on_corrupt_image=on_corrupt_image,
+    collator = sides.for_pairs(
+        pairs,
+        relevant,
         negatives=negatives,
         negatives_per_query=negative_settings.per_query,
         negative_depth=negative_settings.depth,

@@ -9,7 +9,8 @@ The bridge between the two sides, which never import each other: an :class:`Enco
 
 from __future__ import annotations
 
-from lightning_mlsr.data.inputs import BatchInputs, FeatureSpec, SideInputs
+from lightning_mlsr.data.inputs import SideInputs
+from lightning_mlsr.io.encoder_reads import BatchInputs, FeatureSpec
 from lightning_mlsr.models.backbones import FrozenCopy, ImageBackbone
 from lightning_mlsr.models.encoder import Encoder
 
@@ -36,4 +37,4 @@ def side_inputs(encoder: Encoder) -> SideInputs:
 
 def batch_inputs(query_encoder: Encoder, doc_encoder: Encoder) -> BatchInputs:
     """What the query and the document batches of a model must hold."""
-    return BatchInputs(side_inputs(query_encoder), side_inputs(doc_encoder))
+    return BatchInputs(query_encoder.reads(), doc_encoder.reads())

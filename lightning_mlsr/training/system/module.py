@@ -17,7 +17,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from lightning_mlsr.data.datamodule import RetrievalDataModule
-from lightning_mlsr.data.inputs import BatchInputs
+from lightning_mlsr.io.encoder_reads import BatchInputs
 from lightning_mlsr.models import Encoder, check_encoder_pair, tie_text_backbones
 from lightning_mlsr.models.encoder import DenseEncoder, SparseEncoder
 from lightning_mlsr.models.static import StaticQueryHead
@@ -25,7 +25,6 @@ from lightning_mlsr.models.teacher import DenseTeacher
 from lightning_mlsr.objectives.distillation import ScoreDistillation
 from lightning_mlsr.objectives.ranking import InfoNCE, gathered_false_negatives
 from lightning_mlsr.objectives.regularizers import Regularizer
-from lightning_mlsr.training.system.data_inputs import batch_inputs
 from lightning_mlsr.training.system.optimization import GROUPS, Optimization, lr_schedule
 from lightning_mlsr.training.system.teacher_checkpoint import leave_teacher_out, put_teacher_back
 
@@ -141,8 +140,8 @@ class SparseBiEncoder(L.LightningModule):
             put_teacher_back(checkpoint, self.teacher, resuming)
 
     def setup(self, stage: str) -> None:
-        """Hand the Trainer's :class:`RetrievalDataModule` what the encoders read, as plain
-        values (:meth:`batch_inputs`), through its one entry point ``set_batch_inputs`` (any
+        """Hand the Trainer's :class:`RetrievalDataModule` what the encoders read
+        (:meth:`batch_inputs`), through its one entry point ``set_batch_inputs`` (any
         other DataModule makes its own batches); at fit, start a static query table that asks
         for it from IDF over the training captions."""
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -154,9 +153,9 @@ class SparseBiEncoder(L.LightningModule):
                     encoder.start_from_idf(datamodule.collection.images.captions())
 
     def batch_inputs(self) -> BatchInputs:
-        """What the query and document batches must hold: tokenizer names, token limits,
-        image transforms, and the cache key and a frozen copy of a frozen image backbone."""
-        return batch_inputs(self.query_encoder, self.doc_encoder)
+        """What the query and document batches must hold: what each encoder reads
+        (:meth:`~lightning_mlsr.models.encoder.Encoder.reads`)."""
+        return BatchInputs(self.query_encoder.reads(), self.doc_encoder.reads())
 
     # ------------------------------------------------------------------ forward
     def forward(self, queries: dict[str, torch.Tensor], docs: dict[str, torch.Tensor]):
