@@ -4,7 +4,8 @@
   with its save/load; its scoring paths in :mod:`~lightning_mlsr.retrieval.index.inverted_scoring`,
   its file format in :mod:`~lightning_mlsr.retrieval.index.inverted_file` and its document order
   in :mod:`~lightning_mlsr.retrieval.index.tie_order`.
-- :mod:`~lightning_mlsr.retrieval.index.topk_kernel`: the compiled (numba) term-at-a-time top-k kernel.
+- :mod:`~lightning_mlsr.retrieval.index.topk_kernel`: the compiled (numba) term-at-a-time top-k kernel;
+  :mod:`~lightning_mlsr.retrieval.index.blockmax_kernel`: its safe block-max pruned variant.
 - :mod:`~lightning_mlsr.retrieval.index.inputs`: validation of weights, document ids and ``k``.
 - :mod:`~lightning_mlsr.retrieval.index.seismic`: :class:`SeismicIndex`, optional approximate search.
 - :mod:`~lightning_mlsr.retrieval.index.dense`: :func:`dense_search`, exact inner-product top-k.

@@ -6,7 +6,10 @@ an inverted index: column ``t`` lists the documents containing term ``t`` and th
 
 Search is exact dot-product scoring, term at a time (the compiled kernel in
 :mod:`lightning_mlsr.retrieval.index.topk_kernel`, driven by
-:mod:`lightning_mlsr.retrieval.index.inverted_scoring`). Only documents with a score > 0 (at
+:mod:`lightning_mlsr.retrieval.index.inverted_scoring`), or, with ``pruning="blockmax"``,
+safe block-max pruning (:mod:`lightning_mlsr.retrieval.index.blockmax_kernel`): the same
+results bit for bit, skipping the windows of documents whose score bound cannot reach the
+k-th best score found so far. Only documents with a score > 0 (at
 least one shared term with positive weights) are returned; missing slots are padded with
 score ``-inf`` and index ``-1``. Ordering is by descending score, ties by descending document
 id (as strings, the order in which ``trec_eval`` ranks tied documents), identical for the
@@ -44,6 +47,7 @@ from lightning_mlsr.retrieval.index.topk_kernel import BLOCK, query_status
 __all__ = ["FORMAT_VERSION", "InvertedIndex", "tie_order"]
 
 _METHODS = ("numba", "scipy")
+_PRUNING = (None, "blockmax")
 
 
 class InvertedIndex:
@@ -152,6 +156,12 @@ class InvertedIndex:
         arrays = (p.data, p.indices, p.indptr, self._doc_ids, self._order, self._scorer.offsets)
         return int(sum(a.nbytes for a in arrays))
 
+    def prepare_pruning(self) -> int:
+        """Build the window bounds that ``pruning="blockmax"`` reads (otherwise built by the
+        first pruned search, then kept; not saved) and return their size in bytes (not
+        counted in :attr:`size_bytes`)."""
+        return self._scorer.bounds.nbytes
+
     def expected_flops(self, queries: Any) -> np.ndarray:
         """Multiply-adds exact term-at-a-time scoring spends on each query.
 
@@ -173,6 +183,7 @@ class InvertedIndex:
         batch_size: int | None = None,
         method: str = "numba",
         num_threads: int | None = None,
+        pruning: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k documents by dot product for every query.
 
@@ -185,6 +196,13 @@ class InvertedIndex:
             method: ``"numba"`` (compiled, parallel over queries) or ``"scipy"`` (reference,
                 ``Q @ D.T`` per batch and a partial sort).
             num_threads: numba threads (default: ``numba.get_num_threads()``).
+            pruning: ``None`` (exhaustive scoring) or ``"blockmax"``: safe block-max pruning
+                with ``method="numba"``, the same results bit for bit. It pays for small k on
+                large collections and costs for large k on small ones (realistic vectors,
+                1 thread: k=10 1.1x the exhaustive speed at 100k documents and 3.0x at 1M;
+                k=100 0.5x at 100k and 1.1x at 1M). The first pruned search builds the
+                window bounds (:meth:`prepare_pruning`; ~20% of the index's size). A query is
+                never split between threads.
 
         Returns:
             ``(scores, indices)``: float32 and int64, best first, ties by descending document
@@ -197,6 +215,7 @@ class InvertedIndex:
         k = check_k(k)
         if method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        _check_pruning(pruning, method)
         if batch_size is None:
             batch_size = 1024 if method == "numba" else max(1, SCIPY_BLOCK // max(len(self), 1))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -214,7 +233,12 @@ class InvertedIndex:
             stop = min(start + batch_size, n_queries)
             block = queries if stop - start == n_queries else queries[start:stop]
             q = self._prepare_queries(block, row_offset=start)
-            if method == "numba":
+            if pruning == "blockmax":
+                self._scorer.score_pruned(
+                    q.indptr, q.indices, q.data, k, n_workers, scores[start:stop],
+                    indices[start:stop],
+                )  # fmt: skip
+            elif method == "numba":
                 self._scorer.score(
                     q.indptr,
                     q.indices,
@@ -231,7 +255,12 @@ class InvertedIndex:
         return scores, indices
 
     def search_one(
-        self, terms: Any, weights: Any, k: int, num_threads: int | None = None
+        self,
+        terms: Any,
+        weights: Any,
+        k: int,
+        num_threads: int | None = None,
+        pruning: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of one query given as its term ids and weights: what a server holds
         per request, without building a matrix. Same results as :meth:`search` on that
@@ -242,11 +271,13 @@ class InvertedIndex:
             weights: the matching weights, finite and >= 0 (zeros are dropped).
             k: results.
             num_threads: numba threads (default: ``numba.get_num_threads()``).
+            pruning: ``None`` or ``"blockmax"``, as in :meth:`search` (one thread).
 
         Shape: terms, weights (n_terms_in_query,) -> scores, indices (k,)
         """
         k = check_k(k)
         n_workers = check_threads(num_threads)
+        _check_pruning(pruning, "numba")
         t = np.asarray(terms)
         w = np.asarray(weights, dtype=np.float32)
         if t.ndim != 1 or w.shape != t.shape or (t.size and t.dtype.kind not in "iu"):
@@ -268,7 +299,8 @@ class InvertedIndex:
         scores = np.full((1, k), -np.inf, dtype=np.float32)
         indices = np.full((1, k), -1, dtype=np.int64)
         if len(self) and len(t):
-            self._scorer.score(np.array([0, len(t)]), t, w, k, n_workers, scores, indices)
+            score = self._scorer.score_pruned if pruning else self._scorer.score
+            score(np.array([0, len(t)]), t, w, k, n_workers, scores, indices)
         found = indices[0] >= 0
         indices[0, found] = self._order[indices[0, found]]
         return scores[0], indices[0]
@@ -310,3 +342,10 @@ class InvertedIndex:
     def load(cls, path: str | os.PathLike[str]) -> InvertedIndex:
         """Read an index written by :meth:`save` (the ``.npz`` file or its directory)."""
         return cls(*read_index(path))
+
+
+def _check_pruning(pruning: str | None, method: str) -> None:
+    if pruning not in _PRUNING:
+        raise ValueError(f"pruning must be one of {_PRUNING}, got {pruning!r}")
+    if pruning and method != "numba":
+        raise ValueError(f"pruning={pruning!r} needs method='numba', got {method!r}")

@@ -4,7 +4,9 @@
 (:mod:`lightning_mlsr.retrieval.index.topk_kernel`) reads them: the CSC arrays, where each
 posting list enters each chunk of documents, and the per-worker accumulators kept between
 calls. It splits one query's documents between threads when there are fewer queries than
-threads. :func:`scipy_topk` is the reference path, ``Q @ D.T`` and a partial sort.
+threads. It also runs the block-max pruned kernel
+(:mod:`lightning_mlsr.retrieval.index.blockmax_kernel`), whose window bounds it builds on
+first use. :func:`scipy_topk` is the reference path, ``Q @ D.T`` and a partial sort.
 
 Both take canonical float32 CSR queries and write the top ``k`` (score descending, row
 ascending; rows in tie order) into preallocated outputs. Imports neither torch nor lightning.
@@ -20,6 +22,13 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from lightning_mlsr.retrieval.index import blockmax_kernel
+from lightning_mlsr.retrieval.index.blockmax_kernel import (
+    WindowBounds,
+    blockmax_topk,
+    blockmax_topk_one,
+    window_bounds,
+)
 from lightning_mlsr.retrieval.index.topk_kernel import (
     CHUNK,
     chunk_offsets,
@@ -73,6 +82,10 @@ class BlockedPostings:
         # allocating and page-faulting it on every call cost more than a short query.
         self.scratch: tuple[np.ndarray, np.ndarray] | None = None
         self._scratch_lock = threading.Lock()
+        self._bounds: WindowBounds | None = None  # for pruning="blockmax", built on first use
+        self._bounds_lock = threading.Lock()
+        #: windows the last pruned call scored: (as seeds, after them), summed over queries
+        self.last_pruning_stats = np.zeros(2, np.int64)
 
     @property
     def n_docs(self) -> int:
@@ -140,6 +153,61 @@ class BlockedPostings:
             best = np.lexsort((np.where(cand_i < 0, n_docs, cand_i), -cand_s))[:, :k]
             out_s[:] = np.take_along_axis(cand_s, best, axis=1)
             out_i[:] = np.take_along_axis(cand_i, best, axis=1)
+
+    @property
+    def bounds(self) -> WindowBounds:
+        """The window bounds of the long posting lists (built on first use, then kept)."""
+        with self._bounds_lock:
+            if self._bounds is None:
+                p = self.postings
+                self._bounds = window_bounds(
+                    self.p_indptr, unsigned(p.indices), p.data, self.n_docs
+                )
+            return self._bounds
+
+    def score_pruned(
+        self,
+        q_indptr: np.ndarray,
+        q_indices: np.ndarray,
+        q_data: np.ndarray,
+        k: int,
+        n_workers: int,
+        out_s: np.ndarray,
+        out_i: np.ndarray,
+    ) -> None:
+        """The block-max pruned kernel on canonical CSR query arrays: the same top k as
+        :meth:`score`, bit for bit. Queries are split between threads (one query is never
+        split: it runs on one thread).
+
+        Shape: q_indptr (n_q + 1,), q_indices, q_data (nnz,) -> out_s, out_i (n_q, k)
+        """
+        b = self.bounds
+        n_q = len(q_indptr) - 1
+        workers = max(1, min(n_workers, n_q))
+        step = b.super_shift - b.window_shift
+        arrays = (self.p_indptr, unsigned(self.postings.indices), self.postings.data,
+                  b.long_row, b.q8, b.off16, b.sup, b.scale, b.window_shift, step)  # fmt: skip
+        n_seed = blockmax_kernel.SEEDS + k // 2
+        group, n_batch = blockmax_kernel.GROUP, blockmax_kernel.BATCH
+        stats = np.zeros((workers, 2), np.int64)
+        if n_q == 1:
+            blockmax_topk_one(
+                *arrays, unsigned(q_indices), q_data, k, n_seed, group, n_batch,
+                out_s[0], out_i[0], stats[0],
+            )  # fmt: skip
+        else:
+            previous = numba.get_num_threads()
+            if workers != previous:
+                numba.set_num_threads(workers)
+            try:
+                blockmax_topk(
+                    *arrays, q_indptr.astype(np.int64, copy=False), unsigned(q_indices),
+                    q_data, k, n_seed, group, n_batch, workers, out_s, out_i, stats,
+                )  # fmt: skip
+            finally:
+                if workers != previous:
+                    numba.set_num_threads(previous)
+        self.last_pruning_stats = stats.sum(axis=0)
 
     @contextlib.contextmanager
     def _kernel_scratch(self, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
