@@ -30,7 +30,6 @@ from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.features.fill import DecodedImages, fill_features
 from lightning_mlsr.data.features.store import FeatureStore
 from lightning_mlsr.models.backbones import ImageBackbone
-from lightning_mlsr.training.system.data_inputs import feature_spec
 
 
 def atomic_like_jpegs(n: int, size: int) -> list[bytes]:
@@ -83,7 +82,7 @@ def main() -> None:
         runs.append(("bf16 autocast", lambda: torch.autocast(device_type, dtype=torch.bfloat16)))
     for name, autocast in runs:
         with tempfile.TemporaryDirectory() as cache:
-            store = FeatureStore(feature_spec(backbone), table, cache_dir=cache)
+            store = FeatureStore(backbone.feature_spec(), table, cache_dir=cache)
             kwargs = {} if autocast is None else {"autocast": autocast}
             report = fill_features(
                 store,

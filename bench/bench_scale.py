@@ -216,8 +216,8 @@ def measure_load(root: str) -> dict[str, float]:
 def measure_first_batch(root: str, started: float) -> dict[str, float]:
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.data.settings import BatchingSettings
+    from lightning_mlsr.io.encoder_reads import BatchInputs
     from lightning_mlsr.models import ImageMLMHead, MLPHead
-    from lightning_mlsr.training.system.data_inputs import batch_inputs
 
     dm = RetrievalDataModule(root, batching=BatchingSettings(batch_size=64, num_workers=1))
     image = ImageMLMHead(
@@ -226,7 +226,7 @@ def measure_first_batch(root: str, started: float) -> dict[str, float]:
         image_size=64,
         freeze_image_backbone=False,
     )
-    dm.set_batch_inputs(batch_inputs(MLPHead(), image))
+    dm.set_batch_inputs(BatchInputs(MLPHead().reads(), image.reads()))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["doc"]["pixel_values"].shape[0] == 64

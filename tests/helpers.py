@@ -1,4 +1,5 @@
-"""Shared by test modules: tiny images, a tiny AToMiC-layout collection, a search oracle.
+"""Shared by test modules: tiny images, a tiny AToMiC-layout collection, a search oracle,
+every registered head at test size.
 
 Test modules import these from here, never from one another.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from lightning_mlsr.io.encoder_reads import BatchInputs
+from lightning_mlsr.models import HEADS, Encoder, ImageMLMHead, MLPHead, list_heads
 
 
 def png(color: tuple[int, int, int, int], size: int = 8) -> bytes:
@@ -266,3 +271,39 @@ def token_batch(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
     for i, row in enumerate(rows):
         ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+# --------------------------------------------------------------------------- heads
+
+TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
+#: test-sized arguments for the registered heads whose defaults are too big (a new head
+#: with small defaults needs no entry: the registry puts it under the contract test)
+TINY_ARGS: dict[str, Callable[[], dict[str, Any]]] = {
+    "image_mlm": lambda: TINY_IMAGE,
+    "fused": lambda: TINY_IMAGE,
+    "late_fusion": lambda: {"text_head": MLPHead(), "image_head": ImageMLMHead(**TINY_IMAGE)},
+    "dense_image": lambda: TINY_IMAGE,
+    "d2s": lambda: {"backbone": "splade-tiny"},
+}
+#: configurations beyond each head's defaults: (registry name, non-default arguments)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mlp-max": ("mlp", {"pooling": "max"}),
+    "fused-mlm": ("fused", {"head": "mlm"}),
+}
+#: every registered head with its defaults, plus the variants
+HEAD_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    **{name: (name, {}) for name in list_heads()},
+    **VARIANTS,
+}
+
+
+def make_head(config: str) -> Encoder:
+    """A new head of a configuration of :data:`HEAD_CONFIGS`, built through the registry."""
+    name, overrides = HEAD_CONFIGS[config]
+    args = TINY_ARGS.get(name, dict)()
+    return HEADS[name](**{**args, **overrides})
+
+
+def batch_inputs(query: Encoder, doc: Encoder) -> BatchInputs:
+    """What a model of these encoders hands the DataModule (``model.batch_inputs()``)."""
+    return BatchInputs(query.reads(), doc.reads())

@@ -98,7 +98,7 @@ def save_encoder(head: Encoder, out: str | Path, max_length: int | None = None) 
         "version": VERSION,
         "class_path": f"{type(head).__module__}.{type(head).__qualname__}",
         "vocab_size": getattr(head, "vocab_size", None),
-        "modalities": sorted(head.modalities),
+        "modalities": sorted(head.reads().modalities),
         "sentence_transformers": None,
     }
     if isinstance(head, LateFusionHead):
@@ -177,7 +177,7 @@ def _image_args(head: Any) -> dict[str, Any]:
         "image_backbone": head.image_backbone.name,
         "image_pretrained": False,
         "image_size": int(size),
-        "freeze_image_backbone": bool(head.freeze_image_backbone),
+        "freeze_image_backbone": bool(head.image_backbone.frozen),
     }
 
 

@@ -65,9 +65,6 @@ class D2SHead(TextTransformerEncoder):
         _check_max_terms(max_terms, "D2SHead")
         encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
         super().__init__(backbone, encoder, mlm_head)
-        self.modalities = frozenset({"text"})
-        self.image_backbone = None
-        self.freeze_image_backbone = False
         self.max_terms = max_terms
         self.expansion: Expansion = expansion
         mlm_head_parts(mlm_head)  # fail now, not at the first batch, if unsupported

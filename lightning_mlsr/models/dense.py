@@ -17,10 +17,9 @@ from torch import nn
 
 from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE
-from lightning_mlsr.models.backbones import load_text_encoder
+from lightning_mlsr.models.backbones import ImageBackbone, load_text_encoder
 from lightning_mlsr.models.encoder import DenseEncoder
 from lightning_mlsr.models.registry import register_head
-from lightning_mlsr.models.transformer import build_image_backbone
 
 __all__ = ["DenseImageHead", "DenseTextHead"]
 
@@ -53,10 +52,7 @@ class DenseTextHead(DenseEncoder):
         super().__init__(int(config.hidden_size))
         self.encoder = encoder
         self.hidden_size = self.dim
-        self.text_backbone_name: str | None = backbone
-        self.modalities = frozenset({"text"})
-        self.image_backbone = None
-        self.freeze_image_backbone = True
+        self.text_backbone_name = backbone
         self.pooling = pooling
         self.normalize = normalize
 
@@ -108,11 +104,8 @@ class DenseImageHead(DenseEncoder):
         normalize: bool = True,
     ) -> None:
         super().__init__(dim)
-        self.modalities = frozenset({"image"})
-        self.text_backbone_name = None
-        self.freeze_image_backbone = freeze_image_backbone
-        self.image_backbone: Any = build_image_backbone(
-            image_backbone, image_pretrained, image_size, freeze_image_backbone
+        self.image_backbone = ImageBackbone(
+            image_backbone, image_pretrained, image_size=image_size, frozen=freeze_image_backbone
         )
         self.projection = nn.Linear(self.image_backbone.num_features, dim)
         self.normalize = normalize

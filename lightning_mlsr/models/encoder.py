@@ -7,7 +7,7 @@ the text vocabulary, so query and document encoders are interchangeable in YAML;
 plain ``torch``: they never call ``autocast`` or move tensors between devices (the Trainer
 owns precision and placement), and they import nothing from Lightning.
 
-Batch keys an encoder may read:
+Batch keys an encoder may read, as its :meth:`Encoder.reads` declares:
 
 - ``input_ids`` ``(B, L)`` long and ``attention_mask`` ``(B, L)`` long/bool — text;
 - ``image_features`` ``(B, D)`` float — pooled features of a *frozen* image backbone,
@@ -44,21 +44,17 @@ class Encoder(nn.Module):
     with the inverted index) and :class:`DenseEncoder` (``(B, D)`` embeddings, searched
     exactly); code that treats them differently dispatches with ``isinstance``.
 
+    What an encoder reads (its tokenizer and token limit, its images as pixels or cached
+    features) it says in one place, :meth:`reads`.
+
     Attributes:
-        modalities: the subset of ``{"text", "image"}`` the encoder reads.
-        text_backbone_name: name of the text transformer, or None when there is none.
-        image_backbone: the image backbone module (its ``transform()`` preprocesses pixels,
-            its ``cache_key`` names cached features), or None.
-        freeze_image_backbone: True when the image backbone is frozen, so its features may
-            be precomputed and passed as ``image_features``.
+        text_backbone_name: name of the text backbone (its tokenizer, its vocabulary), or
+            None when there is none.
         text_model: the transformer used for text (or None); share one between encoders
             with :func:`~lightning_mlsr.models.tie_text_backbones`.
     """
 
-    modalities: frozenset[str]
-    text_backbone_name: str | None
-    image_backbone: ImageBackbone | None
-    freeze_image_backbone: bool
+    text_backbone_name: str | None = None
 
     @property
     def text_model(self) -> nn.Module | None:
@@ -85,12 +81,6 @@ class Encoder(nn.Module):
             max_length=None if limit is None else int(limit) - reserved,
         )
 
-    def max_text_length(self) -> int | None:
-        """The most tokens the text transformer accepts (None: no limit known)."""
-        config: Any = getattr(self.text_model, "config", None)
-        limit = getattr(config, "max_position_embeddings", None)
-        return int(limit) if limit is not None else None
-
     @property
     def width(self) -> int:
         """The length of the vectors this encoder returns: ``V`` (sparse) or ``D`` (dense)."""
@@ -108,22 +98,13 @@ class Encoder(nn.Module):
         """
         return []
 
-    def train(self, mode: bool = True) -> Encoder:
-        """Like ``nn.Module.train``, but a frozen image backbone stays in eval mode."""
-        super().train(mode)
-        backbone = self.image_backbone
-        if backbone is not None and self.freeze_image_backbone:
-            backbone.eval()  # frozen features (and BN statistics) must not drift
-        return self
-
     # ------------------------------------------------------------------ helpers
 
     def _require(self, inputs: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
         if key not in inputs:
             raise MissingInputError(
                 f"{type(self).__name__} needs the batch key {key!r}, but the batch has "
-                f"{sorted(inputs)}; check that the DataModule provides the "
-                f"{sorted(self.modalities)} input(s) this encoder reads."
+                f"{sorted(inputs)}; check that the batches hold what its reads() declares."
             )
         return inputs[key]
 
@@ -142,7 +123,7 @@ class Encoder(nn.Module):
                     f"{type(self).__name__} has no image backbone to run on 'pixel_values'; "
                     "pass precomputed 'image_features' instead."
                 )
-            if self.freeze_image_backbone:
+            if backbone.frozen:
                 with torch.no_grad():
                     features = backbone(inputs["pixel_values"])  # (B, D)
             else:

@@ -16,7 +16,6 @@ from lightning_mlsr.models.pooling import Pooling, _check_pooling, keep_top_term
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
     TextTransformerEncoder,
-    build_image_backbone,
     init_term_scorer,
     split_masked_lm,
 )
@@ -85,21 +84,14 @@ class FusedImageTextHead(TextTransformerEncoder):
         self.head = head
         self.pooling: Pooling = pooling
         self.max_terms = max_terms
-        self.modalities = frozenset({"text", "image"})
-        self.freeze_image_backbone = freeze_image_backbone
-        self.image_backbone: ImageBackbone = build_image_backbone(
-            image_backbone, image_pretrained, image_size, freeze_image_backbone
+        self.image_backbone = ImageBackbone(
+            image_backbone, image_pretrained, image_size=image_size, frozen=freeze_image_backbone
         )
         self.image_projection = nn.Linear(self.image_backbone.num_features, self.hidden_size)
         self.term_scorer: nn.Linear | None = None
         if head == "mlp":
             self.term_scorer = nn.Linear(self.hidden_size, 1)
             init_term_scorer(self.term_scorer)
-
-    def max_text_length(self) -> int | None:
-        """The backbone's positions less the one the image token takes."""
-        limit = super().max_text_length()
-        return None if limit is None else limit - 1
 
     def reads(self) -> Reads:
         """Captions, at most the backbone's positions less the one the image token takes,
@@ -153,8 +145,7 @@ class LateFusionHead(SparseEncoder):
     :class:`ImageMLMHead`), injected with ``class_path``/``init_args`` in YAML. Both must
     produce the same vocabulary. ``text_model`` is the first sub-head's transformer
     (:func:`~lightning_mlsr.models.tie_text_backbones` replaces it in every sub-head that
-    has one); ``image_backbone`` and
-    ``freeze_image_backbone`` come from the image sub-head (the text one if it has none).
+    has one); what it reads is what both sub-heads read (:meth:`reads`).
 
     Args:
         text_head: encoder of the caption.
@@ -187,7 +178,6 @@ class LateFusionHead(SparseEncoder):
         self.text_head = text_head
         self.image_head = image_head
         self.combine = combine
-        self.modalities = text_head.modalities | image_head.modalities
 
     def reads(self) -> Reads:
         """What the two sub-heads read, in one batch (:meth:`Reads.__or__`)."""
@@ -206,18 +196,6 @@ class LateFusionHead(SparseEncoder):
     def vocab_backbone_name(self) -> str | None:
         """The vocabulary backbone of the first sub-head that names one."""
         return next((h.vocab_backbone_name for h in self._heads if h.vocab_backbone_name), None)
-
-    @property
-    def image_backbone(self) -> ImageBackbone | None:  # type: ignore[override]
-        """The image backbone of the image sub-head (else of the text sub-head)."""
-        head = next((h for h in reversed(self._heads) if h.image_backbone is not None), None)
-        return None if head is None else head.image_backbone
-
-    @property
-    def freeze_image_backbone(self) -> bool:  # type: ignore[override]
-        """Whether the image backbone (if any) is frozen."""
-        head = next((h for h in reversed(self._heads) if h.image_backbone is not None), None)
-        return bool(head is not None and head.freeze_image_backbone)
 
     @property
     def text_model(self) -> nn.Module | None:

@@ -19,7 +19,6 @@ from lightning_mlsr.models.encoder import SparseEncoder
 from lightning_mlsr.models.pooling import _check_max_terms, keep_top_terms, log_saturation
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (
-    build_image_backbone,
     mlm_head_parts,
     mlm_transform_dense,
     split_masked_lm,
@@ -86,12 +85,9 @@ class ImageMLMHead(SparseEncoder):
         encoder, mlm_head = split_masked_lm(load_masked_lm(text_backbone))
         config: Any = encoder.config
         super().__init__(vocabulary_size(config, tokenizer), tokenizer.all_special_ids)
-        self.modalities = frozenset({"image"})
-        self.text_backbone_name = None
         self.mlm_backbone_name = text_backbone
-        self.freeze_image_backbone = freeze_image_backbone
-        self.image_backbone: ImageBackbone = build_image_backbone(
-            image_backbone, image_pretrained, image_size, freeze_image_backbone
+        self.image_backbone = ImageBackbone(
+            image_backbone, image_pretrained, image_size=image_size, frozen=freeze_image_backbone
         )
         self.image_projection = nn.Linear(self.image_backbone.num_features, int(config.hidden_size))
         self.mlm_head = mlm_head  # the encoder is dropped here; its tied decoder weight stays

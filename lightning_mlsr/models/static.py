@@ -71,10 +71,7 @@ class StaticQueryHead(SparseEncoder):
         tokenizer = load_tokenizer(backbone)
         vocab_size = vocabulary_size(None, tokenizer)  # no model: the tokenizer says
         super().__init__(vocab_size, tokenizer.all_special_ids)
-        self.modalities = frozenset({"text"})
-        self.text_backbone_name: str | None = backbone
-        self.image_backbone = None
-        self.freeze_image_backbone = False
+        self.text_backbone_name = backbone
         self.init = init
         #: whether the table still waits for its IDF start (``init="idf"``, no weights read)
         self.wants_idf_start = init == "idf" and checkpoint is None
@@ -102,11 +99,6 @@ class StaticQueryHead(SparseEncoder):
         position embeddings; sentence-transformers truncates there too)."""
         limit = self._max_length if self._max_length < 1_000_000 else None
         return Reads(tokenizer=self.text_backbone_name, max_length=limit)
-
-    def max_text_length(self) -> int | None:
-        """The tokenizer's limit (no position embeddings; sentence-transformers truncates
-        there too); None when the tokenizer sets none."""
-        return self._max_length if self._max_length < 1_000_000 else None
 
     def term_weights(self) -> torch.Tensor:
         """The effective, non-negative weight of every term. Shape: ``(V,)``."""

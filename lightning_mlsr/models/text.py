@@ -40,9 +40,6 @@ class MLPHead(TextTransformerEncoder):
     def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, pooling: Pooling = "sum") -> None:
         _check_pooling(pooling, type(self).__name__)
         super().__init__(backbone, load_text_encoder(backbone))
-        self.modalities = frozenset({"text"})
-        self.image_backbone = None
-        self.freeze_image_backbone = False
         self.pooling = pooling
         self.term_scorer = nn.Linear(self.hidden_size, 1)
         init_term_scorer(self.term_scorer)
@@ -94,9 +91,6 @@ class MLMHead(TextTransformerEncoder):
         _check_max_terms(max_terms, "MLMHead")
         encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
         super().__init__(backbone, encoder, mlm_head)
-        self.modalities = frozenset({"text"})
-        self.image_backbone = None
-        self.freeze_image_backbone = False
         self.pooling = pooling
         self.exclude_special_tokens = exclude_special_tokens
         self.max_terms = max_terms

@@ -1,6 +1,6 @@
 """The text-transformer plumbing the heads share: splitting a masked LM into transformer
-and MLM head, the term-scorer start, the image backbone a head builds, and
-:class:`TextTransformerEncoder`, the base of the transformer heads."""
+and MLM head, the term-scorer start, and :class:`TextTransformerEncoder`, the base of the
+transformer heads."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import load_tokenizer
-from lightning_mlsr.models.backbones import ImageBackbone, vocabulary_size
+from lightning_mlsr.models.backbones import vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
 from lightning_mlsr.models.pooling import (
     Pooling,
@@ -24,7 +24,6 @@ from lightning_mlsr.models.pooling import (
 
 __all__ = [
     "TextTransformerEncoder",
-    "build_image_backbone",
     "init_term_scorer",
     "mlm_head_parts",
     "mlm_transform_dense",
@@ -104,13 +103,6 @@ def init_term_scorer(scorer: nn.Linear, bias: float = 1.0, std: float = 0.02) ->
     nn.init.constant_(scorer.bias, bias)
 
 
-def build_image_backbone(
-    name: str, pretrained: bool, image_size: int | None, freeze: bool
-) -> ImageBackbone:
-    """A ``timm`` image backbone; a frozen one gets no gradients and stays in eval mode."""
-    return ImageBackbone(name, pretrained=pretrained, image_size=image_size, frozen=freeze)
-
-
 class TextTransformerEncoder(SparseEncoder):
     """Shared plumbing for heads built on a text transformer.
 
@@ -128,7 +120,7 @@ class TextTransformerEncoder(SparseEncoder):
         if config is None:
             raise ValueError(f"text backbone {backbone!r} is not a transformers model (no config)")
         super().__init__(vocabulary_size(config, tokenizer), tokenizer.all_special_ids)
-        self.text_backbone_name: str | None = backbone
+        self.text_backbone_name = backbone
         self.encoder = encoder
         self.mlm_head = mlm_head
         self.hidden_size = int(config.hidden_size)

@@ -21,7 +21,7 @@ __all__ = ["MOVED_MODULES", "current_class_path", "current_class_paths"]
 MOVED_MODULES: dict[str, str] = {
     **{
         f"lightning_mlsr.training.{name}": f"lightning_mlsr.training.system.{name}"
-        for name in ("module", "optimization", "teacher_checkpoint", "data_inputs")
+        for name in ("module", "optimization", "teacher_checkpoint")
     },
     **{
         f"lightning_mlsr.training.{name}": f"lightning_mlsr.training.callbacks.{name}"

@@ -26,9 +26,7 @@ from lightning_mlsr.io.checkpoints import load_checkpoint
 from lightning_mlsr.io.encoder_reads import BatchInputs
 from lightning_mlsr.models import ImageMLMHead, MLPHead
 from lightning_mlsr.objectives.ranking import gathered_false_negatives
-from lightning_mlsr.training.system.data_inputs import batch_inputs
-from tests.helpers import write_atomic
-from tests.models.test_heads import CONFIGS, make
+from tests.helpers import HEAD_CONFIGS, batch_inputs, make_head, write_atomic
 
 # T1 is relevant to I1 and I2, T2 to I2: in one batch of all three pairs, the other
 # image relevant to the same query must not be used as a negative.
@@ -124,7 +122,7 @@ def test_the_batch_inputs_are_required_and_named(
     assert dm.collator is not collator and dm.collator.features is not None
 
 
-@pytest.mark.parametrize("config", [*CONFIGS, "image_mlm-pixels"])
+@pytest.mark.parametrize("config", [*HEAD_CONFIGS, "image_mlm-pixels"])
 def test_each_heads_reads_reach_the_collator_unchanged(
     collection_dir: Path, text_heads, tmp_path: Path, config: str
 ) -> None:
@@ -134,7 +132,7 @@ def test_each_heads_reads_reach_the_collator_unchanged(
     if config == "image_mlm-pixels":
         head = ImageMLMHead(**TINY_FROZEN_IMAGE, image_size=32, freeze_image_backbone=False)
     else:
-        head = make(config)
+        head = make_head(config)
     reads = head.reads()
     query = head if reads.modalities == {"text"} else text_heads[0]
     inputs = BatchInputs(query.reads(), reads)

@@ -26,7 +26,6 @@ import torch.multiprocessing as mp
 from lightning_mlsr.data.features import shards as feature_shards
 from lightning_mlsr.data.features.fill import fill_features
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
-from lightning_mlsr.training.system.data_inputs import feature_spec
 from tests.data.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +47,10 @@ def test_the_device_fill_equals_the_cpu_path(
     n = 12
     images, backbone = make_images(n, corrupt=(3, 7)), make_backbone()
     cpu = FeatureStore(
-        feature_spec(backbone), images, cache_dir=tmp_path / "cpu", batch_size=4, shard_size=8
+        backbone.feature_spec(), images, cache_dir=tmp_path / "cpu", batch_size=4, shard_size=8
     )
     cpu.fill(progress=False)
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path / "dev", shard_size=8)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path / "dev", shard_size=8)
     counts = count_encoded(store)
     store.features([0, 1])  # some rows are cached already: only the others are computed
     store.flush()
@@ -65,7 +64,7 @@ def test_the_device_fill_equals_the_cpu_path(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'img3', 'img7'" in warnings[0]
 
-    fresh = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path / "dev")
+    fresh = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path / "dev")
     assert len(fresh) == n  # undecodable images are recorded too, as by the CPU path
     got = torch.from_numpy(fresh.features(range(n)))
     torch.testing.assert_close(got, torch.from_numpy(cpu.features(range(n))))
@@ -79,7 +78,7 @@ def test_the_device_fill_equals_the_cpu_path(
 
 def test_a_bf16_fill_is_within_the_stated_tolerance(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path)
     fill_features(store, rows=range(12), autocast=BF16, batch_size=6, progress=False)
     got = torch.from_numpy(store.features(range(12)))
     ref = direct(backbone, images, list(range(12)))
@@ -91,7 +90,7 @@ def test_a_bf16_fill_is_within_the_stated_tolerance(tmp_path: Path) -> None:
 
 def test_a_non_finite_reduced_precision_batch_is_recomputed_in_float32(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path)
 
     def overflow(_module, _args, output: torch.Tensor) -> torch.Tensor | None:
         if torch.is_autocast_enabled("cpu"):  # as fp16 overflow does, only under autocast
@@ -109,7 +108,7 @@ def test_a_device_fill_that_cannot_fit_fails_before_computing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=1000))
@@ -125,8 +124,7 @@ def test_upfront_filling_in_setup_uses_the_device_fill(
     from lightning_mlsr.data import datamodule as dm_module
     from lightning_mlsr.data.settings import BatchingSettings, FeatureSettings
     from lightning_mlsr.models import ImageMLMHead, MLPHead
-    from lightning_mlsr.training.system.data_inputs import batch_inputs
-    from tests.helpers import write_atomic
+    from tests.helpers import batch_inputs, write_atomic
 
     calls: list[int] = []
     real = dm_module.fill_features
@@ -156,7 +154,7 @@ def _rank_fill(rank: int, cache: str, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         store = FeatureStore(
-            feature_spec(make_backbone()), make_images(), cache_dir=cache, shard_size=4
+            make_backbone().feature_spec(), make_images(), cache_dir=cache, shard_size=4
         )
         report = fill_features(store, batch_size=3, progress=False)
         Path(out, f"rank{rank}.json").write_text(
@@ -180,7 +178,7 @@ def _free_port() -> int:
 def test_two_ranks_fill_disjoint_shares_whose_union_is_complete(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
     cache = tmp_path / "cache"
-    first = FeatureStore(feature_spec(backbone), images, cache_dir=cache)
+    first = FeatureStore(backbone.feature_spec(), images, cache_dir=cache)
     first.fill(range(5), progress=False)  # already cached: no rank computes these
     mp.spawn(_rank_fill, args=(str(cache), _free_port(), str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -194,7 +192,7 @@ def test_two_ranks_fill_disjoint_shares_whose_union_is_complete(tmp_path: Path) 
     keys = images.content_keys(np.arange(N_IMAGES))
     for report, share in zip(reports, shares, strict=True):
         assert by_pid[str(report["pid"])] == {keys[r] for r in share}
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=cache)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=cache)
     counts = count_encoded(store)
     assert len(store) == N_IMAGES
     torch.testing.assert_close(

@@ -17,8 +17,7 @@ from lightning_mlsr.data.features.computer import FeatureComputer
 from lightning_mlsr.data.features.key_index import KeyIndex, RequestedKeys, RowLocations, RowState
 from lightning_mlsr.data.features.shards import FeatureCacheError, ShardWriter, WrittenShard
 from lightning_mlsr.data.features.store import FeatureStore
-from lightning_mlsr.data.inputs import FeatureSpec
-from lightning_mlsr.training.system.data_inputs import feature_spec
+from lightning_mlsr.io.encoder_reads import FeatureSpec
 from tests.data.test_features import direct, make_backbone, make_images
 
 
@@ -129,7 +128,7 @@ def test_a_failed_shard_write_reports_the_rows_it_held(
 
 def test_the_computer_equals_its_callable_and_zeroes_undecodable_images() -> None:
     images, backbone = make_images(8, corrupt=(2, 5)), make_backbone()
-    computer = FeatureComputer(feature_spec(backbone), images, batch_size=3)
+    computer = FeatureComputer(backbone.feature_spec(), images, batch_size=3)
     assert computer.compute is not backbone  # its own frozen copy
     assert computer.compute_on(torch.device("cpu")) is computer.compute
     assert [b.tolist() for b in computer.batches(np.arange(8))] == [[0, 1, 2], [3, 4, 5], [6, 7]]

@@ -22,7 +22,6 @@ from PIL import Image
 from lightning_mlsr.data import DataError, ImageTable
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
 from lightning_mlsr.models.backbones import ImageBackbone
-from lightning_mlsr.training.system.data_inputs import feature_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 24
@@ -64,7 +63,7 @@ def direct(backbone: ImageBackbone, images: ImageTable, rows: list[int]) -> torc
 def test_features_equal_the_backbone_and_only_asked_rows_are_encoded(tmp_path: Path) -> None:
     images, backbone = make_images(), make_backbone()
     store = FeatureStore(
-        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=8
+        backbone.feature_spec(), images, cache_dir=tmp_path, batch_size=4, shard_size=8
     )
     counts = count_encoded(store)
     rows = [5, 2, 9]
@@ -79,13 +78,13 @@ def test_features_equal_the_backbone_and_only_asked_rows_are_encoded(tmp_path: P
     assert not list(store.root.glob("*.npy"))  # held until a whole shard is ready ...
     store.flush()  # ... or flushed (the DataModule does at teardown)
     # a fresh store (another process, a later run) finds them on disk by content
-    again = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
+    again = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path)
     again_counts = count_encoded(again)
     torch.testing.assert_close(again.features([11, 2]), store.features([11, 2]))
     assert sum(again_counts) == 0
     # ... also when the same images sit in other rows of another table
     moved = images.take([11, 0, 2])
-    other = FeatureStore(feature_spec(backbone), moved, cache_dir=tmp_path)
+    other = FeatureStore(backbone.feature_spec(), moved, cache_dir=tmp_path)
     other_counts = count_encoded(other)
     torch.testing.assert_close(other.features([0, 2]), store.features([11, 2]))
     assert sum(other_counts) == 0
@@ -96,7 +95,7 @@ def test_fill_computes_only_the_missing_rows_in_shards(
 ) -> None:
     images, backbone = make_images(), make_backbone()
     store = FeatureStore(
-        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=8
+        backbone.feature_spec(), images, cache_dir=tmp_path, batch_size=4, shard_size=8
     )
     counts = count_encoded(store)
     store.features([0, 1])
@@ -120,8 +119,8 @@ def test_other_weights_never_reuse_features(tmp_path: Path) -> None:
     first, second = make_backbone(seed=0), make_backbone(seed=1)
     # before the fix both were "test_efficientnet-random-32x32" and shared one cache entry
     assert first.cache_key != second.cache_key
-    FeatureStore(feature_spec(first), images, cache_dir=tmp_path).fill(range(6))
-    store = FeatureStore(feature_spec(second), images, cache_dir=tmp_path)
+    FeatureStore(first.feature_spec(), images, cache_dir=tmp_path).fill(range(6))
+    store = FeatureStore(second.feature_spec(), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     torch.testing.assert_close(
         torch.from_numpy(store.features(range(6))), direct(second, images, list(range(6)))
@@ -150,7 +149,7 @@ def test_a_damaged_shard_is_named_and_recomputed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path, shard_size=8).fill(range(16))
+    FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path, shard_size=8).fill(range(16))
     store_dir = next((tmp_path / "features").rglob("*.index.npz")).parent
     victim = sorted(store_dir.glob("*.npy"))[0]
     if damage == "truncate_features":
@@ -163,7 +162,7 @@ def test_a_damaged_shard_is_named_and_recomputed(
         data[-7] ^= 0xFF
         victim.write_bytes(bytes(data))
     caplog.set_level(logging.WARNING, logger="lightning_mlsr.data")
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     got = store.features(range(16))
     assert str(victim) in caplog.text and "corrupt or truncated" in caplog.text
@@ -177,7 +176,7 @@ def test_an_unwritable_cache_fails_before_computing(tmp_path: Path) -> None:
     blocker.write_text("not a directory")  # works as root too, unlike chmod
     backbone = make_backbone()
     with pytest.raises(FeatureCacheError) as err:
-        FeatureStore(feature_spec(backbone), make_images(), cache_dir=blocker / "cache")
+        FeatureStore(backbone.feature_spec(), make_images(), cache_dir=blocker / "cache")
     assert str(blocker / "cache") in str(err.value) and "LIGHTNING_MLSR_CACHE" in str(err.value)
 
 
@@ -186,7 +185,7 @@ def test_corrupt_images_are_counted_skips_or_errors(
 ) -> None:
     images, backbone = make_images(corrupt=(3, 7)), make_backbone()
     caplog.set_level(logging.WARNING, logger="lightning_mlsr.data")
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path, batch_size=4)
     store.fill(range(10))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # once, at the end of the pass
@@ -198,22 +197,21 @@ def test_corrupt_images_are_counted_skips_or_errors(
     torch.testing.assert_close(torch.from_numpy(got[good]), direct(backbone, images, good))
     with pytest.raises(DataError, match="'img7'"):  # also when read back from the cache
         FeatureStore(
-            feature_spec(backbone), images, cache_dir=tmp_path, on_corrupt_image="error"
+            backbone.feature_spec(), images, cache_dir=tmp_path, on_corrupt_image="error"
         ).features([7])
     fresh = tmp_path / "fresh"
     with pytest.raises(DataError, match="'img3'.*on_corrupt_image='skip'"):
         FeatureStore(
-            feature_spec(backbone), images, cache_dir=fresh, on_corrupt_image="error"
+            backbone.feature_spec(), images, cache_dir=fresh, on_corrupt_image="error"
         ).fill()
 
 
 FILL_SCRIPT = """
 import sys, time
 from lightning_mlsr.data.features.store import FeatureStore
-from lightning_mlsr.training.system.data_inputs import feature_spec
 from tests.data.test_features import make_backbone, make_images
 
-store = FeatureStore(feature_spec(make_backbone()), make_images(), cache_dir=sys.argv[1], batch_size=2,
+store = FeatureStore(make_backbone().feature_spec(), make_images(), cache_dir=sys.argv[1], batch_size=2,
                      shard_size=4)
 encode = store.computer.encode
 def slow(*args):
@@ -239,7 +237,7 @@ def test_an_interrupted_fill_resumes_without_recomputing_finished_shards(tmp_pat
     finished = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.index.npz")}
     assert 2 <= len(finished) < N_IMAGES // 4
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path, shard_size=4)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path, shard_size=4)
     counts = count_encoded(store)
     assert store.fill() == N_IMAGES - 4 * len(finished)
     assert sum(counts) == N_IMAGES - 4 * len(finished)

@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
-from lightning_mlsr.training.system.data_inputs import feature_spec
 from tests.data.test_features import N_IMAGES, count_encoded, direct, make_backbone, make_images
 
 
@@ -54,7 +53,7 @@ def test_a_full_disk_names_the_cache_and_the_space_and_leaves_no_debris(
 ) -> None:
     images, backbone = make_images(), make_backbone()
     store = FeatureStore(
-        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=8
+        backbone.feature_spec(), images, cache_dir=tmp_path, batch_size=4, shard_size=8
     )
     dim = backbone.num_features
     if failing == "features":  # the second shard's features file fails
@@ -82,7 +81,7 @@ def test_a_full_disk_names_the_cache_and_the_space_and_leaves_no_debris(
         torch.from_numpy(store.features(range(N_IMAGES))),
         direct(backbone, images, list(range(N_IMAGES))),
     )
-    again = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
+    again = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path)
     assert len(again) == N_IMAGES and not list(store.root.glob(".*.tmp*"))
 
 
@@ -91,7 +90,7 @@ def test_a_lazy_write_on_a_full_disk_is_the_same_clear_error(
 ) -> None:
     images, backbone = make_images(), make_backbone()
     store = FeatureStore(
-        feature_spec(backbone), images, cache_dir=tmp_path, batch_size=4, shard_size=4
+        backbone.feature_spec(), images, cache_dir=tmp_path, batch_size=4, shard_size=4
     )
     monkeypatch.setattr(np, "save", fail_after(0, np.save))
     with pytest.raises(FeatureCacheError, match="LIGHTNING_MLSR_CACHE"):
@@ -107,7 +106,7 @@ def test_a_fill_that_cannot_fit_fails_before_computing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images, backbone = make_images(), make_backbone()
-    store = FeatureStore(feature_spec(backbone), images, cache_dir=tmp_path)
+    store = FeatureStore(backbone.feature_spec(), images, cache_dir=tmp_path)
     counts = count_encoded(store)
     needed = N_IMAGES * (4 * backbone.num_features + 16 + 1)
     usage = shutil.disk_usage(tmp_path)

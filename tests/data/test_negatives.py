@@ -88,7 +88,7 @@ def test_training_batches_hold_each_pairs_negatives_after_the_positives(tmp_path
     from lightning_mlsr.data.datamodule import RetrievalDataModule
     from lightning_mlsr.data.settings import BatchingSettings, NegativeSettings
     from lightning_mlsr.models import MLMHead
-    from lightning_mlsr.training.system.data_inputs import batch_inputs
+    from tests.helpers import batch_inputs
 
     c = load_collection("emoji")
     ids, _ = split_texts(c, "train")

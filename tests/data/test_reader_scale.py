@@ -22,7 +22,7 @@ from lightning_mlsr.data.datamodule import RetrievalDataModule
 from lightning_mlsr.data.evaluation_corpus import eval_corpus_rows
 from lightning_mlsr.data.settings import BatchingSettings, EvaluationSettings, ReadingSettings
 from lightning_mlsr.models import ImageMLMHead, MLPHead
-from lightning_mlsr.training.system.data_inputs import batch_inputs
+from tests.helpers import batch_inputs
 
 N_IMAGES = 300
 GROUP = 50  # rows per parquet row group, as Hugging Face writes image datasets (100)
@@ -251,7 +251,6 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     import hashlib as _hashlib
 
     from lightning_mlsr.data.features.store import FeatureStore
-    from lightning_mlsr.training.system.data_inputs import feature_spec
     from tests.data.test_features import direct, make_backbone
 
     root = write_synthetic(tmp_path / "c", corrupt={})
@@ -266,7 +265,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     ]
     np.testing.assert_array_equal(c.images.content_keys(rows), np.array(want, dtype="S16"))
     backbone = make_backbone()
-    FeatureStore(feature_spec(backbone), c.images, cache_dir=tmp_path / "cache").fill(
+    FeatureStore(backbone.feature_spec(), c.images, cache_dir=tmp_path / "cache").fill(
         rows, progress=False
     )
 
@@ -274,7 +273,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     reads: list[tuple[int, int]] = []
     real = again.images.store._group
     again.images.store._group = lambda f, g: reads.append((f, g)) or real(f, g)  # type: ignore[method-assign]
-    store = FeatureStore(feature_spec(backbone), again.images, cache_dir=tmp_path / "cache")
+    store = FeatureStore(backbone.feature_spec(), again.images, cache_dir=tmp_path / "cache")
     got = store.features(rows)
     assert reads == []  # keys from the key maps, features from the shards
     np.testing.assert_allclose(got, direct(backbone, again.images, rows.tolist()), atol=1e-5)
@@ -290,7 +289,7 @@ def test_cached_features_are_found_without_reading_image_bytes(tmp_path: Path) -
     table = table.set_column(table.schema.get_field_index("image"), "image", image)
     pq.write_table(table, root / "images" / "part-0.parquet", row_group_size=GROUP)
     changed = load_collection(root)
-    store = FeatureStore(feature_spec(backbone), changed.images, cache_dir=tmp_path / "cache")
+    store = FeatureStore(backbone.feature_spec(), changed.images, cache_dir=tmp_path / "cache")
     np.testing.assert_allclose(
         store.features([0]), direct(backbone, changed.images, [0]), atol=1e-5
     )

@@ -80,7 +80,7 @@ def test_every_exported_side_loads_back_with_the_same_vectors(name: str, tmp_pat
     assert (before > 0).any(dim=1).all()
     torch.testing.assert_close(after, before, rtol=0, atol=0)
     assert json.loads((tmp_path / name / "lightning_mlsr.json").read_text()) == manifest
-    if "image" in head.modalities and name != "late_fusion":
+    if head.reads().images and name != "late_fusion":
         assert manifest["image_backbone"]["name"] == "test_efficientnet"
         assert manifest["image_backbone"]["preprocessing"]["input_size"][0] == 3
 

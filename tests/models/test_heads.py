@@ -4,8 +4,6 @@ behaviour checked against hand examples and naive references."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
@@ -29,45 +27,21 @@ from lightning_mlsr.models import (
     list_heads,
     tie_text_backbones,
 )
+from lightning_mlsr.models.backbones import ImageBackbone
 from lightning_mlsr.models.pooling import (
     pool_kept_vocab_logits,
     pool_vocab_logits,
     scatter_token_weights,
 )
+from tests.helpers import HEAD_CONFIGS as CONFIGS
+from tests.helpers import TINY_ARGS, TINY_IMAGE, VARIANTS
+from tests.helpers import make_head as make
 
 V = 30522
-TINY_IMAGE = {"image_backbone": "test_efficientnet", "image_pretrained": False}
 IMAGE_DIM = 256  # test_efficientnet's pooled features
 CAPTIONS = ["a cat sitting on a red sofa", "two dogs, two dogs and a ball on the grass"]
-
-#: test-sized arguments for the registered heads whose defaults are too big (a new head
-#: with small defaults needs no entry: the registry puts it under the contract test)
-TINY_ARGS: dict[str, Callable[[], dict[str, Any]]] = {
-    "image_mlm": lambda: TINY_IMAGE,
-    "fused": lambda: TINY_IMAGE,
-    "late_fusion": lambda: {"text_head": MLPHead(), "image_head": ImageMLMHead(**TINY_IMAGE)},
-    "dense_image": lambda: TINY_IMAGE,
-    "d2s": lambda: {"backbone": "splade-tiny"},
-}
-#: configurations beyond each head's defaults: (registry name, non-default arguments)
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "mlp-max": ("mlp", {"pooling": "max"}),
-    "fused-mlm": ("fused", {"head": "mlm"}),
-}
-#: every registered head with its defaults, plus the variants
-CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    **{name: (name, {}) for name in list_heads()},
-    **VARIANTS,
-}
 IMAGE_CONFIGS = ["image_mlm", "fused", "fused-mlm", "late_fusion", "dense_image"]
 TEXT_CONFIGS = [k for k in CONFIGS if k not in ("image_mlm", "dense_image")]
-
-
-def make(config: str) -> Encoder:
-    """A new head of a configuration, built through the registry."""
-    name, overrides = CONFIGS[config]
-    args = TINY_ARGS.get(name, dict)()
-    return HEADS[name](**{**args, **overrides})
 
 
 @functools.cache
@@ -90,6 +64,11 @@ def batch(texts: list[str] = CAPTIONS, seed: int = 0) -> dict[str, torch.Tensor]
         "attention_mask": tokens["attention_mask"],
         "image_features": torch.rand(len(texts), IMAGE_DIM, generator=generator) * 2,
     }
+
+
+def image_backbone(head: Encoder) -> ImageBackbone:
+    """The head's image backbone (a late fusion head's is its image sub-head's)."""
+    return next(m for m in head.modules() if isinstance(m, ImageBackbone))
 
 
 def token_id(word: str) -> int:
@@ -134,9 +113,11 @@ def test_head_contract_forward_backward(config: str) -> None:
         assert isinstance(head, DenseEncoder)
         assert weights.shape == (2, head.dim)
         torch.testing.assert_close(weights.norm(dim=1), torch.ones(2))  # normalize=True
-    assert head.modalities <= {"text", "image"} and head.modalities
-    assert (head.text_backbone_name is not None) == ("text" in head.modalities)
-    assert (head.image_backbone is not None) == ("image" in head.modalities)
+    reads = head.reads()
+    assert reads.modalities <= {"text", "image"} and reads.modalities
+    assert (head.text_backbone_name is not None) == reads.text
+    backbones = [m for m in head.modules() if isinstance(m, ImageBackbone)]
+    assert len(backbones) == reads.images
 
     torch.manual_seed(1)
     (weights * torch.rand_like(weights)).sum().backward()
@@ -147,10 +128,10 @@ def test_head_contract_forward_backward(config: str) -> None:
         assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
     # the newly added parameters (scorers, projections) learn
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.new_parameters())
-    if head.image_backbone is not None:
-        assert head.freeze_image_backbone
-        assert not any(p.requires_grad for p in head.image_backbone.parameters())
-        assert not head.image_backbone.training, "a frozen backbone stays in eval mode"
+    for backbone in backbones:
+        assert backbone.frozen
+        assert not any(p.requires_grad for p in backbone.parameters())
+        assert not backbone.training, "a frozen backbone stays in eval mode"
     head.zero_grad()
 
 
@@ -158,7 +139,6 @@ def test_head_contract_forward_backward(config: str) -> None:
 def test_reads_name_what_the_data_must_provide(config: str) -> None:
     head = build(config)
     reads = head.reads()
-    assert reads.modalities == head.modalities
     assert reads.tokenizer == head.text_backbone_name
     assert reads.tokenizer in (None, "splade-tiny", "minilm-l6")
     # the fused head's image token takes one of the backbone's 512 positions
@@ -169,7 +149,7 @@ def test_reads_name_what_the_data_must_provide(config: str) -> None:
     features = reads.features
     assert (features is not None) == reads.images
     if features is not None:  # plain values and a frozen copy, not the head's module
-        backbone = head.image_backbone
+        backbone = image_backbone(head)
         assert features.cache_key == backbone.cache_key and features.dim == backbone.num_features
         compute = features.compute_on(torch.device("cpu"))
         assert compute is not backbone and not any(p.requires_grad for p in compute.parameters())
@@ -421,7 +401,7 @@ def test_features_and_pixels_give_the_same_output(config: str) -> None:
     inputs = batch()
     del inputs["image_features"]
     with torch.no_grad():
-        features = head.image_backbone(pixels)
+        features = image_backbone(head)(pixels)
         from_pixels = head({**inputs, "pixel_values": pixels})
         from_features = head({**inputs, "image_features": features})
         # precomputed features win when both are present
@@ -442,7 +422,7 @@ def test_image_mlm_head_keeps_the_pretrained_mlm_head() -> None:
         image.mlm_head.state_dict().items(), text.mlm_head.state_dict().items()
     ):
         torch.testing.assert_close(got, want, msg=name)
-    assert image.modalities == {"image"} and image.text_model is None
+    assert image.reads().modalities == {"image"} and image.text_model is None
 
 
 @pytest.mark.parametrize("config", ["fused", "fused-mlm"])
@@ -523,8 +503,8 @@ def test_late_fusion_combines_its_sub_heads_elementwise(combine: str) -> None:
 def test_late_fusion_of_caption_and_image_exposes_both_sides() -> None:
     text, image = build("mlp"), build("image_mlm")
     late = LateFusionHead(text, image)
-    assert late.modalities == {"text", "image"}
-    assert late.image_backbone is image.image_backbone and late.freeze_image_backbone
+    assert late.reads() == text.reads() | image.reads()
+    assert late.reads().modalities == {"text", "image"} and late.reads().features is not None
     assert late.text_backbone_name == "splade-tiny" and late.text_model is text.encoder
     assert "image_backbone" not in late._modules, "no duplicate state-dict entries"
 

@@ -102,7 +102,8 @@ def test_the_package_has_no_import_cycle() -> None:
     assert find_cycles(graph) == []
 
 
-#: the layers, lowest first: ``io`` (atomic files, safe checkpoint reading) < ``retrieval``
+#: the layers, lowest first: ``io`` (atomic files, safe checkpoint reading, backbone names,
+#: what an encoder reads: ``io.encoder_reads``, shared by ``models`` and ``data``) < ``retrieval``
 #: (index, metrics, TREC files) < ``data`` (collections, feature cache, training batches) and
 #: ``models`` / ``objectives`` (heads, backbones, losses, regularizers) < ``generate``
 #: (training data made by a model) and ``baselines`` < ``training`` (Lightning: module,

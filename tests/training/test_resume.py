@@ -20,9 +20,8 @@ from lightning_mlsr.io.checkpoints import load_checkpoint, newest_resumable
 from lightning_mlsr.models import MLPHead
 from lightning_mlsr.objectives.regularizers import FLOPS
 from lightning_mlsr.training.callbacks.checkpointing import RunCheckpoint
-from lightning_mlsr.training.system.data_inputs import batch_inputs
 from lightning_mlsr.training.system.module import SparseBiEncoder
-from tests.helpers import quiet_trainer
+from tests.helpers import batch_inputs, quiet_trainer
 
 
 def test_sampler_order_is_distributed_samplers_and_skips_seen_batches() -> None:

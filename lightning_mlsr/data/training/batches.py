@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -26,12 +25,11 @@ from lightning_mlsr.io.pretrained import load_tokenizer
 
 if TYPE_CHECKING:
     from lightning_mlsr.data.features.store import FeatureStore
-    from lightning_mlsr.data.inputs import SideInputs
     from lightning_mlsr.data.training.negatives import HardNegatives
 
 log = logging.getLogger("lightning_mlsr.data")
 
-__all__ = ["Batch", "Collator", "IndexDataset", "SideSpec", "SkipReportingLoader"]
+__all__ = ["Batch", "Collator", "IndexDataset", "SkipReportingLoader"]
 
 Batch = dict[str, Any]
 
@@ -47,38 +45,6 @@ class IndexDataset(Dataset):
 
     def __getitem__(self, i: int) -> int:
         return int(self.indices[i])
-
-
-@dataclass
-class SideSpec:
-    """What one side (query or document) of the model reads."""
-
-    text: bool
-    image: bool
-    tokenizer: Any = None
-    max_length: int = 32
-    features: FeatureStore | None = None  # frozen features, computed on demand
-    transform: Callable[[Any], torch.Tensor] | None = None  # pixels when not frozen
-
-    @classmethod
-    def of(
-        cls, inputs: SideInputs, max_length: int, features: FeatureStore | None = None
-    ) -> SideSpec:
-        """What a side reads, from the model's :class:`SideInputs`: its tokenizer loaded by
-        name, texts cut to the shorter of ``max_length`` and the encoder's own limit, and
-        images as ``features`` (the store of its frozen features) or as pixels through its
-        transform."""
-        if inputs.max_length is not None:
-            max_length = min(max_length, inputs.max_length)
-        side = cls(text=inputs.reads_text, image=inputs.reads_images, max_length=max_length)
-        if inputs.tokenizer is not None and inputs.reads_text:
-            side.tokenizer = load_tokenizer(inputs.tokenizer)
-        if inputs.reads_images:
-            if inputs.frozen_features is not None:
-                side.features = features
-            else:
-                side.transform = inputs.image_transform
-        return side
 
 
 class Collator:
