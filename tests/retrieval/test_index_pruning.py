@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lightning_mlsr.retrieval.index import InvertedIndex, blockmax_kernel
+from lightning_mlsr.retrieval.index import InvertedIndex, blockmax_bounds, blockmax_kernel
 from lightning_mlsr.retrieval.index.topk_kernel import unsigned
 
 from .test_index import brute_force_topk, dyadic_sparse
@@ -19,9 +19,9 @@ from .test_index import brute_force_topk, dyadic_sparse
 def small_windows(monkeypatch):
     """Windows of 4 rows, superblocks of 16, long lists from n_docs / 8 postings, 2 seeds,
     groups of 2 windows, batches of 3: a 1,000-row index has 250 windows in 63 superblocks."""
-    for name, value in (
-        ("WINDOW", 4), ("SUPER", 16), ("LONG_DIV", 8), ("SEEDS", 2), ("GROUP", 2), ("BATCH", 3)
-    ):  # fmt: skip
+    for name, value in (("WINDOW", 4), ("SUPER", 16), ("LONG_DIV", 8)):
+        monkeypatch.setattr(blockmax_bounds, name, value)  # read by window_bounds
+    for name, value in (("SEEDS", 2), ("GROUP", 2), ("BATCH", 3)):
         monkeypatch.setattr(blockmax_kernel, name, value)
 
 
@@ -124,7 +124,7 @@ def test_window_bounds_cover_every_weight_and_point_at_the_windows(small_windows
     docs.data = (docs.data * 10.0 ** rng.integers(-30, 30, docs.nnz)).astype(np.float32)
     docs.sort_indices()
     indptr = docs.indptr.astype(np.int64)
-    b = blockmax_kernel.window_bounds(indptr, unsigned(docs.indices), docs.data, 999)
+    b = blockmax_bounds.window_bounds(indptr, unsigned(docs.indices), docs.data, 999)
     step = b.super_shift - b.window_shift
     n_windows = b.q8.shape[1]
     assert n_windows == 250 and b.off16.shape[1] == 251 and b.sup.shape[1] == 64
@@ -162,5 +162,5 @@ def test_pruning_arguments(small_windows):
     empty = InvertedIndex.from_matrix(sp.csr_matrix((0, 4), dtype=np.float32))
     assert np.all(empty.search(np.eye(4), 2, pruning="blockmax")[1] == -1)
     with pytest.raises(ValueError, match="power of two"):
-        blockmax_kernel.window_bounds(np.zeros(2, np.int64), np.zeros(0, np.uint32),
+        blockmax_bounds.window_bounds(np.zeros(2, np.int64), np.zeros(0, np.uint32),
                                       np.zeros(0, np.float32), 4, window=3)  # fmt: skip

@@ -23,12 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from lightning_mlsr.retrieval.index import blockmax_kernel
-from lightning_mlsr.retrieval.index.blockmax_kernel import (
-    WindowBounds,
-    blockmax_topk,
-    blockmax_topk_one,
-    window_bounds,
-)
+from lightning_mlsr.retrieval.index.blockmax_bounds import WindowBounds, window_bounds
+from lightning_mlsr.retrieval.index.blockmax_kernel import blockmax_topk, blockmax_topk_one
 from lightning_mlsr.retrieval.index.topk_kernel import (
     CHUNK,
     chunk_offsets,
