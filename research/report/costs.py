@@ -50,6 +50,11 @@ def _count(x: float | None) -> str:
     return "–" if x is None else f"{x:,.0f}"
 
 
+def _terms(x: float | None) -> str:
+    """Active terms per text; dense rows have none (the bench writes None)."""
+    return "–" if x is None else f"{x:.1f}"
+
+
 def _backbone(row: dict[str, Any]) -> str:
     return str(row.get("backbone", "–"))
 
@@ -84,16 +89,13 @@ def cost_section(registry: Registry, text: Any) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in data["emoji"]:
-        dense = row.get("postings_per_query") is None
-        q_nnz = "–" if dense else f"{row['q_nnz']:.1f}"
-        d_nnz = "–" if dense else f"{row['d_nnz']:.1f}"
         lines.append(
             f"| {row['name']} | {_backbone(row)} | {row.get('search_kind', '–')} "
             f"| {row['ndcg10']:.4f} | {_ms(row['encode_cpu_ms'])} | {_ms(row['search_cpu_ms'])} "
             f"| {_ms(row['e2e_cpu_ms'])} | {row['e2e_ratio']:.2f} "
             f"| {_count(row.get('postings_per_query'))} | {_count(row['flops_per_query'])} "
             f"| {row['index_bytes']:,} | {row['bytes_ratio']:.2f} "
-            f"| {q_nnz} | {d_nnz} |"
+            f"| {_terms(row.get('q_nnz'))} | {_terms(row.get('d_nnz'))} |"
         )
     lines.append("")
     if data.get("wordnet"):
@@ -106,12 +108,10 @@ def cost_section(registry: Registry, text: Any) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for row in data["wordnet"]:
-            dense = row.get("postings_per_query") is None
-            d_nnz = "–" if dense else f"{row['d_nnz']:.1f}"
             lines.append(
                 f"| {row['name']} | {_ms(row['search_cpu_ms'])} | {row['search_ratio']:.3f} "
                 f"| {_count(row.get('postings_per_query'))} | {_count(row['flops_per_query'])} "
-                f"| {row['index_bytes']:,} | {d_nnz} |"
+                f"| {row['index_bytes']:,} | {_terms(row.get('d_nnz'))} |"
             )
         lines.append("")
     figure = registry.query_cost.get("figure")
