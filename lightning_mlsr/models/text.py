@@ -75,6 +75,9 @@ class MLMHead(TextTransformerEncoder):
             (MiniLM-L6: identity transform, decoder tied to the word embeddings) ranks the
             vocabulary sensibly from the start but activates most of it; the budget makes
             its vectors sparse from the first step.
+        new_head_scale: where the head is new, the starting scale of its logits (see
+            :func:`~lightning_mlsr.models.backbones.init_new_mlm_head`); 1.0 as before.
+            Ignored for a pretrained MLM head.
 
     Shape:
         ``input_ids``/``attention_mask`` ``(B, L)`` -> ``(B, V)``.
@@ -86,10 +89,11 @@ class MLMHead(TextTransformerEncoder):
         pooling: Pooling = "max",
         exclude_special_tokens: bool = False,
         max_terms: int | None = None,
+        new_head_scale: float = 1.0,
     ) -> None:
         _check_pooling(pooling, type(self).__name__)
         _check_max_terms(max_terms, "MLMHead")
-        encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
+        encoder, mlm_head = split_masked_lm(load_masked_lm(backbone, new_head_scale))
         super().__init__(backbone, encoder, mlm_head)
         self.pooling = pooling
         self.exclude_special_tokens = exclude_special_tokens

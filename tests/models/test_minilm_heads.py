@@ -76,6 +76,36 @@ def test_tied_mlm_head_on_minilm_against_a_hand_computation() -> None:
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_new_head_scale_scales_the_new_heads_logits_by_hand() -> None:
+    inputs = batch("minilm-l6")
+    scaled = MLMHead("minilm-l6", new_head_scale=0.2).eval()
+    predictions = scaled.mlm_head.predictions
+    assert torch.equal(predictions.transform.LayerNorm.weight, torch.full((384,), 0.2))
+    with torch.no_grad():
+        hidden = scaled.encoder(**inputs).last_hidden_state
+        eps = scaled.encoder.config.layer_norm_eps
+        logits = 0.2 * torch.nn.functional.layer_norm(hidden, (384,), eps=eps)
+        logits = logits @ scaled.encoder.get_input_embeddings().weight.T
+        expected = torch.log1p(torch.relu(logits)) * inputs["attention_mask"].unsqueeze(-1)
+        expected = expected.max(dim=1).values
+        expected[:, tokenizer("minilm-l6").all_special_ids] = 0
+        out = scaled(inputs)
+        plain = MLMHead("minilm-l6").eval()(inputs)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert bool((out <= plain + 1e-6).all()) and float(out.max()) < 0.5 * float(plain.max())
+    # every text keeps its terms' order: log1p(relu(.)) is monotone in the scaled logit
+    assert top_words(out, "minilm-l6", 10) == top_words(plain, "minilm-l6", 10)
+    # a pretrained MLM head is not rescaled
+    tiny = MLMHead("splade-tiny", new_head_scale=0.2).mlm_head.predictions.transform.LayerNorm
+    assert not torch.equal(tiny.weight, torch.full_like(tiny.weight, 0.2))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_new_head_scale_must_be_positive(scale: float) -> None:
+    with pytest.raises(ValueError, match="new_head_scale must be a positive number"):
+        load_masked_lm("minilm-l6", new_head_scale=scale)
+
+
 def _d2s_by_hand(head: D2SHead, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     hidden = head.encoder(**inputs).last_hidden_state  # (B, L, H)
     mask = inputs["attention_mask"].unsqueeze(-1).float()
