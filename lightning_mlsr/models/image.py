@@ -64,6 +64,9 @@ class ImageMLMHead(SparseEncoder):
         max_terms: keep only this many largest weights per image (None: all); a budget on
             non-zeros from the first step (an untrained projection activates about half the
             vocabulary).
+        new_head_scale: where the text backbone's MLM head is new (MiniLM-L6), the starting
+            scale of its LayerNorm weight (see
+            :func:`~lightning_mlsr.models.backbones.init_new_mlm_head`); 1.0 as before.
 
     Shape:
         ``image_features`` ``(B, D)`` or ``pixel_values`` ``(B, 3, H, W)`` -> ``(B, V)``.
@@ -78,11 +81,12 @@ class ImageMLMHead(SparseEncoder):
         freeze_image_backbone: bool = True,
         wiring: Wiring = "reference",
         max_terms: int | None = None,
+        new_head_scale: float = 1.0,
     ) -> None:
         if wiring not in ("reference", "full"):
             raise ValueError(f"ImageMLMHead: wiring must be 'reference' or 'full', got {wiring!r}")
         tokenizer = load_tokenizer(text_backbone)
-        encoder, mlm_head = split_masked_lm(load_masked_lm(text_backbone))
+        encoder, mlm_head = split_masked_lm(load_masked_lm(text_backbone, new_head_scale))
         config: Any = encoder.config
         super().__init__(vocabulary_size(config, tokenizer), tokenizer.all_special_ids)
         self.mlm_backbone_name = text_backbone

@@ -100,6 +100,26 @@ def test_new_head_scale_scales_the_new_heads_logits_by_hand() -> None:
     assert not torch.equal(tiny.weight, torch.full_like(tiny.weight, 0.2))
 
 
+def test_image_mlm_head_new_head_scale_scales_its_logits_by_hand() -> None:
+    torch.manual_seed(0)
+    plain = ImageMLMHead("minilm-l6").eval()
+    scaled = ImageMLMHead("minilm-l6", new_head_scale=0.2).eval()
+    scaled.image_projection.load_state_dict(plain.image_projection.state_dict())
+    features = {"image_features": torch.randn(3, plain.image_backbone.num_features)}
+    layer_norm = scaled.mlm_head.predictions.transform.LayerNorm
+    assert torch.equal(layer_norm.weight, torch.full((384,), 0.2))
+    with torch.no_grad():
+        hidden = plain.image_projection(features["image_features"])
+        normed = torch.nn.functional.layer_norm(hidden, (384,), eps=layer_norm.eps)
+        logits = 0.2 * normed @ scaled.mlm_head.predictions.decoder.weight.T
+        expected = torch.log1p(torch.relu(logits))
+        expected[:, tokenizer("minilm-l6").all_special_ids] = 0
+        torch.testing.assert_close(scaled(features), expected, atol=1e-5, rtol=1e-5)
+        assert top_words(scaled(features), "minilm-l6", 10) == top_words(
+            plain(features), "minilm-l6", 10
+        )
+
+
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
 def test_new_head_scale_must_be_positive(scale: float) -> None:
     with pytest.raises(ValueError, match="new_head_scale must be a positive number"):
