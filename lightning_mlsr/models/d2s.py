@@ -51,6 +51,9 @@ class D2SHead(TextTransformerEncoder):
             non-zeros that holds from the first step; FLOPS then decides within it.
         expansion: ``"full"`` scores the whole vocabulary; ``"input"`` keeps only the
             text's own wordpieces (the reference's non-expanding mode, e.g. for queries).
+        new_head_scale: where the MLM head is new (MiniLM-L6), the starting scale of its
+            LayerNorm weight (see :func:`~lightning_mlsr.models.backbones.init_new_mlm_head`);
+            1.0 as before.
 
     Shape:
         ``input_ids``/``attention_mask`` ``(B, L)`` -> ``(B, V)``.
@@ -61,9 +64,10 @@ class D2SHead(TextTransformerEncoder):
         backbone: str = "minilm-l6",
         max_terms: int | None = None,
         expansion: Expansion = "full",
+        new_head_scale: float = 1.0,
     ) -> None:
         _check_max_terms(max_terms, "D2SHead")
-        encoder, mlm_head = split_masked_lm(load_masked_lm(backbone))
+        encoder, mlm_head = split_masked_lm(load_masked_lm(backbone, new_head_scale))
         super().__init__(backbone, encoder, mlm_head)
         self.max_terms = max_terms
         self.expansion: Expansion = expansion

@@ -147,6 +147,15 @@ def test_d2s_head_against_a_hand_computation(backbone: str) -> None:
         torch.testing.assert_close(head(inputs), _d2s_by_hand(head, inputs))
 
 
+def test_d2s_new_head_scale_starts_the_layer_norm_small_against_the_hand_computation() -> None:
+    head = D2SHead("minilm-l6", new_head_scale=0.2).eval()
+    weight = head.mlm_head.predictions.transform.LayerNorm.weight
+    assert torch.equal(weight, torch.full((384,), 0.2))
+    inputs = batch("minilm-l6")
+    with torch.no_grad():
+        torch.testing.assert_close(head(inputs), _d2s_by_hand(head, inputs))
+
+
 def test_d2s_projection_starts_as_the_identity_and_trains_as_a_pretrained_part() -> None:
     head = D2SHead("splade-tiny")
     assert torch.equal(head.projection.weight, torch.eye(head.hidden_size))
