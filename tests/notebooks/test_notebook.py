@@ -138,7 +138,7 @@ def test_notebook_plots_the_committed_vectors(
     if missing:
         pytest.skip(f"not exported yet: {missing} (results/vectors/README.md)")
     nb, expected = _execute(tmp_path, monkeypatch, {"N_GRID": "6"})
-    extra = (REPO / "results" / "vectors" / "minilm_m1_mlm_mlm_image-seed42.npz").is_file()
+    extra = (REPO / "results" / "vectors" / "minilm_m1_mlm_mlm_image_scaled-seed42.npz").is_file()
     printed = _check_figures_and_verdict(nb, expected, n_models=2 + extra)
     assert "WARNING" not in printed and "trained here" not in printed
     for name, path in COMMITTED.items():
