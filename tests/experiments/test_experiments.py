@@ -144,8 +144,11 @@ def test_every_experiment_is_found() -> None:
         "stamps/minilm_m1_mlm_mlm_image",
         "minilm/m2_mlp_mlm_caption",
         "minilm/d2s_caption",
+        "minilm/kl_mlm_query_scaled",
+        "minilm/m1_mlm_mlm_image_scaled",
+        "minilm/d2s_caption_scaled",
     } <= set(IDS)
-    assert len(IDS) == 40 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
+    assert len(IDS) == 43 and not any(i.startswith(("parts/", "atomic/")) for i in IDS)
 
 
 @pytest.fixture(scope="module")
