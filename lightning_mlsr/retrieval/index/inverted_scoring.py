@@ -130,19 +130,13 @@ class BlockedPostings:
             else:
                 task_s = np.empty((n_q * parts, k), np.float32)
                 task_i = np.empty((n_q * parts, k), np.int64)
-            previous = numba.get_num_threads()
-            if workers != previous:
-                numba.set_num_threads(workers)
-            try:
+            with _numba_threads(workers):
                 taat_topk(
                     *postings, self.offsets, q_indptr.astype(np.int64, copy=False),
                     unsigned(q_indices), q_data, k, task_query, task_first, task_last, n_docs,
                     self.chunk, self.chunks_per_block, acc[:workers], touched[:workers],
                     task_s, task_i,
                 )  # fmt: skip
-            finally:
-                if workers != previous:
-                    numba.set_num_threads(previous)
         if parts > 1:  # the parts hold disjoint documents: best k by (score desc, row asc)
             cand_s = task_s.reshape(n_q, parts * k)
             cand_i = task_i.reshape(n_q, parts * k)
@@ -192,17 +186,11 @@ class BlockedPostings:
                 out_s[0], out_i[0], stats[0],
             )  # fmt: skip
         else:
-            previous = numba.get_num_threads()
-            if workers != previous:
-                numba.set_num_threads(workers)
-            try:
+            with _numba_threads(workers):
                 blockmax_topk(
                     *arrays, q_indptr.astype(np.int64, copy=False), unsigned(q_indices),
                     q_data, k, n_seed, group, n_batch, workers, out_s, out_i, stats,
                 )  # fmt: skip
-            finally:
-                if workers != previous:
-                    numba.set_num_threads(previous)
         self.last_pruning_stats = stats.sum(axis=0)
 
     @contextlib.contextmanager
@@ -218,6 +206,20 @@ class BlockedPostings:
             yield self.scratch
         finally:
             self._scratch_lock.release()
+
+
+@contextlib.contextmanager
+def _numba_threads(workers: int) -> Iterator[None]:
+    """numba's thread count set to ``workers`` for the block, and the previous one restored
+    however the block ends."""
+    previous = numba.get_num_threads()
+    if workers != previous:
+        numba.set_num_threads(workers)
+    try:
+        yield
+    finally:
+        if workers != previous:
+            numba.set_num_threads(previous)
 
 
 def scipy_topk(
