@@ -29,7 +29,7 @@ from lightning_mlsr.data import ImageTable
 from lightning_mlsr.data.collection.load import load_collection
 from lightning_mlsr.data.features.fill import DecodedImages, fill_features
 from lightning_mlsr.data.features.store import FeatureStore
-from lightning_mlsr.models.backbones import ImageBackbone
+from lightning_mlsr.models.image_backbone import ImageBackbone
 
 
 def atomic_like_jpegs(n: int, size: int) -> list[bytes]:

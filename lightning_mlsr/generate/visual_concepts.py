@@ -70,7 +70,7 @@ def top_classes(
     softmax probabilities ``(N, top_k)`` (-1 / 0 where undecodable), and each row's decode
     error or None."""
     from lightning_mlsr.data.features.fill import DecodedImages
-    from lightning_mlsr.models.backbones import ImageBackbone
+    from lightning_mlsr.models.image_backbone import ImageBackbone
 
     model = ImageBackbone(backbone, pretrained=True).eval()
     classes = getattr(model.model, "num_classes", 0)

@@ -17,8 +17,9 @@ from torch import nn
 
 from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE
-from lightning_mlsr.models.backbones import ImageBackbone, load_text_encoder
+from lightning_mlsr.models.backbones import load_text_encoder
 from lightning_mlsr.models.encoder import DenseEncoder
+from lightning_mlsr.models.image_backbone import ImageBackbone
 from lightning_mlsr.models.registry import register_head
 
 __all__ = ["DenseImageHead", "DenseTextHead"]

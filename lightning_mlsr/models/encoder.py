@@ -25,7 +25,7 @@ from torch import nn
 
 from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_TEXT_BACKBONE, load_tokenizer
-from lightning_mlsr.models.backbones import ImageBackbone
+from lightning_mlsr.models.image_backbone import ImageBackbone
 
 __all__ = ["DenseEncoder", "Encoder", "MissingInputError", "SparseEncoder"]
 

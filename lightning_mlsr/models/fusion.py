@@ -10,8 +10,9 @@ from torch import nn
 
 from lightning_mlsr.io.encoder_reads import Reads
 from lightning_mlsr.io.pretrained import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_BACKBONE
-from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, load_text_encoder
+from lightning_mlsr.models.backbones import load_masked_lm, load_text_encoder
 from lightning_mlsr.models.encoder import SparseEncoder
+from lightning_mlsr.models.image_backbone import ImageBackbone
 from lightning_mlsr.models.pooling import Pooling, _check_pooling, keep_top_terms
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (

@@ -14,8 +14,9 @@ from lightning_mlsr.io.pretrained import (
     DEFAULT_TEXT_BACKBONE,
     load_tokenizer,
 )
-from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, vocabulary_size
+from lightning_mlsr.models.backbones import load_masked_lm, vocabulary_size
 from lightning_mlsr.models.encoder import SparseEncoder
+from lightning_mlsr.models.image_backbone import ImageBackbone
 from lightning_mlsr.models.pooling import _check_max_terms, keep_top_terms, log_saturation
 from lightning_mlsr.models.registry import register_head
 from lightning_mlsr.models.transformer import (

@@ -21,7 +21,7 @@ from PIL import Image
 
 from lightning_mlsr.data import DataError, ImageTable
 from lightning_mlsr.data.features.store import FeatureCacheError, FeatureStore
-from lightning_mlsr.models.backbones import ImageBackbone
+from lightning_mlsr.models.image_backbone import ImageBackbone
 
 ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 24

@@ -34,7 +34,7 @@ def _expected_concepts(source) -> dict[str, str]:
     import timm.data
     from timm.data import ImageNetInfo
 
-    from lightning_mlsr.models.backbones import ImageBackbone
+    from lightning_mlsr.models.image_backbone import ImageBackbone
 
     model = ImageBackbone("tf_efficientnet_lite0").model.eval()
     transform = timm.data.create_transform(

@@ -10,7 +10,8 @@ from lightning_mlsr.io.pretrained import (
     load_tokenizer,
     resolve_text_backbone,
 )
-from lightning_mlsr.models.backbones import ImageBackbone, load_masked_lm, load_text_encoder
+from lightning_mlsr.models.backbones import load_masked_lm, load_text_encoder
+from lightning_mlsr.models.image_backbone import ImageBackbone
 
 
 def test_default_text_backbone_gives_mlm_logits_and_hidden_states() -> None:

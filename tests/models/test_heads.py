@@ -27,7 +27,7 @@ from lightning_mlsr.models import (
     list_heads,
     tie_text_backbones,
 )
-from lightning_mlsr.models.backbones import ImageBackbone
+from lightning_mlsr.models.image_backbone import ImageBackbone
 from lightning_mlsr.models.pooling import (
     pool_kept_vocab_logits,
     pool_vocab_logits,

@@ -12,7 +12,7 @@ import timm
 import torch
 
 from lightning_mlsr.io.pretrained import BackboneNotFoundError
-from lightning_mlsr.models.backbones import ImageBackbone
+from lightning_mlsr.models.image_backbone import ImageBackbone
 
 
 @pytest.fixture
