@@ -28,7 +28,10 @@ def test_the_figure_shows_the_ci_tables_numbers_and_rebuilds_byte_for_byte(
     }
     for row in rows:
         cells = table[row["label"]].split(" | ")
-        assert cells[3] == f"{row['estimate']:.4f}"  # model | backbone | seeds | all | CI
+        assert cells[2] == (
+            "–" if row["seeds"] is None else str(row["seeds"])
+        )  # model | backbone | seeds | all | CI
+        assert cells[3] == f"{row['estimate']:.4f}"
         assert cells[4] == f"[{row['ci'][0]:.4f}, {row['ci'][1]:.4f}]"
     dense = [r for r in rows if r["dense"]]
     assert dense and all(r["backbone"] == "MiniLM-L6" for r in dense)
