@@ -60,6 +60,11 @@ def test_the_grid_scores_each_budget_pair_as_computed_by_hand(bench: ModuleType)
     assert got[(1, None)]["nDCG@10"] == pytest.approx(0.5)
     assert got[(1, None)]["R@1000"] == pytest.approx(0.5)
     assert got[(1, None)]["d_nnz"] == pytest.approx(1.0)
+    # pairs (a, d0) and (b, d2): unmatched when d0 keeps only term 3, or a only term 0
+    assert got[(None, None)]["unmatched"] == 0.0
+    assert got[(1, None)]["unmatched"] == pytest.approx(0.5)
+    assert got[(None, 1)]["unmatched"] == pytest.approx(0.5)
+    assert got[(1, 1)]["unmatched"] == pytest.approx(0.5)
     # postings touched: a's terms 0 and 1 have one posting each, b's term 2 one -> (2 + 1) / 2
     assert got[(None, None)]["flops_per_query"] == pytest.approx(1.5)
 
