@@ -14,7 +14,7 @@ from research.report.records import (
     read_pseudo_manifest,
     teacher_seed,
 )
-from research.report.registry import Registry
+from research.report.registry import Registry, dense_families
 from research.report.statistics import difference_text, find_test, mean_std, significant
 from research.report.tables import row_order
 from research.report.text import ReportText
@@ -137,22 +137,24 @@ def dense_comparisons(
     n_unseen: int,
     spec: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Each sparse model of the dense family of ``spec`` (by default the registry's
-    ``findings``) against the untrained dense model and the dense teacher, on all test
-    queries and on the unseen ones."""
+    """Each sparse model of the dense families of ``spec`` (by default the registry's
+    ``findings``; ``family`` is one family or a list) against the untrained dense model and
+    the dense teacher, on all test queries and on the unseen ones, each with its own
+    family's Holm correction."""
     spec = (spec or registry.findings)["dense"]
     untrained, teacher = spec["untrained"], spec["teacher"]
-    models = [c.a for c in registry.comparisons if c.family == spec["family"]]
-    tests = [t for t in tests if t["finding"] == spec["family"]]  # that family's Holm
+    families = dense_families(spec)
+    models = [(c.a, c.family) for c in registry.comparisons if c.family in families]
     out = []
-    for model in dict.fromkeys(models):
+    for model, family in dict.fromkeys(models):
+        family_tests = [t for t in tests if t["finding"] == family]  # that family's Holm
         parts = []
         for queries, what in (
             ("all", text("dense_all_queries")),
             ("unseen", text("dense_unseen_queries", n=n_unseen)),
         ):
-            zero = find_test(tests, model, untrained, queries=queries)
-            dense = find_test(tests, model, teacher, queries=queries)
+            zero = find_test(family_tests, model, untrained, queries=queries)
+            dense = find_test(family_tests, model, teacher, queries=queries)
             if zero is None or dense is None:
                 continue
             parts.append(

@@ -35,6 +35,7 @@ __all__ = [
     "Experiment",
     "Registry",
     "RegistryError",
+    "dense_families",
 ]
 
 
@@ -202,3 +203,9 @@ class Registry:
         teachers = [e.teacher for e in self.experiments.values() if e.teacher]
         first = list(dict.fromkeys(teachers))
         return first + [n for n in self.experiments if n not in first]
+
+
+def dense_families(spec: Mapping[str, Any]) -> list[str]:
+    """The families of a ``findings.dense`` entry: ``family`` as one name or a list."""
+    family = spec.get("family")
+    return [str(f) for f in family] if isinstance(family, list) else [str(family)]

@@ -20,6 +20,7 @@ from research.report.registry import (
     Experiment,
     Registry,
     RegistryError,
+    dense_families,
 )
 
 __all__ = ["load_registry", "read_protocol"]
@@ -261,6 +262,10 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         figure=_figure(data.get("figure"), where),
         query_cost=_query_cost(data.get("query_cost"), where),
     )
+    dense = registry.findings.get("dense")
+    for family in dense_families(dense) if isinstance(dense, Mapping) else []:
+        if family not in registry.family_titles:
+            raise RegistryError(f"{where}: findings.dense.family {family!r} is no family")
     for i, spec in enumerate(registry.findings.get("restated") or []):
         at = f"{where}: findings.restated[{i}]"
         _check_keys(_mapping(spec, at), _RESTATED, at)
@@ -271,8 +276,9 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
                 raise RegistryError(f"{at}: `{key}` is missing")
             if keys:
                 _check_keys(_mapping(spec[key], f"{at}.{key}"), keys, f"{at}.{key}")
-        if spec["dense"].get("family") not in registry.family_titles:
-            raise RegistryError(f"{at}: dense.family {spec['dense'].get('family')!r} is no family")
+        for family in dense_families(spec["dense"]):
+            if family not in registry.family_titles:
+                raise RegistryError(f"{at}: dense.family {family!r} is no family")
     _check_names(registry, where)
     return registry
 

@@ -213,3 +213,50 @@ def test_restated_findings_judge_their_own_experiments_and_their_own_dense_famil
     )
     with pytest.raises(RegistryError, match=r"dense.family 'dense 80' is no family"):
         load_registry(results)
+
+
+def test_the_dense_summary_lists_each_familys_models_with_that_familys_holm(
+    tmp_path: Path,
+) -> None:
+    """``findings.dense.family`` as a list: the SPLADE-tiny rows come from `dense`, the MiniLM
+    rows from `same_backbone`, each judged by its own family's tests (a decoy test of the same
+    pair in the other family is ignored); an unknown family in the list is refused by name."""
+    from research.report.findings import dense_comparisons
+
+    def test(family: str, a: str, b: str, diff: float, p: float) -> dict:
+        return {
+            "finding": family, "a": a, "b": b, "measure": "nDCG@10", "queries": "all",
+            "diff": diff, "diff_ci": (diff - 0.01, diff + 0.01), "p_holm": p,
+            "p_seed_holm": p, "mean_a": 0.5, "mean_b": 0.5 - diff, "seeds_a": 3,
+            "seeds_b": 3, "equal_seeds": True,
+        }  # fmt: skip
+
+    minilm, tiny = "minilm_kl_mlm_query_scaled", "m2_mlp_mlm_caption"
+    tests = [
+        test("same_backbone", minilm, "dense-zero-shot", 0.04, 1e-7),
+        test("same_backbone", minilm, "dense_caption", -0.05, 2e-7),
+        test("dense", minilm, "dense-zero-shot", 0.04, 0.5),  # decoy: not minilm's family
+        test("dense", tiny, "dense-zero-shot", -0.07, 3e-5),
+        test("dense", tiny, "dense_caption", -0.16, 4e-18),
+    ]
+    assert REGISTRY.findings["dense"]["family"] == ["dense", "same_backbone"]
+    lines = dense_comparisons(REGISTRY, TEXT, {}, tests, 83)
+    (minilm_line,) = [line for line in lines if line.startswith(f"- {REGISTRY.label(minilm)} (")]
+    (tiny_line,) = [line for line in lines if line.startswith(f"- {REGISTRY.label(tiny)} (")]
+    assert "p_holm 1e-07 (t-test)" in minilm_line and "p_holm 2e-07" in minilm_line
+    assert "0.5 (t-test)" not in minilm_line
+    assert "p_holm 3e-05 (t-test)" in tiny_line and "MiniLM-L6" in minilm_line
+    assert len(lines) == 2  # models without both tests are left out
+
+    results = tmp_path / "results"
+    shutil.copytree(
+        REPO / "results",
+        results,
+        ignore=shutil.ignore_patterns("runs", "stamps", "emoji-describe", "figures", "vectors"),
+    )
+    path = results / "registry.yaml"
+    path.write_text(
+        path.read_text("utf-8").replace("family: [dense, same_backbone]", "family: [dense, same]")
+    )
+    with pytest.raises(RegistryError, match=r"dense.family 'same' is no family"):
+        load_registry(results)
