@@ -34,6 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from lightning_mlsr.analysis.inputs import row_top_ids  # noqa: E402
 from lightning_mlsr.retrieval.evaluation import retrieve, score, sparse_efficiency  # noqa: E402
 from lightning_mlsr.retrieval.index import InvertedIndex  # noqa: E402
 
@@ -42,31 +43,31 @@ MEASURES = ("nDCG@10", "R@1000")
 
 def top_terms(matrix: sp.csr_matrix, k: int | None) -> sp.csr_matrix:
     """Each row's ``k`` largest weights (all of them for ``None`` or a shorter row); ties
-    between equal weights are broken towards the lower term id.
+    between equal weights are broken towards the lower term id (:func:`row_top_ids`).
 
     Shape: ``(N, V)`` -> ``(N, V)``."""
     matrix = sp.csr_matrix(matrix, copy=True)
     matrix.sort_indices()
     if k is None:
         return matrix
-    data, indices, indptr = [], [], [0]
-    for row in range(matrix.shape[0]):
-        lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
-        values, ids = matrix.data[lo:hi], matrix.indices[lo:hi]
-        if len(values) > k:
-            keep = np.sort(np.argsort(-values, kind="stable")[:k])
-            values, ids = values[keep], ids[keep]
-        data.append(values)
-        indices.append(ids)
-        indptr.append(indptr[-1] + len(values))
+    rows = [row_top_ids(matrix, row, k) for row in range(matrix.shape[0])]
+    orders = [np.argsort(ids) for ids, _ in rows]  # CSR keeps each row's ids ascending
+    indptr = np.concatenate([[0], np.cumsum([len(ids) for ids, _ in rows])])
     return sp.csr_matrix(
-        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr)), shape=matrix.shape
+        (
+            np.concatenate([w[o] for (_, w), o in zip(rows, orders, strict=True)]),
+            np.concatenate([ids[o] for (ids, _), o in zip(rows, orders, strict=True)]),
+            indptr,
+        ),
+        shape=matrix.shape,
     )
 
 
-def encode_without_budgets(path: Path, split: str) -> tuple[Any, dict[str, int | None]]:
+def encode_without_budgets(
+    path: Path, split: str
+) -> tuple[Any, dict[str, dict[str, int]], dict[str, int | None]]:
     """A checkpoint's vectors of the evaluation corpus and ``split``'s queries with every
-    head's ``max_terms`` lifted, and the budgets it was trained with."""
+    head's ``max_terms`` lifted, ``split``'s judgments, and the budgets it was trained with."""
     from lightning_mlsr.training.callbacks.split_encoding import encode_split
     from lightning_mlsr.training.model_loading import load_model
 
@@ -80,7 +81,7 @@ def encode_without_budgets(path: Path, split: str) -> tuple[Any, dict[str, int |
         encoder.max_terms = None
     with torch.no_grad():
         encoded = encode_split(model, loaded.datamodule, split)
-    return (encoded, loaded.datamodule.qrels(split)), trained
+    return encoded, loaded.datamodule.qrels(split), trained
 
 
 def unmatched_pairs(
@@ -115,11 +116,11 @@ def budget_grid(
 ) -> list[dict[str, Any]]:
     """One row per (document budget, query budget): the measures and the sparsity figures."""
     rows = []
+    cut_queries = {q_budget: top_terms(encoded.queries, q_budget) for q_budget in query_budgets}
     for d_budget in doc_budgets:
         docs = top_terms(encoded.docs, d_budget)
         index = InvertedIndex.from_matrix(docs, encoded.doc_ids)
-        for q_budget in query_budgets:
-            queries = top_terms(encoded.queries, q_budget)
+        for q_budget, queries in cut_queries.items():
             run = retrieve(docs, encoded.doc_ids, queries, encoded.query_ids, 1000, index=index)
             got = score(run, qrels, MEASURES)
             rows.append(
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not Path(path).is_file():
             raise SystemExit(f"--ckpt {spec!r}: give LABEL=PATH to an existing checkpoint")
         started = time.perf_counter()
-        (encoded, qrels), trained = encode_without_budgets(Path(path), split)
+        encoded, qrels, trained = encode_without_budgets(Path(path), split)
         grid = budget_grid(
             encoded,
             qrels,
