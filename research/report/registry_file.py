@@ -263,9 +263,8 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         query_cost=_query_cost(data.get("query_cost"), where),
     )
     dense = registry.findings.get("dense")
-    for family in dense_families(dense) if isinstance(dense, Mapping) else []:
-        if family not in registry.family_titles:
-            raise RegistryError(f"{where}: findings.dense.family {family!r} is no family")
+    if isinstance(dense, Mapping):
+        _check_dense_families(registry, dense, f"{where}: findings.dense")
     for i, spec in enumerate(registry.findings.get("restated") or []):
         at = f"{where}: findings.restated[{i}]"
         _check_keys(_mapping(spec, at), _RESTATED, at)
@@ -276,11 +275,16 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
                 raise RegistryError(f"{at}: `{key}` is missing")
             if keys:
                 _check_keys(_mapping(spec[key], f"{at}.{key}"), keys, f"{at}.{key}")
-        for family in dense_families(spec["dense"]):
-            if family not in registry.family_titles:
-                raise RegistryError(f"{at}: dense.family {family!r} is no family")
+        _check_dense_families(registry, spec["dense"], f"{at}.dense")
     _check_names(registry, where)
     return registry
+
+
+def _check_dense_families(registry: Registry, dense: Mapping[str, Any], at: str) -> None:
+    """Every family a ``dense`` entry names (one or a list) is a family of the registry."""
+    for family in dense_families(dense):
+        if family not in registry.family_titles:
+            raise RegistryError(f"{at}.family {family!r} is no family")
 
 
 #: the keys of an entry of ``findings.restated`` and the keys each of its parts may have
