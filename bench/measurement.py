@@ -1,6 +1,6 @@
 """Measurement helpers of the benchmarks: peak resident memory of a step, wall and CPU
-time of the fastest of several calls, the device measured on, and silenced stdout and logs
-for libraries that print.
+time of the fastest of several calls, a step held to a number of cores, the device measured
+on, and silenced stdout and logs for libraries that print.
 
 Memory is the peak resident set size (VmHWM, reset through ``/proc/self/clear_refs``) above
 the resident size just before the step, so it counts numpy, numba and Rust allocations alike.
@@ -104,3 +104,43 @@ def device_name(accelerator: str) -> str:
     if accelerator == "cuda":
         return f"GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     return "CPU"
+
+
+def _tasks(pid: int | str) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def on_cores(n: int, processes: tuple[int, ...] = ()) -> Iterator[frozenset[int]]:
+    """Hold every thread of this process (and of ``processes``, e.g. an engine's search
+    process) to ``n`` of the CPUs it may use, for the block; yields the CPUs.
+
+    A library's own thread pool can ignore the thread count it is given (Seismic's search
+    ran on 1.8 cores at ``num_threads=1`` here), so "t threads" is made "t cores" for every
+    method alike. Threads that exist are moved one by one (an affinity is per thread on
+    Linux) and threads started inside the block inherit it. Without ``sched_setaffinity``
+    (not Linux) the block runs unrestricted and yields every CPU it could use.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield frozenset(range(os.cpu_count() or 1))
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    if not 1 <= n <= len(allowed):
+        raise ValueError(f"on_cores({n}): this process may use {len(allowed)} CPUs")
+    chosen = set(allowed[:n])
+    saved: dict[int, set[int]] = {}
+    for pid in (os.getpid(), *processes):
+        for tid in _tasks(pid):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, chosen)
+    try:
+        yield frozenset(chosen)
+    finally:
+        for pid in (os.getpid(), *processes):
+            for tid in _tasks(pid):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(tid, saved.get(tid, set(allowed)))

@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,8 @@ class _JvmSearcher:
 
     def search(
         self, indptr: np.ndarray, cols: np.ndarray, data: np.ndarray, k: int, threads: int
-    ) -> dict[int, list[tuple[str, float]]]:
+    ) -> tuple[dict[int, list[tuple[str, float]]], float]:
+        """Hits per query row, and the seconds spent in Lucene's ``batch_search`` alone."""
         jqueries, qids = self._array_list(), self._array_list()
         for r in range(len(indptr) - 1):
             start, stop = indptr[r], indptr[r + 1]
@@ -188,12 +190,15 @@ class _JvmSearcher:
             jqueries.add(jq)
             qids.add(str(r))
         if qids.size() == 0:
-            return {}
+            return {}, 0.0
+        started = time.perf_counter()
         results = self._searcher.batch_search(jqueries, qids, k, int(threads))
-        return {
+        engine_seconds = time.perf_counter() - started
+        hits = {
             int(entry.getKey()): [(str(hit.docid), float(hit.score)) for hit in entry.getValue()]
             for entry in results.entrySet().toArray()
         }
+        return hits, engine_seconds
 
     def close(self) -> None:
         self._searcher.close()
@@ -226,6 +231,11 @@ class AnseriniImpactIndex:
     search process of its own (started once, here; ``close`` ends it): a JVM started inside a
     process that has loaded torch, numba and faiss can crash it (a segmentation fault seen
     in the test suite), and one process can only ever start one JVM.
+
+    ``last_engine_seconds``: the wall time of the last :meth:`search` inside Lucene's
+    ``batch_search``, measured in the search process; the rest of a call is the bridge
+    (query maps built through pyjnius, hits read back, the pipe), which benchmarks report
+    separately.
     """
 
     def __init__(self, index_dir: str | Path, doc_ids: Sequence[Any], terms: Sequence[str]) -> None:
@@ -235,6 +245,7 @@ class AnseriniImpactIndex:
         self._doc_ids = np.asarray(doc_ids)
         self._row = {str(d): r for r, d in enumerate(self._doc_ids)}
         self._terms = list(terms)
+        self.last_engine_seconds = 0.0
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch, no JVM
         self._conn, child = context.Pipe()
         self._process = context.Process(
@@ -287,6 +298,11 @@ class AnseriniImpactIndex:
         return self._doc_ids
 
     @property
+    def search_pid(self) -> int:
+        """The process id of the search process (its JVM), e.g. to hold it to some cores."""
+        return int(self._process.pid or 0)
+
+    @property
     def size_bytes(self) -> int:
         """Bytes of the Lucene index on disk."""
         return sum(p.stat().st_size for p in self.index_dir.rglob("*") if p.is_file())
@@ -303,9 +319,10 @@ class AnseriniImpactIndex:
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         indices = np.full((q.shape[0], k), -1, dtype=np.int64)
         self._conn.send((q.indptr, q.indices, q.data, k, int(num_threads)))
-        status, results = self._receive()
+        status, answer = self._receive()
         if status != "ok":
-            raise RuntimeError(f"Anserini search of {self.index_dir} failed: {results}")
+            raise RuntimeError(f"Anserini search of {self.index_dir} failed: {answer}")
+        results, self.last_engine_seconds = answer
         for row, hits in results.items():
             for j, (docid, score) in enumerate(hits):
                 scores[row, j] = score
