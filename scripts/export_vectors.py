@@ -131,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         if name in registry.final:  # test numbers of frozen configurations only
             splits.append(("test", trainer.test))
         for split, evaluate in splits:
-            evaluate(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint))
+            evaluate(
+                cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint), weights_only=True
+            )
             figures = written_evaluation(trainer, split).figures  # the evaluator's own file
             found[split] = float(figures[MEASURE])
             evaluated_nnz = round(figures["d_nnz"] * figures["eval_docs"])  # mean x documents
-        trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint))
+        trainer.predict(
+            cli.model, datamodule=cli.datamodule, ckpt_path=str(checkpoint), weights_only=True
+        )
         exported = load_vectors(Path(scratch) / "vectors" / "corpus.npz")
         if exported.docs.nnz != evaluated_nnz:
             raise SystemExit(

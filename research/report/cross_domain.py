@@ -53,7 +53,7 @@ def test_on_collections(
         settings = {**dict(cli.datamodule.hparams), "collection": collection, "negatives": {}}
         datamodule = RetrievalDataModule.from_hparams(settings)
         print(f"=== testing on {collection}", flush=True)
-        trainer.test(cli.model, datamodule=datamodule, ckpt_path=best)
+        trainer.test(cli.model, datamodule=datamodule, ckpt_path=best, weights_only=True)
         tested = written_evaluation(trainer, "test")
         out[collection] = {
             "test": tested.figures,
@@ -108,7 +108,7 @@ def refit_for_cross_domain(
     cli = main([*fit_command(registry, name, seed, root), *extra])
     trainer: Any = cli.trainer
     best = trainer.checkpoint_callback.best_model_path or None
-    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, weights_only=True)
     tested = written_evaluation(trainer, "test")
     in_domain = {
         "test": tested.figures,

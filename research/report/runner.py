@@ -117,7 +117,7 @@ def train_and_evaluate(
     if name in registry.final:  # test numbers for frozen configurations only
         evaluations.append(("test", trainer.test))
     for split, run_eval in evaluations:
-        run_eval(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+        run_eval(cli.model, datamodule=cli.datamodule, ckpt_path=best, weights_only=True)
         evaluated = written_evaluation(trainer, split)
         means: dict[str, Any] = dict(evaluated.figures)
         if "empty_docs" not in means:  # dense models: no sparsity

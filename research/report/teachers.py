@@ -96,7 +96,7 @@ def refit_teacher(
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         raise RuntimeError(f"the refit of {name} seed {seed} saved no checkpoint under {root}")
-    trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best, weights_only=True)
     measure = SELECTION_MEASURE
     refit = written_evaluation(trainer, "validation").figures[measure]
     was = recorded["validation"][measure]

@@ -63,9 +63,11 @@ def fake_fit(calls: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
         root = root_dir(args)
 
         def evaluate(split: str) -> Any:
-            return lambda model, datamodule, ckpt_path: write_evaluation(
-                root, split, {"nDCG@10": 0.5}
-            )
+            def run(model: Any, datamodule: Any, ckpt_path: str, weights_only: bool) -> None:
+                assert weights_only is True  # Lightning loads the checkpoint as data only
+                write_evaluation(root, split, {"nDCG@10": 0.5})
+
+            return run
 
         trainer = types.SimpleNamespace(
             root=root,

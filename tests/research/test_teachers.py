@@ -84,8 +84,8 @@ def test_a_refitted_teacher_is_checked_against_its_record_and_named_in_students(
         best.parent.mkdir(parents=True)
         best.write_bytes(b"weights" + bytes([len(calls)]))
 
-        def validate(model, datamodule, ckpt_path):
-            assert ckpt_path == str(best)
+        def validate(model, datamodule, ckpt_path, weights_only):
+            assert ckpt_path == str(best) and weights_only is True
             write_evaluation(root, "validation", {"nDCG@10": next(scores)})
 
         trainer = types.SimpleNamespace(

@@ -301,7 +301,9 @@ _UNSAFE_CALLS = {
 
 def _unsafe_uses(source: str) -> list[str]:
     """Calls that can run code from data: torch.load without weights_only=True, np.load with
-    allow_pickle=True, yaml.load without a safe Loader, pickle-family loads, eval/exec."""
+    allow_pickle=True, yaml.load without a safe Loader, pickle-family loads, eval/exec, and
+    Lightning's checkpoint loads (any call given ``ckpt_path=``, e.g. ``trainer.test`` or a
+    name bound to it, and ``load_from_checkpoint``) without weights_only=True."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call):
@@ -324,6 +326,12 @@ def _unsafe_uses(source: str) -> list[str]:
             value = keywords.get("weights_only")
             if not (isinstance(value, ast.Constant) and value.value is True):
                 found.append(f"{where}: torch.load() without weights_only=True")
+        elif "ckpt_path" in keywords or attr == "load_from_checkpoint":
+            # Lightning's torch.load of a checkpoint defaults to weights_only=False
+            value = keywords.get("weights_only")
+            if not (isinstance(value, ast.Constant) and value.value is True):
+                called = attr or name or ast.unparse(func)
+                found.append(f"{where}: {called}() of a checkpoint without weights_only=True")
         elif owner in ("np", "numpy") and attr == "load":
             value = keywords.get("allow_pickle")
             if isinstance(value, ast.Constant) and value.value is True:
@@ -347,16 +355,31 @@ def test_the_scanner_finds_every_unsafe_load() -> None:
             "pd.read_pickle(p)",
             "eval(s)",
             "exec(s)",
+            "trainer.test(m, ckpt_path=p)",
+            "trainer.fit(m, ckpt_path=p, weights_only=False)",
+            "Model.load_from_checkpoint(p)",
+            "evaluate(m, ckpt_path=p)",
         ]
     )
-    assert len(_unsafe_uses(unsafe)) == 9
-    safe = "torch.load(p, weights_only=True)\nnp.load(p)\nyaml.safe_load(s)\nyaml.load(s, Loader=yaml.SafeLoader)\nm.eval()"
+    assert len(_unsafe_uses(unsafe)) == 13
+    safe = "\n".join(
+        [
+            "torch.load(p, weights_only=True)",
+            "np.load(p)",
+            "yaml.safe_load(s)",
+            "yaml.load(s, Loader=yaml.SafeLoader)",
+            "m.eval()",
+            "trainer.test(m, ckpt_path=p, weights_only=True)",
+            "trainer.fit(m)",
+            "Model.load_from_checkpoint(p, weights_only=True)",
+        ]
+    )
     assert _unsafe_uses(safe) == []
 
 
-def test_no_file_in_the_package_scripts_or_benchmarks_loads_data_unsafely() -> None:
+def test_no_file_in_the_package_research_scripts_or_benchmarks_loads_data_unsafely() -> None:
     problems = []
-    for folder in ("lightning_mlsr", "scripts", "bench"):
+    for folder in ("lightning_mlsr", "research", "scripts", "bench"):
         for path in sorted((REPO / folder).rglob("*.py")):
             for use in _unsafe_uses(path.read_text("utf-8")):
                 problems.append(f"{path.relative_to(REPO)} {use}")
@@ -462,6 +485,9 @@ def test_evaluating_a_checkpoint_of_another_configuration_is_refused(
         ]
     )
     assert "val/nDCG@10" in cli.trainer.callback_metrics
+    assert cli.config["validate"]["weights_only"] is True  # Lightning's load too, not only ours
+    with pytest.raises(SystemExit, match=r"--weights_only=false: refused"):
+        main(["validate", "--config", M3, f"--ckpt_path={last}", "--weights_only=false", *common])
     # ... and writes beside the run that trained it, not into a new run directory
     from lightning_mlsr.training.runs import run_dir
 

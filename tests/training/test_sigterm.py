@@ -102,6 +102,8 @@ def test_sigterm_exits_nonzero_and_the_checkpoint_resumes_step_and_regularizer_w
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Lightning loaded the file as data only (its default would warn and unpickle anything)
+    assert "weights_only` was not set" not in resumed.stderr + resumed.stdout
     after = _lines(second_log)
     assert [line["step"] for line in after] == [steps, steps + 1]
     expected = FLOPS(weight=0.001, ramp_steps=WARMUP).weight_at(steps)

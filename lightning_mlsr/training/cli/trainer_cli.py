@@ -202,7 +202,9 @@ class MLSRCLI(LightningCLI):
         - ``--ckpt_path=last`` (fit) resumes from the newest intact ``last``/``on_exception``
           checkpoint under the run's root directory; a fit without ``--ckpt_path`` starts
           fresh (the run directories are versioned, so nothing is resumed by accident).
-        - The file is loaded without running code from it, and a damaged one is named.
+        - The file is loaded without running code from it, here and by Lightning (its
+          ``weights_only`` is set to True; ``--weights_only=false`` is refused), and a damaged
+          one is named.
         - Lightning's CLI builds the model from the checkpoint's own hyperparameters; when
           the config states model settings that differ from them, the run is refused with
           the differences listed, instead of evaluating or resuming another model than the
@@ -224,6 +226,13 @@ class MLSRCLI(LightningCLI):
                 )
             print(f"--ckpt_path=last: resuming from {found}", flush=True)
             config["ckpt_path"] = ckpt_path = str(found)
+        if config.get("weights_only") is False:
+            raise SystemExit(
+                f"{subcommand} --weights_only=false: refused, a checkpoint is loaded as data "
+                "only (torch.load weights_only=True), never as a pickle that runs code"
+            )
+        if "weights_only" in config:  # Lightning's own load of the file, not only our check
+            config["weights_only"] = True
         if not ckpt_path or ckpt_path in _SPECIAL_CKPT_PATHS:
             return
         try:
@@ -272,7 +281,9 @@ class MLSRCLI(LightningCLI):
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
         if config.get("test_after_fit", True) and not cast(Any, self.trainer).fast_dev_run:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+            self.trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True
+            )
         self._print_checkpoints()
         self._finish_logger_run()
 

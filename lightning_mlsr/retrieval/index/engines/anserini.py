@@ -213,7 +213,10 @@ def _serve(conn: Any, index_dir: str, terms: list[str]) -> None:
         return
     conn.send(("ready", None))
     while True:
-        request = conn.recv()
+        try:
+            request = conn.recv()
+        except EOFError:  # the owner ended without close(): end quietly with it
+            request = None
         if request is None:
             searcher.close()
             return
