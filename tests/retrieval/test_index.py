@@ -344,11 +344,27 @@ def test_searches_from_several_python_threads_do_not_share_accumulators(exact_da
         np.testing.assert_array_equal(scores, expected[0])
         np.testing.assert_array_equal(indices, expected[1])
 
+    def one_at_a_time(_: int) -> tuple[np.ndarray, np.ndarray]:  # the single-query path
+        rows = [
+            index.search_one(np.flatnonzero(q), q[np.flatnonzero(q)], 7, num_threads=1)
+            for q in queries
+        ]
+        return np.stack([s for s, _ in rows]), np.stack([i for _, i in rows])
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one_at_a_time, range(16)))
+    for scores, indices in results:
+        np.testing.assert_array_equal(scores, expected[0])
+        np.testing.assert_array_equal(indices, expected[1])
+    assert not index._scorer.scratch[0].any()
+
 
 def test_empty_collection_and_no_queries():
     index = InvertedIndex.from_matrix(sp.csr_matrix((0, 5), dtype=np.float32))
     scores, indices = index.search(np.ones((2, 5)), 3)
     assert np.all(indices == -1) and np.all(scores == -np.inf)
+    scores, indices = index.search_one([1, 2], [1.0, 1.0], 3, num_threads=1)
+    assert indices.tolist() == [-1, -1, -1] and np.all(scores == -np.inf)
     scores, indices = index.search(sp.csr_matrix((0, 5)), 3)
     assert scores.shape == indices.shape == (0, 3)
 

@@ -296,14 +296,20 @@ class InvertedIndex:
             row = sp.csr_matrix((w, t, [0, len(t)]), shape=(1, self.num_terms))
             q = to_csr(row, "query")
             t, w = q.indices, q.data
-        scores = np.full((1, k), -np.inf, dtype=np.float32)
-        indices = np.full((1, k), -1, dtype=np.int64)
-        if len(self) and len(t):
+        if not (len(self) and len(t)):
+            return np.full(k, -np.inf, dtype=np.float32), np.full(k, -1, dtype=np.int64)
+        if n_workers == 1 and not pruning:  # the serving path: one compiled call
+            scores, indices = np.empty(k, np.float32), np.empty(k, np.int64)
+            self._scorer.score_one(t, w, k, scores, indices)
+        else:
+            scores = np.full((1, k), -np.inf, dtype=np.float32)
+            indices = np.full((1, k), -1, dtype=np.int64)
             score = self._scorer.score_pruned if pruning else self._scorer.score
             score(np.array([0, len(t)]), t, w, k, n_workers, scores, indices)
-        found = indices[0] >= 0
-        indices[0, found] = self._order[indices[0, found]]
-        return scores[0], indices[0]
+            scores, indices = scores[0], indices[0]
+        found = indices >= 0
+        indices[found] = self._order[indices[found]]
+        return scores, indices
 
     def _num_rows(self, queries: Any) -> int:
         shape = queries.shape if hasattr(queries, "shape") else np.shape(queries)
