@@ -114,6 +114,9 @@ def cost_section(registry: Registry, text: Any) -> list[str]:
                 f"| {row['index_bytes']:,} | {_terms(row.get('d_nnz'))} |"
             )
         lines.append("")
+        skipped = data["meta"].get("wordnet_skipped") or []
+        if skipped:
+            lines += [text("query_cost_wordnet_skipped", models=", ".join(skipped)), ""]
     figure = registry.query_cost.get("figure")
     if figure:
         image = os.path.relpath(registry.results_dir / figure, registry.report_path.parent)

@@ -85,6 +85,31 @@ def test_the_cost_table_is_the_committed_json_cell_for_cell(
     assert figure.read_bytes() == first  # no timestamp: the same JSON, the same file
 
 
+def test_the_wordnet_table_names_the_models_it_could_not_index(
+    cost_file: Path, tmp_path: Path
+) -> None:
+    data = json.loads(cost_file.read_text())
+    wordnet = {k: v for k, v in _row("sparse", 0.35, 0.875, 908.0).items() if "ms" not in k}
+    wordnet |= {"n_docs": 20480, "search_cpu_ms": {"p50": 0.06, "p95": 0.2}, "search_ratio": 0.07}
+    data["wordnet"] = [wordnet]
+    data["meta"]["wordnet_skipped"] = ["M1 · MiniLM", "M4x · MiniLM"]
+    cost_file.write_text(json.dumps(data))
+    registry = dataclasses.replace(
+        load_registry(REPO / "results"), query_cost={"file": str(cost_file)}, results_dir=tmp_path
+    )
+    lines = cost_section(registry, ReportText.read(REPO / "results" / "report_text.md"))
+    assert any(line.startswith("| sparse | 0.06 / 0.2 | 0.070 | 908 |") for line in lines)
+    assert "Not in this table: M1 · MiniLM, M4x · MiniLM (their documents are images" in "\n".join(
+        lines
+    )
+    data["meta"]["wordnet_skipped"] = []
+    cost_file.write_text(json.dumps(data))
+    assert not any(
+        "Not in this table" in line
+        for line in cost_section(registry, ReportText.read(REPO / "results" / "report_text.md"))
+    )
+
+
 def test_a_missing_or_foreign_cost_file_is_an_error_naming_it(tmp_path: Path) -> None:
     registry = load_registry(REPO / "results")
     gone = dataclasses.replace(registry, query_cost={"file": str(tmp_path / "nope.json")})
