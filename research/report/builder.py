@@ -20,7 +20,6 @@ from research.report.costs import cost_section, load_query_cost, write_cost_figu
 from research.report.figures import main_figure_rows, write_main_figure
 from research.report.findings import (
     best_on_validation,
-    coactivation_pair,
     dense_comparisons,
     findings,
     open_questions,
@@ -81,13 +80,20 @@ def _restated(
 ) -> list[str]:
     """The findings and the sparse-vs-dense summary once more for each entry of the
     registry's ``findings.restated`` (the same configurations under another schedule), under
-    its title; an entry with nothing finished yet is left out."""
+    its title; an entry with nothing finished yet is left out. Finding 3 and the dense
+    comparison are restated only where the entry names them (``coactivation``, ``dense``):
+    another family's co-activation pair would be judged under this entry's title."""
     lines = []
     for spec in registry.findings.get("restated", []):
-        pair = coactivation_pair(registry, spec)
+        own = spec.get("coactivation")
+        co = coactivation_tests(registry, runs, (own["a"], own["b"])) if own else []
         body = [
-            *findings(registry, text, runs, tests, coactivation_tests(registry, runs, pair), spec),
-            *dense_comparisons(registry, text, runs, tests, n_unseen, spec),
+            *findings(registry, text, runs, tests, co, spec),
+            *(
+                dense_comparisons(registry, text, runs, tests, n_unseen, spec)
+                if "dense" in spec
+                else []
+            ),
         ]
         if body:
             lines += [text("restated_intro", title=spec["title"]), "", *body, ""]

@@ -270,12 +270,13 @@ def load_registry(results_dir: str | Path = RESULTS) -> Registry:
         _check_keys(_mapping(spec, at), _RESTATED, at)
         for key, keys in _RESTATED.items():
             if key not in spec:
-                if key == "coactivation":  # optional: the registry's pair by default
+                if key in ("coactivation", "dense"):  # optional: not restated without them
                     continue
                 raise RegistryError(f"{at}: `{key}` is missing")
             if keys:
                 _check_keys(_mapping(spec[key], f"{at}.{key}"), keys, f"{at}.{key}")
-        _check_dense_families(registry, spec["dense"], f"{at}.dense")
+        if "dense" in spec:
+            _check_dense_families(registry, spec["dense"], f"{at}.dense")
     _check_names(registry, where)
     return registry
 

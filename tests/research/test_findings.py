@@ -260,3 +260,29 @@ def test_the_dense_summary_lists_each_familys_models_with_that_familys_holm(
     )
     with pytest.raises(RegistryError, match=r"dense.family 'same' is no family"):
         load_registry(results)
+
+
+def test_a_restated_entry_without_a_coactivation_pair_or_dense_family_restates_neither(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """emoji restates findings 1 and 2 on MiniLM-L6 without finding 3 (no MLP-q image run on
+    MiniLM) and without the dense list (the top-level one already has the MiniLM rows): the
+    SPLADE-tiny co-activation pair must not be judged under the MiniLM title."""
+    import research.report.builder as builder
+
+    registry = load_registry(REPO / "results")
+    text = ReportText.read(REPO / "results" / "report_text.md")
+    (spec,) = registry.findings["restated"]
+    assert "coactivation" not in spec and "dense" not in spec
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("restated without being named")
+
+    monkeypatch.setattr(builder, "coactivation_tests", refused)
+    monkeypatch.setattr(builder, "dense_comparisons", refused)
+    first, second = spec["image_vs_captions"], spec["image_and_caption"]
+    names = [first["image"], *first["captions"], second["expanding"]]
+    runs = {n: [{"test": {"nDCG@10": 0.1 + i / 10}}] for i, n in enumerate(names)}
+    got = builder._restated(registry, text, runs, [], 83)
+    assert got[0].startswith("Findings 1 and 2 once more, on MiniLM-L6")
+    assert [line[:3] for line in got if line[:1].isdigit()] == ["1. ", "2. "]
