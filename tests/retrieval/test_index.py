@@ -540,3 +540,27 @@ def test_top_k_at_a_tied_cut_off_is_the_one_trec_eval_ranks():
         kth = np.sort(row)[::-1][k - 1]
         ties_at_cut += int(kth > 0 and (row == kth).sum() > 1)
     assert ties_at_cut >= 5  # the case is exercised, not avoided
+
+
+def test_tie_order_of_integer_ids_is_the_order_of_their_decimal_text() -> None:
+    """Integer ids are ordered as trec_eval compares their docnos (strcmp on the decimal
+    text, descending) without being written as text: checked against sorting the strings."""
+    rng = np.random.default_rng(5)
+    cases = [
+        np.arange(1000),
+        np.array([0, 1, 9, 10, 19, 2, 20, 99, 100, 200, 1000]),  # prefixes and digit counts
+        rng.choice(10**6, 5000, replace=False),
+        rng.choice(2**62, 5000, replace=False),
+        np.array([10**18, 10**18 - 1, 9 * 10**18, 1, 0], dtype=np.uint64),
+        np.array([10**18, 10**18 - 1, 10**17, 10**17 - 1, 2**63 - 1]),  # int64 at the edges
+        np.array([2**64 - 1, 10**19, 5], dtype=np.uint64),  # 20 digits: the string path
+        np.array([-3, 12, -40, 7]),  # negative: the string path ("-" sorts before digits)
+        np.arange(7, dtype=np.uint16),
+    ]
+    for ids in cases:
+        ids = rng.permutation(ids)
+        expected = np.argsort(ids.astype(str), kind="stable")[::-1]
+        got = tie_order(ids)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, expected)
+    assert tie_order(np.array([], dtype=np.int64)).shape == (0,)
