@@ -272,8 +272,7 @@ def encode_texts(encoder: Any, texts: list[str], dense: bool, key: str, args: An
 
 def _documents_are_images(m: Model) -> bool:
     """Whether a sparse model's documents are (or include) images: it cannot index glosses."""
-    reads = m.system.doc_encoder.reads()
-    return not m.dense and (reads.features is not None or reads.pixels is not None)
+    return not m.dense and m.system.doc_encoder.reads().images
 
 
 def measure_wordnet(models: list[Model], args: argparse.Namespace) -> list[dict[str, Any]]:
