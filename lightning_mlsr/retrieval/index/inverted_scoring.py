@@ -157,14 +157,8 @@ class BlockedPostings:
 
         Shape: q_indices, q_data (nnz,) -> out_s, out_i (k,)
         """
-        kept = self._scratch_lock.acquire(blocking=False)
+        (acc, touched), kept = self._claim_scratch(1)  # no context manager: per-call cost
         try:
-            if not kept:  # another thread of this process is searching this index
-                acc, touched = _new_scratch(1, min(self.n_docs, self.block))
-            else:
-                if self.scratch is None:
-                    self.scratch = _new_scratch(1, min(self.n_docs, self.block))
-                acc, touched = self.scratch
             taat_topk_one(
                 *self.kernel_postings, self.offsets, unsigned(q_indices), q_data, k,
                 self.n_docs, self.chunk, self.chunks_per_block, acc[0], touched[0], out_s, out_i,
@@ -221,17 +215,27 @@ class BlockedPostings:
 
     @contextlib.contextmanager
     def _kernel_scratch(self, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The kept per-worker accumulators (all zero), or fresh ones while another thread
-        of this process is searching the same index."""
+        """:meth:`_claim_scratch` for a block, the lock given back after it."""
+        scratch, kept = self._claim_scratch(workers)
+        try:
+            yield scratch
+        finally:
+            if kept:
+                self._scratch_lock.release()
+
+    def _claim_scratch(self, workers: int) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
+        """The kept per-worker accumulators (all zero) with the lock held (True: the caller
+        releases it), or fresh ones while another thread of this process is searching the
+        same index (False)."""
         if not self._scratch_lock.acquire(blocking=False):
-            yield _new_scratch(workers, min(self.n_docs, self.block))
-            return
+            return _new_scratch(workers, min(self.n_docs, self.block)), False
         try:
             if self.scratch is None or self.scratch[0].shape[0] < workers:
                 self.scratch = _new_scratch(workers, min(self.n_docs, self.block))
-            yield self.scratch
-        finally:
+        except BaseException:
             self._scratch_lock.release()
+            raise
+        return self.scratch, True
 
 
 @contextlib.contextmanager
