@@ -126,7 +126,13 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         ),
         "",
     ]
-    missing = [e.label for e in registry.experiments.values() if e.name not in runs]
+    # only what is declared final can be missing: a registered design that is not (or was
+    # withdrawn before any test number) never runs on test
+    missing = [
+        e.label
+        for e in registry.experiments.values()
+        if e.name in registry.final and e.name not in runs
+    ]
     if missing:
         lines += [text("incomplete", missing="; ".join(missing)), ""]
     if registry.figure:

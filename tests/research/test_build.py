@@ -3,6 +3,7 @@ folder's lock, and the report text it is worded by."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -127,3 +128,25 @@ def test_report_text_joins_wrapped_paragraphs_and_names_missing_fields(tmp_path:
         text("a")
     with pytest.raises(KeyError, match="has no snippet 'c'"):
         text("c")
+
+
+def test_incomplete_names_the_final_experiments_without_runs_and_only_those(
+    tmp_path: Path,
+) -> None:
+    """A final experiment whose runs are missing makes the report say so, by its label; an
+    experiment that is registered but not declared final (a design withdrawn before any test
+    number, as D2S/D2S · MiniLM on emoji) never runs on test and is not missing."""
+    registry = load_registry(REPO / "results" / "emoji-describe")
+    runs = tmp_path / "runs"
+    shutil.copytree(registry.runs_dir, runs)
+    shutil.rmtree(runs / "dense_image_epochs80")
+    label = registry.experiments["dense_image_epochs80"].label
+    lines = build_report(registry, runs).split("\n")
+    incomplete = [line for line in lines if line.startswith("**Incomplete:**")]
+    assert len(incomplete) == 1 and label in incomplete[0]
+
+    withdrawn = dataclasses.replace(
+        registry, final=tuple(n for n in registry.final if n != "dense_image_epochs80")
+    )
+    lines = build_report(withdrawn, runs).split("\n")
+    assert not any(line.startswith("**Incomplete:**") for line in lines)
