@@ -50,6 +50,7 @@ from lightning_mlsr.retrieval.cost import (  # noqa: E402
     percentiles,
     postings_touched,
 )
+from research.report.costs import write_cost_figure  # noqa: E402
 
 BASELINE = "MiniLM dense (untrained)"
 
@@ -318,38 +319,6 @@ def measure_wordnet(models: list[Model], args: argparse.Namespace) -> list[dict[
     return records
 
 
-def draw(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Quality against end-to-end latency: one labelled point per model (p50, bar to p95)."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for rec in records:
-        x, x95, y = rec["e2e_cpu_ms"]["p50"], rec["e2e_cpu_ms"]["p95"], rec["ndcg10"]
-        dense = rec["search_kind"].startswith("faiss")
-        ax.plot([x, x95], [y, y], color="0.7", lw=1, zorder=1)
-        ax.scatter(x, y, marker="s" if dense else "o", s=50, zorder=2)
-        label = f"{rec['name']}\n{rec['backbone'].split(' (')[0]}, {rec['search_kind']}"
-        ax.annotate(label, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
-    ax.set_xscale("log")
-    xs = [r["e2e_cpu_ms"][p] for r in records for p in ("p50", "p95")]
-    ax.set_xlim(min(xs) / 1.5, max(xs) * 3)
-    ax.margins(y=0.15)
-    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "1235" else "")
-    ax.xaxis.set_major_formatter(fmt)
-    ax.xaxis.set_minor_formatter(fmt)
-    ax.set_xlabel("end-to-end ms per query, 1 thread, CPU time (p50, bar to p95; log scale)")
-    ax.set_ylabel("test nDCG@10")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = p.add_argument
@@ -397,11 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "query_cost.json").write_text(json.dumps(data, indent=1) + "\n")
     (out / "query_cost.md").write_text(cost_report(data))
-    draw(
-        records,
-        out / "query_cost.png",
-        f"emoji {args.split}, {started}, 1 thread, load ~{load0[0]:.0f}",
-    )
+    write_cost_figure(out / "query_cost.png", data)  # the figure RESULTS.md shows, the same code
     print(cost_report(data), f"wrote {out}/query_cost.{{json,md,png}}", sep="\n", flush=True)
 
 
