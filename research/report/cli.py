@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-best",
         default=None,
         help="keep each finished fit's best checkpoint as <DIR>/<experiment>/seed<N>.ckpt "
-        "(default: removed once its numbers are kept)",
+        "(default: removed once its numbers are kept); a finished run's cross-domain tests "
+        "then use the checkpoint kept there instead of fitting it again",
     )
     run.add_argument(
         "--cli-args",

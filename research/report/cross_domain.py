@@ -9,6 +9,7 @@ is always between the in-domain and cross-domain numbers of one checkpoint.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +24,13 @@ __all__ = [
     "CROSS_DOMAIN_FILE",
     "cross_domain_missing",
     "refit_for_cross_domain",
+    "test_kept_for_cross_domain",
     "test_on_collections",
     "write_cross_domain",
 ]
+
+#: the arguments of a fit command that only ``fit`` takes
+FIT_ONLY = ("fit", "--test_after_fit=false")
 
 #: beside a run's metrics.json: its best checkpoint tested on other collections
 CROSS_DOMAIN_FILE = "cross_domain.json"
@@ -70,6 +75,7 @@ def write_cross_domain(
     in_domain: dict[str, Any],
     results: dict[str, Any],
     refit: bool,
+    checkpoint: str | None = None,
 ) -> None:
     path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
     record = read_json(path) if path.is_file() else {"collections": {}}
@@ -81,6 +87,8 @@ def write_cross_domain(
         refit=refit,
         in_domain=in_domain,
     )
+    if checkpoint is not None:  # where a checkpoint kept by an earlier run came from
+        record["checkpoint"] = checkpoint
     record["collections"].update(results)
     write_json(path, record)
 
@@ -116,4 +124,58 @@ def refit_for_cross_domain(
     }
     results = test_on_collections(registry, cli, best, missing)
     write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_kept_for_cross_domain(
+    registry: Registry,
+    name: str,
+    seed: int,
+    checkpoint: Path,
+    work: Path,
+    extra: list[str],
+    runs_dir: Path | None = None,
+) -> None:
+    """The cross-domain tests (``name``, ``seed``) lacks, from the best checkpoint its recorded
+    run kept (``report run --keep-best``) instead of a refit. The checkpoint must be that
+    run's: tested on the training collection it reproduces every measure of the run's
+    ``metrics.json`` test (else a ValueError naming both, and nothing is written), and that
+    test is the in-domain half of ``cross_domain.json``."""
+    from lightning_mlsr.training.cli import main
+
+    runs_dir = runs_dir or registry.runs_dir
+    missing = cross_domain_missing(registry, runs_dir, name, seed)
+    if not missing or name not in registry.final:
+        return
+    root = work / name / f"seed{seed}-cross_domain"
+    shutil.rmtree(root, ignore_errors=True)
+    # the fit's settings without fitting: no subcommand, nothing of fit's own options
+    args = [a for a in fit_command(registry, name, seed, root) if a not in FIT_ONLY]
+    cli = main([*args, *extra], run=False)
+    trainer: Any = cli.trainer
+    ckpt = str(checkpoint)
+    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, weights_only=True)
+    tested = written_evaluation(trainer, "test")
+    recorded = read_json(run_dir(runs_dir, name, seed) / "metrics.json")["test"]
+    differ = {
+        m: (tested.figures.get(m), recorded.get(m))
+        for m in registry.measures
+        if not math.isclose(
+            tested.figures.get(m, math.nan), recorded.get(m, math.nan), abs_tol=1e-9
+        )
+    }
+    if differ:
+        raise ValueError(
+            f"{checkpoint} is not the best checkpoint of {name} seed {seed}: tested on "
+            f"{registry.collection} it gives (this checkpoint, the recorded run) {differ}. "
+            "Remove it to refit instead."
+        )
+    in_domain = {
+        "test": tested.figures,
+        "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
+    }
+    results = test_on_collections(registry, cli, ckpt, missing)
+    write_cross_domain(
+        registry, runs_dir, name, seed, in_domain, results, refit=False, checkpoint="kept"
+    )
     shutil.rmtree(root, ignore_errors=True)

@@ -34,6 +34,7 @@ from typing import Any
 from research.report.cross_domain import (
     cross_domain_missing,
     refit_for_cross_domain,
+    test_kept_for_cross_domain,
     test_on_collections,
     write_cross_domain,
 )
@@ -239,7 +240,12 @@ def run_all(
                         *registry.experiments[name].overrides,
                         *fit_overrides(registry, name, seed, work),
                     ]
-                    if finished:
+                    kept = keep_best / name / f"seed{seed}.ckpt" if keep_best else None
+                    if finished and kept is not None and kept.is_file():  # no refit needed
+                        test_kept_for_cross_domain(
+                            registry, name, seed, kept, work, options, runs_dir
+                        )
+                    elif finished:
                         refit_for_cross_domain(registry, name, seed, work, options, runs_dir)
                     else:
                         train_and_evaluate(

@@ -3,6 +3,8 @@ where the collection differs only in its drawings."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ import pytest
 
 from lightning_mlsr.data import load_collection
 from research.report import cross_domain, fitting
+from research.report.records import read_json, write_json
+from research.report.registry import CrossDomain
 from tests.research.helpers import (
     REGISTRY,
 )
@@ -18,7 +22,8 @@ from tests.research.helpers import (
 def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: Path) -> None:
     """A short M3 fit tested on the Twemoji variant (the same captions, queries and judgments:
     a caption model must score every query exactly as at home) and on the descriptive queries
-    (the test queries of emoji-describe)."""
+    (the test queries of emoji-describe); then the same checkpoint, kept by a finished run,
+    tested on another collection without a refit once it reproduces the run's figures."""
     from lightning_mlsr.training.cli import main
     from research.report.evaluations import written_evaluation
 
@@ -32,9 +37,8 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     cli = main([*fitting.fit_command(REGISTRY, name, 42, tmp_path), *budget])
     best = cli.trainer.checkpoint_callback.best_model_path
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
-    home = written_evaluation(cli.trainer, "test").per_query(
-        cli.datamodule.qrels("test"), REGISTRY.measures
-    )
+    home_test = written_evaluation(cli.trainer, "test")
+    home = home_test.per_query(cli.datamodule.qrels("test"), REGISTRY.measures)
     got = cross_domain.test_on_collections(REGISTRY, cli, best, ["emoji-twemoji", "emoji-describe"])
     assert got["emoji-twemoji"]["per_query"] == home
     assert got["emoji-twemoji"]["test"]["nDCG@10"] == pytest.approx(
@@ -44,3 +48,32 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     scored = set(got["emoji-describe"]["per_query"]["nDCG@10"])
     assert scored == set(describe.query_ids("test")) and scored.isdisjoint(home["nDCG@10"])
     assert cli.datamodule.collection_source == "emoji"  # the run's own DataModule is untouched
+    # a finished run whose best checkpoint was kept (report run --keep-best): its
+    # cross-domain tests come from that checkpoint, not a refit, once it reproduces the run
+    registry = dataclasses.replace(
+        REGISTRY,
+        cross_domain={"emoji-twemoji": CrossDomain("emoji-twemoji", "drawings", (name,))},
+    )
+    runs = tmp_path / "runs"
+    recorded = fitting.run_dir(runs, name, 42) / "metrics.json"
+    home_figures = home_test.figures
+    write_json(recorded, {"test": {**home_figures, "nDCG@10": home_figures["nDCG@10"] + 0.01}})
+    kept = tmp_path / "kept" / "seed42.ckpt"
+    kept.parent.mkdir()
+    shutil.copyfile(best, kept)
+    with pytest.raises(
+        ValueError, match=r"is not the best checkpoint of m3_mlp_mlp_caption seed 42"
+    ):
+        cross_domain.test_kept_for_cross_domain(
+            registry, name, 42, kept, tmp_path / "w", budget, runs
+        )
+    written = recorded.with_name(cross_domain.CROSS_DOMAIN_FILE)
+    assert not written.exists()  # nothing is kept from a checkpoint that is not the run's
+
+    write_json(recorded, {"test": home_figures})
+    cross_domain.test_kept_for_cross_domain(registry, name, 42, kept, tmp_path / "w", budget, runs)
+    record = read_json(written)
+    assert record["refit"] is False and record["checkpoint"] == "kept"
+    assert record["in_domain"]["per_query"] == home
+    assert record["collections"]["emoji-twemoji"]["per_query"] == home
+    assert cross_domain.cross_domain_missing(registry, runs, name, 42) == []
