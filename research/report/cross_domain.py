@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from research.report.evaluations import written_evaluation
-from research.report.fitting import fit_command, run_dir
+from research.report.fitting import fit_command, keep_checkpoint, run_dir
 from research.report.records import read_json, write_json
 from research.report.registry import Registry
 
 __all__ = [
     "CROSS_DOMAIN_FILE",
     "cross_domain_missing",
+    "differs_from_recorded",
     "refit_for_cross_domain",
     "test_kept_for_cross_domain",
     "test_on_collections",
@@ -93,6 +94,20 @@ def write_cross_domain(
     write_json(path, record)
 
 
+def differs_from_recorded(
+    registry: Registry, runs_dir: Path, name: str, seed: int, figures: dict[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """The measures where ``figures`` (a test on the training collection) differ from the
+    recorded run's test in ``metrics.json``: {measure: (these, recorded)}; empty when equal."""
+    recorded = read_json(run_dir(runs_dir, name, seed) / "metrics.json")["test"]
+    measures = [m for m in registry.measures if m in recorded] or list(registry.measures)
+    return {
+        m: (figures.get(m), recorded.get(m))
+        for m in measures
+        if not math.isclose(figures.get(m, math.nan), recorded.get(m, math.nan), abs_tol=1e-9)
+    }
+
+
 def refit_for_cross_domain(
     registry: Registry,
     name: str,
@@ -100,11 +115,15 @@ def refit_for_cross_domain(
     work: Path,
     extra: list[str],
     runs_dir: Path | None = None,
+    keep_best: Path | None = None,
 ) -> None:
     """Fit (``name``, ``seed``) again, as its recorded run was, for the cross-domain tests it
     lacks (its checkpoints were removed when it finished): test the best checkpoint on the
     training collection and on each missing collection, into ``cross_domain.json``. The run's
-    ``metrics.json`` and ``per_query.json`` are not touched."""
+    ``metrics.json`` and ``per_query.json`` are not touched. With ``keep_best``, the refit's
+    best checkpoint is kept as the run's (:func:`keep_checkpoint`) only where its test on the
+    training collection reproduces the recorded one, so a kept checkpoint is always the run's
+    model; ``cross_domain.json`` says whether it did (``reproduces_recorded``)."""
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
@@ -122,8 +141,16 @@ def refit_for_cross_domain(
         "test": tested.figures,
         "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
     }
+    differ = differs_from_recorded(registry, runs_dir, name, seed, tested.figures)
     results = test_on_collections(registry, cli, best, missing)
     write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=True)
+    path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
+    write_json(path, {**read_json(path), "reproduces_recorded": not differ})
+    if keep_best is not None and best:
+        if differ:
+            print(f"=== {name} seed {seed}: the refit is not the recorded run {differ}; not kept")
+        else:
+            keep_checkpoint(best, keep_best, name, seed)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -156,14 +183,7 @@ def test_kept_for_cross_domain(
     ckpt = str(checkpoint)
     trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, weights_only=True)
     tested = written_evaluation(trainer, "test")
-    recorded = read_json(run_dir(runs_dir, name, seed) / "metrics.json")["test"]
-    differ = {
-        m: (tested.figures.get(m), recorded.get(m))
-        for m in registry.measures
-        if not math.isclose(
-            tested.figures.get(m, math.nan), recorded.get(m, math.nan), abs_tol=1e-9
-        )
-    }
+    differ = differs_from_recorded(registry, runs_dir, name, seed, tested.figures)
     if differ:
         raise ValueError(
             f"{checkpoint} is not the best checkpoint of {name} seed {seed}: tested on "

@@ -4,18 +4,47 @@ interrupted fit left to resume from."""
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from research.report.registry import Registry
 
-__all__ = ["fit_command", "fit_environment", "is_finished", "run_dir", "unfinished_checkpoint"]
+__all__ = [
+    "fit_command",
+    "fit_environment",
+    "is_finished",
+    "keep_checkpoint",
+    "kept_checkpoint",
+    "run_dir",
+    "unfinished_checkpoint",
+]
 
 
 def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
     return runs_dir / name / f"seed{seed}"
+
+
+def kept_checkpoint(keep_best: Path, name: str, seed: int) -> Path:
+    """Where ``report run --keep-best`` keeps (``name``, ``seed``)'s best checkpoint."""
+    return keep_best / name / f"seed{seed}.ckpt"
+
+
+def keep_checkpoint(best: str, keep_best: Path, name: str, seed: int) -> Path:
+    """``best`` kept as :func:`kept_checkpoint`, a hard link where the file system allows
+    (the same file, no copy of hundreds of MB), replacing an earlier one."""
+    kept = kept_checkpoint(keep_best, name, seed)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.unlink(missing_ok=True)
+    try:
+        os.link(best, kept)
+    except OSError:
+        shutil.copyfile(best, kept)
+    print(f"=== {name} seed {seed}: best checkpoint kept as {kept}", flush=True)
+    return kept
 
 
 def is_finished(runs_dir: Path, name: str, seed: int) -> bool:

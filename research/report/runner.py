@@ -23,7 +23,6 @@ also tested on the collections that list it (:mod:`.cross_domain`).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import traceback
@@ -43,6 +42,8 @@ from research.report.fitting import (
     fit_command,
     fit_environment,
     is_finished,
+    keep_checkpoint,
+    kept_checkpoint,
     run_dir,
     unfinished_checkpoint,
 )
@@ -140,14 +141,7 @@ def train_and_evaluate(
         shutil.copyfile(best, teacher_path(work, name, seed))
         teacher_path(work, name, seed).with_name(TEACHER_RECORD).unlink(missing_ok=True)
     if keep_best is not None and best:
-        kept = keep_best / name / f"seed{seed}.ckpt"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.unlink(missing_ok=True)
-        try:
-            os.link(best, kept)  # the same file, no copy of hundreds of MB
-        except OSError:
-            shutil.copyfile(best, kept)
-        print(f"=== {name} seed {seed}: best checkpoint kept as {kept}", flush=True)
+        keep_checkpoint(best, keep_best, name, seed)
     for ckpt in root.rglob("*.ckpt"):  # hundreds of MB per run; the numbers are kept
         ckpt.unlink()
 
@@ -240,13 +234,15 @@ def run_all(
                         *registry.experiments[name].overrides,
                         *fit_overrides(registry, name, seed, work),
                     ]
-                    kept = keep_best / name / f"seed{seed}.ckpt" if keep_best else None
+                    kept = kept_checkpoint(keep_best, name, seed) if keep_best else None
                     if finished and kept is not None and kept.is_file():  # no refit needed
                         test_kept_for_cross_domain(
                             registry, name, seed, kept, work, options, runs_dir
                         )
                     elif finished:
-                        refit_for_cross_domain(registry, name, seed, work, options, runs_dir)
+                        refit_for_cross_domain(
+                            registry, name, seed, work, options, runs_dir, keep_best
+                        )
                     else:
                         train_and_evaluate(
                             registry,

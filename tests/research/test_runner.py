@@ -247,3 +247,55 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
     assert refits == []  # finished and tested everywhere it is listed
     with pytest.raises(ValueError, match="unknown experiments"):
         runner.run_all(REGISTRY, ["m9"], [42], tmp_path, runs_dir=runs_dir)
+
+
+def test_cross_domain_tests_use_a_kept_checkpoint_and_a_refit_is_kept_only_if_it_is_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``report run --keep-best DIR`` on a finished run that lacks cross-domain tests: with
+    DIR/<name>/seed<N>.ckpt there, that checkpoint is tested (no refit); without one, the
+    refit's best checkpoint is kept there only when its test on the training collection
+    reproduces the recorded run (the fake fit's test gives nDCG@10 0.5)."""
+    import lightning_mlsr.training.cli as cli
+
+    name, runs_dir, keep = "m3_mlp_mlp_caption", tmp_path / "runs", tmp_path / "keep"
+    recorded = fitting.run_dir(runs_dir, name, 42) / "metrics.json"
+    recorded.parent.mkdir(parents=True)
+    tested, refits = [], []
+    monkeypatch.setattr(
+        runner, "test_kept_for_cross_domain", lambda r, n, s, kept, *a: tested.append(kept)
+    )
+    monkeypatch.setattr(runner, "refit_for_cross_domain", lambda r, n, s, *a: refits.append(a[-1]))
+    recorded.write_text(json.dumps({"test": {"nDCG@10": 0.5}}))
+    runner.run_all(REGISTRY, [name], [42], tmp_path / "work", runs_dir=runs_dir, keep_best=keep)
+    assert tested == [] and refits == [keep]  # nothing kept yet: a refit, told where to keep
+    fitting.kept_checkpoint(keep, name, 42).parent.mkdir(parents=True)
+    fitting.kept_checkpoint(keep, name, 42).write_bytes(b"the run's best")
+    refits.clear()
+    runner.run_all(REGISTRY, [name], [42], tmp_path / "work", runs_dir=runs_dir, keep_best=keep)
+    assert tested == [fitting.kept_checkpoint(keep, name, 42)] and refits == []
+
+    calls: list[list[str]] = []
+    fake_fit(calls, monkeypatch)
+    fake = cli.main
+    best = tmp_path / "best.ckpt"
+
+    def fit_with_best(args: list[str]) -> Any:
+        made = fake(args)
+        best.write_bytes(b"refit best")
+        made.trainer.checkpoint_callback.best_model_path = str(best)
+        return made
+
+    monkeypatch.setattr(cli, "main", fit_with_best)
+    monkeypatch.setattr(cross_domain, "test_on_collections", lambda *a: {"stamps": {}})
+    written = recorded.with_name(cross_domain.CROSS_DOMAIN_FILE)
+    for figure, kept in ((0.25, False), (0.5, True)):
+        recorded.write_text(json.dumps({"test": {"nDCG@10": figure}}))
+        written.unlink(missing_ok=True)
+        fitting.kept_checkpoint(keep, name, 42).unlink(missing_ok=True)
+        cross_domain.refit_for_cross_domain(
+            REGISTRY, name, 42, tmp_path / "work", [], runs_dir, keep
+        )
+        assert json.loads(written.read_text())["reproduces_recorded"] is kept
+        assert fitting.kept_checkpoint(keep, name, 42).is_file() is kept
+    assert fitting.kept_checkpoint(keep, name, 42).read_bytes() == b"refit best"
