@@ -75,22 +75,27 @@ def write_cross_domain(
     seed: int,
     in_domain: dict[str, Any],
     results: dict[str, Any],
-    refit: bool,
-    checkpoint: str | None = None,
+    checkpoint: str,
 ) -> None:
+    """Add ``results`` ({collection: {"test", "per_query"}}) to (``name``, ``seed``)'s
+    ``cross_domain.json``, each marked with the ``checkpoint`` it was tested from: ``"run"``
+    (the recorded fit's best), ``"refit"`` (a fit again with its seed) or ``"kept"`` (the run's
+    best checkpoint kept by ``--keep-best``). ``in_domain`` is that checkpoint's test on the
+    training collection. A collection tested from another checkpoint whose in-domain test
+    differs keeps that test as its own ``in_domain``, so every collection is always compared
+    with the in-domain numbers of its own checkpoint."""
     path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
     record = read_json(path) if path.is_file() else {"collections": {}}
-    record.update(
-        experiment=name,
-        seed=seed,
-        trained_on=registry.collection,
-        # the checkpoint these numbers come from: the recorded run's, or a refit's
-        refit=refit,
-        in_domain=in_domain,
-    )
-    if checkpoint is not None:  # where a checkpoint kept by an earlier run came from
-        record["checkpoint"] = checkpoint
-    record["collections"].update(results)
+    earlier = record.get("in_domain")
+    earlier_source = record.pop("checkpoint", "refit" if record.pop("refit", False) else "run")
+    for entry in record["collections"].values():
+        entry.setdefault("checkpoint", earlier_source)
+        if earlier is not None and earlier["per_query"] != in_domain["per_query"]:
+            entry.setdefault("in_domain", earlier)
+    record.update(experiment=name, seed=seed, trained_on=registry.collection)
+    record["in_domain"] = in_domain  # the checkpoint of the latest collections
+    record["checkpoint"] = checkpoint
+    record["collections"].update({c: {**r, "checkpoint": checkpoint} for c, r in results.items()})
     write_json(path, record)
 
 
@@ -123,7 +128,7 @@ def refit_for_cross_domain(
     ``metrics.json`` and ``per_query.json`` are not touched. With ``keep_best``, the refit's
     best checkpoint is kept as the run's (:func:`keep_checkpoint`) only where its test on the
     training collection reproduces the recorded one, so a kept checkpoint is always the run's
-    model; ``cross_domain.json`` says whether it did (``reproduces_recorded``)."""
+    model; each collection it tested says whether it did (``reproduces_recorded``)."""
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
@@ -143,9 +148,9 @@ def refit_for_cross_domain(
     }
     differ = differs_from_recorded(registry, runs_dir, name, seed, tested.figures)
     results = test_on_collections(registry, cli, best, missing)
-    write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=True)
-    path = run_dir(runs_dir, name, seed) / CROSS_DOMAIN_FILE
-    write_json(path, {**read_json(path), "reproduces_recorded": not differ})
+    for entry in results.values():
+        entry["reproduces_recorded"] = not differ
+    write_cross_domain(registry, runs_dir, name, seed, in_domain, results, "refit")
     if keep_best is not None and best:
         if differ:
             print(f"=== {name} seed {seed}: the refit is not the recorded run {differ}; not kept")
@@ -195,7 +200,5 @@ def test_kept_for_cross_domain(
         "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
     }
     results = test_on_collections(registry, cli, ckpt, missing)
-    write_cross_domain(
-        registry, runs_dir, name, seed, in_domain, results, refit=False, checkpoint="kept"
-    )
+    write_cross_domain(registry, runs_dir, name, seed, in_domain, results, "kept")
     shutil.rmtree(root, ignore_errors=True)

@@ -135,7 +135,7 @@ def train_and_evaluate(
     if elsewhere:  # after the run is kept: a failure here leaves it to a refit
         in_domain = {"test": metrics["test"], "per_query": per_query["test"]}
         results = test_on_collections(registry, cli, best, elsewhere)
-        write_cross_domain(registry, runs_dir, name, seed, in_domain, results, refit=False)
+        write_cross_domain(registry, runs_dir, name, seed, in_domain, results, "run")
     students = {e.teacher for e in registry.experiments.values()}
     if name in students and best:  # the teacher of the distilled models, same seed
         shutil.copyfile(best, teacher_path(work, name, seed))

@@ -263,7 +263,11 @@ def cross_domain_rows(
             if not records:
                 continue
             there = [r["collections"][collection]["per_query"][measure] for r in records]
-            here = [r["in_domain"]["per_query"][measure] for r in records]
+            # each collection against the in-domain test of the checkpoint it was tested from
+            here = [
+                r["collections"][collection].get("in_domain", r["in_domain"])["per_query"][measure]
+                for r in records
+            ]
             same = set(there[0]) == set(here[0])
             test: dict[str, Any] | None = (
                 paired_test(seed_average(there), seed_average(here)) if same else None

@@ -73,7 +73,47 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     write_json(recorded, {"test": home_figures})
     cross_domain.test_kept_for_cross_domain(registry, name, 42, kept, tmp_path / "w", budget, runs)
     record = read_json(written)
-    assert record["refit"] is False and record["checkpoint"] == "kept"
+    assert record["checkpoint"] == "kept"
+    assert record["collections"]["emoji-twemoji"]["checkpoint"] == "kept"
     assert record["in_domain"]["per_query"] == home
     assert record["collections"]["emoji-twemoji"]["per_query"] == home
     assert cross_domain.cross_domain_missing(registry, runs, name, 42) == []
+
+
+def test_each_collection_is_compared_with_the_in_domain_test_of_its_own_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """One run's cross-domain record fills up from several checkpoints (the run's, a refit,
+    the kept one). A collection tested from a refit whose in-domain test differs from the
+    checkpoint tested later keeps its own in-domain numbers, and the table pairs it with
+    those; an older record (``refit: true``, no per-collection checkpoint) is read as one."""
+    from research.report.tables import cross_domain_rows
+
+    name, runs = "m4_mlp_mlp_image_caption", tmp_path / "runs"
+    qids = [f"q{i}" for i in range(30)]
+    refit = {"test": {}, "per_query": {"nDCG@10": dict.fromkeys(qids, 0.2)}}
+    kept = {"test": {}, "per_query": {"nDCG@10": dict.fromkeys(qids, 0.6)}}
+    path = fitting.run_dir(runs, name, 42) / cross_domain.CROSS_DOMAIN_FILE
+    twemoji = {"test": {}, "per_query": {"nDCG@10": dict.fromkeys(qids, 0.1)}}
+    write_json(path, {"refit": True, "in_domain": refit, "collections": {"emoji-twemoji": twemoji}})
+    openmoji = {"test": {}, "per_query": {"nDCG@10": dict.fromkeys(qids, 0.5)}}
+    cross_domain.write_cross_domain(
+        REGISTRY, runs, name, 42, kept, {"emoji-openmoji": openmoji}, "kept"
+    )
+    record = read_json(path)
+    assert record["checkpoint"] == "kept" and "refit" not in record
+    assert record["in_domain"] == kept
+    assert record["collections"]["emoji-twemoji"]["checkpoint"] == "refit"
+    assert record["collections"]["emoji-twemoji"]["in_domain"] == refit
+    assert record["collections"]["emoji-openmoji"]["checkpoint"] == "kept"
+    assert "in_domain" not in record["collections"]["emoji-openmoji"]
+
+    rows = cross_domain_rows(REGISTRY, {name: [{"cross_domain": record}]})
+    (tw,) = [r for r in rows["emoji-twemoji"] if r["name"] == name]
+    (om,) = [r for r in rows["emoji-openmoji"] if r["name"] == name]
+    assert tw["test"]["diff"] == pytest.approx(0.1 - 0.2)  # against the refit's own 0.2
+    assert om["test"]["diff"] == pytest.approx(0.5 - 0.6)
+
+    # the same in-domain test (a refit that reproduced the run): nothing is copied
+    cross_domain.write_cross_domain(REGISTRY, runs, name, 42, kept, {"stamps": openmoji}, "kept")
+    assert "in_domain" not in read_json(path)["collections"]["stamps"]

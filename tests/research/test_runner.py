@@ -296,6 +296,7 @@ def test_cross_domain_tests_use_a_kept_checkpoint_and_a_refit_is_kept_only_if_it
         cross_domain.refit_for_cross_domain(
             REGISTRY, name, 42, tmp_path / "work", [], runs_dir, keep
         )
-        assert json.loads(written.read_text())["reproduces_recorded"] is kept
+        entry = json.loads(written.read_text())["collections"]["stamps"]
+        assert entry["reproduces_recorded"] is kept and entry["checkpoint"] == "refit"
         assert fitting.kept_checkpoint(keep, name, 42).is_file() is kept
     assert fitting.kept_checkpoint(keep, name, 42).read_bytes() == b"refit best"
