@@ -2,9 +2,9 @@
 experiment is also tested on each other collection that lists it, with the same DataModule
 settings but that collection, and ``cross_domain.json`` beside the run keeps the means, the
 per-query values and the same checkpoint's test on the training collection. A run that
-finished before its experiment was listed is fitted again with the same seed for it
-(:func:`refit_for_cross_domain`): its ``metrics.json`` is left as it is, and the comparison
-is always between the in-domain and cross-domain numbers of one checkpoint.
+finished before its experiment was listed is tested from the best checkpoint it kept, or
+fitted again with the same seed (:func:`complete_cross_domain`): its ``metrics.json`` is left
+as it is, and each collection is compared with the in-domain numbers of its own checkpoint.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from research.report.registry import Registry
 
 __all__ = [
     "CROSS_DOMAIN_FILE",
+    "complete_cross_domain",
     "cross_domain_missing",
     "differs_from_recorded",
-    "refit_for_cross_domain",
-    "test_kept_for_cross_domain",
     "test_on_collections",
+    "tested_at_home",
     "write_cross_domain",
 ]
 
@@ -99,6 +99,17 @@ def write_cross_domain(
     write_json(path, record)
 
 
+def tested_at_home(registry: Registry, cli: Any, ckpt: str | None) -> dict[str, Any]:
+    """``ckpt`` (the CLI's model) tested on the training collection: the means and the
+    per-query values, the in-domain half of ``cross_domain.json``."""
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, weights_only=True)
+    tested = written_evaluation(cli.trainer, "test")
+    return {
+        "test": tested.figures,
+        "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
+    }
+
+
 def differs_from_recorded(
     registry: Registry, runs_dir: Path, name: str, seed: int, figures: dict[str, Any]
 ) -> dict[str, tuple[Any, Any]]:
@@ -113,22 +124,28 @@ def differs_from_recorded(
     }
 
 
-def refit_for_cross_domain(
+def complete_cross_domain(
     registry: Registry,
     name: str,
     seed: int,
     work: Path,
     extra: list[str],
     runs_dir: Path | None = None,
+    kept: Path | None = None,
     keep_best: Path | None = None,
 ) -> None:
-    """Fit (``name``, ``seed``) again, as its recorded run was, for the cross-domain tests it
-    lacks (its checkpoints were removed when it finished): test the best checkpoint on the
-    training collection and on each missing collection, into ``cross_domain.json``. The run's
-    ``metrics.json`` and ``per_query.json`` are not touched. With ``keep_best``, the refit's
-    best checkpoint is kept as the run's (:func:`keep_checkpoint`) only where its test on the
-    training collection reproduces the recorded one, so a kept checkpoint is always the run's
-    model; each collection it tested says whether it did (``reproduces_recorded``)."""
+    """The cross-domain tests a finished (``name``, ``seed``) lacks, into ``cross_domain.json``
+    (its ``metrics.json`` and ``per_query.json`` are not touched), from one checkpoint tested
+    on the training collection and on each missing collection:
+
+    - ``kept``: the best checkpoint the recorded run kept (``report run --keep-best``), no
+      fit. It must be that run's: tested on the training collection it reproduces every
+      measure of the run's recorded test, else a ValueError naming both and nothing written.
+    - otherwise the run is fitted again with its seed (its checkpoints were removed when it
+      finished). With ``keep_best``, the refit's best checkpoint is kept as the run's
+      (:func:`keep_checkpoint`) only where it reproduces the recorded test, so a kept
+      checkpoint is always the run's model; each collection says whether it did
+      (``reproduces_recorded``)."""
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
@@ -137,68 +154,31 @@ def refit_for_cross_domain(
         return
     root = work / name / f"seed{seed}-cross_domain"
     shutil.rmtree(root, ignore_errors=True)
-    cli = main([*fit_command(registry, name, seed, root), *extra])
-    trainer: Any = cli.trainer
-    best = trainer.checkpoint_callback.best_model_path or None
-    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, weights_only=True)
-    tested = written_evaluation(trainer, "test")
-    in_domain = {
-        "test": tested.figures,
-        "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
-    }
-    differ = differs_from_recorded(registry, runs_dir, name, seed, tested.figures)
-    results = test_on_collections(registry, cli, best, missing)
-    for entry in results.values():
-        entry["reproduces_recorded"] = not differ
-    write_cross_domain(registry, runs_dir, name, seed, in_domain, results, "refit")
-    if keep_best is not None and best:
-        if differ:
-            print(f"=== {name} seed {seed}: the refit is not the recorded run {differ}; not kept")
-        else:
-            keep_checkpoint(best, keep_best, name, seed)
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def test_kept_for_cross_domain(
-    registry: Registry,
-    name: str,
-    seed: int,
-    checkpoint: Path,
-    work: Path,
-    extra: list[str],
-    runs_dir: Path | None = None,
-) -> None:
-    """The cross-domain tests (``name``, ``seed``) lacks, from the best checkpoint its recorded
-    run kept (``report run --keep-best``) instead of a refit. The checkpoint must be that
-    run's: tested on the training collection it reproduces every measure of the run's
-    ``metrics.json`` test (else a ValueError naming both, and nothing is written), and that
-    test is the in-domain half of ``cross_domain.json``."""
-    from lightning_mlsr.training.cli import main
-
-    runs_dir = runs_dir or registry.runs_dir
-    missing = cross_domain_missing(registry, runs_dir, name, seed)
-    if not missing or name not in registry.final:
-        return
-    root = work / name / f"seed{seed}-cross_domain"
-    shutil.rmtree(root, ignore_errors=True)
-    # the fit's settings without fitting: no subcommand, nothing of fit's own options
-    args = [a for a in fit_command(registry, name, seed, root) if a not in FIT_ONLY]
-    cli = main([*args, *extra], run=False)
-    trainer: Any = cli.trainer
-    ckpt = str(checkpoint)
-    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, weights_only=True)
-    tested = written_evaluation(trainer, "test")
-    differ = differs_from_recorded(registry, runs_dir, name, seed, tested.figures)
-    if differ:
+    if kept is None:
+        cli = main([*fit_command(registry, name, seed, root), *extra])
+        trainer: Any = cli.trainer
+        ckpt = trainer.checkpoint_callback.best_model_path or None
+    else:  # the fit's settings without fitting: no subcommand, nothing of fit's own options
+        args = [a for a in fit_command(registry, name, seed, root) if a not in FIT_ONLY]
+        cli = main([*args, *extra], run=False)
+        ckpt = str(kept)
+    in_domain = tested_at_home(registry, cli, ckpt)
+    differ = differs_from_recorded(registry, runs_dir, name, seed, in_domain["test"])
+    if kept is not None and differ:
         raise ValueError(
-            f"{checkpoint} is not the best checkpoint of {name} seed {seed}: tested on "
+            f"{kept} is not the best checkpoint of {name} seed {seed}: tested on "
             f"{registry.collection} it gives (this checkpoint, the recorded run) {differ}. "
             "Remove it to refit instead."
         )
-    in_domain = {
-        "test": tested.figures,
-        "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
-    }
     results = test_on_collections(registry, cli, ckpt, missing)
-    write_cross_domain(registry, runs_dir, name, seed, in_domain, results, "kept")
+    if kept is None:
+        for entry in results.values():
+            entry["reproduces_recorded"] = not differ
+    source = "refit" if kept is None else "kept"
+    write_cross_domain(registry, runs_dir, name, seed, in_domain, results, source)
+    if kept is None and keep_best is not None and ckpt:
+        if differ:
+            print(f"=== {name} seed {seed}: the refit is not the recorded run {differ}; not kept")
+        else:
+            keep_checkpoint(ckpt, keep_best, name, seed)
     shutil.rmtree(root, ignore_errors=True)

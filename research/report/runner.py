@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from research.report.cross_domain import (
+    complete_cross_domain,
     cross_domain_missing,
-    refit_for_cross_domain,
-    test_kept_for_cross_domain,
     test_on_collections,
     write_cross_domain,
 )
@@ -235,13 +234,16 @@ def run_all(
                         *fit_overrides(registry, name, seed, work),
                     ]
                     kept = kept_checkpoint(keep_best, name, seed) if keep_best else None
-                    if finished and kept is not None and kept.is_file():  # no refit needed
-                        test_kept_for_cross_domain(
-                            registry, name, seed, kept, work, options, runs_dir
-                        )
-                    elif finished:
-                        refit_for_cross_domain(
-                            registry, name, seed, work, options, runs_dir, keep_best
+                    if finished:  # from the checkpoint it kept, or a refit
+                        complete_cross_domain(
+                            registry,
+                            name,
+                            seed,
+                            work,
+                            options,
+                            runs_dir,
+                            kept if kept is not None and kept.is_file() else None,
+                            keep_best,
                         )
                     else:
                         train_and_evaluate(

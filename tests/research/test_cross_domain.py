@@ -64,14 +64,12 @@ def test_cross_domain_tests_the_same_checkpoint_on_other_collections(tmp_path: P
     with pytest.raises(
         ValueError, match=r"is not the best checkpoint of m3_mlp_mlp_caption seed 42"
     ):
-        cross_domain.test_kept_for_cross_domain(
-            registry, name, 42, kept, tmp_path / "w", budget, runs
-        )
+        cross_domain.complete_cross_domain(registry, name, 42, tmp_path / "w", budget, runs, kept)
     written = recorded.with_name(cross_domain.CROSS_DOMAIN_FILE)
     assert not written.exists()  # nothing is kept from a checkpoint that is not the run's
 
     write_json(recorded, {"test": home_figures})
-    cross_domain.test_kept_for_cross_domain(registry, name, 42, kept, tmp_path / "w", budget, runs)
+    cross_domain.complete_cross_domain(registry, name, 42, tmp_path / "w", budget, runs, kept)
     record = read_json(written)
     assert record["checkpoint"] == "kept"
     assert record["collections"]["emoji-twemoji"]["checkpoint"] == "kept"

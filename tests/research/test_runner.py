@@ -216,7 +216,7 @@ def test_run_all_goes_seed_major_skips_finished_runs_and_survives_a_failure(
     monkeypatch.setattr(runner, "train_and_evaluate", fake_train)
     refits = []
     monkeypatch.setattr(
-        runner, "refit_for_cross_domain", lambda r, n, s, *a, **k: refits.append((n, s))
+        runner, "complete_cross_domain", lambda r, n, s, *a, **k: refits.append((n, s))
     )
     rebuilt = []
     names = ["m3_mlp_mlp_caption", "m2_mlp_mlm_caption_captions_name"]
@@ -261,19 +261,18 @@ def test_cross_domain_tests_use_a_kept_checkpoint_and_a_refit_is_kept_only_if_it
     name, runs_dir, keep = "m3_mlp_mlp_caption", tmp_path / "runs", tmp_path / "keep"
     recorded = fitting.run_dir(runs_dir, name, 42) / "metrics.json"
     recorded.parent.mkdir(parents=True)
-    tested, refits = [], []
+    completed: list[tuple[Any, Any]] = []  # (kept checkpoint or None, keep_best)
     monkeypatch.setattr(
-        runner, "test_kept_for_cross_domain", lambda r, n, s, kept, *a: tested.append(kept)
+        runner, "complete_cross_domain", lambda r, n, s, *a: completed.append(a[-2:])
     )
-    monkeypatch.setattr(runner, "refit_for_cross_domain", lambda r, n, s, *a: refits.append(a[-1]))
     recorded.write_text(json.dumps({"test": {"nDCG@10": 0.5}}))
     runner.run_all(REGISTRY, [name], [42], tmp_path / "work", runs_dir=runs_dir, keep_best=keep)
-    assert tested == [] and refits == [keep]  # nothing kept yet: a refit, told where to keep
+    assert completed == [(None, keep)]  # nothing kept yet: a refit, told where to keep
     fitting.kept_checkpoint(keep, name, 42).parent.mkdir(parents=True)
     fitting.kept_checkpoint(keep, name, 42).write_bytes(b"the run's best")
-    refits.clear()
+    completed.clear()
     runner.run_all(REGISTRY, [name], [42], tmp_path / "work", runs_dir=runs_dir, keep_best=keep)
-    assert tested == [fitting.kept_checkpoint(keep, name, 42)] and refits == []
+    assert completed == [(fitting.kept_checkpoint(keep, name, 42), keep)]
 
     calls: list[list[str]] = []
     fake_fit(calls, monkeypatch)
@@ -293,8 +292,8 @@ def test_cross_domain_tests_use_a_kept_checkpoint_and_a_refit_is_kept_only_if_it
         recorded.write_text(json.dumps({"test": {"nDCG@10": figure}}))
         written.unlink(missing_ok=True)
         fitting.kept_checkpoint(keep, name, 42).unlink(missing_ok=True)
-        cross_domain.refit_for_cross_domain(
-            REGISTRY, name, 42, tmp_path / "work", [], runs_dir, keep
+        cross_domain.complete_cross_domain(
+            REGISTRY, name, 42, tmp_path / "work", [], runs_dir, keep_best=keep
         )
         entry = json.loads(written.read_text())["collections"]["stamps"]
         assert entry["reproduces_recorded"] is kept and entry["checkpoint"] == "refit"
