@@ -62,7 +62,8 @@ class CheckpointOnException(Callback):
             return
         self._resolve_dirpath(trainer)
         try:
-            trainer.save_checkpoint(self.ckpt_path)
+            # a full checkpoint (optimizer, schedulers, loops): what a resume needs
+            trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         except Exception as err:  # never hide the exception that stopped the run
             log.error("could not save %s after the run stopped: %r", self.ckpt_path, err)
             return
