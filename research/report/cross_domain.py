@@ -22,11 +22,11 @@ from research.report.registry import Registry
 
 __all__ = [
     "CROSS_DOMAIN_FILE",
+    "checkpoint_test",
     "complete_cross_domain",
     "cross_domain_missing",
     "differs_from_recorded",
     "test_on_collections",
-    "tested_at_home",
     "write_cross_domain",
 ]
 
@@ -53,18 +53,12 @@ def test_on_collections(
     settings but that collection: ``{collection: {"test": means, "per_query": {...}}}``."""
     from lightning_mlsr.data.datamodule import RetrievalDataModule
 
-    trainer = cli.trainer
     out: dict[str, Any] = {}
     for collection in collections:
         settings = {**dict(cli.datamodule.hparams), "collection": collection, "negatives": {}}
-        datamodule = RetrievalDataModule.from_hparams(settings)
         print(f"=== testing on {collection}", flush=True)
-        trainer.test(cli.model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        tested = written_evaluation(trainer, "test")
-        out[collection] = {
-            "test": tested.figures,
-            "per_query": tested.per_query(datamodule.qrels("test"), registry.measures),
-        }
+        datamodule = RetrievalDataModule.from_hparams(settings)
+        out[collection] = checkpoint_test(registry, cli, best, datamodule)
     return out
 
 
@@ -99,14 +93,17 @@ def write_cross_domain(
     write_json(path, record)
 
 
-def tested_at_home(registry: Registry, cli: Any, ckpt: str | None) -> dict[str, Any]:
-    """``ckpt`` (the CLI's model) tested on the training collection: the means and the
-    per-query values, the in-domain half of ``cross_domain.json``."""
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, weights_only=True)
+def checkpoint_test(
+    registry: Registry, cli: Any, ckpt: str | None, datamodule: Any = None
+) -> dict[str, Any]:
+    """``ckpt`` (the CLI's model) tested on ``datamodule``'s test split (default: the CLI's,
+    the training collection): ``{"test": means, "per_query": {measure: {qid: value}}}``."""
+    datamodule = datamodule or cli.datamodule
+    cli.trainer.test(cli.model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     tested = written_evaluation(cli.trainer, "test")
     return {
         "test": tested.figures,
-        "per_query": tested.per_query(cli.datamodule.qrels("test"), registry.measures),
+        "per_query": tested.per_query(datamodule.qrels("test"), registry.measures),
     }
 
 
@@ -162,7 +159,7 @@ def complete_cross_domain(
         args = [a for a in fit_command(registry, name, seed, root) if a not in FIT_ONLY]
         cli = main([*args, *extra], run=False)
         ckpt = str(kept)
-    in_domain = tested_at_home(registry, cli, ckpt)
+    in_domain = checkpoint_test(registry, cli, ckpt)  # on the training collection
     differ = differs_from_recorded(registry, runs_dir, name, seed, in_domain["test"])
     if kept is not None and differ:
         raise ValueError(

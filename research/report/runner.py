@@ -233,8 +233,8 @@ def run_all(
                         *registry.experiments[name].overrides,
                         *fit_overrides(registry, name, seed, work),
                     ]
-                    kept = kept_checkpoint(keep_best, name, seed) if keep_best else None
                     if finished:  # from the checkpoint it kept, or a refit
+                        kept = kept_checkpoint(keep_best, name, seed) if keep_best else None
                         complete_cross_domain(
                             registry,
                             name,
