@@ -127,11 +127,12 @@ def render(registry: Registry, runs: Runs, text: ReportText) -> str:
         "",
     ]
     # only what is declared final can be missing: a registered design that is not (or was
-    # withdrawn before any test number) never runs on test
+    # withdrawn before any test number) never runs on test. A final one whose runs all lack
+    # test numbers (run on validation before it was declared) is missing too
     missing = [
-        e.label
+        e.label if e.name not in runs else f"{e.label} (validation only: run it again)"
         for e in registry.experiments.values()
-        if e.name in registry.final and e.name not in runs
+        if e.name in registry.final and not any("test" in r for r in runs.get(e.name, []))
     ]
     if missing:
         lines += [text("incomplete", missing="; ".join(missing)), ""]

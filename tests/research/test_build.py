@@ -150,3 +150,14 @@ def test_incomplete_names_the_final_experiments_without_runs_and_only_those(
     )
     lines = build_report(withdrawn, runs).split("\n")
     assert not any(line.startswith("**Incomplete:**") for line in lines)
+
+    # a final experiment whose only run has no test numbers (it ran on validation before it
+    # was declared) is named too, saying so
+    for metrics in (runs / "dense_caption").glob("seed*/metrics.json"):
+        record = json.loads(metrics.read_text())
+        del record["test"]
+        metrics.write_text(json.dumps(record))
+    lines = build_report(withdrawn, runs).split("\n")
+    incomplete = [line for line in lines if line.startswith("**Incomplete:**")]
+    dense = registry.experiments["dense_caption"].label
+    assert len(incomplete) == 1 and f"{dense} (validation only: run it again)" in incomplete[0]
