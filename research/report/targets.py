@@ -31,6 +31,7 @@ def targets(registry: Registry, text: ReportText, runs: Runs) -> list[str]:
                 "target_image_vs_dense",
                 best=best_image,
                 fraction=fraction,
+                dense=registry.experiments[spec["image_vs_dense"]["dense"]].label,
                 bound=bound,
                 verdict=verdict,
             )

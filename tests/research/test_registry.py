@@ -67,18 +67,18 @@ def test_the_registry_matches_the_committed_runs_and_protocol() -> None:
             "queries must be all or unseen",
         ),
         (
-            lambda t: t.replace("dense: dense_image,", "dense: dense_imag,"),
+            lambda t: t.replace("dense: dense_image_sparse_lr,", "dense: dense_imag,"),
             r"targets name unknown experiments \['dense_imag'\]",
         ),
         (
             lambda t: t.replace(
-                "      - dense_image\n  emoji-openmoji:", "      - m9\n  emoji-openmoji:"
+                "      - dense_image_sparse_lr\n  emoji-openmoji:", "      - m9\n  emoji-openmoji:"
             ),
             r"cross_domain.emoji-twemoji names unknown experiments \['m9'\]",
         ),
         (
             lambda t: t.replace(
-                "      - dense_image\n  emoji-openmoji:",
+                "      - dense_image_sparse_lr\n  emoji-openmoji:",
                 "      - pseudo_queries\n  emoji-openmoji:",
             ),
             r"cross_domain.emoji-twemoji names \['pseudo_queries'\], which .* not list as final",
