@@ -82,15 +82,19 @@ def fit_command(registry: Registry, name: str, seed: int, root: Path) -> list[st
     ]
 
 
-def fit_environment() -> dict[str, Any]:
+def fit_environment(repo: Path | None = None) -> dict[str, Any]:
     """What decides a fit's floating-point path besides its seed: the checkout's commit (and
     whether it had uncommitted changes), the intra-op thread count and the library versions.
     The same seed on another thread count or commit differs in the seventh digit after a few
-    steps, which a full fit grows like a change of seed (docs/evaluation.md)."""
+    steps, which a full fit grows like a change of seed (docs/evaluation.md).
+
+    Changes under ``results/`` do not count: the pipeline itself rewrites the reports and run
+    records there after every run, which would mark every later run of a lane as uncommitted.
+    ``repo``: the checkout (default: this one)."""
     import lightning
     import torch
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = repo or Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str | None:
         try:
@@ -101,7 +105,7 @@ def fit_environment() -> dict[str, Any]:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {
         "commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": None if status is None else bool(status),

@@ -299,3 +299,31 @@ def test_cross_domain_tests_use_a_kept_checkpoint_and_a_refit_is_kept_only_if_it
         assert entry["reproduces_recorded"] is kept and entry["checkpoint"] == "refit"
         assert fitting.kept_checkpoint(keep, name, 42).is_file() is kept
     assert fitting.kept_checkpoint(keep, name, 42).read_bytes() == b"refit best"
+
+
+def test_fit_environment_counts_code_changes_not_the_reports_the_pipeline_rewrites(
+    tmp_path: Path,
+) -> None:
+    """A run record says whether the checkout had uncommitted changes. The pipeline rewrites
+    RESULTS.md and run records under results/ after every run, so those must not count; a
+    changed source file must."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "RESULTS.md").write_text("report\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert fitting.fit_environment(tmp_path)["uncommitted_changes"] is False
+
+    (tmp_path / "results" / "RESULTS.md").write_text("rebuilt after a run\n")
+    assert fitting.fit_environment(tmp_path)["uncommitted_changes"] is False
+
+    (tmp_path / "code.py").write_text("x = 2\n")
+    environment = fitting.fit_environment(tmp_path)
+    assert environment["uncommitted_changes"] is True
+    assert environment["commit"] and len(environment["commit"]) == 40
