@@ -240,7 +240,9 @@ def open_questions(
                     n=len(rows),
                     significant="; ".join(_difference(registry, t) for t in hits)
                     or text("question_none"),
-                    rest=len(rows) - len(hits),
+                    rest=text("question_rest", rest=len(rows) - len(hits))
+                    if len(rows) > len(hits)
+                    else "",
                 )
             )
             continue
