@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep each finished fit's best checkpoint as <DIR>/<experiment>/seed<N>.ckpt "
         "(default: removed once its numbers are kept); a finished run's cross-domain tests "
-        "then use the checkpoint kept there instead of fitting it again",
+        "then use the checkpoint kept there instead of fitting it again (a refit that does "
+        "not reproduce the recorded run is kept apart as seed<N>.refit.ckpt)",
     )
     run.add_argument(
         "--cli-args",

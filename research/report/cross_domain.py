@@ -142,7 +142,7 @@ def complete_cross_domain(
       finished). With ``keep_best``, the refit's best checkpoint is kept as the run's
       (:func:`keep_checkpoint`) only where it reproduces the recorded test, so a kept
       checkpoint is always the run's model; each collection says whether it did
-      (``reproduces_recorded``)."""
+      (``reproduces_recorded``). One that does not is kept apart, as ``seed<N>.refit.ckpt``."""
     from lightning_mlsr.training.cli import main
 
     runs_dir = runs_dir or registry.runs_dir
@@ -175,7 +175,8 @@ def complete_cross_domain(
     write_cross_domain(registry, runs_dir, name, seed, in_domain, results, source)
     if kept is None and keep_best is not None and ckpt:
         if differ:
-            print(f"=== {name} seed {seed}: the refit is not the recorded run {differ}; not kept")
+            print(f"=== {name} seed {seed}: the refit is not the recorded run {differ}")
+            keep_checkpoint(ckpt, keep_best, name, seed, refit=True)
         else:
             keep_checkpoint(ckpt, keep_best, name, seed)
     shutil.rmtree(root, ignore_errors=True)

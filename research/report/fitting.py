@@ -28,15 +28,18 @@ def run_dir(runs_dir: Path, name: str, seed: int) -> Path:
     return runs_dir / name / f"seed{seed}"
 
 
-def kept_checkpoint(keep_best: Path, name: str, seed: int) -> Path:
-    """Where ``report run --keep-best`` keeps (``name``, ``seed``)'s best checkpoint."""
-    return keep_best / name / f"seed{seed}.ckpt"
+def kept_checkpoint(keep_best: Path, name: str, seed: int, refit: bool = False) -> Path:
+    """Where ``report run --keep-best`` keeps (``name``, ``seed``)'s best checkpoint; with
+    ``refit``, where it keeps the best checkpoint of a refit that did NOT reproduce the
+    recorded run (``seed<N>.refit.ckpt``: the same configuration and seed, another model, for
+    what does not depend on the exact weights, such as query cost; never used as the run's)."""
+    return keep_best / name / (f"seed{seed}.refit.ckpt" if refit else f"seed{seed}.ckpt")
 
 
-def keep_checkpoint(best: str, keep_best: Path, name: str, seed: int) -> Path:
+def keep_checkpoint(best: str, keep_best: Path, name: str, seed: int, refit: bool = False) -> Path:
     """``best`` kept as :func:`kept_checkpoint`, a hard link where the file system allows
     (the same file, no copy of hundreds of MB), replacing an earlier one."""
-    kept = kept_checkpoint(keep_best, name, seed)
+    kept = kept_checkpoint(keep_best, name, seed, refit)
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.unlink(missing_ok=True)
     try:

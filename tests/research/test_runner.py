@@ -255,7 +255,8 @@ def test_cross_domain_tests_use_a_kept_checkpoint_and_a_refit_is_kept_only_if_it
     """``report run --keep-best DIR`` on a finished run that lacks cross-domain tests: with
     DIR/<name>/seed<N>.ckpt there, that checkpoint is tested (no refit); without one, the
     refit's best checkpoint is kept there only when its test on the training collection
-    reproduces the recorded run (the fake fit's test gives nDCG@10 0.5)."""
+    reproduces the recorded run (the fake fit's test gives nDCG@10 0.5); one that does not is
+    kept as seed<N>.refit.ckpt."""
     import lightning_mlsr.training.cli as cli
 
     name, runs_dir, keep = "m3_mlp_mlp_caption", tmp_path / "runs", tmp_path / "keep"
@@ -298,6 +299,8 @@ def test_cross_domain_tests_use_a_kept_checkpoint_and_a_refit_is_kept_only_if_it
         entry = json.loads(written.read_text())["collections"]["stamps"]
         assert entry["reproduces_recorded"] is kept and entry["checkpoint"] == "refit"
         assert fitting.kept_checkpoint(keep, name, 42).is_file() is kept
+        # a refit that is another model is kept apart, never as the run's checkpoint
+        assert fitting.kept_checkpoint(keep, name, 42, refit=True).is_file()
     assert fitting.kept_checkpoint(keep, name, 42).read_bytes() == b"refit best"
 
 
