@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from lightning_mlsr.io.atomic import atomic_write_text
-from research.report.costs import cost_section, load_query_cost, write_cost_figure
+from research.report.costs import (
+    cost_section,
+    load_later_costs,
+    load_query_cost,
+    write_cost_figure,
+)
 from research.report.figures import main_figure_rows, write_main_figure
 from research.report.findings import (
     best_on_validation,
@@ -243,7 +248,11 @@ def write_report(out: Path, registry: Registry | None = None, runs_dir: Path | N
             write_main_figure(figure, rows, registry.figure["title"])
         cost = load_query_cost(registry)
         if cost is not None and registry.query_cost.get("figure"):
-            write_cost_figure(registry.results_dir / registry.query_cost["figure"], cost)
+            write_cost_figure(
+                registry.results_dir / registry.query_cost["figure"],
+                cost,
+                load_later_costs(registry),
+            )
     return report
 
 

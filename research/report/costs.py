@@ -14,7 +14,7 @@ from typing import Any
 
 from research.report.registry import REPO, Registry
 
-__all__ = ["cost_section", "load_query_cost", "write_cost_figure"]
+__all__ = ["cost_section", "load_later_costs", "load_query_cost", "write_cost_figure"]
 
 _COLOURS = {"splade-tiny": "tab:orange", "minilm-l6": "tab:blue"}
 
@@ -25,10 +25,20 @@ def load_query_cost(registry: Registry) -> dict[str, Any] | None:
     spec = registry.query_cost
     if not spec:
         return None
-    path = REPO / spec["file"]
+    return _load(spec["file"], "file")
+
+
+def load_later_costs(registry: Registry) -> list[dict[str, Any]]:
+    """The later runs the registry names (``query_cost.later``): models measured after the
+    main run, each file with its own baseline rows measured beside them."""
+    return [_load(file, "later") for file in registry.query_cost.get("later", [])]
+
+
+def _load(file: str, key: str) -> dict[str, Any]:
+    path = REPO / file
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing: results registry's query_cost.file names it (the output of "
+            f"{path} is missing: results registry's query_cost.{key} names it (the output of "
             "bench/bench_query_cost.py)"
         )
     data = json.loads(path.read_text("utf-8"))
@@ -82,13 +92,44 @@ def cost_section(registry: Registry, text: Any) -> list[str]:
             command=meta["command"],
         ),
         "",
+        *_emoji_table(data["emoji"]),
+    ]
+    if data.get("wordnet"):
+        lines += _wordnet_table(data, text)
+    for later in load_later_costs(registry):
+        meta = later["meta"]
+        known = {row["name"] for row in data["emoji"]}
+        lines += [
+            *text.lines(
+                "query_cost_later",
+                date=meta["date"],
+                models=", ".join(r["name"] for r in later["emoji"] if r["name"] not in known),
+                load_before="/".join(f"{x:.1f}" for x in meta["load_average_before"]),
+                load_after="/".join(f"{x:.1f}" for x in meta["load_average_after"]),
+                command=meta["command"],
+                baseline=meta["baseline"],
+            ),
+            "",
+            *_emoji_table(later["emoji"]),
+        ]
+        if later.get("wordnet"):
+            lines += _wordnet_table(later, text)
+    figure = registry.query_cost.get("figure")
+    if figure:
+        image = os.path.relpath(registry.results_dir / figure, registry.report_path.parent)
+        lines += [f"![nDCG@10 against end-to-end CPU time per query]({Path(image).as_posix()})", ""]
+    return lines
+
+
+def _emoji_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
         "| model | backbone | search | nDCG@10 | encode p50 / p95 (ms) | search p50 / p95 (ms) "
         "| end to end p50 / p95 (ms) | ÷ baseline (end to end) | postings / query "
         "| multiply-adds / query | index bytes | ÷ baseline (bytes) | terms / query "
         "| terms / image text |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in data["emoji"]:
+    for row in rows:
         lines.append(
             f"| {row['name']} | {_backbone(row)} | {row.get('search_kind', '–')} "
             f"| {row['ndcg10']:.4f} | {_ms(row['encode_cpu_ms'])} | {_ms(row['search_cpu_ms'])} "
@@ -97,37 +138,40 @@ def cost_section(registry: Registry, text: Any) -> list[str]:
             f"| {row['index_bytes']:,} | {row['bytes_ratio']:.2f} "
             f"| {_terms(row.get('q_nnz'))} | {_terms(row.get('d_nnz'))} |"
         )
+    return [*lines, ""]
+
+
+def _wordnet_table(data: dict[str, Any], text: Any) -> list[str]:
+    first = data["wordnet"][0]
+    lines = [
+        *text.lines("query_cost_wordnet", docs=f"{first['n_docs']:,}"),
+        "",
+        "| model | search p50 / p95 (ms) | ÷ baseline (search) | postings / query "
+        "| multiply-adds / query | index bytes | terms / document |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in data["wordnet"]:
+        lines.append(
+            f"| {row['name']} | {_ms(row['search_cpu_ms'])} | {row['search_ratio']:.3f} "
+            f"| {_count(row.get('postings_per_query'))} | {_count(row['flops_per_query'])} "
+            f"| {row['index_bytes']:,} | {_terms(row.get('d_nnz'))} |"
+        )
     lines.append("")
-    if data.get("wordnet"):
-        first = data["wordnet"][0]
-        lines += [
-            *text.lines("query_cost_wordnet", docs=f"{first['n_docs']:,}"),
-            "",
-            "| model | search p50 / p95 (ms) | ÷ baseline (search) | postings / query "
-            "| multiply-adds / query | index bytes | terms / document |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in data["wordnet"]:
-            lines.append(
-                f"| {row['name']} | {_ms(row['search_cpu_ms'])} | {row['search_ratio']:.3f} "
-                f"| {_count(row.get('postings_per_query'))} | {_count(row['flops_per_query'])} "
-                f"| {row['index_bytes']:,} | {_terms(row.get('d_nnz'))} |"
-            )
-        lines.append("")
-        skipped = data["meta"].get("wordnet_skipped") or []
-        if skipped:
-            lines += [text("query_cost_wordnet_skipped", models=", ".join(skipped)), ""]
-    figure = registry.query_cost.get("figure")
-    if figure:
-        image = os.path.relpath(registry.results_dir / figure, registry.report_path.parent)
-        lines += [f"![nDCG@10 against end-to-end CPU time per query]({Path(image).as_posix()})", ""]
+    skipped = data["meta"].get("wordnet_skipped") or []
+    if skipped:
+        lines += [text("query_cost_wordnet_skipped", models=", ".join(skipped)), ""]
     return lines
 
 
-def write_cost_figure(path: Path, data: dict[str, Any]) -> None:
+def write_cost_figure(
+    path: Path, data: dict[str, Any], later: list[dict[str, Any]] | None = None
+) -> None:
     """Test nDCG@10 against end-to-end CPU time per query (p50, bar to p95), one labelled
-    point per model, coloured by backbone, dense models as squares. No timestamp in the file,
-    so the same JSON gives the same PNG."""
+    point per model, coloured by backbone, dense models as squares. A model measured only in
+    a ``later`` run is an open marker placed by its ratio to that run's baseline times the
+    main run's baseline p50 (absolute times of two runs on a shared machine do not compare;
+    ratios to a baseline measured beside them do). No timestamp in the file, so the same JSON
+    gives the same PNG."""
     import matplotlib
     import matplotlib.ticker
 
@@ -154,15 +198,33 @@ def write_cost_figure(path: Path, data: dict[str, Any]) -> None:
             row["name"], (p50, row["ndcg10"]), textcoords="offset points", xytext=(6, 5),
             fontsize=7,
         )  # fmt: skip
+    base = next(r for r in rows if r["name"] == data["meta"]["baseline"])["e2e_cpu_ms"]["p50"]
+    known = {row["name"] for row in rows}
+    placed = [
+        (row, base * row["e2e_ratio"])
+        for run in later or []
+        for row in run["emoji"]
+        if row["name"] not in known
+    ]
+    for row, x in placed:
+        colour = _COLOURS.get(_backbone(row).split(" ")[0].lower(), "tab:gray")
+        dense = row.get("postings_per_query") is None
+        ax.plot(
+            x, row["ndcg10"], "s" if dense else "o", mfc="none", color=colour, markersize=7
+        )  # fmt: skip
+        ax.annotate(
+            f"{row['name']} (later run, by ratio)", (x, row["ndcg10"]), textcoords="offset points",
+            xytext=(6, -9), fontsize=7,
+        )  # fmt: skip
     ax.set_xscale("log")
-    lows = [r["e2e_cpu_ms"]["p50"] for r in rows]
-    highs = [r["e2e_cpu_ms"]["p95"] for r in rows]
+    lows = [r["e2e_cpu_ms"]["p50"] for r in rows] + [x for _, x in placed]
+    highs = [r["e2e_cpu_ms"]["p95"] for r in rows] + [x for _, x in placed]
     ax.set_xlim(min(lows) / 1.6, max(highs) * 2.2)  # room for the labels on the right
     ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if ax.get_xlim()[0] <= t]
     ticks = [t for t in ticks if t <= ax.get_xlim()[1]]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    scores = [r["ndcg10"] for r in rows]
+    scores = [r["ndcg10"] for r in rows] + [r["ndcg10"] for r, _ in placed]
     span = max(scores) - min(scores) or 0.1
     ax.set_ylim(min(scores) - 0.15 * span, max(scores) + 0.15 * span)
     ax.set_xlabel("end-to-end CPU time per query, ms (1 thread; p50, bar to p95; log)")

@@ -125,7 +125,8 @@ class Registry:
     #: the report's opening figure: ``file`` (under the results folder), ``title``, ``models``
     figure: dict[str, Any] = field(default_factory=dict)
     #: the cost section: ``file`` (a committed bench/bench_query_cost.py JSON, relative to the
-    #: checkout) and ``figure`` (the PNG the report draws from it, under the results folder)
+    #: checkout), ``figure`` (the PNG the report draws from it, under the results folder) and
+    #: ``later`` (more such files: models measured after the main run, beside its baselines)
     query_cost: dict[str, Any] = field(default_factory=dict)
 
     @property

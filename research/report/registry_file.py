@@ -145,8 +145,11 @@ def _figure(spec: Any, where: str) -> dict[str, Any]:
 def _query_cost(spec: Any, where: str) -> dict[str, Any]:
     cost = _mapping(spec, f"{where}: query_cost")
     if cost:
-        _check_keys(cost, ("file", "figure"), f"{where}: query_cost")
+        _check_keys(cost, ("file", "figure", "later"), f"{where}: query_cost")
         _required(cost, "file", f"{where}: query_cost")
+        later = cost.get("later", [])
+        if not isinstance(later, list) or not all(isinstance(f, str) for f in later):
+            raise ValueError(f"{where}: query_cost.later must be a list of files, not {later!r}")
     return cost
 
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from research.report.costs import cost_section, load_query_cost, write_cost_figure
+from research.report.costs import (
+    cost_section,
+    load_later_costs,
+    load_query_cost,
+    write_cost_figure,
+)
 from research.report.registry_file import load_registry
 from research.report.text import ReportText
 from tests.research.helpers import REPO
@@ -120,3 +125,49 @@ def test_a_missing_or_foreign_cost_file_is_an_error_naming_it(tmp_path: Path) ->
     with pytest.raises(ValueError, match="other.json"):
         load_query_cost(dataclasses.replace(registry, query_cost={"file": str(other)}))
     assert load_query_cost(dataclasses.replace(registry, query_cost={})) is None
+
+
+def test_a_later_run_is_its_own_table_and_an_open_marker_placed_by_its_ratio(
+    cost_file: Path, tmp_path: Path
+) -> None:
+    """A model measured after the main run (its checkpoint did not exist then) comes in a
+    file of its own, beside the baselines measured again: its rows are a second table with
+    that run's date, load and command, and the figure places it at its ratio to that run's
+    baseline times the main run's baseline, never at its absolute time from another run."""
+    later = json.loads(cost_file.read_text())
+    later["meta"] |= {"date": "2026-12-08 01:00 UTC", "command": "python bench/later.py"}
+    later["emoji"] = [_row("new", 0.44, 14.0, 40.0), _row("dense", 0.42, 10.0, None)]
+    later["emoji"][0]["e2e_ratio"] = 1.4  # 14 / 10 in its own run
+    later_file = tmp_path / "later.json"
+    later_file.write_text(json.dumps(later))
+    spec = {"file": str(cost_file), "figure": "figures/query_cost.png", "later": [str(later_file)]}
+    registry = dataclasses.replace(
+        load_registry(REPO / "results"), query_cost=spec, results_dir=tmp_path
+    )
+    text = "\n".join(cost_section(registry, ReportText.read(REPO / "results" / "report_text.md")))
+    assert (
+        "Measured in a later run (2026-12-08 01:00 UTC" in text and "python bench/later.py" in text
+    )
+    assert "\n| new | " in text and "| 14.0 / 28.0 | 1.40 |" in text
+    assert text.index("| sparse |") < text.index("later run") < text.index("| new |")
+
+    import matplotlib.pyplot as plt
+
+    placed: list[tuple] = []
+    real_plot = plt.Axes.plot
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        placed.append(args[:2])
+        return real_plot(self, *args, **kwargs)
+
+    plt.Axes.plot = spy  # type: ignore[method-assign]
+    try:
+        figure = tmp_path / "figures" / "query_cost.png"
+        write_cost_figure(figure, load_query_cost(registry) or {}, load_later_costs(registry))
+    finally:
+        plt.Axes.plot = real_plot  # type: ignore[method-assign]
+    assert placed == [(7.0 * 1.4, 0.44)]  # the main run's dense p50 (7.0) x its own ratio
+    with pytest.raises(ValueError, match="query_cost.later must be a list"):
+        from research.report.registry_file import _query_cost
+
+        _query_cost({"file": "a.json", "later": "b.json"}, "registry.yaml")
