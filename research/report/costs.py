@@ -214,7 +214,7 @@ def write_cost_figure(
         )  # fmt: skip
         ax.annotate(
             f"{row['name']} (later run, by ratio)", (x, row["ndcg10"]), textcoords="offset points",
-            xytext=(6, -9), fontsize=7,
+            xytext=(-7, -3), ha="right", fontsize=7,  # left: the first run's labels are right
         )  # fmt: skip
     ax.set_xscale("log")
     lows = [r["e2e_cpu_ms"]["p50"] for r in rows] + [x for _, x in placed]
