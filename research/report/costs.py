@@ -213,8 +213,8 @@ def write_cost_figure(
             x, row["ndcg10"], "s" if dense else "o", mfc="none", color=colour, markersize=7
         )  # fmt: skip
         ax.annotate(
-            f"{row['name']} (later run, by ratio)", (x, row["ndcg10"]), textcoords="offset points",
-            xytext=(-7, -3), ha="right", fontsize=7,  # left: the first run's labels are right
+            f"{row['name']} (later)", (x, row["ndcg10"]), textcoords="offset points",
+            xytext=(6, -9), fontsize=7,
         )  # fmt: skip
     ax.set_xscale("log")
     lows = [r["e2e_cpu_ms"]["p50"] for r in rows] + [x for _, x in placed]
@@ -239,6 +239,11 @@ def write_cost_figure(
         plt.Line2D([], [], color=c, marker="o", linestyle="", label=b) for b, c in _COLOURS.items()
     ]
     handles.append(plt.Line2D([], [], color="black", marker="s", linestyle="", label="dense"))
+    if placed:
+        handles.append(
+            plt.Line2D([], [], color="black", marker="o", mfc="none", linestyle="",
+                       label="later run, placed by its ratio")
+        )  # fmt: skip
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

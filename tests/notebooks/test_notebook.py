@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import yaml
 
 from lightning_mlsr.training.model_loading import encode_corpus, load_model, train
 
@@ -113,6 +114,13 @@ def _check_figures_and_verdict(nb: nbformat.NotebookNode, expected: dict, n_mode
     p_holm = [f"Holm {row['p_holm']:.3g}" for row in expected["rows"]]  # type: ignore[index]
     assert all(p in text for p in p_holm)
     printed = "".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    (cost,) = _tagged(nb, "cost")  # the quality-vs-cost figure of RESULTS.md, with its runs
+    assert [o for o in cost.outputs if "image/png" in o.get("data", {})]
+    registry = yaml.safe_load((REPO / "results" / "registry.yaml").read_text("utf-8"))
+    for file in [registry["query_cost"]["file"], *registry["query_cost"].get("later", [])]:
+        run = json.loads((REPO / file).read_text("utf-8"))
+        for row in run["emoji"]:
+            assert f"{row['name']:<48} nDCG@10 {row['ndcg10']:.4f}" in _text(cost)
     ranks = [line for line in printed.splitlines() if line.startswith("rank ")]
     assert ranks
     for line in ranks:  # the sentence names the curve that is higher in its own numbers
