@@ -69,6 +69,27 @@ def _backbone(row: dict[str, Any]) -> str:
     return str(row.get("backbone", "–"))
 
 
+def _loads(meta: dict[str, Any]) -> dict[str, str]:
+    """A run's load averages before and after, as the report's texts print them."""
+    return {
+        f"load_{when}": "/".join(f"{x:.1f}" for x in meta[f"load_average_{when}"])
+        for when in ("before", "after")
+    }
+
+
+def _later_rows(data: dict[str, Any], later: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the ``later`` runs that the main run ``data`` has not measured (each later
+    run repeats the baselines beside its new models)."""
+    known = {row["name"] for row in data["emoji"]}
+    return [row for run in later for row in run["emoji"] if row["name"] not in known]
+
+
+def _style(row: dict[str, Any]) -> tuple[str, str]:
+    """Colour (by backbone) and marker (dense rows square) of a row's point."""
+    colour = _COLOURS.get(_backbone(row).split(" ")[0].lower(), "tab:gray")
+    return colour, "s" if row.get("postings_per_query") is None else "o"
+
+
 def cost_section(registry: Registry, text: Any) -> list[str]:
     """The section's lines: intro (with the run's date, machine, load and command), the
     per-query cost table on the collection's test queries, the search-only table on the
@@ -87,9 +108,8 @@ def cost_section(registry: Registry, text: Any) -> list[str]:
             rounds=meta["rounds"],
             k=meta["k"],
             baseline=meta["baseline"],
-            load_before="/".join(f"{x:.1f}" for x in meta["load_average_before"]),
-            load_after="/".join(f"{x:.1f}" for x in meta["load_average_after"]),
             command=meta["command"],
+            **_loads(meta),
         ),
         "",
         *_emoji_table(data["emoji"]),
@@ -98,16 +118,14 @@ def cost_section(registry: Registry, text: Any) -> list[str]:
         lines += _wordnet_table(data, text)
     for later in load_later_costs(registry):
         meta = later["meta"]
-        known = {row["name"] for row in data["emoji"]}
         lines += [
             *text.lines(
                 "query_cost_later",
                 date=meta["date"],
-                models=", ".join(r["name"] for r in later["emoji"] if r["name"] not in known),
-                load_before="/".join(f"{x:.1f}" for x in meta["load_average_before"]),
-                load_after="/".join(f"{x:.1f}" for x in meta["load_average_after"]),
+                models=", ".join(row["name"] for row in _later_rows(data, [later])),
                 command=meta["command"],
                 baseline=meta["baseline"],
+                **_loads(meta),
             ),
             "",
             *_emoji_table(later["emoji"]),
@@ -181,15 +199,13 @@ def write_cost_figure(
     rows = data["emoji"]
     fig, ax = plt.subplots(figsize=(6.8, 4.2), dpi=110)
     for row in rows:
-        key = _backbone(row).split(" ")[0].lower()
-        colour = _COLOURS.get(key, "tab:gray")
-        dense = row.get("postings_per_query") is None
+        colour, marker = _style(row)
         p50, p95 = row["e2e_cpu_ms"]["p50"], row["e2e_cpu_ms"]["p95"]
         ax.errorbar(
             p50,
             row["ndcg10"],
             xerr=[[0], [p95 - p50]],
-            fmt="s" if dense else "o",
+            fmt=marker,
             color=colour,
             capsize=3,
             markersize=7,
@@ -199,19 +215,10 @@ def write_cost_figure(
             fontsize=7,
         )  # fmt: skip
     base = next(r for r in rows if r["name"] == data["meta"]["baseline"])["e2e_cpu_ms"]["p50"]
-    known = {row["name"] for row in rows}
-    placed = [
-        (row, base * row["e2e_ratio"])
-        for run in later or []
-        for row in run["emoji"]
-        if row["name"] not in known
-    ]
+    placed = [(row, base * row["e2e_ratio"]) for row in _later_rows(data, later or [])]
     for row, x in placed:
-        colour = _COLOURS.get(_backbone(row).split(" ")[0].lower(), "tab:gray")
-        dense = row.get("postings_per_query") is None
-        ax.plot(
-            x, row["ndcg10"], "s" if dense else "o", mfc="none", color=colour, markersize=7
-        )  # fmt: skip
+        colour, marker = _style(row)
+        ax.plot(x, row["ndcg10"], marker, mfc="none", color=colour, markersize=7)
         ax.annotate(
             f"{row['name']} (later)", (x, row["ndcg10"]), textcoords="offset points",
             xytext=(6, -9), fontsize=7,
