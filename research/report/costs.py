@@ -197,7 +197,9 @@ def write_cost_figure(
     import matplotlib.pyplot as plt
 
     rows = data["emoji"]
-    fig, ax = plt.subplots(figsize=(6.8, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.6, 4.6), dpi=110)
+    labels: list[tuple[float, float, str]] = []  # (x, y, text) of each point
+    bars: list[tuple[float, float, float]] = []  # (p50, p95, y) of each error bar
     for row in rows:
         colour, marker = _style(row)
         p50, p95 = row["e2e_cpu_ms"]["p50"], row["e2e_cpu_ms"]["p95"]
@@ -210,23 +212,18 @@ def write_cost_figure(
             capsize=3,
             markersize=7,
         )
-        ax.annotate(
-            row["name"], (p50, row["ndcg10"]), textcoords="offset points", xytext=(6, 5),
-            fontsize=7,
-        )  # fmt: skip
+        labels.append((p50, row["ndcg10"], row["name"]))
+        bars.append((p50, p95, row["ndcg10"]))
     base = next(r for r in rows if r["name"] == data["meta"]["baseline"])["e2e_cpu_ms"]["p50"]
     placed = [(row, base * row["e2e_ratio"]) for row in _later_rows(data, later or [])]
     for row, x in placed:
         colour, marker = _style(row)
         ax.plot(x, row["ndcg10"], marker, mfc="none", color=colour, markersize=7)
-        ax.annotate(
-            f"{row['name']} (later)", (x, row["ndcg10"]), textcoords="offset points",
-            xytext=(6, -9), fontsize=7,
-        )  # fmt: skip
+        labels.append((x, row["ndcg10"], f"{row['name']} (later)"))
     ax.set_xscale("log")
     lows = [r["e2e_cpu_ms"]["p50"] for r in rows] + [x for _, x in placed]
     highs = [r["e2e_cpu_ms"]["p95"] for r in rows] + [x for _, x in placed]
-    ax.set_xlim(min(lows) / 1.6, max(highs) * 2.2)  # room for the labels on the right
+    ax.set_xlim(min(lows) / 1.6, max(highs) * 1.6)
     ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if ax.get_xlim()[0] <= t]
     ticks = [t for t in ticks if t <= ax.get_xlim()[1]]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -251,9 +248,88 @@ def write_cost_figure(
             plt.Line2D([], [], color="black", marker="o", mfc="none", linestyle="",
                        label="later run, placed by its ratio")
         )  # fmt: skip
-    ax.legend(handles=handles, fontsize=7, loc="best")
+    legend = ax.legend(handles=handles, fontsize=7, loc="lower left")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
+    _place_labels(fig, ax, labels, bars, legend)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
+
+
+# where a label may stand around its point: offset in points, then its alignment; the first
+# that overlaps nothing wins, so the nearer places come first
+_PLACES = [
+    ((6, 3), "left", "bottom"), ((6, -3), "left", "top"), ((-6, 3), "right", "bottom"),
+    ((-6, -3), "right", "top"), ((0, 7), "center", "bottom"), ((0, -7), "center", "top"),
+    ((8, 11), "left", "bottom"), ((8, -11), "left", "top"), ((-8, 11), "right", "bottom"),
+    ((-8, -11), "right", "top"), ((0, 16), "center", "bottom"), ((0, -16), "center", "top"),
+    *(((dx, dy * sign), ha, "bottom" if sign > 0 else "top")
+      for dy in (22, 30, 38) for sign in (1, -1)
+      for dx, ha in ((10, "left"), (-10, "right"), (0, "center"))),
+]  # fmt: skip
+_NEAR = 6  # the places after these are joined to their point by a thin line
+
+
+def _place_labels(
+    fig: Any,
+    ax: Any,
+    labels: list[tuple[float, float, str]],
+    bars: list[tuple[float, float, float]],
+    legend: Any,
+) -> None:
+    """Write each label beside its point where it overlaps no other label, marker, error bar
+    or the legend and stays inside the axes; where every place overlaps, the place that
+    overlaps least. Labels are placed top to bottom, so the result depends only on the data."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    inside = ax.get_window_extent(renderer)
+    taken = [legend.get_window_extent(renderer)]
+    r = 5.0  # a marker's half width, pixels
+    for x, y, _ in labels:
+        (px, py) = to_px((x, y))
+        taken.append(Bbox([[px - r, py - r], [px + r, py + r]]))
+    for p50, p95, y in bars:
+        (a, b), (c, _) = to_px((p50, y)), to_px((p95, y))
+        taken.append(Bbox([[a, b - 3], [c + 3, b + 3]]))
+
+    def cost(box: Any) -> float:
+        out = box.width * box.height - _overlap(box, inside)
+        return out * 10 + sum(_overlap(box, other) for other in taken)
+
+    for x, y, text in sorted(labels, key=lambda item: (-item[1], item[0], item[2])):
+        best: tuple[float, Any] | None = None
+        for i, (offset, ha, va) in enumerate(_PLACES):
+            line = None if i < _NEAR else {"arrowstyle": "-", "lw": 0.5, "color": "0.5"}
+            note = ax.annotate(
+                text, (x, y), textcoords="offset points", xytext=offset, ha=ha, va=va,
+                fontsize=7, arrowprops=line,
+            )  # fmt: skip
+            here = cost(_words(note, renderer))
+            if best is None or here < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (here, note)
+            else:
+                note.remove()
+            if here == 0:
+                break
+        assert best is not None
+        taken.append(_words(best[1], renderer))
+
+
+def _words(note: Any, renderer: Any) -> Any:
+    """The box of an annotation's words, without its line to the point."""
+    from matplotlib.text import Text
+
+    note.update_positions(renderer)
+    return Text.get_window_extent(note, renderer)
+
+
+def _overlap(a: Any, b: Any) -> float:
+    """Area (pixels) that two boxes share."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)

@@ -171,3 +171,40 @@ def test_a_later_run_is_its_own_table_and_an_open_marker_placed_by_its_ratio(
         from research.report.registry_file import _query_cost
 
         _query_cost({"file": "a.json", "later": "b.json"}, "registry.yaml")
+
+
+def test_labels_of_close_points_do_not_overlap() -> None:
+    """Six models at almost the same cost and quality (the MiniLM cluster of the real figure):
+    each label still stands clear of every other label, of every marker and of the legend,
+    inside the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.report.costs import _overlap, _place_labels, _words
+
+    fig, ax = plt.subplots(figsize=(7.6, 4.6), dpi=110)
+    points = [
+        (8.0 + 0.3 * i, 0.44 + 0.004 * i, f"model {i} · MiniLM, heads at 0.2x") for i in range(6)
+    ]
+    points.append((1.0, 0.1, "far away"))
+    for x, y, _ in points:
+        ax.plot(x, y, "o")
+    ax.set_xscale("log")
+    ax.set_xlim(0.6, 30)
+    ax.set_ylim(0.0, 0.6)
+    legend = ax.legend(["a"], loc="lower left")
+    fig.tight_layout()
+    _place_labels(fig, ax, points, [], legend)
+    renderer = fig.canvas.get_renderer()
+    boxes = [_words(t, renderer) for t in ax.texts]  # words, not lines
+    assert sorted(t.get_text() for t in ax.texts) == sorted(text for _, _, text in points)
+    inside = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform((x, y)) for x, y, _ in points]
+    for i, box in enumerate(boxes):
+        assert _overlap(box, inside) == box.width * box.height
+        assert _overlap(box, legend.get_window_extent(renderer)) == 0
+        assert all(_overlap(box, other) == 0 for other in boxes[i + 1 :])
+        assert not any(box.contains(px, py) for px, py in markers)
+    plt.close(fig)
