@@ -197,7 +197,7 @@ def write_cost_figure(
     import matplotlib.pyplot as plt
 
     rows = data["emoji"]
-    fig, ax = plt.subplots(figsize=(7.6, 4.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=110)
     labels: list[tuple[float, float, str]] = []  # (x, y, text) of each point
     bars: list[tuple[float, float, float]] = []  # (p50, p95, y) of each error bar
     for row in rows:
@@ -248,7 +248,7 @@ def write_cost_figure(
             plt.Line2D([], [], color="black", marker="o", mfc="none", linestyle="",
                        label="later run, placed by its ratio")
         )  # fmt: skip
-    legend = ax.legend(handles=handles, fontsize=7, loc="lower left")
+    legend = ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     _place_labels(fig, ax, labels, bars, legend)

@@ -104,7 +104,7 @@ def test_the_wordnet_table_names_the_models_it_could_not_index(
     )
     lines = cost_section(registry, ReportText.read(REPO / "results" / "report_text.md"))
     assert any(line.startswith("| sparse | 0.06 / 0.2 | 0.070 | 908 |") for line in lines)
-    assert "Not in this table: M1 · MiniLM, M4x · MiniLM (their documents are images" in "\n".join(
+    assert "Not in this table: M1 · MiniLM, M4x · MiniLM (their documents need images" in "\n".join(
         lines
     )
     data["meta"]["wordnet_skipped"] = []
